@@ -1,0 +1,109 @@
+"""Benchmark helpers: warm-up, blocking, medians, interleaving, results files.
+
+Benchmarks on shared machines are noisy, so every comparison here runs its
+variants *interleaved* (A, B, C, A, B, C, ...) in one process and reports
+medians and ratios against a baseline measured in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+
+def environment() -> dict:
+    """Machine, backend and versions a result was measured on."""
+    import flax
+    import numpy as np
+    import optax
+
+    dev = jax.devices()[0]
+    return {
+        "backend": jax.default_backend(),
+        "device": getattr(dev, "device_kind", str(dev)),
+        "num_devices": jax.device_count(),
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else jax.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "numpy": np.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def block(x):
+    return jax.block_until_ready(x)
+
+
+def time_call(fn: Callable[[], object]) -> float:
+    """Seconds for one call of ``fn``, blocking on its result."""
+    t0 = time.perf_counter()
+    block(fn())
+    return time.perf_counter() - t0
+
+
+def gemm_ceiling(n: int = 2048, reps: int = 7, dtype=jnp.float32) -> dict:
+    """Measured float32 GEMM throughput of this machine: median and best of ``reps``."""
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+    f = jax.jit(jnp.matmul)
+    block(f(a, b))
+    times = [time_call(lambda: f(a, b)) for _ in range(reps)]
+    flops = 2.0 * n**3
+    return {
+        "n": n,
+        "median_gflops": flops / statistics.median(times) / 1e9,
+        "best_gflops": flops / min(times) / 1e9,
+    }
+
+
+def interleaved(variants: dict[str, Callable[[], object]], reps: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Time each variant ``reps`` times, interleaved; returns seconds per call."""
+    for fn in variants.values():
+        for _ in range(warmup):
+            block(fn())
+    times = {k: [] for k in variants}
+    for _ in range(reps):
+        for k, fn in variants.items():
+            times[k].append(time_call(fn))
+    return times
+
+
+def write_results(name: str, payload: dict, table_md: str, out_dir: str | os.PathLike = "benchmarks/results") -> Path:
+    """Write ``NAME.json`` and ``NAME.md`` (with the environment) and return the JSON path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"environment": environment(), **payload}
+    path = out / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=float))
+    os.replace(tmp, path)
+    env = payload["environment"]
+    header = (
+        f"_Measured {env['date']} on {env['backend']} ({env['device']}, {env['cpu_count']} cores), "
+        f"jax {env['jax']}, flax {env['flax']}._\n\n"
+    )
+    (out / f"{name}.md").write_text(header + table_md.rstrip() + "\n")
+    return path
+
+
+def md_table(header: list[str], rows: list[list]) -> str:
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:,.3g}" if abs(v) < 100 else f"{v:,.0f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,666 @@
+"""Pure-function recurrent cells and time loops: tanh RNN, LSTM, GRU.
+
+Everything here is a plain function over plain ``dict``-of-array parameters;
+nothing holds state and nothing reads globals, so every function works under
+``jax.jit``, ``jax.grad`` and ``jax.vmap``.
+
+Conventions
+-----------
+* A *cell* is ``cell(params, carry, x) -> (carry, y)``. ``x`` is ``[B, F]`` (or
+  ``[F]`` for a single example; batch with ``jax.vmap``). The RNN and GRU carry
+  is ``h`` ``[B, H]``; the LSTM carry is the tuple ``(h, c)``, each ``[B, H]``.
+* Sequences are **time-major**: ``xs`` is ``[T, B, F]``, outputs ``ys`` are
+  ``[T, B, H]``.  An integer ``xs`` of shape ``[T, B]`` holds token ids and is
+  treated exactly as its one-hot encoding ``[T, B, F]`` (the input projection
+  becomes a row gather of ``w_ih``, which is much cheaper than a one-hot matmul).
+* Sequence functions (``rnn``, ``lstm``, ``gru``) compute the input projection
+  ``xs @ w_ih + b`` for all steps at once, as one large matrix product, outside
+  the time loop; only the recurrent product ``h @ w_hh`` stays inside.
+* Parameters, per layer: ``w_ih [F, G*H]``, ``w_hh [H, G*H]``, bias ``b [G*H]``
+  (G = 1 for the RNN, 4 for the LSTM).  The GRU keeps PyTorch's two biases,
+  ``b_ih`` and ``b_hh`` ``[3H]``, because its candidate gate multiplies the
+  recurrent bias by the reset gate.
+
+Equations (``σ`` is the logistic sigmoid; gate order as in PyTorch)::
+
+    RNN:   h' = act(x W_ih + h W_hh + b)                       act = tanh by default
+    LSTM:  [i, f, g, o] = x W_ih + h W_hh + b                   (gate order i, f, g, o)
+           i, f, o = σ(i), σ(f), σ(o);  g = tanh(g)
+           c' = f * c + i * g;  h' = o * tanh(c');  y = h'
+    GRU:   [r_x, z_x, n_x] = x W_ih + b_ih;  [r_h, z_h, n_h] = h W_hh + b_hh
+           r = σ(r_x + r_h);  z = σ(z_x + z_h);  n = tanh(n_x + r * n_h)
+           h' = (1 - z) * n + z * h
+
+The LSTM's ``lstm(..., mode="scan")`` uses a hand-written backward pass through
+time (``backward="fused"``, the default): the backward scan computes only the
+gate gradients and ``dh @ W_hh^T`` per step; the weight gradient
+``sum_t h_{t-1}^T dz_t`` is then one large matrix product over all steps instead
+of ``T`` small ones, as cuDNN and oneDNN do.  ``backward="autodiff"`` lets JAX
+differentiate the scan instead; both give the same numbers (tests check this).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+Params = dict[str, Array]
+Cell = Callable[[Params, Any, Array], tuple[Any, Array]]
+
+MODES = ("scan", "python", "pallas", "auto")
+ACTIVATIONS = {
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+    "relu": jax.nn.relu,
+    "identity": lambda x: x,
+}
+RECURRENT_INITS = ("orthogonal", "uniform", "identity", "normal")
+
+
+# --------------------------------------------------------------------------- init
+
+
+def _recurrent_matrix(key, hidden_size, gates, kind, scale, dtype):
+    """``[H, G*H]``: one ``[H, H]`` block per gate, each drawn independently."""
+    if kind not in RECURRENT_INITS:
+        raise ValueError(
+            f"unknown recurrent_init {kind!r}; choose one of {RECURRENT_INITS}"
+        )
+    keys = jax.random.split(key, gates)
+    blocks = []
+    for k in keys:
+        if kind == "orthogonal":
+            w = jax.nn.initializers.orthogonal(scale)(k, (hidden_size, hidden_size), dtype)
+        elif kind == "identity":
+            w = scale * jnp.eye(hidden_size, dtype=dtype)
+        elif kind == "normal":
+            w = scale * jax.random.normal(k, (hidden_size, hidden_size), dtype) / np.sqrt(hidden_size)
+        else:  # PyTorch's default: U(-1/sqrt(H), 1/sqrt(H)), times scale
+            bound = scale / np.sqrt(hidden_size)
+            w = jax.random.uniform(k, (hidden_size, hidden_size), dtype, -bound, bound)
+        blocks.append(w)
+    return jnp.concatenate(blocks, axis=1)
+
+
+def _check_sizes(input_size, hidden_size):
+    for name, v in (("input_size", input_size), ("hidden_size", hidden_size)):
+        if not isinstance(v, (int, np.integer)) or v <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+
+def _input_matrix(key, input_size, width, dtype):
+    # LeCun normal: unit-variance pre-activations for unit-variance inputs.
+    return jax.random.normal(key, (input_size, width), dtype) / np.sqrt(input_size)
+
+
+def rnn_init(
+    key: Array,
+    input_size: int,
+    hidden_size: int,
+    *,
+    recurrent_init: str = "orthogonal",
+    recurrent_scale: float = 1.0,
+    dtype=jnp.float32,
+) -> Params:
+    """Parameters of a simple RNN: ``w_ih [F, H]``, ``w_hh [H, H]``, ``b [H]``.
+
+    ``recurrent_init`` is one of ``"orthogonal"`` (default), ``"uniform"``
+    (PyTorch's U(-1/sqrt(H), 1/sqrt(H))), ``"identity"`` (Le et al. 2015, for ReLU
+    RNNs) or ``"normal"`` (N(0, 1/H)); each is multiplied by ``recurrent_scale``.
+    """
+    _check_sizes(input_size, hidden_size)
+    k1, k2 = jax.random.split(key)
+    return {
+        "w_ih": _input_matrix(k1, input_size, hidden_size, dtype),
+        "w_hh": _recurrent_matrix(k2, hidden_size, 1, recurrent_init, recurrent_scale, dtype),
+        "b": jnp.zeros((hidden_size,), dtype),
+    }
+
+
+def lstm_init(
+    key: Array,
+    input_size: int,
+    hidden_size: int,
+    *,
+    forget_bias: float = 1.0,
+    recurrent_init: str = "orthogonal",
+    recurrent_scale: float = 1.0,
+    dtype=jnp.float32,
+) -> Params:
+    """Parameters of an LSTM layer: ``w_ih [F, 4H]``, ``w_hh [H, 4H]``, ``b [4H]``.
+
+    Gate order along the last axis is (i, f, g, o), as in PyTorch. The forget
+    gate's bias starts at ``forget_bias`` (1.0: Gers et al. 2000; Jozefowicz et
+    al. 2015), so the cell remembers by default; other biases start at 0.
+    """
+    _check_sizes(input_size, hidden_size)
+    k1, k2 = jax.random.split(key)
+    b = jnp.zeros((4 * hidden_size,), dtype).at[hidden_size : 2 * hidden_size].set(forget_bias)
+    return {
+        "w_ih": _input_matrix(k1, input_size, 4 * hidden_size, dtype),
+        "w_hh": _recurrent_matrix(k2, hidden_size, 4, recurrent_init, recurrent_scale, dtype),
+        "b": b,
+    }
+
+
+def gru_init(
+    key: Array,
+    input_size: int,
+    hidden_size: int,
+    *,
+    recurrent_init: str = "orthogonal",
+    recurrent_scale: float = 1.0,
+    dtype=jnp.float32,
+) -> Params:
+    """Parameters of a GRU layer: ``w_ih [F, 3H]``, ``w_hh [H, 3H]``, ``b_ih``, ``b_hh [3H]``.
+
+    Gate order (r, z, n), as in PyTorch.
+    """
+    _check_sizes(input_size, hidden_size)
+    k1, k2 = jax.random.split(key)
+    return {
+        "w_ih": _input_matrix(k1, input_size, 3 * hidden_size, dtype),
+        "w_hh": _recurrent_matrix(k2, hidden_size, 3, recurrent_init, recurrent_scale, dtype),
+        "b_ih": jnp.zeros((3 * hidden_size,), dtype),
+        "b_hh": jnp.zeros((3 * hidden_size,), dtype),
+    }
+
+
+def hidden_size_of(params: Params) -> int:
+    """Hidden size ``H`` of a layer's parameters (from ``w_hh [H, G*H]``)."""
+    return params["w_hh"].shape[0]
+
+
+def rnn_zero_carry(params: Params, batch_shape: Sequence[int] = ()) -> Array:
+    """Zero carry ``h`` of shape ``[*batch_shape, H]``."""
+    return jnp.zeros((*batch_shape, hidden_size_of(params)), params["w_hh"].dtype)
+
+
+gru_zero_carry = rnn_zero_carry
+
+
+def lstm_zero_carry(params: Params, batch_shape: Sequence[int] = ()) -> tuple[Array, Array]:
+    """Zero carry ``(h, c)``, each of shape ``[*batch_shape, H]``."""
+    h = rnn_zero_carry(params, batch_shape)
+    return (h, h)
+
+
+# --------------------------------------------------------------------------- cells
+# The ``*_step`` functions take the already-projected input ``zx = x W_ih + b``
+# (hoisted out of the time loop); the public ``*_cell`` functions take raw ``x``.
+
+
+def _rnn_step(params, h, zx, activation="tanh"):
+    h = ACTIVATIONS[activation](zx + h @ params["w_hh"])
+    return h, h
+
+
+def _lstm_step(params, carry, zx):
+    h, c = carry
+    z = zx + h @ params["w_hh"]
+    i, f, g, o = jnp.split(z, 4, axis=-1)
+    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    return (h, c), h
+
+
+def _gru_step(params, h, zx):
+    zh = h @ params["w_hh"] + params["b_hh"]
+    rx, zx_, nx = jnp.split(zx, 3, axis=-1)
+    rh, zh_, nh = jnp.split(zh, 3, axis=-1)
+    r = jax.nn.sigmoid(rx + rh)
+    z = jax.nn.sigmoid(zx_ + zh_)
+    n = jnp.tanh(nx + r * nh)
+    h = (1.0 - z) * n + z * h
+    return h, h
+
+
+def _bias(params):
+    return params["b_ih"] if "b_ih" in params else params["b"]
+
+
+def _check_activation(activation):
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose one of {tuple(ACTIVATIONS)}")
+
+
+def rnn_cell(params: Params, carry: Array, x: Array, *, activation: str = "tanh"):
+    """One simple-RNN step. ``carry`` h ``[B, H]``, ``x`` ``[B, F]`` -> ``(h', h')``."""
+    _check_activation(activation)
+    return _rnn_step(params, carry, x @ params["w_ih"] + params["b"], activation)
+
+
+def lstm_cell(params: Params, carry: tuple[Array, Array], x: Array):
+    """One LSTM step. ``carry = (h, c)`` each ``[B, H]``, ``x`` ``[B, F]`` -> ``((h', c'), h')``."""
+    return _lstm_step(params, carry, x @ params["w_ih"] + params["b"])
+
+
+def gru_cell(params: Params, carry: Array, x: Array):
+    """One GRU step. ``carry`` h ``[B, H]``, ``x`` ``[B, F]`` -> ``(h', h')``."""
+    return _gru_step(params, carry, x @ params["w_ih"] + params["b_ih"])
+
+
+# --------------------------------------------------------------------------- time loop
+
+
+def _check_mode(mode, unroll):
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
+    if not isinstance(unroll, (int, np.integer)) or isinstance(unroll, bool) or unroll < 1:
+        raise ValueError(f"unroll must be a positive integer, got {unroll!r}")
+
+
+def _length_mask(lengths, num_steps):
+    """``[T, *batch]`` boolean mask: step ``t`` is real when ``t < lengths``."""
+    if lengths is None:
+        return None
+    lengths = jnp.asarray(lengths)
+    if not jnp.issubdtype(lengths.dtype, jnp.integer):
+        raise TypeError(f"lengths must be integers, got dtype {lengths.dtype}")
+    steps = jnp.arange(num_steps).reshape((num_steps,) + (1,) * lengths.ndim)
+    return steps < lengths[None]
+
+
+def _bcast(m, leaf):
+    return m.reshape(m.shape + (1,) * (leaf.ndim - m.ndim))
+
+
+def _masked_body(cell, params):
+    def body(carry, inp):
+        x, m = inp
+        new_carry, y = cell(params, carry, x)
+        if m is not None:
+            new_carry = jax.tree.map(lambda n, o: jnp.where(_bcast(m, n), n, o), new_carry, carry)
+            y = jnp.where(_bcast(m, y), y, jnp.zeros_like(y))
+        return new_carry, y
+
+    return body
+
+
+def unroll(
+    cell: Cell,
+    params: Params,
+    carry: Any,
+    xs: Array,
+    *,
+    mode: str = "scan",
+    unroll: int = 1,
+    reverse: bool = False,
+    lengths: Array | None = None,
+):
+    """Run ``cell`` over the time-major sequence ``xs`` ``[T, B, F]``.
+
+    Returns ``(final_carry, ys)`` with ``ys`` ``[T, B, H]``; ``ys[t]`` is the
+    output for input ``xs[t]`` whatever the direction.
+
+    Args:
+      cell: ``cell(params, carry, x) -> (carry, y)``.
+      mode: ``"scan"`` runs ``lax.scan`` (compiles the step once);
+        ``"python"`` is a fully unrolled Python loop (one copy of the step per
+        time step in the compiled program: the comparison baseline).
+      unroll: partial unroll factor of ``lax.scan`` (``mode="scan"`` only).
+      reverse: run from ``t = T-1`` down to ``0``.
+      lengths: ``[B]`` integer lengths of right-padded sequences. At padded
+        steps (``t >= lengths[b]``) the carry does not change and the output is
+        zero; so the final carry is the carry after each sequence's last real
+        step (forward), and a reversed run starts at each sequence's last real
+        step (backward direction of a bidirectional RNN).
+    """
+    _check_mode(mode, unroll)
+    if mode in ("pallas", "auto"):
+        raise ValueError(
+            f"mode={mode!r} needs a fused kernel and is available only for the "
+            "sequence functions (rnn.lstm, rnn.rnn); use mode='scan' with unroll()"
+        )
+    xs = jnp.asarray(xs)
+    num_steps = xs.shape[0]
+    mask = _length_mask(lengths, num_steps)
+    body = _masked_body(cell, params)
+    if mode == "scan":
+        return jax.lax.scan(body, carry, (xs, mask), reverse=reverse, unroll=unroll)
+    order = range(num_steps - 1, -1, -1) if reverse else range(num_steps)
+    ys = [None] * num_steps
+    for t in order:
+        carry, ys[t] = body(carry, (xs[t], None if mask is None else mask[t]))
+    return carry, jnp.stack(ys)
+
+
+# The sequence functions below take a keyword argument named ``unroll``.
+_time_loop = unroll
+
+
+# --------------------------------------------------------------------------- projection
+
+
+def input_projection(params: Params, xs: Array) -> Array:
+    """``xs @ w_ih + b`` for every step at once: ``[T, B, F] -> [T, B, G*H]``.
+
+    Integer ``xs`` ``[T, B]`` are token ids: the projection of their one-hot
+    encoding is a row gather of ``w_ih`` (no one-hot matrix is built).
+    """
+    w, b = params["w_ih"], _bias(params)
+    xs = jnp.asarray(xs)
+    if jnp.issubdtype(xs.dtype, jnp.integer):
+        return jnp.take(w, xs, axis=0) + b
+    if xs.shape[-1] != w.shape[0]:
+        raise ValueError(
+            f"input feature size {xs.shape[-1]} does not match the layer's input size "
+            f"{w.shape[0]} (w_ih is {tuple(w.shape)}); initialise with input_size={xs.shape[-1]}"
+        )
+    lead = xs.shape[:-1]
+    z = xs.reshape(-1, xs.shape[-1]) @ w  # one large GEMM over all T*B rows
+    return z.reshape(*lead, w.shape[1]) + b
+
+
+def _check_seq(xs):
+    if jnp.ndim(xs) < 2:
+        raise ValueError(
+            f"xs must be time-major [T, B, F] (or [T, F], or integer ids [T, B]); got shape {jnp.shape(xs)}"
+        )
+
+
+def _default_carry(params, zx, carry, zero_fn):
+    if carry is None:
+        return zero_fn(params, zx.shape[1:-1])
+    return carry
+
+
+def rnn(
+    params: Params,
+    xs: Array,
+    carry: Array | None = None,
+    *,
+    activation: str = "tanh",
+    mode: str = "scan",
+    unroll: int = 1,
+    reverse: bool = False,
+    lengths: Array | None = None,
+):
+    """Simple RNN over ``xs`` ``[T, B, F]`` (or ids ``[T, B]``) -> ``(h_T, ys [T, B, H])``."""
+    _check_seq(xs)
+    _check_activation(activation)
+    _check_mode(mode, unroll)
+    zx = input_projection(params, xs)
+    carry = _default_carry(params, zx, carry, rnn_zero_carry)
+    if mode in ("pallas", "auto"):
+        from jaxgen import kernels  # deferred: the kernels are optional at import time
+
+        return kernels.rnn_sequence(params, zx, carry, mode=mode, activation=activation,
+                                    reverse=reverse, lengths=lengths)
+    step = functools.partial(_rnn_step, activation=activation)
+    return _time_loop(step, params, carry, zx, mode=mode, unroll=unroll,
+                               reverse=reverse, lengths=lengths)
+
+
+def gru(
+    params: Params,
+    xs: Array,
+    carry: Array | None = None,
+    *,
+    mode: str = "scan",
+    unroll: int = 1,
+    reverse: bool = False,
+    lengths: Array | None = None,
+):
+    """GRU over ``xs`` ``[T, B, F]`` (or ids ``[T, B]``) -> ``(h_T, ys [T, B, H])``."""
+    _check_seq(xs)
+    _check_mode(mode, unroll)
+    if mode in ("pallas", "auto"):
+        raise ValueError("the GRU has no fused kernel; use mode='scan' or 'python'")
+    zx = input_projection(params, xs)
+    carry = _default_carry(params, zx, carry, gru_zero_carry)
+    return _time_loop(_gru_step, params, carry, zx, mode=mode, unroll=unroll,
+                               reverse=reverse, lengths=lengths)
+
+
+def lstm(
+    params: Params,
+    xs: Array,
+    carry: tuple[Array, Array] | None = None,
+    *,
+    mode: str = "scan",
+    unroll: int = 1,
+    reverse: bool = False,
+    lengths: Array | None = None,
+    backward: str = "fused",
+):
+    """LSTM over ``xs`` ``[T, B, F]`` (or ids ``[T, B]``) -> ``((h_T, c_T), ys [T, B, H])``.
+
+    The input projection is one GEMM over all steps, outside the loop.
+
+    Args:
+      carry: ``(h, c)`` each ``[B, H]``; ``None`` means zeros.
+      mode: ``"scan"`` (``lax.scan``), ``"python"`` (fully unrolled loop),
+        ``"pallas"`` (fused sequence kernel, see ``jaxgen.kernels``) or
+        ``"auto"`` (the fastest measured path for the backend).
+      backward: for ``mode="scan"``: ``"fused"`` (hand-written BPTT, one weight
+        gradient GEMM over all steps) or ``"autodiff"`` (JAX differentiates the scan).
+      lengths, reverse, unroll: as in :func:`unroll`.
+    """
+    _check_seq(xs)
+    _check_mode(mode, unroll)
+    if backward not in ("fused", "autodiff"):
+        raise ValueError(f"backward must be 'fused' or 'autodiff', got {backward!r}")
+    zx = input_projection(params, xs)
+    carry = _default_carry(params, zx, carry, lstm_zero_carry)
+    carry = tuple(carry)
+    if mode in ("pallas", "auto"):
+        from jaxgen import kernels
+
+        return kernels.lstm_sequence(params, zx, carry, mode=mode, reverse=reverse, lengths=lengths)
+    if mode == "scan" and backward == "fused":
+        mask = _length_mask(lengths, zx.shape[0])
+        if mask is not None:
+            mask = mask.astype(zx.dtype)
+        h, c, ys = _lstm_fused(params["w_hh"], zx, carry[0], carry[1], mask, reverse, unroll)
+        return (h, c), ys
+    return _time_loop(_lstm_step, params, carry, zx, mode=mode, unroll=unroll,
+                               reverse=reverse, lengths=lengths)
+
+
+# --------------------------------------------------------------------------- fused LSTM BPTT
+
+
+def _gates(z):
+    i, f, g, o = jnp.split(z, 4, axis=-1)
+    return jnp.concatenate(
+        [jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)], axis=-1
+    )
+
+
+def _lstm_fused_fwd_impl(w_hh, zx, h0, c0, mask, reverse, unroll):
+    """Forward scan; returns outputs and the residuals the backward pass needs."""
+
+    def step(carry, inp):
+        h, c = carry
+        zx_t, m = inp
+        a = _gates(zx_t + h @ w_hh)  # [B, 4H] activated gates
+        i, f, g, o = jnp.split(a, 4, axis=-1)
+        c_new = f * c + i * g
+        h_new = o * jnp.tanh(c_new)
+        if m is None:
+            return (h_new, c_new), (h_new, a, c_new)
+        m = m[..., None]
+        h_out = m * h_new + (1 - m) * h
+        c_out = m * c_new + (1 - m) * c
+        # Masked runs keep the previous state for the backward pass explicitly.
+        return (h_out, c_out), (m * h_new, a, c_new, h, c)
+
+    (h, c), out = jax.lax.scan(step, (h0, c0), (zx, mask), reverse=reverse, unroll=unroll)
+    return h, c, out
+
+
+def _shift_prev(seq, first, reverse):
+    """The previous step's value in processing order: ``[first, seq[:-1]]`` (or reversed)."""
+    if reverse:
+        return jnp.concatenate([seq[1:], first[None]], axis=0)
+    return jnp.concatenate([first[None], seq[:-1]], axis=0)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _lstm_fused(w_hh, zx, h0, c0, mask, reverse, unroll):
+    h, c, out = _lstm_fused_fwd_impl(w_hh, zx, h0, c0, mask, reverse, unroll)
+    return h, c, out[0]
+
+
+def _lstm_fused_fwd(w_hh, zx, h0, c0, mask, reverse, unroll):
+    h, c, out = _lstm_fused_fwd_impl(w_hh, zx, h0, c0, mask, reverse, unroll)
+    if mask is None:
+        ys, acts, cs = out
+        h_prev = _shift_prev(ys, h0, reverse)
+        c_prev = _shift_prev(cs, c0, reverse)
+    else:
+        ys, acts, cs, h_prev, c_prev = out
+    return (h, c, ys), (w_hh, acts, cs, h_prev, c_prev, mask)
+
+
+def _lstm_fused_bwd(reverse, unroll, res, cts):
+    w_hh, acts, cs, h_prev, c_prev, mask = res
+    dh_T, dc_T, dys = cts
+
+    def step(carry, inp):
+        dh, dc = carry
+        dy, a, c_new, cp, m = inp
+        i, f, g, o = jnp.split(a, 4, axis=-1)
+        if m is None:
+            dh_new, dc_new = dh + dy, dc
+        else:
+            m = m[..., None]
+            dh_new, dc_new = m * (dh + dy), m * dc
+        tc = jnp.tanh(c_new)
+        dc_new = dc_new + dh_new * o * (1 - tc * tc)
+        dz = jnp.concatenate(
+            [
+                dc_new * g * i * (1 - i),
+                dc_new * cp * f * (1 - f),
+                dc_new * i * (1 - g * g),
+                dh_new * tc * o * (1 - o),
+            ],
+            axis=-1,
+        )
+        dh_prev = dz @ w_hh.T
+        dc_prev = dc_new * f
+        if m is not None:
+            dh_prev = dh_prev + (1 - m) * dh
+            dc_prev = dc_prev + (1 - m) * dc
+        return (dh_prev, dc_prev), dz
+
+    (dh0, dc0), dzs = jax.lax.scan(
+        step, (dh_T, dc_T), (dys, acts, cs, c_prev, mask), reverse=not reverse, unroll=unroll
+    )
+    hid = h_prev.shape[-1]
+    # One [H, T*B] x [T*B, 4H] product for the recurrent weight gradient.
+    dw_hh = h_prev.reshape(-1, hid).T @ dzs.reshape(-1, 4 * hid)
+    dmask = None if mask is None else jnp.zeros_like(mask)
+    return dw_hh, dzs, dh0, dc0, dmask
+
+
+_lstm_fused.defvjp(_lstm_fused_fwd, _lstm_fused_bwd)
+
+
+# --------------------------------------------------------------------------- stacks
+
+
+def lstm_stack_init(key: Array, input_size: int, hidden_size: int, num_layers: int, **kwargs) -> list[Params]:
+    """A stacked LSTM: a list of ``num_layers`` layer dicts (layer 0 takes ``input_size``)."""
+    if not isinstance(num_layers, (int, np.integer)) or num_layers < 1:
+        raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
+    keys = jax.random.split(key, num_layers)
+    return [
+        lstm_init(k, input_size if n == 0 else hidden_size, hidden_size, **kwargs)
+        for n, k in enumerate(keys)
+    ]
+
+
+def dropout(key: Array | None, x: Array, rate: float) -> Array:
+    """Inverted dropout: zero with probability ``rate``, scale the rest by ``1/(1-rate)``.
+
+    ``key=None`` or ``rate=0`` returns ``x`` unchanged (evaluation).
+    """
+    if key is None or rate == 0.0:
+        return x
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+def lstm_stack(
+    layers: Sequence[Params],
+    xs: Array,
+    carries: Sequence[tuple[Array, Array]] | None = None,
+    *,
+    dropout_rate: float = 0.0,
+    key: Array | None = None,
+    **kwargs,
+):
+    """Stacked LSTM over ``xs`` ``[T, B, F]`` (or ids ``[T, B]``).
+
+    Dropout with ``dropout_rate`` is applied to the outputs of every layer but
+    the last (PyTorch ``nn.LSTM`` semantics), only when ``key`` is given
+    (pass ``key=None`` to evaluate). Other keyword arguments go to :func:`lstm`.
+
+    Returns ``(carries, ys)``: the list of every layer's final ``(h, c)`` and the
+    last layer's outputs ``[T, B, H]``.
+    """
+    if carries is None:
+        carries = [None] * len(layers)
+    if len(carries) != len(layers):
+        raise ValueError(f"got {len(carries)} carries for {len(layers)} layers")
+    keys = [None] * len(layers) if key is None else list(jax.random.split(key, len(layers)))
+    finals = []
+    ys = xs
+    for n, (p, c) in enumerate(zip(layers, carries)):
+        c, ys = lstm(p, ys, c, **kwargs)
+        finals.append(c)
+        if n < len(layers) - 1:
+            ys = dropout(keys[n], ys, dropout_rate)
+    return finals, ys
+
+
+# --------------------------------------------------------------------------- PyTorch layout
+
+
+def lstm_from_torch(arrays: dict[str, np.ndarray], num_layers: int) -> list[Params]:
+    """Convert PyTorch ``nn.LSTM`` weights (``state_dict`` as NumPy) to jaxgen layers.
+
+    ``weight_ih_l{k}`` ``[4H, F]`` -> ``w_ih [F, 4H]`` (transposed), likewise
+    ``weight_hh_l{k}``; the two biases are summed into ``b`` (they only ever
+    appear as a sum). Gate order (i, f, g, o) is the same in both.
+    """
+    layers = []
+    for k in range(num_layers):
+        names = [f"weight_ih_l{k}", f"weight_hh_l{k}", f"bias_ih_l{k}", f"bias_hh_l{k}"]
+        missing = [n for n in names[:2] if n not in arrays]
+        if missing:
+            raise KeyError(f"missing PyTorch LSTM weights {missing} for layer {k} of {num_layers}")
+        w_ih = np.asarray(arrays[names[0]])
+        w_hh = np.asarray(arrays[names[1]])
+        if w_hh.shape[0] != 4 * w_hh.shape[1]:
+            raise ValueError(f"{names[1]} has shape {w_hh.shape}; expected [4H, H]")
+        b = np.zeros(w_hh.shape[0], w_hh.dtype)
+        for n in names[2:]:
+            if n in arrays:
+                b = b + np.asarray(arrays[n])
+        layers.append({"w_ih": jnp.asarray(w_ih.T), "w_hh": jnp.asarray(w_hh.T), "b": jnp.asarray(b)})
+    return layers
+
+
+def lstm_to_torch(layers: Sequence[Params]) -> dict[str, np.ndarray]:
+    """jaxgen LSTM layers -> PyTorch ``nn.LSTM`` ``state_dict`` arrays (NumPy).
+
+    The whole bias goes to ``bias_ih_l{k}``; ``bias_hh_l{k}`` is zero.
+    ``torch.nn.LSTM.load_state_dict({k: torch.from_numpy(v) ...})`` takes it.
+    """
+    out = {}
+    for k, p in enumerate(layers):
+        out[f"weight_ih_l{k}"] = np.asarray(p["w_ih"]).T.copy()
+        out[f"weight_hh_l{k}"] = np.asarray(p["w_hh"]).T.copy()
+        out[f"bias_ih_l{k}"] = np.asarray(p["b"]).copy()
+        out[f"bias_hh_l{k}"] = np.zeros_like(out[f"bias_ih_l{k}"])
+    return out
