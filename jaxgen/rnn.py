@@ -186,8 +186,8 @@ gru_zero_carry = rnn_zero_carry
 
 def lstm_zero_carry(params: Params, batch_shape: Sequence[int] = ()) -> tuple[Array, Array]:
     """Zero carry ``(h, c)``, each of shape ``[*batch_shape, H]``."""
-    h = rnn_zero_carry(params, batch_shape)
-    return (h, h)
+    # Two separate buffers, so a donated train state never holds one buffer twice.
+    return (rnn_zero_carry(params, batch_shape), rnn_zero_carry(params, batch_shape))
 
 
 # --------------------------------------------------------------------------- cells

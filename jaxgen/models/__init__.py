@@ -1,0 +1,1 @@
+"""Models: ``init(key, ...) -> params`` and pure ``apply`` functions."""

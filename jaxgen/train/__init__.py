@@ -1,0 +1,1 @@
+"""Training: train states, jitted steps, optimisers, checkpoints, metrics."""

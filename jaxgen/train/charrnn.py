@@ -1,0 +1,295 @@
+"""Training the character-level LSTM: pure train step, evaluation, and the run loop.
+
+The train state is a plain dict::
+
+    {"params":    model parameters (see jaxgen.models.charrnn),
+     "opt_state": optax state (global-norm clipping, Adam),
+     "carries":   per-layer (h, c) [B, H] carried between batches (truncated BPTT),
+     "step":      int32 [] global step,
+     "key":       uint32 [2] raw PRNG key data; per step fold_in(key, step)}
+
+so a checkpoint holds everything needed to continue exactly: the data order is
+fixed, and the batch of step ``s`` is ``batches[s % num_batches]``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxgen.data import text as textdata
+from jaxgen.errors import UserError
+from jaxgen.models import charrnn as model
+from jaxgen.train import checkpoint as ckpt
+from jaxgen.train.metrics import RunLog, global_norms
+
+KIND = "charrnn"
+
+
+# ----------------------------------------------------------------------------- pure pieces
+
+
+def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+    t = cfg.train
+    if t.lr_schedule == "constant":
+        lr = t.lr
+    elif t.lr_schedule == "cosine":
+        lr = optax.warmup_cosine_decay_schedule(0.0, t.lr, max(1, t.warmup_steps), max(t.warmup_steps + 1, total_steps),
+                                                end_value=t.lr * t.final_lr_fraction)
+    else:
+        raise UserError(f"unknown train.lr_schedule {t.lr_schedule!r}; choose 'constant' or 'cosine'")
+    return optax.chain(optax.clip_by_global_norm(t.clip), optax.adam(lr))
+
+
+def init_state(cfg, vocab_size: int, tx: optax.GradientTransformation) -> dict:
+    key = jax.random.key(cfg.seed)
+    k_init, k_train = jax.random.split(key)
+    params = model.init(k_init, vocab_size, cfg.model.hidden, cfg.model.layers, forget_bias=cfg.model.forget_bias)
+    return {
+        "params": params,
+        "opt_state": tx.init(params),
+        "carries": model.zero_carries(params, cfg.train.batch),
+        "step": jnp.zeros((), jnp.int32),
+        "key": jax.random.key_data(k_train),
+    }
+
+
+def train_step(state: dict, ids: jax.Array, targets: jax.Array, reset: jax.Array, *,
+               tx: optax.GradientTransformation, dropout_rate: float):
+    """One truncated-BPTT step on ``ids``/``targets`` ``[T, B]``; ``reset`` zeroes the carried state.
+
+    Returns ``(new_state, metrics)``. Bind ``tx`` and ``dropout_rate`` with
+    ``functools.partial`` and jit with ``donate_argnums=0``.
+    """
+    key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), state["step"])
+    carries = jax.tree.map(lambda c: jnp.where(reset, jnp.zeros_like(c), c), state["carries"])
+    carries = jax.lax.stop_gradient(carries)  # truncated BPTT: no gradient across batches
+
+    def loss_fn(params):
+        return model.loss(params, ids, targets, carries, dropout_rate=dropout_rate, key=key)
+
+    (loss, carries), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    metrics = {"loss": loss, **global_norms(grads, state["params"], updates)}
+    new_state = {**state, "params": params, "opt_state": opt_state, "carries": carries, "step": state["step"] + 1}
+    return new_state, metrics
+
+
+@jax.jit
+def eval_step(params, carries, ids, targets):
+    """Summed cross-entropy (nats) over a batch, no dropout, carrying the state."""
+    carries, logits = model.apply(params, ids, carries)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, targets).sum(), carries
+
+
+def evaluate(params, batches: textdata.CharBatches) -> float:
+    """Mean validation loss in nats per character over the whole validation stream."""
+    carries = model.zero_carries(params, batches.batch)
+    total, count = 0.0, 0
+    for k in range(len(batches)):
+        x, y = batches[k]
+        s, carries = eval_step(params, carries, x, y)
+        total += float(s)
+        count += x.size
+    return total / count
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def validate_config(cfg) -> None:
+    for name in ("model.hidden", "model.layers", "train.batch", "train.seq_len", "train.checkpoint_every",
+                 "train.eval_every", "train.log_every"):
+        group, field = name.split(".")
+        v = cfg[group][field]
+        if not isinstance(v, int) or v <= 0:
+            raise UserError(f"--config.{name} must be a positive integer, got {v!r}")
+    if not 0.0 <= cfg.model.dropout < 1.0:
+        raise UserError(f"--config.model.dropout must be in [0, 1), got {cfg.model.dropout}")
+    if cfg.train.lr <= 0:
+        raise UserError(f"--config.train.lr must be positive, got {cfg.train.lr}")
+
+
+def prepare_data(cfg, vocab: textdata.Vocab | None = None):
+    corpus = textdata.load_corpus(cfg.data.source, cfg.data.path, cfg.data.tfds_name)
+    if vocab is None:
+        vocab = textdata.Vocab.from_text(corpus)
+    ids = vocab.encode(corpus)
+    train_ids, val_ids = textdata.split_corpus(ids, cfg.data.val_fraction)
+    train = textdata.CharBatches(train_ids, cfg.train.batch, cfg.train.seq_len, name="training")
+    # The validation split may be shorter than a training batch: use fewer rows.
+    val_batch = min(cfg.train.batch, max(1, (len(val_ids) - 1) // (cfg.train.seq_len + 1)))
+    val = textdata.CharBatches(val_ids, val_batch, cfg.train.seq_len, name="validation")
+    return vocab, train, val
+
+
+def total_steps(cfg, train: textdata.CharBatches) -> int:
+    return cfg.train.steps if cfg.train.steps > 0 else cfg.train.epochs * len(train)
+
+
+def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, quiet: bool = False) -> dict:
+    """Train (or resume) a char-RNN in ``workdir``; returns a summary dict."""
+    validate_config(cfg)
+    workdir = Path(workdir)
+    meta = ckpt.check_workdir_kind(workdir, KIND)
+    vocab = None
+    if meta is not None:
+        vocab = textdata.Vocab.from_json(meta["vocab"])
+        old = meta["config"]["model"]
+        for k in ("hidden", "layers"):
+            if old[k] != cfg.model[k]:
+                raise UserError(f"workdir {str(workdir)!r} holds a model with model.{k}={old[k]}, but the config "
+                                f"says {cfg.model[k]}; use the same config to resume, or a new --workdir")
+    vocab, train_b, val_b = prepare_data(cfg, vocab)
+    steps = total_steps(cfg, train_b)
+    tx = make_optimizer(cfg, steps)
+    state = init_state(cfg, len(vocab), tx)
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    ckpts = ckpt.Checkpoints(workdir)
+    start = 0
+    restored = ckpts.restore(ckpt.abstract(state)) if meta is not None else None
+    if restored is not None:
+        start, state = restored
+    ckpt.write_json_atomic(workdir / ckpt.META, {"model": KIND, "config": cfg.to_dict(), "vocab": vocab.to_json()})
+    log = RunLog(workdir, steps, quiet=quiet)
+    best = _best_so_far(workdir)
+    tokens = cfg.train.batch * cfg.train.seq_len
+    log.message(f"char-rnn: {len(vocab)} characters, {train_b.rows.size:,} training / {val_b.rows.size:,} validation "
+                f"ids, {len(train_b)} batches per epoch, steps {start} -> {steps}"
+                + (f" (resumed from step {start})" if start else ""))
+
+    step_fn = jax.jit(functools.partial(train_step, tx=tx, dropout_rate=cfg.model.dropout), donate_argnums=0)
+    last_saved = start
+    t_start = time.perf_counter()
+    rate = 0.0
+    val_loss = None
+    try:
+        for step in range(start, steps):
+            _, k = train_b.position(step)
+            x, y = train_b[k]
+            t0 = time.perf_counter()
+            state, metrics = step_fn(state, x, y, jnp.asarray(k == 0))
+            loss = float(metrics["loss"])  # blocks: steps are long enough that this costs nothing
+            if not math.isfinite(loss):
+                raise UserError(
+                    f"the training loss became {loss} at step {step + 1}; stopped without saving it. The last good "
+                    f"checkpoint (step {last_saved}) is kept in {str(workdir)!r}. Lower --config.train.lr or "
+                    "--config.train.clip and resume"
+                )
+            dt = time.perf_counter() - t0
+            if step > start:  # the first step includes compilation
+                rate = tokens / dt if rate == 0.0 else 0.9 * rate + 0.1 * tokens / dt
+            done = step + 1
+            if done % cfg.train.log_every == 0 or done == steps:
+                log.write(done, {**metrics, "tokens_per_s": rate})
+            log.progress(done, loss, rate, (steps - done) * tokens / max(rate, 1e-9))
+            out_of_time = bool(cfg.train.time_budget_s) and time.perf_counter() - t_start >= cfg.train.time_budget_s
+            if done % cfg.train.eval_every == 0 or done == steps or out_of_time:
+                val_loss = evaluate(state["params"], val_b)
+                improved = best is None or val_loss < best
+                if improved:
+                    best = val_loss
+                    ckpts.save(done, state, best=True)
+                log.write(done, {"val_loss": val_loss, "val_bpc": val_loss / math.log(2)})
+                log.message(f"step {done}: validation loss {val_loss:.4f} nats/char ({val_loss / math.log(2):.3f} "
+                            f"bits/char), best {best:.4f}, {time.perf_counter() - t_start:.0f}s")
+            if done % cfg.train.checkpoint_every == 0 or done == steps or out_of_time:
+                ckpts.save(done, state)
+                last_saved = done
+            if out_of_time:
+                log.message(f"stopping at step {done}: train.time_budget_s={cfg.train.time_budget_s:g} reached")
+                break
+    finally:
+        log.close()
+        ckpts.close()
+    return {"steps": steps, "start": start, "val_loss": val_loss, "best_val_loss": best,
+            "tokens_per_s": rate, "wall_s": time.perf_counter() - t_start}
+
+
+def _best_so_far(workdir: Path) -> float | None:
+    """Best validation loss recorded in an earlier part of this run (metrics.jsonl)."""
+    import json
+
+    p = workdir / "metrics.jsonl"
+    best = None
+    if p.exists():
+        for line in p.read_text().splitlines():
+            try:
+                v = json.loads(line).get("val_loss")
+            except json.JSONDecodeError:
+                continue
+            if v is not None and (best is None or v < best):
+                best = v
+    return best
+
+
+def load_for_sampling(workdir: str | Path, which: str = "best"):
+    """``(params, vocab, cfg_dict)`` from a trained workdir (best checkpoint, else the latest)."""
+    workdir = Path(workdir)
+    meta = ckpt.read_meta(workdir)
+    if meta is None:
+        raise UserError(f"{str(workdir)!r} holds no trained model (no {ckpt.META}); train one with `jaxgen train`")
+    if meta.get("model") != KIND:
+        raise UserError(f"workdir {str(workdir)!r} holds a {meta.get('model')!r} model, not a char-RNN")
+    vocab = textdata.Vocab.from_json(meta["vocab"])
+    cfg = ml_collections.ConfigDict(meta["config"])
+    params = model.init(jax.random.key(0), len(vocab), cfg.model.hidden, cfg.model.layers)
+    ckpts = ckpt.Checkpoints(workdir)
+    try:
+        tx = make_optimizer(cfg, 1)
+        template = {"params": params, "opt_state": tx.init(params),
+                    "carries": model.zero_carries(params, cfg.train.batch),
+                    "step": jnp.zeros((), jnp.int32), "key": jax.random.key_data(jax.random.key(0))}
+        order = [which, "latest"] if which == "best" else ["latest"]
+        for w in order:
+            got = ckpts.restore(ckpt.abstract(template), which=w)
+            if got is not None:
+                return got[1]["params"], vocab, cfg
+    finally:
+        ckpts.close()
+    raise UserError(f"no checkpoint could be restored from {str(workdir)!r}; train (or resume) with `jaxgen train`")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The classic char-RNN recipe; every config file starts from this and changes fields."""
+    c = ml_collections.ConfigDict()
+    c.model_kind = "charrnn"  # which trainer `jaxgen train` runs
+    c.seed = 0  # base PRNG seed: init and dropout keys (fold_in(key, step) per step)
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "builtin"  # 'builtin' (CPython help topics, offline), 'tfds', or 'file' (set data.path)
+    c.data.path = ""  # a UTF-8 text file; when set it wins over data.source
+    c.data.tfds_name = "tiny_shakespeare"  # the tensorflow-datasets name for data.source='tfds'
+    c.data.val_fraction = 0.1  # last 10% of the text is the validation split
+
+    c.model = ml_collections.ConfigDict()
+    c.model.hidden = 512  # LSTM hidden size per layer
+    c.model.layers = 2  # stacked LSTM layers
+    c.model.dropout = 0.5  # dropout between layers and before the output layer
+    c.model.forget_bias = 1.0  # initial forget-gate bias
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch = 128  # parallel rows of the id stream
+    c.train.seq_len = 100  # truncated-BPTT window (characters per step and row)
+    c.train.epochs = 20  # passes over the training split (used when train.steps <= 0)
+    c.train.steps = 0  # total training steps; > 0 overrides train.epochs
+    c.train.lr = 1e-3  # Adam learning rate (peak, for the cosine schedule)
+    c.train.lr_schedule = "constant"  # 'constant' or 'cosine' (warmup, then cosine decay)
+    c.train.warmup_steps = 0  # linear warmup steps for the cosine schedule
+    c.train.final_lr_fraction = 0.1  # cosine schedule ends at lr * this
+    c.train.clip = 5.0  # global-norm gradient clipping
+    c.train.log_every = 10  # steps between metrics.jsonl / TensorBoard rows
+    c.train.eval_every = 500  # steps between validation passes (and best-checkpoint updates)
+    c.train.checkpoint_every = 500  # steps between checkpoints (and one at the end)
+    c.train.time_budget_s = 0.0  # stop (evaluate, save) after this many seconds of training; 0: no limit
+    return c

@@ -1,0 +1,296 @@
+"""Char-RNN: data, batching, carried state, checkpoints and resume, sampling, bad input."""
+
+import functools
+import json
+import math
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxgen import cli
+from jaxgen.config import apply_override, load_with_overrides
+from jaxgen.data import text as textdata
+from jaxgen.errors import UserError
+from jaxgen.models import charrnn as model
+from jaxgen.sample import filter_logits, generate, sample_text
+from jaxgen.train import charrnn
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = str(ROOT / "configs" / "charrnn_smoke.py")
+ALPHABET = "abcdefghijklmnopqrstuvwxyz"
+
+
+def tiny_cfg(**train):
+    cfg = charrnn.default_config()
+    cfg.model.hidden, cfg.model.layers, cfg.model.dropout = 16, 2, 0.0
+    cfg.train.batch, cfg.train.seq_len, cfg.train.steps = 4, 8, 12
+    cfg.train.lr, cfg.train.log_every, cfg.train.eval_every, cfg.train.checkpoint_every = 1e-2, 1, 6, 4
+    for k, v in train.items():
+        cfg.train[k] = v
+    return cfg
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    p = tmp_path / "corpus.txt"
+    rng = np.random.default_rng(0)
+    words = ["the ", "cat ", "sat ", "on ", "a ", "mat. ", "and ", "dog\n"]
+    p.write_text("".join(rng.choice(words, size=1500)))
+    return p
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def test_batches_by_hand():
+    vocab = textdata.Vocab.from_text(ALPHABET)
+    ids = vocab.encode(ALPHABET)
+    np.testing.assert_array_equal(ids, np.arange(26))
+    b = textdata.CharBatches(ids, batch=2, seq_len=3)
+    # rows: 0..12 and 13..25; (13 - 1) // 3 = 4 windows
+    assert len(b) == 4
+    x, y = b[0]
+    np.testing.assert_array_equal(x, [[0, 13], [1, 14], [2, 15]])  # time-major [T, B]
+    np.testing.assert_array_equal(y, [[1, 14], [2, 15], [3, 16]])
+    x, y = b[3]
+    np.testing.assert_array_equal(x.T, [[9, 10, 11], [22, 23, 24]])
+    np.testing.assert_array_equal(y.T, [[10, 11, 12], [23, 24, 25]])
+    # window k+1 continues window k in every row
+    for k in range(3):
+        np.testing.assert_array_equal(b[k][0][-1] + 1, b[k + 1][0][0])
+    assert b.position(9) == (2, 1)
+    with pytest.raises(IndexError):
+        b[4]
+
+
+def test_vocab_round_trip_split_and_errors():
+    vocab = textdata.Vocab.from_text("hello world")
+    assert vocab.chars == tuple(sorted(set("hello world")))
+    assert vocab.decode(vocab.encode("low")) == "low"
+    assert textdata.Vocab.from_json(vocab.to_json()) == vocab
+    with pytest.raises(UserError, match="'z' are not in the model's vocabulary"):
+        vocab.encode("zoo")
+    tr, va = textdata.split_corpus(np.arange(100), 0.1)
+    np.testing.assert_array_equal(va, np.arange(90, 100))
+    assert len(tr) == 90
+    with pytest.raises(UserError, match="fewer than one batch"):
+        textdata.CharBatches(np.arange(20), batch=4, seq_len=8)
+
+
+def test_builtin_and_real_corpus(shared_data):
+    text = textdata.builtin_corpus()
+    assert len(text) > 100_000 and "assert" in text
+    shakespeare = textdata.load_corpus(path=str(shared_data / "text" / "tinyshakespeare.txt"))
+    assert len(shakespeare) == 1115394
+    assert len(textdata.Vocab.from_text(shakespeare)) == 65
+    assert shakespeare.startswith("First Citizen:")
+
+
+def test_tfds_source_fails_fast_offline(monkeypatch):
+    monkeypatch.setattr(textdata, "_reachable", lambda *a, **k: False)
+    with pytest.raises(UserError, match="offline, use --config.data.source=builtin"):
+        textdata.load_corpus(source="tfds")
+
+
+# ----------------------------------------------------------------------------- training pieces
+
+
+def test_train_step_carries_state_and_resets():
+    cfg = tiny_cfg()
+    tx = charrnn.make_optimizer(cfg, 10)
+    state = charrnn.init_state(cfg, 26, tx)
+    params0 = state["params"]
+    rng = np.random.default_rng(1)
+    x1, y1, x2, y2 = (jnp.asarray(rng.integers(0, 26, (8, 4)), jnp.int32) for _ in range(4))
+    step = jax.jit(functools.partial(charrnn.train_step, tx=tx, dropout_rate=0.0))
+    state, m1 = step(state, x1, y1, jnp.asarray(True))
+    zeros = model.zero_carries(params0, 4)
+    want_loss, want_carries = model.loss(params0, x1, y1, zeros)
+    np.testing.assert_allclose(m1["loss"], want_loss, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(state["carries"]), jax.tree.leaves(want_carries)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    params1 = state["params"]
+    carried = state["carries"]
+    _, m2 = step(state, x2, y2, jnp.asarray(False))
+    np.testing.assert_allclose(m2["loss"], model.loss(params1, x2, y2, carried)[0], rtol=1e-5)
+    _, m3 = step(state, x2, y2, jnp.asarray(True))
+    np.testing.assert_allclose(m3["loss"], model.loss(params1, x2, y2, zeros)[0], rtol=1e-5)
+    assert abs(float(m2["loss"]) - float(m3["loss"])) > 1e-6  # the carried state matters
+    # truncated BPTT: the gradient does not flow into the carried state
+    g = jax.grad(lambda c: charrnn.train_step({**state, "carries": c}, x2, y2, jnp.asarray(False),
+                                              tx=tx, dropout_rate=0.0)[1]["loss"])(carried)
+    assert all(float(jnp.abs(l).max()) == 0.0 for l in jax.tree.leaves(g))
+    assert int(state["step"]) == 1 and m1.keys() >= {"loss", "grad_norm", "param_norm", "update_norm"}
+    assert step._cache_size() == 1
+
+
+def test_train_step_updates_are_clipped():
+    cfg = tiny_cfg(clip=1e-3, lr=1.0)
+    tx = charrnn.make_optimizer(cfg, 10)
+    state = charrnn.init_state(cfg, 26, tx)
+    x = jnp.zeros((8, 4), jnp.int32)
+    _, m = charrnn.train_step(state, x, x + 1, jnp.asarray(True), tx=tx, dropout_rate=0.0)
+    assert float(m["grad_norm"]) > 1e-3  # raw gradient norm is reported, clipping acts on the update
+
+
+# ----------------------------------------------------------------------------- runs, checkpoints, resume
+
+
+def run(cfg, workdir):
+    return charrnn.train(cfg, workdir, quiet=True)
+
+
+def final_params(workdir):
+    return charrnn.load_for_sampling(workdir, which="latest")[0]
+
+
+def test_resume_gives_the_same_run(corpus, tmp_path):
+    """A run stopped at step 4 and resumed to 12 equals an unbroken 12-step run, bit for bit.
+
+    (The constant learning rate makes the first 4 steps of both runs identical.)"""
+    cfg = tiny_cfg()
+    cfg.data.path = str(corpus)
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    run(cfg, whole)
+    first = tiny_cfg(steps=4)
+    first.data.path = str(corpus)
+    assert run(first, split)["start"] == 0
+    summary = run(cfg, split)
+    assert summary["start"] == 4
+    for a, b in zip(jax.tree.leaves(final_params(whole)), jax.tree.leaves(final_params(split))):
+        np.testing.assert_array_equal(a, b)
+    losses = lambda w: [r["loss"] for r in map(json.loads, (w / "metrics.jsonl").read_text().splitlines())
+                        if "loss" in r]
+    assert losses(whole) == losses(split) and len(losses(whole)) == 12
+    assert sorted(int(p.name) for p in (split / "checkpoints").iterdir()) == [8, 12]
+    assert len(list((split / "best").iterdir())) == 1
+
+
+def test_cli_train_then_sample_smoke(tmp_path, capsys):
+    w = tmp_path / "run"
+    assert cli.main(["train", "--config", SMOKE, "--workdir", str(w), "--quiet", "--config.train.steps=20",
+                     "--config.train.checkpoint_every=10"]) == 0
+    out = capsys.readouterr().out
+    assert "validation loss" in out
+    assert (w / "metrics.jsonl").exists() and (w / "jaxgen.json").exists()
+    assert any((w / "tb").iterdir())
+    val = [json.loads(l)["val_loss"] for l in (w / "metrics.jsonl").read_text().splitlines() if "val_loss" in l]
+    vocab = textdata.Vocab.from_json(json.loads((w / "jaxgen.json").read_text())["vocab"])
+    assert val[-1] < math.log(len(vocab))  # learned something beyond uniform
+    args = ["sample", "--workdir", str(w), "--prime", "The ", "--length", "50", "--seed", "3"]
+    assert cli.main(args) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("The ") and len(text) == 4 + 50 + 1
+    assert cli.main(args) == 0
+    assert capsys.readouterr().out == text  # same seed, same text
+    # an existing, finished workdir resumes and does nothing more
+    assert cli.main(["train", "--config", SMOKE, "--workdir", str(w), "--quiet", "--config.train.steps=20"]) == 0
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def test_filter_logits_by_hand():
+    logits = jnp.log(jnp.array([0.5, 0.3, 0.15, 0.05]))
+    kept = np.isfinite(np.asarray(filter_logits(logits, top_p=0.8)))
+    np.testing.assert_array_equal(kept, [True, True, False, False])
+    kept = np.isfinite(np.asarray(filter_logits(logits, top_p=0.81)))
+    np.testing.assert_array_equal(kept, [True, True, True, False])
+    shuffled = jnp.log(jnp.array([0.15, 0.5, 0.05, 0.3]))
+    np.testing.assert_array_equal(np.isfinite(np.asarray(filter_logits(shuffled, top_k=2))), [False, True, False, True])
+    np.testing.assert_array_equal(np.isfinite(np.asarray(filter_logits(shuffled, top_p=0.6))), [False, True, False, True])
+    np.testing.assert_allclose(filter_logits(logits, temperature=0.5), 2 * logits, rtol=1e-6)
+
+
+def test_greedy_generation_matches_a_python_loop():
+    params = model.init(jax.random.key(0), 7, 12, 2)
+    prime = jnp.array([1, 2, 3])
+    got = generate(params, prime, jax.random.key(0), length=10, top_k=1)
+    carries = model.zero_carries(params, 1)
+    carries, logits = model.apply(params, prime[:, None], carries)
+    last, want = logits[-1, 0], []
+    for _ in range(10):
+        nxt = int(jnp.argmax(last))
+        want.append(nxt)
+        carries, lg = model.apply(params, jnp.array([[nxt]]), carries)
+        last = lg[0, 0]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_sampling_is_deterministic_per_seed():
+    vocab = textdata.Vocab.from_text(ALPHABET)
+    params = model.init(jax.random.key(0), 26, 12, 1)
+    a = sample_text(params, vocab, prime="abc", length=40, seed=1)
+    b = sample_text(params, vocab, prime="abc", length=40, seed=1)
+    c = sample_text(params, vocab, prime="abc", length=40, seed=2)
+    assert a == b and a != c and a.startswith("abc") and len(a) == 43
+    with pytest.raises(UserError, match="not in the model's vocabulary"):
+        sample_text(params, vocab, prime="ABC", length=5)
+    with pytest.raises(UserError, match="temperature"):
+        sample_text(params, vocab, prime="a", length=5, temperature=0.0)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def cli_error(capsys, argv):
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("jaxgen: error: ") and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("content,match", [
+    (None, "does not exist"),
+    (b"", "is empty"),
+    (b"caf\xe9 au lait", "not valid UTF-8"),
+    (b"too short", "fewer than one batch needs"),
+])
+def test_bad_corpus_files(tmp_path, capsys, content, match):
+    p = tmp_path / "t.txt"
+    if content is not None:
+        p.write_bytes(content)
+    err = cli_error(capsys, ["train", "--config", SMOKE, "--workdir", str(tmp_path / "w"), f"--config.data.path={p}"])
+    assert match in err
+
+
+@pytest.mark.parametrize("override,match", [
+    ("--config.train.batch=0", "train.batch must be a positive integer"),
+    ("--config.model.hidden=-4", "model.hidden must be a positive integer"),
+    ("--config.train.sequence=5", "unknown config field 'train.sequence'"),
+    ("--config.train.lr=fast", "expects a number"),
+    ("--config.model.dropout=1.5", "model.dropout must be in"),
+])
+def test_bad_configs(tmp_path, capsys, override, match):
+    assert match in cli_error(capsys, ["train", "--config", SMOKE, "--workdir", str(tmp_path / "w"), override])
+
+
+def test_workdir_of_another_kind_is_left_alone(tmp_path, capsys):
+    w = tmp_path / "gan"
+    w.mkdir()
+    meta = json.dumps({"model": "fc_gan", "config": {}})
+    (w / "jaxgen.json").write_text(meta)
+    assert "holds a 'fc_gan' model" in cli_error(capsys, ["train", "--config", SMOKE, "--workdir", str(w)])
+    assert (w / "jaxgen.json").read_text() == meta
+    assert "holds no trained model" in cli_error(capsys, ["sample", "--workdir", str(tmp_path / "nothing")])
+
+
+def test_resume_with_other_model_size_refused(tmp_path, capsys):
+    w = tmp_path / "run"
+    assert cli.main(["train", "--config", SMOKE, "--workdir", str(w), "--quiet", "--config.train.steps=2"]) == 0
+    err = cli_error(capsys, ["train", "--config", SMOKE, "--workdir", str(w), "--config.model.hidden=64"])
+    assert "model.hidden=32" in err
+    err = cli_error(capsys, ["sample", "--workdir", str(w), "--prime", "\u2603"])
+    assert "not in the model's vocabulary" in err
+
+
+def test_config_overrides_are_typed():
+    cfg = load_with_overrides(SMOKE, ["--config.train.steps=7", "--config.model.dropout", "0.25",
+                                      "--config.data.path=x.txt"])
+    assert cfg.train.steps == 7 and cfg.model.dropout == 0.25 and cfg.data.path == "x.txt"
+    with pytest.raises(UserError, match="is a group"):
+        apply_override(cfg, "train", "3")
