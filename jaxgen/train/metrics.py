@@ -62,7 +62,7 @@ class RunLog:
         done = int(width * step / max(1, self.total))
         bar = "#" * done + "." * (width - done)
         line = (f"[{bar}] step {step}/{self.total}  loss {loss:.3f}  {rate:,.0f} {self.unit}/s  "
-                f"left {_fmt_time(eta_s)}")
+                f"left {_fmt_time(eta_s) if rate > 0 else '?'}")
         print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
 
     def message(self, text: str) -> None:

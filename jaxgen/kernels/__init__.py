@@ -1,0 +1,173 @@
+"""Fused recurrent sequence kernels (Pallas), forward and backward.
+
+Public entry points (called by :func:`jaxgen.rnn.lstm` and :func:`jaxgen.rnn.rnn`
+for ``mode="pallas"`` and ``mode="auto"``):
+
+* :func:`lstm_sequence` ``(params, zx, (h0, c0)) -> ((h_T, c_T), ys)``
+* :func:`rnn_sequence` ``(params, zx, h0) -> (h_T, ys)``
+
+with ``zx`` the already-projected input ``x @ w_ih + b``, time-major
+``[T, B, G*H]``; each has a plain-jnp reference of the same signature in
+:mod:`jaxgen.kernels.reference`. See ``docs/kernels.md`` for the design.
+
+Which implementation runs is decided by the platform the program is *lowered
+for* (``jax.lax.platform_dependent``), not by the machine tracing it, so
+``jax.export`` for TPU or CUDA from a CPU-only machine holds the real kernel:
+
+==========  ===================================  ==========================
+platform    ``mode="pallas"``                    ``mode="auto"``
+==========  ===================================  ==========================
+cpu         kernel in Pallas interpret mode      ``lax.scan`` path
+            (correct, slow: for tests)
+tpu         Mosaic TPU kernel                    kernel
+cuda/rocm   Triton kernel                        kernel
+==========  ===================================  ==========================
+
+``AUTO`` records the choice of ``mode="auto"``. On CPU the choice comes from
+measurements (``benchmarks/results/kernels.md``: interpret mode is orders of
+magnitude slower than scan). The GPU and TPU entries are the *intended*
+choice and are not yet backed by a measurement on that hardware: run
+``benchmarks/gpu_check.sh`` on a GPU and set ``AUTO["cuda"]`` from its result.
+Where a shape does not fit a backend's kernel (TPU: the resident weights and
+blocks exceed the VMEM budget; GPU: padded hidden size above 1024) that
+backend's branch runs the same computation as a ``lax.scan`` instead.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from . import _common, lstm as _lstm, tanh_rnn as _tanh_rnn
+from .reference import lstm_sequence_reference, rnn_sequence_reference
+
+AUTO = {"cpu": "scan", "tpu": "pallas", "cuda": "pallas", "rocm": "pallas"}
+_ACTIVATIONS = ("tanh", "sigmoid", "relu", "identity")
+
+
+def _auto(kernel_fn, reference_fn, *args):
+    """``mode="auto"``: per lowering platform, the kernel or the scan reference (see ``AUTO``)."""
+    branches = {p: (kernel_fn if AUTO[p] == "pallas" else reference_fn) for p in AUTO}
+    return jax.lax.platform_dependent(*args, **branches)
+
+
+def _check_common(zx, h0, w, gates, name):
+    if w.ndim != 2 or w.shape[1] != gates * w.shape[0]:
+        raise ValueError(f"{name}: w_hh must be [H, {gates}*H], got {tuple(w.shape)}")
+    H = w.shape[0]
+    if zx.ndim not in (2, 3) or zx.shape[-1] != gates * H:
+        raise ValueError(
+            f"{name}: zx must be time-major [T, B, {gates}*H] (or [T, {gates}*H]) with H={H}, "
+            f"got {tuple(zx.shape)}")
+    if zx.shape[0] == 0:
+        raise ValueError(f"{name}: empty sequence (T = 0)")
+    if h0.shape != zx.shape[1:-1] + (H,):
+        raise ValueError(f"{name}: carry must be {zx.shape[1:-1] + (H,)}, got {tuple(h0.shape)}")
+
+
+def _check_mode(mode):
+    if mode not in ("pallas", "auto"):
+        raise ValueError(f"mode must be 'pallas' or 'auto' for the fused kernels, got {mode!r}")
+
+
+def lstm_sequence(params, zx, carry, *, mode="pallas", reverse=False, lengths=None, _force=None):
+    """Fused LSTM over the projected input ``zx`` ``[T, B, 4H]`` (gate order i, f, g, o).
+
+    Same semantics as ``rnn.lstm(..., mode="scan")`` on the same ``zx``:
+    ``reverse`` runs from ``t = T-1`` down to 0; ``lengths`` ``[B]`` masks
+    right-padded steps (the carry does not change, the output is zero).
+
+    Args:
+      params: ``{"w_hh": [H, 4H], ...}`` (other entries are ignored).
+      zx: ``[T, B, 4H]`` (or ``[T, 4H]`` for one sequence).
+      carry: ``(h0, c0)``, each ``[B, H]`` (or ``[H]``).
+      mode: ``"pallas"`` or ``"auto"`` (see the module docstring).
+
+    Returns:
+      ``((h_T, c_T), ys)`` with ``ys`` ``[T, B, H]``, in the promoted dtype of the inputs.
+
+    Memory: the forward pass saves, per step and batch row, the four
+    activated gates and the incoming ``(h, c)``: ``6 * H`` float32 values
+    (24 H bytes) on the padded layout (``H`` rounded up to 128, ``B`` to 16),
+    i.e. ``24 * Tp * Bp * Hp`` bytes, plus the output ``ys``. The backward
+    pass adds ``dz`` ``[Tp, Bp, 4Hp]`` float32 (16 H bytes per step and row),
+    live until the weight-gradient GEMM. Without differentiation nothing is saved.
+    Compute is float32 for the state and accumulation; bfloat16 inputs feed the
+    matrix units as bfloat16.
+    """
+    _check_mode(mode)
+    h0, c0 = (jnp.asarray(a) for a in carry)
+    zx = jnp.asarray(zx)
+    w = jnp.asarray(params["w_hh"])
+    _check_common(zx, h0, w, 4, "lstm_sequence")
+    if c0.shape != h0.shape:
+        raise ValueError(f"lstm_sequence: h0 and c0 shapes differ: {h0.shape} vs {c0.shape}")
+    if mode == "auto" and _force is None:
+        return _auto(lambda p, z, c: lstm_sequence(p, z, c, reverse=reverse, lengths=lengths),
+                     lambda p, z, c: lstm_sequence_reference(p, z, c, reverse=reverse, lengths=lengths),
+                     {"w_hh": w}, zx, (h0, c0))
+    single = zx.ndim == 2
+    if single:
+        zx, h0, c0 = zx[:, None], h0[None], c0[None]
+        if lengths is not None:
+            lengths = jnp.reshape(jnp.asarray(lengths), (1,))
+    dt = jnp.result_type(zx.dtype, w.dtype, h0.dtype, c0.dtype)
+    T, B, _ = zx.shape
+    H = w.shape[0]
+    lay = _common.layout(T, B, H)
+    lens = _common.padded_lengths(lengths, lay)
+    zx_p = _common.pad_to(_common.pad_gates(zx.astype(dt), 4, H, lay.Hp), (lay.Tp, lay.Bp, 4 * lay.Hp))
+    w_p = _common.pad_to(_common.pad_gates(w.astype(dt), 4, H, lay.Hp), (lay.Hp, 4 * lay.Hp))
+    h0_p = _common.pad_to(h0.astype(dt), (lay.Bp, lay.Hp))
+    c0_p = _common.pad_to(c0.astype(dt), (lay.Bp, lay.Hp))
+    ys, hT, cT = _lstm.lstm_padded(lay, bool(reverse), _force, lens, zx_p, w_p, h0_p, c0_p)
+    ys, hT, cT = ys[:T, :B, :H], hT[:B, :H], cT[:B, :H]
+    if single:
+        ys, hT, cT = ys[:, 0], hT[0], cT[0]
+    return (hT, cT), ys
+
+
+def rnn_sequence(params, zx, carry, *, mode="pallas", activation="tanh", reverse=False,
+                 lengths=None, _force=None):
+    """Fused simple RNN ``h' = act(zx[t] + h @ w_hh)`` over ``zx`` ``[T, B, H]``.
+
+    Same semantics as ``rnn.rnn(..., mode="scan")``; returns ``(h_T, ys)``.
+    ``activation`` is one of ``tanh`` (default), ``sigmoid``, ``relu``, ``identity``.
+
+    Memory: the forward pass saves, per step and row, the incoming ``h`` and
+    the new ``h`` in float32 (8 H bytes on the padded layout); the backward pass
+    adds ``dz`` ``[Tp, Bp, Hp]`` float32.
+    """
+    _check_mode(mode)
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose one of {_ACTIVATIONS}")
+    h0 = jnp.asarray(carry)
+    zx = jnp.asarray(zx)
+    w = jnp.asarray(params["w_hh"])
+    _check_common(zx, h0, w, 1, "rnn_sequence")
+    if mode == "auto" and _force is None:
+        kw = dict(activation=activation, reverse=reverse, lengths=lengths)
+        return _auto(lambda p, z, c: rnn_sequence(p, z, c, **kw),
+                     lambda p, z, c: rnn_sequence_reference(p, z, c, **kw),
+                     {"w_hh": w}, zx, h0)
+    single = zx.ndim == 2
+    if single:
+        zx, h0 = zx[:, None], h0[None]
+        if lengths is not None:
+            lengths = jnp.reshape(jnp.asarray(lengths), (1,))
+    dt = jnp.result_type(zx.dtype, w.dtype, h0.dtype)
+    T, B, _ = zx.shape
+    H = w.shape[0]
+    lay = _common.layout(T, B, H)
+    lens = _common.padded_lengths(lengths, lay)
+    zx_p = _common.pad_to(zx.astype(dt), (lay.Tp, lay.Bp, lay.Hp))
+    w_p = _common.pad_to(w.astype(dt), (lay.Hp, lay.Hp))
+    h0_p = _common.pad_to(h0.astype(dt), (lay.Bp, lay.Hp))
+    ys, hT = _tanh_rnn.rnn_padded(lay, bool(reverse), activation, _force, lens, zx_p, w_p, h0_p)
+    ys, hT = ys[:T, :B, :H], hT[:B, :H]
+    if single:
+        ys, hT = ys[:, 0], hT[0]
+    return hT, ys
+
+
+__all__ = ["lstm_sequence", "rnn_sequence", "lstm_sequence_reference", "rnn_sequence_reference", "AUTO"]

@@ -1,0 +1,137 @@
+"""jaxgen.analysis: probe gradients, decay fits, long-lag task generators."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxgen import rnn
+from jaxgen.analysis import gradient_decay as gd
+from jaxgen.analysis import models, tasks, train
+
+
+def test_linear_rnn_gradient_norms_follow_a_to_the_lag():
+    # h_t = a h_{t-1} + x_t W_ih, L = sum_b v . h_T  =>  dL/dh_t = a^(T-t) v for every example.
+    T, B, F, H, a = 12, 3, 4, 5, 0.5
+    params = rnn.rnn_init(jax.random.key(0), F, H, recurrent_init="identity", recurrent_scale=a)
+    xs = jax.random.normal(jax.random.key(1), (T, B, F))
+    v = jax.random.normal(jax.random.key(2), (H,))
+    cell = functools.partial(rnn.rnn_cell, activation="identity")
+    grads = gd.hidden_state_grads(cell, params, rnn.rnn_zero_carry(params, (B,)), xs, lambda h: jnp.sum(h @ v))
+    assert grads.shape == (T, B, H)
+    lags = np.arange(T)[::-1]  # row t has lag T-1-t
+    expected = a ** lags[:, None, None] * np.broadcast_to(np.asarray(v), (T, B, H))
+    np.testing.assert_allclose(grads, expected, rtol=1e-5, atol=1e-7)
+    norms = np.asarray(gd.grad_norms_by_lag(grads))
+    np.testing.assert_allclose(norms / norms[0], a ** np.arange(T), rtol=1e-5)
+    fit = gd.decay_fit(norms)
+    assert fit["slope"] == pytest.approx(np.log10(a), rel=1e-4)
+    assert fit["factor"] == pytest.approx(a, rel=1e-4)
+    assert fit["horizon"] == 10  # 0.5**9 = 1.95e-3, 0.5**10 = 9.8e-4
+    assert fit["horizon_extrapolated"] == pytest.approx(3 / np.log10(2), rel=1e-4)
+
+
+def test_decay_fit_censored_and_underflow():
+    fit = gd.decay_fit(np.full(20, 2.0))
+    assert fit["censored"] and fit["horizon"] is None and fit["slope"] == pytest.approx(0.0, abs=1e-12)
+    n = np.array([1.0, 0.1, 0.01, 1e-3, 1e-4, 0.0, 0.0])  # zeros: float32 underflow, not fitted
+    fit = gd.decay_fit(n)
+    assert fit["slope"] == pytest.approx(-1.0) and fit["horizon"] == 4
+
+
+@pytest.mark.parametrize("kind", models.KINDS)
+def test_probe_gradients_equal_direct_gradients(kind):
+    T, B, F, H = 5, 2, 3, 4
+    params = models.init_model(kind, jax.random.key(3), F, H, 1, recurrent_scale=1.3)
+    xs = jax.random.normal(jax.random.key(4), (T, B, F))
+    cell = models.cell_fn(kind)
+    carry0 = models.zero_carry(kind, params["cell"], (B,))
+
+    def loss_fn(h):
+        return jnp.sum(jnp.sin(h @ params["w_out"]))
+
+    probe = gd.hidden_state_grads(cell, params["cell"], carry0, xs, loss_fn)
+
+    # Manual loop: the carry after every step, then d loss / d h_t with the rest of the run.
+    carries, c = [], carry0
+    for t in range(T):
+        c, _ = cell(params["cell"], c, xs[t])
+        carries.append(c)
+
+    def rest(h, t):
+        c = models.set_h(carries[t], h)
+        for s in range(t + 1, T):
+            c, _ = cell(params["cell"], c, xs[s])
+        return loss_fn(models.get_h(c))
+
+    for t in range(T):
+        direct = jax.grad(rest)(models.get_h(carries[t]), t)
+        np.testing.assert_allclose(probe[t], direct, rtol=1e-5, atol=1e-6)
+
+
+def test_model_grad_norms_all_kinds_finite():
+    xs, y = tasks.adding_problem(jax.random.key(5), 4, 9)
+    for kind in models.KINDS:
+        params = models.init_model(kind, jax.random.key(6), 2, 8, 1)
+        n = gd.model_grad_norms(kind, params, xs, y)
+        assert n.shape == (9,) and bool(jnp.all(jnp.isfinite(n))) and float(n[0]) > 0
+
+
+def test_pascanu_check():
+    w = 0.5 * np.eye(6)
+    assert gd.pascanu_check(w, "tanh") == {"sigma_max": pytest.approx(0.5), "bound": 1.0, "vanishing_guaranteed": True}
+    r = gd.pascanu_check(2.0 * np.eye(6), "sigmoid")
+    assert r["bound"] == 4.0 and r["vanishing_guaranteed"]
+    assert not gd.pascanu_check(2.0 * np.eye(6), "tanh")["vanishing_guaranteed"]
+    assert gd.gate_sigma_max(np.concatenate([np.eye(3), 3 * np.eye(3)], 1), 2) == pytest.approx([1.0, 3.0])
+
+
+def test_adding_target_hand_made():
+    values = jnp.array([[0.2], [-0.4], [0.6], [0.8]])
+    markers = jnp.array([[0.0], [1.0], [0.0], [1.0]])
+    xs = jnp.stack([values, markers], -1)  # [T=4, B=1, 2]
+    np.testing.assert_allclose(tasks.adding_target(xs), [0.5 + (-0.4 + 0.8) / 4])
+
+
+def test_adding_problem_generator():
+    T, B = 11, 64
+    xs, y = tasks.adding_problem(jax.random.key(7), B, T)
+    assert xs.shape == (T, B, 2) and y.shape == (B,)
+    m = np.asarray(xs[..., 1])
+    assert set(np.unique(m)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(m[: T // 2].sum(0), 1)  # one marker in the first half
+    np.testing.assert_array_equal(m[T // 2:].sum(0), 1)   # one in the second
+    vals = np.asarray(xs[..., 0])
+    assert vals.min() >= -1 and vals.max() <= 1
+    p = np.argmax(m[: T // 2], 0), T // 2 + np.argmax(m[T // 2:], 0)
+    expect = 0.5 + (vals[p[0], np.arange(B)] + vals[p[1], np.arange(B)]) / 4
+    np.testing.assert_allclose(y, expect, rtol=1e-6)
+    xs2, y2 = tasks.adding_problem(jax.random.key(7), B, T)  # same key, same batch
+    np.testing.assert_array_equal(xs, xs2)
+
+
+def test_latch_task_hand_made_and_generator():
+    ids = jnp.array([[2, 0], [5, 4], [6, 7], [8, 8]])  # symbols 2 and 0, two distractors, query 8
+    np.testing.assert_array_equal(tasks.latch_target(ids), [2, 0])
+    lag, B = 6, 32
+    ids, y = tasks.latch_task(jax.random.key(8), B, lag, num_symbols=4, num_distractors=4)
+    ids = np.asarray(ids)
+    assert ids.shape == (lag + 2, B) and ids.dtype == np.int32
+    assert ((ids[0] >= 0) & (ids[0] < 4)).all()
+    assert ((ids[1:-1] >= 4) & (ids[1:-1] < 8)).all()
+    assert (ids[-1] == 8).all() and tasks.latch_vocab_size(4, 4) == 9
+    np.testing.assert_array_equal(y, ids[0])
+
+
+def test_train_seeds_smoke():
+    task = train.make_task("latch", 1)
+    out = train.train_seeds("gru", task, jax.random.key(9), num_seeds=2, hidden_size=8, batch_size=16,
+                            learning_rate=3e-2, max_steps=40, eval_every=20, eval_size=64,
+                            stop_when_solved=False)
+    assert out["steps_run"] == 40 and len(out["success"]) == 2 and len(out["history"]) == 2
+    assert jax.tree.leaves(out["params"])[0].shape[0] == 2
+    assert all(0.0 <= m <= 1.0 for m in out["final_metric"])
+    with pytest.raises(ValueError, match="unknown task"):
+        train.make_task("copy-everything", 3)
