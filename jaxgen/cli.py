@@ -13,6 +13,10 @@ def _train(args, rest):
 
     cfg = load_with_overrides(args.config, rest)
     kind = cfg.get("model_kind", None)
+    if "parallel" in cfg and cfg.parallel.distributed:
+        from jaxgen.train.parallel import maybe_initialize_distributed
+
+        maybe_initialize_distributed(True)
     if kind == "charrnn":
         from jaxgen.train import charrnn
 
@@ -21,12 +25,27 @@ def _train(args, rest):
             print(f"done: best validation loss {summary['best_val_loss']:.4f} nats/char; "
                   f"sample with `jaxgen sample --workdir {args.workdir}`")
         return 0
-    raise UserError(f"config {args.config!r} has model_kind={kind!r}; this version trains 'charrnn'")
+    if kind == "gan":
+        from jaxgen.train import gan
+
+        summary = gan.train(cfg, args.workdir, quiet=args.quiet)
+        best = f"; best Frechet distance {summary['best_fid']:.2f}" if summary["best_fid"] is not None else ""
+        print(f"done: {summary['steps']} steps at {summary['images_per_s']:,.0f} images/s{best}; grids in "
+              f"{args.workdir}/samples, sample with `jaxgen sample --workdir {args.workdir} --num 64 --grid out.png`")
+        return 0
+    raise UserError(f"config {args.config!r} has model_kind={kind!r}; jaxgen trains 'charrnn' and 'gan'")
 
 
 def _sample(args, rest):
     if rest:
         raise UserError(f"unrecognised arguments for sample: {' '.join(rest)}")
+    from jaxgen.train.checkpoint import read_meta
+
+    meta = read_meta(args.workdir)
+    if meta is not None and meta.get("model") == "gan":
+        return _sample_images(args)
+    if args.out or args.grid or args.num is not None:
+        raise UserError("--num/--out/--grid are for GAN workdirs; this workdir holds a char-RNN (use --length)")
     from jaxgen.sample import sample_text
     from jaxgen.train import charrnn
 
@@ -34,6 +53,46 @@ def _sample(args, rest):
     text = sample_text(params, vocab, prime=args.prime, length=args.length, temperature=args.temperature,
                        top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     sys.stdout.write(text + ("\n" if not text.endswith("\n") else ""))
+    return 0
+
+
+def _sample_images(args):
+    import jax
+    import numpy as np
+
+    from jaxgen.train import gan
+
+    if not (args.out or args.grid):
+        raise UserError("say where the images go: --out FILE.npy (float32 [N, H, W, C] in [-1, 1]) and/or "
+                        "--grid FILE.png")
+    num = 64 if args.num is None else args.num
+    if num <= 0:
+        raise UserError(f"--num must be a positive integer, got {num}")
+    model, gp, gs, cfg = gan.load_generator(args.workdir, which=args.checkpoint)
+    images = gan.generate(model, gp, gs, jax.random.key(args.seed), num, dist=cfg.model.latent_dist)
+    if args.out:
+        from pathlib import Path
+
+        out = Path(args.out)
+        tmp = out.with_name(out.stem + ".tmp.npy")
+        np.save(tmp, images)
+        tmp.replace(out)
+        print(f"wrote {out}: {images.shape} float32 in [-1, 1]")
+    if args.grid:
+        from jaxgen.plots import save_grid
+
+        save_grid(images[:256], args.grid)
+        print(f"wrote {args.grid}: a grid of {min(num, 256)} samples")
+    return 0
+
+
+def _eval(args, rest):
+    if rest:
+        raise UserError(f"unrecognised arguments for eval: {' '.join(rest)}")
+    from jaxgen.evaluate import run_eval
+
+    run_eval(workdir=args.workdir, samples=args.samples, data_path=args.data_path, data_source=args.data_source,
+             num=args.num, cache_dir=args.cache, out=args.out, seed=args.seed, checkpoint=args.checkpoint)
     return 0
 
 
@@ -73,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress line")
     t.set_defaults(fn=_train)
 
-    s = sub.add_parser("sample", help="generate text from a trained char-RNN (only the text goes to stdout)")
+    s = sub.add_parser("sample", help="generate text from a char-RNN (to stdout) or images from a GAN (--out/--grid)")
     s.add_argument("--workdir", required=True)
     s.add_argument("--prime", default="", help="text to start from (default: a newline)")
     s.add_argument("--length", type=int, default=500, help="characters to generate")
@@ -82,7 +141,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling mass (1: all)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    s.add_argument("--num", type=int, default=None, help="GAN: images to generate (default 64)")
+    s.add_argument("--out", default="", help="GAN: write the images as float32 [N, H, W, C] in [-1, 1] to FILE.npy")
+    s.add_argument("--grid", default="", help="GAN: write a grid of (up to 256 of) the images to FILE.png")
     s.set_defaults(fn=_sample)
+
+    e = sub.add_parser("eval", help="GAN sample quality: Frechet distance, classifier score, classes covered")
+    src = e.add_mutually_exclusive_group(required=True)
+    src.add_argument("--workdir", help="a trained GAN workdir (samples --num images from it)")
+    src.add_argument("--samples", help="a .npy of images [N, H, W, C] in [-1, 1] (e.g. from `jaxgen sample --out`)")
+    e.add_argument("--data_path", default="", help="real images (IDX folder); default: the workdir's own data")
+    e.add_argument("--data_source", default="", help="real images: 'builtin' or 'tfds:NAME' (default: the workdir's)")
+    e.add_argument("--num", type=int, default=10000, help="images to sample from a workdir")
+    e.add_argument("--cache", default="~/.cache/jaxgen/classifiers", help="where evaluation classifiers are cached")
+    e.add_argument("--out", default="", help="also write the numbers as JSON here")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    e.set_defaults(fn=_eval)
 
     a = sub.add_parser("analyze", help="vanishing-gradient and memory-span analyses")
     a.add_argument("what", choices=("gradient-decay", "memory-span"))

@@ -29,7 +29,9 @@ from jaxgen.data import text as textdata
 from jaxgen.errors import UserError
 from jaxgen.models import charrnn as model
 from jaxgen.train import checkpoint as ckpt
-from jaxgen.train.metrics import RunLog, global_norms
+from jaxgen.train import parallel
+from jaxgen.train.metrics import RunLog, best_logged, global_norms, keep_if_finite
+from jaxgen.train.preemption import StopOnSignal
 
 KIND = "charrnn"
 
@@ -63,7 +65,7 @@ def init_state(cfg, vocab_size: int, tx: optax.GradientTransformation) -> dict:
 
 
 def train_step(state: dict, ids: jax.Array, targets: jax.Array, reset: jax.Array, *,
-               tx: optax.GradientTransformation, dropout_rate: float):
+               tx: optax.GradientTransformation, dropout_rate: float, skip_nonfinite: bool = False):
     """One truncated-BPTT step on ``ids``/``targets`` ``[T, B]``; ``reset`` zeroes the carried state.
 
     Returns ``(new_state, metrics)``. Bind ``tx`` and ``dropout_rate`` with
@@ -81,6 +83,8 @@ def train_step(state: dict, ids: jax.Array, targets: jax.Array, reset: jax.Array
     params = optax.apply_updates(state["params"], updates)
     metrics = {"loss": loss, **global_norms(grads, state["params"], updates)}
     new_state = {**state, "params": params, "opt_state": opt_state, "carries": carries, "step": state["step"] + 1}
+    if skip_nonfinite:  # a non-finite loss leaves the state as it was (and is counted in metrics)
+        new_state, metrics["skipped"] = keep_if_finite(state, new_state, loss)
     return new_state, metrics
 
 
@@ -104,6 +108,13 @@ def evaluate(params, batches: textdata.CharBatches) -> float:
 
 
 # ----------------------------------------------------------------------------- the run
+
+
+def _on_nonfinite(cfg) -> str:
+    v = cfg.train.get("on_nonfinite", "stop")
+    if v not in ("stop", "skip"):
+        raise UserError(f"--config.train.on_nonfinite must be 'stop' or 'skip', got {v!r}")
+    return v
 
 
 def validate_config(cfg) -> None:
@@ -160,27 +171,45 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, quiet: bool = 
     restored = ckpts.restore(ckpt.abstract(state)) if meta is not None else None
     if restored is not None:
         start, state = restored
-    ckpt.write_json_atomic(workdir / ckpt.META, {"model": KIND, "config": cfg.to_dict(), "vocab": vocab.to_json()})
+    if jax.process_index() == 0:
+        ckpt.write_json_atomic(workdir / ckpt.META, {"model": KIND, "config": cfg.to_dict(), "vocab": vocab.to_json()})
     log = RunLog(workdir, steps, quiet=quiet)
-    best = _best_so_far(workdir)
+    best = best_logged(workdir, "val_loss")
     tokens = cfg.train.batch * cfg.train.seq_len
     log.message(f"char-rnn: {len(vocab)} characters, {train_b.rows.size:,} training / {val_b.rows.size:,} validation "
                 f"ids, {len(train_b)} batches per epoch, steps {start} -> {steps}"
                 + (f" (resumed from step {start})" if start else ""))
 
-    step_fn = jax.jit(functools.partial(train_step, tx=tx, dropout_rate=cfg.model.dropout), donate_argnums=0)
+    skip = _on_nonfinite(cfg) == "skip"
+    step = functools.partial(train_step, tx=tx, dropout_rate=cfg.model.dropout, skip_nonfinite=skip)
+    mesh = None
+    if cfg.parallel.data_parallel and jax.device_count() > 1:
+        mesh = parallel.make_mesh()
+        parallel.check_batch(cfg.train.batch, mesh)
+        step_fn, state = parallel.jit_data_parallel(step, mesh, state, (2, 2, 0), (1, 1, None))
+        rows = parallel.local_rows(cfg.train.batch)
+        log.message(f"data parallel over {mesh.devices.size} devices ({jax.process_count()} processes); global batch "
+                    f"{cfg.train.batch}")
+    else:
+        step_fn = jax.jit(step, donate_argnums=0)
     last_saved = start
     t_start = time.perf_counter()
     rate = 0.0
     val_loss = None
+    stop = StopOnSignal().__enter__()
     try:
         for step in range(start, steps):
             _, k = train_b.position(step)
             x, y = train_b[k]
             t0 = time.perf_counter()
+            if mesh is not None:  # time-major [T, B]: this process's columns of the global batch
+                x = parallel.global_batch(mesh, x[:, rows], x.shape, batch_axis=1)
+                y = parallel.global_batch(mesh, y[:, rows], y.shape, batch_axis=1)
             state, metrics = step_fn(state, x, y, jnp.asarray(k == 0))
             loss = float(metrics["loss"])  # blocks: steps are long enough that this costs nothing
-            if not math.isfinite(loss):
+            if not math.isfinite(loss) and skip:
+                log.message(f"step {step + 1}: loss {loss}; update skipped (train.on_nonfinite='skip')")
+            elif not math.isfinite(loss):
                 raise UserError(
                     f"the training loss became {loss} at step {step + 1}; stopped without saving it. The last good "
                     f"checkpoint (step {last_saved}) is kept in {str(workdir)!r}. Lower --config.train.lr or "
@@ -194,7 +223,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, quiet: bool = 
                 log.write(done, {**metrics, "tokens_per_s": rate})
             log.progress(done, loss, rate, (steps - done) * tokens / max(rate, 1e-9))
             out_of_time = bool(cfg.train.time_budget_s) and time.perf_counter() - t_start >= cfg.train.time_budget_s
-            if done % cfg.train.eval_every == 0 or done == steps or out_of_time:
+            preempted = stop.should_stop(done, ckpts.latest)
+            out_of_time = out_of_time or preempted
+            if done % cfg.train.eval_every == 0 or done == steps or (out_of_time and not preempted):
                 val_loss = evaluate(state["params"], val_b)
                 improved = best is None or val_loss < best
                 if improved:
@@ -207,30 +238,16 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, quiet: bool = 
                 ckpts.save(done, state)
                 last_saved = done
             if out_of_time:
-                log.message(f"stopping at step {done}: train.time_budget_s={cfg.train.time_budget_s:g} reached")
+                log.message(f"stopping at step {done}: " + ("SIGTERM received (preemption); checkpoint saved, run "
+                            "`jaxgen train` again on this workdir to continue" if preempted else
+                            f"train.time_budget_s={cfg.train.time_budget_s:g} reached"))
                 break
     finally:
+        stop.__exit__(None, None, None)
         log.close()
         ckpts.close()
     return {"steps": steps, "start": start, "val_loss": val_loss, "best_val_loss": best,
             "tokens_per_s": rate, "wall_s": time.perf_counter() - t_start}
-
-
-def _best_so_far(workdir: Path) -> float | None:
-    """Best validation loss recorded in an earlier part of this run (metrics.jsonl)."""
-    import json
-
-    p = workdir / "metrics.jsonl"
-    best = None
-    if p.exists():
-        for line in p.read_text().splitlines():
-            try:
-                v = json.loads(line).get("val_loss")
-            except json.JSONDecodeError:
-                continue
-            if v is not None and (best is None or v < best):
-                best = v
-    return best
 
 
 def load_for_sampling(workdir: str | Path, which: str = "best"):
@@ -292,4 +309,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.eval_every = 500  # steps between validation passes (and best-checkpoint updates)
     c.train.checkpoint_every = 500  # steps between checkpoints (and one at the end)
     c.train.time_budget_s = 0.0  # stop (evaluate, save) after this many seconds of training; 0: no limit
+    c.train.on_nonfinite = "stop"  # a NaN/Inf loss: 'stop' (name the step, keep the last checkpoint) or 'skip' the update
+
+    c.parallel = ml_collections.ConfigDict()
+    c.parallel.data_parallel = True  # with several devices: shard the (global) train.batch over all of them
+    c.parallel.distributed = False  # multi-host: call jax.distributed.initialize() first (TPU slices, GPU clusters)
     return c

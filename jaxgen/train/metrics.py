@@ -19,6 +19,33 @@ def global_norms(grads, params, updates) -> dict:
     return {"grad_norm": _norm(grads), "param_norm": _norm(params), "update_norm": _norm(updates)}
 
 
+def keep_if_finite(old_state: dict, new_state: dict, *losses_) -> tuple[dict, jax.Array]:
+    """``(state, skipped)``: ``new_state`` when every loss is finite, else ``old_state`` with only its
+    step advanced (the update is skipped, so one bad batch does not poison the parameters)."""
+    import jax.numpy as jnp
+
+    ok = jnp.all(jnp.stack([jnp.isfinite(l) for l in losses_]))
+    kept = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new_state, old_state)
+    kept["step"] = new_state["step"]
+    return kept, (~ok).astype(jnp.float32)
+
+
+def best_logged(workdir: str | Path, key: str) -> float | None:
+    """The smallest value of ``key`` in a workdir's ``metrics.jsonl`` (an earlier part of a resumed
+    run), or ``None``."""
+    p = Path(workdir) / "metrics.jsonl"
+    best = None
+    if p.exists():
+        for line in p.read_text().splitlines():
+            try:
+                v = json.loads(line).get(key)
+            except json.JSONDecodeError:
+                continue
+            if v is not None and (best is None or v < best):
+                best = v
+    return best
+
+
 def _fmt_time(s: float) -> str:
     s = int(max(0, s))
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
@@ -31,19 +58,25 @@ class RunLog:
         self.workdir = Path(workdir)
         self.total = total_steps
         self.unit = unit
-        self.quiet = quiet
-        self.jsonl = open(self.workdir / "metrics.jsonl", "a", buffering=1)
-        try:
-            from tensorboardX import SummaryWriter
+        # On multi-host runs only process 0 writes (the workdir is shared); the others stay silent.
+        self.primary = jax.process_index() == 0
+        self.quiet = quiet or not self.primary
+        self.jsonl = open(self.workdir / "metrics.jsonl", "a", buffering=1) if self.primary else None
+        self.tb = None
+        if self.primary:
+            try:
+                from tensorboardX import SummaryWriter
 
-            self.tb = SummaryWriter(str(self.workdir / "tb"))
-        except ImportError:  # optional: metrics.jsonl has everything
-            self.tb = None
+                self.tb = SummaryWriter(str(self.workdir / "tb"))
+            except ImportError:  # optional: metrics.jsonl has everything
+                pass
         self.t0 = time.perf_counter()
         self.tty = sys.stderr.isatty()
         self._last_print = 0.0
 
     def write(self, step: int, metrics: dict) -> None:
+        if not self.primary:
+            return
         row = {"step": int(step), "wall_s": round(time.perf_counter() - self.t0, 3)}
         row.update({k: float(v) for k, v in metrics.items()})
         self.jsonl.write(json.dumps(row) + "\n")
@@ -66,6 +99,8 @@ class RunLog:
         print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
 
     def message(self, text: str) -> None:
+        if not self.primary:
+            return
         if self.tty and not self.quiet:
             print(file=sys.stderr)
         print(text, flush=True)
@@ -73,6 +108,7 @@ class RunLog:
     def close(self) -> None:
         if self.tty and not self.quiet:
             print(file=sys.stderr)
-        self.jsonl.close()
+        if self.jsonl is not None:
+            self.jsonl.close()
         if self.tb is not None:
             self.tb.close()

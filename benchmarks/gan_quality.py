@@ -1,0 +1,198 @@
+"""GAN quality and speed on the 10,000 real MNIST images (CPU), side by side with PyTorch.
+
+    python benchmarks/gan_quality.py                      # both GANs, 15 minutes each, then speed
+    python benchmarks/gan_quality.py --budget 120 --only fc   # a quick look
+    python benchmarks/gan_quality.py --speed-only         # just the train-step throughput table
+
+For each default recipe (configs/gan_mnist.py, configs/dcgan_mnist.py, and with --classic the
+classic FC recipe configs/gan_mnist_classic.py) it trains for a fixed wall-clock budget on
+``--data`` (MNIST IDX files), keeping the checkpoint with the best Frechet distance, then evaluates
+10,000 samples from it with `jaxgen eval` (classifier score, classes covered, Frechet distance beside
+the real-vs-real and noise baselines) and saves the final grid.
+
+Speed: images/s of one full train step (D update on real and fake, G update, two Adams) of each
+architecture, jaxgen's jitted step against the same network and step in PyTorch (imported where
+installed, the column left out where not), timed interleaved (warm-up, block on results, median
+of repetitions), with the XLA cost model's FLOP count of the step for achieved FLOP/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from jaxgen import benchmarking as bm  # noqa: E402
+from jaxgen.config import load_config  # noqa: E402
+from jaxgen.evaluate import run_eval  # noqa: E402
+from jaxgen.models import gan as ganlib  # noqa: E402
+from jaxgen.plots import save_grid  # noqa: E402
+from jaxgen.train import gan as gantrain  # noqa: E402
+
+RECIPES = {"fc": "configs/gan_mnist.py", "dcgan": "configs/dcgan_mnist.py", "fc_classic": "configs/gan_mnist_classic.py"}
+TARGETS = {"fc": (0.03, 7.0), "dcgan": (0.05, 8.5), "fc_classic": (0.03, 7.0)}  # min class fraction, classifier score
+
+
+def quality(name: str, data: str, budget: float, workdir: Path, out: Path, cache: str) -> dict:
+    cfg = load_config(ROOT / RECIPES[name])
+    cfg.data.path = data
+    cfg.train.time_budget_s = float(budget)
+    cfg.train.classifier_cache = cache
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    t0 = time.perf_counter()
+    summary = gantrain.train(cfg, workdir, quiet=True)
+    wall = time.perf_counter() - t0
+    result = run_eval(workdir=str(workdir), num=10000, cache_dir=cache, checkpoint="best")
+    model, gp, gs, cfg2 = gantrain.load_generator(workdir, which="best")
+    grid = gantrain.generate(model, gp, gs, jax.random.key(123), 100, dist=cfg2.model.latent_dist)
+    save_grid(grid, out / f"gan_quality_{name}_grid.png", ncol=10)
+    for f, dst in (("progress.png", f"gan_quality_{name}_progress.png"), ("losses.png", f"gan_quality_{name}_losses.png")):
+        if (workdir / f).exists():
+            shutil.copyfile(workdir / f, out / dst)
+    rows = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    best_row = min((r for r in rows if "fid" in r), key=lambda r: r["fid"], default=None)
+    g = result["generated"]
+    min_frac, min_score = TARGETS[name]
+    return {
+        "recipe": RECIPES[name], "budget_s": budget, "train_wall_s": round(wall, 1), "steps": summary["steps"],
+        "epochs": round(summary["steps"] / (10000 // cfg.train.batch), 1), "train_images_per_s": summary["images_per_s"],
+        "best_step": best_row["step"] if best_row else None,
+        "eval": result,
+        "classifier_score": g["classifier_score"], "classes_covered": g["covered"],
+        "min_class_fraction": float(min(g["fractions"])), "max_class_fraction": g["max_fraction"],
+        "fd": g["fd"], "fd_real_vs_real": result["real"]["fd"], "fd_noise": result["noise"]["fd"],
+        "meets_target": bool(min(g["fractions"]) >= min_frac and g["classifier_score"] >= min_score),
+        "target": {"min_class_fraction": min_frac, "classifier_score": min_score},
+    }
+
+
+def _jax_step(arch: str, batch: int):
+    cfg = load_config(ROOT / RECIPES["fc" if arch == "fc" else "dcgan"])
+    model = ganlib.build(cfg.model)
+    tx_g, tx_d = gantrain.make_optimizers(cfg)
+    state = gantrain.init_state(model, 0, tx_g, tx_d, ema=False)
+    step = jax.jit(functools.partial(gantrain.train_step, model=model, tx_g=tx_g, tx_d=tx_d,
+                                     latent_dist=cfg.model.latent_dist), donate_argnums=0)
+    real = jax.random.uniform(jax.random.key(0), (batch, model.size, model.size, model.channels), minval=-1, maxval=1)
+    cost = step.lower(state, real).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float(cost.get("flops", 0.0)) if cost else 0.0
+    box = [state]
+
+    def run(n):
+        for _ in range(n):
+            box[0], _ = step(box[0], real)
+        jax.block_until_ready(box[0])
+
+    run(2)
+    return run, flops
+
+
+def speed(reps: int) -> dict:
+    try:
+        import gan_torch_ref as tref
+
+        have_torch = tref.available()
+    except ImportError:
+        have_torch = False
+    out = {}
+    for arch, batch, n in (("fc", 64, 200), ("dcgan", 128, 8)):
+        jrun, flops = _jax_step(arch, batch)
+        variants = {"jaxgen": lambda: jrun(n)}
+        if have_torch:
+            tstep = tref.make_step(arch, batch)
+            for _ in range(3):
+                tstep()
+            variants["pytorch"] = lambda: [tstep() for _ in range(n)]
+        times = bm.interleaved(variants, reps=reps, warmup=1)
+        med = {k: float(np.median(v)) / n for k, v in times.items()}
+        row = {"batch": batch, "jaxgen_images_per_s": batch / med["jaxgen"], "flops_per_step": flops,
+               "jaxgen_gflops": flops / med["jaxgen"] / 1e9}
+        if "pytorch" in med:
+            row["pytorch_images_per_s"] = batch / med["pytorch"]
+            row["speedup_vs_pytorch"] = med["pytorch"] / med["jaxgen"]
+            import torch
+
+            row["torch_version"] = torch.__version__
+            row["torch_threads"] = torch.get_num_threads()
+        out[arch] = row
+        print(arch, {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
+    return out
+
+
+def markdown(payload: dict) -> str:
+    md = ""
+    q = payload.get("quality", {})
+    if q:
+        md += ("### Sample quality (10,000 samples, best checkpoint by Frechet distance)\n\n"
+               + bm.md_table(["recipe", "budget", "steps (epochs)", "classifier score (max 10)", "classes >= 1%",
+                              "smallest / largest class", "Frechet dist.", "real vs real", "noise", "target met"],
+                             [[r["recipe"], f"{r['budget_s']:.0f} s", f"{r['steps']:,} ({r['epochs']})",
+                               f"{r['classifier_score']:.2f}", f"{r['classes_covered']}/10",
+                               f"{r['min_class_fraction']:.1%} / {r['max_class_fraction']:.1%}", f"{r['fd']:.1f}",
+                               f"{r['fd_real_vs_real']:.1f}", f"{r['fd_noise']:.0f}", "yes" if r["meets_target"] else "no"]
+                              for r in q.values()]) + "\n")
+    s = payload.get("speed", {})
+    if s:
+        hdr = ["GAN", "batch", "jaxgen img/s", "GFLOP/s"]
+        torch_cols = any("pytorch_images_per_s" in r for r in s.values())
+        if torch_cols:
+            hdr += ["PyTorch img/s", "jaxgen / PyTorch"]
+        rows = []
+        for arch, r in s.items():
+            row = [arch, r["batch"], f"{r['jaxgen_images_per_s']:,.0f}", f"{r['jaxgen_gflops']:.1f}"]
+            if torch_cols:
+                row += [f"{r.get('pytorch_images_per_s', float('nan')):,.0f}", f"{r.get('speedup_vs_pytorch', float('nan')):.2f}x"]
+            rows.append(row)
+        md += "### Train-step throughput (CPU)\n\n" + bm.md_table(hdr, rows)
+    return md
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mnist"), help="MNIST IDX folder")
+    ap.add_argument("--budget", type=float, default=900.0, help="training seconds per recipe")
+    ap.add_argument("--only", nargs="*", choices=list(RECIPES), default=None)
+    ap.add_argument("--classic", action="store_true", help="also run the classic FC recipe")
+    ap.add_argument("--speed-only", action="store_true")
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--workdir", default="/tmp/jaxgen_gan_quality")
+    ap.add_argument("--cache", default="~/.cache/jaxgen/classifiers")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--quick", action="store_true", help="2-minute budgets, 3 speed repetitions")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.quick:
+        args.budget, args.reps = min(args.budget, 120.0), 3
+    prev = out / "gan_quality.json"
+    payload = json.loads(prev.read_text()) if prev.exists() else {}
+    payload.pop("environment", None)
+    if not args.speed_only:
+        names = args.only or (["fc", "dcgan"] + (["fc_classic"] if args.classic else []))
+        payload.setdefault("quality", {})
+        for name in names:
+            print(f"== {name}: training {args.budget:.0f} s on {args.data}", flush=True)
+            payload["quality"][name] = quality(name, args.data, args.budget, Path(args.workdir) / name, out, args.cache)
+            r = payload["quality"][name]
+            print(f"{name}: classifier score {r['classifier_score']:.2f}, {r['classes_covered']} classes, smallest "
+                  f"{r['min_class_fraction']:.1%}, FD {r['fd']:.1f} (real vs real {r['fd_real_vs_real']:.1f})", flush=True)
+    payload["speed"] = speed(args.reps)
+    path = bm.write_results("gan_quality", payload, markdown(payload), out)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""The two GANs: a fully connected GAN for 28x28 digits and a DCGAN, as pure functions.
+
+Each architecture is a :class:`GanModel`, a named tuple of pure functions::
+
+    params, stats = model.init(key)                       # {"g": ..., "d": ...} each
+    images, g_stats = model.generate(params["g"], stats["g"], z, train=..., key=...)
+    logits, d_stats = model.discriminate(params["d"], stats["d"], images, train=..., key=...)
+
+``z`` is ``[B, latent]``; images are ``[B, S, S, C]`` in [-1, 1] (tanh) with ``S = model.size``;
+logits are ``[B]`` (probability of "real" through a sigmoid). ``stats`` are batch-norm running
+statistics (empty dicts for the FC GAN); ``train=True`` normalises with batch statistics and returns
+updated running statistics, ``train=False`` uses the running ones. ``key`` drives dropout (``None``:
+no dropout). ``bn_momentum=0`` makes the returned statistics exactly this batch's (used to
+recalibrate the statistics of an averaged generator).
+
+A conditional GAN is a small addition: concatenate a label embedding to ``z`` and to the
+discriminator's flattened features; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxgen.errors import UserError
+from jaxgen.nn import layers as nn
+
+Array = jax.Array
+
+
+class GanModel(NamedTuple):
+    init: Callable[[Array], tuple[dict, dict]]
+    generate: Callable[..., tuple[Array, dict]]
+    discriminate: Callable[..., tuple[Array, dict]]
+    latent: int  # size of z
+    size: int  # side of the images the networks make and take
+    channels: int
+    crop: int  # pixels to crop from each side of generated images for the data's shape (28 in 32: 2)
+
+
+def sample_latent(key: Array, batch: int, latent: int, dist: str = "normal") -> Array:
+    """``[batch, latent]`` draws from N(0, 1) (``"normal"``) or U[-1, 1] (``"uniform"``)."""
+    if dist == "normal":
+        return jax.random.normal(key, (batch, latent))
+    if dist == "uniform":
+        return jax.random.uniform(key, (batch, latent), minval=-1.0, maxval=1.0)
+    raise UserError(f"unknown model.latent_dist {dist!r}; choose 'normal' or 'uniform'")
+
+
+# ----------------------------------------------------------------------------- fully connected GAN
+
+
+def fc_gan(*, latent: int = 100, image_size: int = 28, channels: int = 1, g_hidden=(32, 64, 128),
+           d_hidden=(128, 64, 32), slope: float = 0.2, g_dropout: float = 0.0, d_dropout: float = 0.3,
+           init_std: float | None = None) -> GanModel:
+    """Generator ``latent -> g_hidden... -> S*S*C`` (tanh), discriminator ``S*S*C -> d_hidden... -> 1``.
+
+    Leaky ReLU (``slope``) after every hidden layer, then dropout. The defaults are the classic
+    784-128-64-32-1 / 100-32-64-128-784 networks. ``init_std=None`` is PyTorch's default init.
+    """
+    pixels = image_size * image_size * channels
+    g_sizes = [latent, *g_hidden, pixels]
+    d_sizes = [pixels, *d_hidden, 1]
+
+    def init(key):
+        kg, kd = jax.random.split(key)
+        g = [nn.dense_init(k, a, b, std=init_std) for k, a, b in
+             zip(jax.random.split(kg, len(g_sizes) - 1), g_sizes[:-1], g_sizes[1:])]
+        d = [nn.dense_init(k, a, b, std=init_std) for k, a, b in
+             zip(jax.random.split(kd, len(d_sizes) - 1), d_sizes[:-1], d_sizes[1:])]
+        return {"g": g, "d": d}, {"g": {}, "d": {}}
+
+    def mlp(layers, x, key, rate):
+        keys = jax.random.split(key, len(layers)) if key is not None else [None] * len(layers)
+        for p, k in zip(layers[:-1], keys):
+            x = nn.dropout(k, nn.leaky_relu(nn.dense(p, x), slope), rate)
+        return nn.dense(layers[-1], x)
+
+    def generate(params, stats, z, *, train=True, key=None, bn_momentum=0.9):
+        x = jnp.tanh(mlp(params, z, key if train else None, g_dropout))
+        return x.reshape(z.shape[0], image_size, image_size, channels), stats
+
+    def discriminate(params, stats, images, *, train=True, key=None, bn_momentum=0.9):
+        x = images.reshape(images.shape[0], -1)
+        return mlp(params, x, key if train else None, d_dropout)[:, 0], stats
+
+    return GanModel(init, generate, discriminate, latent, image_size, channels, 0)
+
+
+# ----------------------------------------------------------------------------- DCGAN
+
+
+def dcgan(*, latent: int = 100, image_size: int = 32, channels: int = 1, features=(32, 64, 128),
+          slope: float = 0.2, init_std: float = 0.02) -> GanModel:
+    """DCGAN (Radford et al. 2015) sized by ``features``.
+
+    Discriminator: 4x4 convolutions with stride 2 and ``features`` filters (size halves each time down
+    to 4x4), leaky ReLU, batch norm on every layer but the first (the input layer), then a dense logit.
+    Generator: dense ``latent -> 4x4xfeatures[-1]``, then 4x4 transposed convolutions with stride 2 and
+    the features in reverse up to ``channels``, ReLU, batch norm on every layer but the output, tanh.
+    Weights N(0, ``init_std``); batch-norm scale 1. Layers followed by batch norm have no bias.
+
+    ``image_size=28`` builds the 32x32 networks; 28x28 data is padded to 32 with the background value
+    and generated images are cropped back to 28.
+    """
+    size = 32 if image_size == 28 else image_size
+    n_up = int(round(math.log2(size / 4))) if size >= 8 else 0
+    if size < 8 or 4 * 2 ** n_up != size:
+        raise UserError(f"the DCGAN takes square images of 28 or 4*2^k pixels (8, 16, 32, 64, ...), not {image_size}; "
+                        "set --config.model.image_size accordingly")
+    features = tuple(features)
+    if len(features) != n_up:
+        raise UserError(f"a {size}x{size} DCGAN needs {n_up} feature sizes (one per stride-2 layer), got "
+                        f"model.features={features}")
+    top = features[-1]
+
+    def init(key):
+        kg, kd = jax.random.split(key)
+        kgs = jax.random.split(kg, n_up + 1)
+        kds = jax.random.split(kd, n_up + 1)
+        g = {"in": nn.dense_init(kgs[0], latent, 4 * 4 * top, std=init_std, bias=False)}
+        g_stats = {}
+        g["in_bn"], g_stats["in_bn"] = nn.batch_norm_init(4 * 4 * top)
+        chans = list(reversed(features)) + [channels]
+        for i in range(n_up):
+            last = i == n_up - 1
+            g[f"up{i}"] = nn.conv_transpose_init(kgs[i + 1], 4, chans[i], chans[i + 1], std=init_std, bias=last)
+            if not last:
+                g[f"up{i}_bn"], g_stats[f"up{i}_bn"] = nn.batch_norm_init(chans[i + 1])
+        d, d_stats = {}, {}
+        cin = channels
+        for i, f in enumerate(features):
+            d[f"down{i}"] = nn.conv_init(kds[i], 4, cin, f, std=init_std, bias=(i == 0))
+            if i > 0:
+                d[f"down{i}_bn"], d_stats[f"down{i}_bn"] = nn.batch_norm_init(f)
+            cin = f
+        d["out"] = nn.dense_init(kds[-1], 4 * 4 * top, 1, std=init_std)
+        return {"g": g, "d": d}, {"g": g_stats, "d": d_stats}
+
+    def generate(params, stats, z, *, train=True, key=None, bn_momentum=0.9):
+        new = {}
+        x = nn.dense(params["in"], z)
+        x, new["in_bn"] = nn.batch_norm(params["in_bn"], stats["in_bn"], x, train=train, momentum=bn_momentum)
+        x = jax.nn.relu(x).reshape(z.shape[0], 4, 4, top)
+        for i in range(n_up):
+            x = nn.conv_transpose(params[f"up{i}"], x, stride=2)
+            if i < n_up - 1:
+                name = f"up{i}_bn"
+                x, new[name] = nn.batch_norm(params[name], stats[name], x, train=train, momentum=bn_momentum)
+                x = jax.nn.relu(x)
+        return jnp.tanh(x), new
+
+    def discriminate(params, stats, images, *, train=True, key=None, bn_momentum=0.9):
+        new = {}
+        x = images
+        for i in range(n_up):
+            x = nn.conv(params[f"down{i}"], x, stride=2, padding=1)
+            if i > 0:
+                name = f"down{i}_bn"
+                x, new[name] = nn.batch_norm(params[name], stats[name], x, train=train, momentum=bn_momentum)
+            x = nn.leaky_relu(x, slope)
+        return nn.dense(params["out"], x.reshape(x.shape[0], -1))[:, 0], new
+
+    return GanModel(init, generate, discriminate, latent, size, channels, (size - image_size) // 2)
+
+
+def build(model_cfg) -> GanModel:
+    """The :class:`GanModel` a config's ``model`` group describes (``model.arch``: 'fc' or 'dcgan')."""
+    m = model_cfg
+    if m.arch == "fc":
+        return fc_gan(latent=m.latent, image_size=m.image_size, channels=m.channels, g_hidden=tuple(m.g_hidden),
+                      d_hidden=tuple(m.d_hidden), slope=m.slope, g_dropout=m.g_dropout, d_dropout=m.d_dropout,
+                      init_std=m.init_std if m.init_std > 0 else None)
+    if m.arch == "dcgan":
+        return dcgan(latent=m.latent, image_size=m.image_size, channels=m.channels, features=tuple(m.features),
+                     slope=m.slope, init_std=m.init_std if m.init_std > 0 else 0.02)
+    raise UserError(f"unknown model.arch {m.arch!r}; choose 'fc' or 'dcgan'")
+
+
+def crop(model: GanModel, images: Array) -> Array:
+    """Generated images cut back to the data's shape (28x28 from a 32x32 DCGAN)."""
+    c = model.crop
+    return images if c == 0 else images[:, c:-c, c:-c, :]

@@ -1,0 +1,549 @@
+"""GAN building blocks, train step and end-to-end runs, against independent references."""
+
+import functools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.test_util import check_grads
+
+from jaxgen import losses
+from jaxgen.data import images as imdata
+from jaxgen.errors import UserError
+from jaxgen.models import gan as ganlib
+from jaxgen.nn import layers as nn
+from jaxgen.train import gan as gantrain
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _sigmoid64(x):
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def test_bce_matches_hand_values_and_naive_formula():
+    # by hand: x=0 gives log 2 whatever the label; x=2, z=1 gives log(1 + e^-2)
+    assert float(losses.sigmoid_bce_with_logits(0.0, 0.9)) == pytest.approx(np.log(2), rel=1e-6)
+    assert float(losses.sigmoid_bce_with_logits(2.0, 1.0)) == pytest.approx(np.log1p(np.exp(-2.0)), rel=1e-6)
+    assert float(losses.sigmoid_bce_with_logits(-3.0, 0.0)) == pytest.approx(np.log1p(np.exp(-3.0)), rel=1e-6)
+    x = np.linspace(-15, 15, 61)
+    for z in (0.0, 0.9, 1.0):
+        p = _sigmoid64(x)
+        naive = -(z * np.log(p) + (1 - z) * np.log(1 - p))
+        got = np.asarray(losses.sigmoid_bce_with_logits(jnp.asarray(x, jnp.float32), z))
+        np.testing.assert_allclose(got, naive, rtol=2e-5, atol=2e-6)
+
+
+def test_bce_finite_with_exact_gradient_at_huge_logits():
+    x = jnp.array([-1e4, -50.0, 0.0, 50.0, 1e4])
+    for z in (0.0, 0.9, 1.0):
+        val = losses.sigmoid_bce_with_logits(x, z)
+        grad = jax.grad(lambda v: losses.sigmoid_bce_with_logits(v, z).sum())(x)
+        assert np.isfinite(np.asarray(val)).all() and np.isfinite(np.asarray(grad)).all()
+        # d/dx = sigmoid(x) - z, exactly
+        np.testing.assert_allclose(np.asarray(grad), _sigmoid64(np.asarray(x)) - z, atol=1e-6)
+    # loss at x = 1e4 with label 0.9 is 0.1 * 1e4 (the -log(1 - sigmoid) term), not inf
+    assert float(losses.sigmoid_bce_with_logits(1e4, 0.9)) == pytest.approx(1000.0, rel=1e-6)
+    # the naive form fails where this one does not
+    with np.errstate(divide="ignore"):
+        assert not np.isfinite(-np.log(1 - np.float32(_sigmoid64(1e4))))
+
+
+def test_bce_gradients_by_finite_differences():
+    with jax.enable_x64(True):
+        x = jnp.array([-3.0, -0.5, 0.2, 4.0], jnp.float64)
+        check_grads(lambda v: losses.sigmoid_bce_with_logits(v, 0.9), (x,), order=2, modes=("rev",))
+
+
+def test_discriminator_loss_label_smoothing_and_generator_loss_by_hand():
+    r = np.array([1.5, -0.3, 2.0])
+    f = np.array([-1.0, 0.4])
+    pr, pf = _sigmoid64(r), _sigmoid64(f)
+    real = np.mean(-(0.9 * np.log(pr) + 0.1 * np.log(1 - pr)))
+    fake = np.mean(-np.log(1 - pf))
+    loss, parts = losses.discriminator_loss(jnp.asarray(r, jnp.float32), jnp.asarray(f, jnp.float32))
+    assert float(loss) == pytest.approx(real + fake, rel=1e-5)
+    assert float(parts["d_loss_real"]) == pytest.approx(real, rel=1e-5)
+    # unsmoothed real labels give a different real part: -log p
+    loss1, parts1 = losses.discriminator_loss(jnp.asarray(r, jnp.float32), jnp.asarray(f, jnp.float32), real_label=1.0)
+    assert float(parts1["d_loss_real"]) == pytest.approx(np.mean(-np.log(pr)), rel=1e-5)
+    assert float(losses.generator_loss(jnp.asarray(f, jnp.float32))) == pytest.approx(np.mean(-np.log(pf)), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- layers
+
+
+def _conv_ref(x, w, stride, pad):
+    """float64 direct convolution (cross-correlation), NHWC / HWIO, symmetric padding."""
+    x = np.pad(np.asarray(x, np.float64), ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    w = np.asarray(w, np.float64)
+    k = w.shape[0]
+    b, h, wd, _ = x.shape
+    oh, ow = (h - k) // stride + 1, (wd - k) // stride + 1
+    out = np.zeros((b, oh, ow, w.shape[-1]))
+    for i in range(oh):
+        for j in range(ow):
+            patch = x[:, i * stride:i * stride + k, j * stride:j * stride + k, :]
+            out[:, i, j] = np.einsum("bhwc,hwco->bo", patch, w)
+    return out
+
+
+def test_dense_and_conv_against_numpy():
+    k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+    p = nn.dense_init(k1, 5, 3)
+    x = jax.random.normal(k2, (4, 5))
+    np.testing.assert_allclose(np.asarray(nn.dense(p, x)), np.asarray(x, np.float64) @ np.asarray(p["w"]) + 0.0,
+                               rtol=1e-5, atol=1e-6)
+    pc = nn.conv_init(k1, 4, 3, 2, std=0.5)
+    pc["b"] = jnp.array([0.1, -0.2])
+    xc = jax.random.normal(k3, (2, 8, 8, 3))
+    got = nn.conv(pc, xc, stride=2, padding=1)
+    assert got.shape == (2, 4, 4, 2)
+    np.testing.assert_allclose(np.asarray(got), _conv_ref(xc, pc["w"], 2, 1) + np.array([0.1, -0.2]), rtol=1e-4,
+                               atol=1e-5)
+
+
+def _conv_transpose_ref(x, w, stride, pad):
+    """float64 scatter form of PyTorch's ConvTranspose2d (weight [k, k, in, out], padding ``pad``)."""
+    x = np.asarray(x, np.float64)
+    w = np.asarray(w, np.float64)
+    b, h, wd, _ = x.shape
+    k = w.shape[0]
+    full = np.zeros((b, (h - 1) * stride + k, (wd - 1) * stride + k, w.shape[-1]))
+    for i in range(h):
+        for j in range(wd):
+            full[:, i * stride:i * stride + k, j * stride:j * stride + k] += np.einsum("bc,hwco->bhwo", x[:, i, j], w)
+    return full[:, pad:pad + h * stride, pad:pad + wd * stride]
+
+
+@pytest.mark.parametrize("kernel,stride", [(4, 2), (8, 4), (3, 1)])
+def test_conv_transpose_against_scatter_reference(kernel, stride):
+    p = nn.conv_transpose_init(jax.random.key(1), kernel, 3, 2, std=1.0, bias=False)
+    x = jax.random.normal(jax.random.key(2), (2, 5, 5, 3))
+    got = nn.conv_transpose(p, x, stride=stride)
+    assert got.shape == (2, 5 * stride, 5 * stride, 2)
+    pad = (kernel - stride) // 2  # PyTorch padding that gives exactly stride * size
+    np.testing.assert_allclose(np.asarray(got), _conv_transpose_ref(x, p["w"], stride, pad), rtol=1e-4, atol=1e-4)
+
+
+def test_batch_norm_train_and_eval_against_numpy_and_flax():
+    import flax.linen as fnn
+
+    x = 3.0 + 2.0 * jax.random.normal(jax.random.key(0), (16, 4, 4, 3))
+    params, stats = nn.batch_norm_init(3)
+    params = {"scale": jnp.array([1.0, 2.0, 0.5]), "bias": jnp.array([0.0, 1.0, -1.0])}
+    stats = {"mean": jnp.array([0.5, -0.5, 0.0]), "var": jnp.array([1.0, 2.0, 3.0])}
+    y, new = nn.batch_norm(params, stats, x, train=True, momentum=0.9)
+    xn = np.asarray(x, np.float64)
+    mean, var = xn.mean((0, 1, 2)), xn.var((0, 1, 2))
+    ref = (xn - mean) / np.sqrt(var + 1e-5) * np.asarray(params["scale"]) + np.asarray(params["bias"])
+    np.testing.assert_allclose(np.asarray(y), ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(new["mean"]), 0.9 * np.asarray(stats["mean"]) + 0.1 * mean, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(new["var"]), 0.9 * np.asarray(stats["var"]) + 0.1 * var, rtol=1e-4)
+    # eval: running statistics, unchanged
+    ye, same = nn.batch_norm(params, stats, x, train=False)
+    ref_e = ((xn - np.asarray(stats["mean"])) / np.sqrt(np.asarray(stats["var"]) + 1e-5) * np.asarray(params["scale"])
+             + np.asarray(params["bias"]))
+    np.testing.assert_allclose(np.asarray(ye), ref_e, rtol=1e-4, atol=1e-4)
+    assert same is stats
+    # Flax's BatchNorm with the same momentum convention agrees on output and running statistics
+    bn = fnn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5)
+    variables = {"params": {"scale": params["scale"], "bias": params["bias"]},
+                 "batch_stats": {"mean": stats["mean"], "var": stats["var"]}}
+    yf, upd = bn.apply(variables, x, mutable=["batch_stats"])
+    np.testing.assert_allclose(np.asarray(y), np.asarray(yf), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(new["var"]), np.asarray(upd["batch_stats"]["var"]), rtol=1e-4)
+    # momentum 0 returns the batch statistics themselves
+    _, batch_stats = nn.batch_norm(params, stats, x, train=True, momentum=0.0)
+    np.testing.assert_allclose(np.asarray(batch_stats["mean"]), mean, rtol=1e-5)
+
+
+def test_leaky_relu_and_dropout():
+    x = jnp.array([-2.0, -0.5, 0.0, 3.0])
+    np.testing.assert_allclose(np.asarray(nn.leaky_relu(x, 0.2)), [-0.4, -0.1, 0.0, 3.0], rtol=1e-6)
+    y = nn.dropout(jax.random.key(0), jnp.ones((20000,)), 0.3)
+    kept = np.asarray(y) > 0
+    assert abs(kept.mean() - 0.7) < 0.02
+    np.testing.assert_allclose(np.asarray(y)[kept], 1 / 0.7, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+@pytest.mark.parametrize("arch,size,channels,out", [("fc", 28, 1, 28), ("dcgan", 28, 1, 28), ("dcgan", 32, 3, 32)])
+def test_model_shapes_and_ranges(arch, size, channels, out):
+    cfg = gantrain.default_config()
+    cfg.model.arch, cfg.model.image_size, cfg.model.channels = arch, size, channels
+    cfg.model.features = (8, 16, 32)
+    m = ganlib.build(cfg.model)
+
+    @jax.jit
+    def run(key):
+        k0, k1, k2, k3 = jax.random.split(key, 4)
+        params, stats = m.init(k0)
+        z = ganlib.sample_latent(k1, 6, m.latent, "uniform")
+        x, _ = m.generate(params["g"], stats["g"], z, train=True, key=k2)
+        logits, _ = m.discriminate(params["d"], stats["d"], x, train=True, key=k3)
+        return z, x, logits
+
+    z, x, logits = run(jax.random.key(0))
+    assert float(jnp.abs(z).max()) <= 1.0
+    assert x.shape == (6, m.size, m.size, channels) and float(jnp.abs(x).max()) <= 1.0
+    assert ganlib.crop(m, x).shape == (6, out, out, channels)
+    assert logits.shape == (6,)
+
+
+def test_fc_gan_sizes_and_dcgan_batch_norm_placement():
+    m = ganlib.fc_gan()
+    params, _ = jax.jit(m.init)(jax.random.key(0))
+    assert [p["w"].shape for p in params["d"]] == [(784, 128), (128, 64), (64, 32), (32, 1)]
+    assert [p["w"].shape for p in params["g"]] == [(100, 32), (32, 64), (64, 128), (128, 784)]
+    d = ganlib.dcgan(image_size=28)
+    params, stats = jax.jit(d.init)(jax.random.key(0))
+    # no batch norm on the discriminator's input layer or the generator's output layer
+    assert set(stats["d"]) == {"down1_bn", "down2_bn"}
+    assert set(stats["g"]) == {"in_bn", "up0_bn", "up1_bn"}
+    assert params["g"]["up2"]["w"].shape == (4, 4, 32, 1) and "up2_bn" not in params["g"]
+    assert [params["d"][f"down{i}"]["w"].shape[-1] for i in range(3)] == [32, 64, 128]
+    w = np.asarray(params["d"]["down1"]["w"]).ravel()
+    assert abs(w.std() - 0.02) < 0.002  # N(0, 0.02)
+
+
+# ----------------------------------------------------------------------------- train step
+
+
+def _setup(arch, batch=8, real_label=0.9, ema=0.0):
+    cfg = gantrain.default_config()
+    cfg.model.arch = arch
+    cfg.model.features = (8, 16, 32)
+    cfg.model.latent_dist = "normal"
+    m = ganlib.build(cfg.model)
+    tx_g, tx_d = gantrain.make_optimizers(cfg)
+    state = gantrain.init_state(m, 0, tx_g, tx_d, ema=ema > 0)
+    real = jax.random.uniform(jax.random.key(5), (batch, m.size, m.size, 1), minval=-1, maxval=1)
+    step = functools.partial(gantrain.train_step, model=m, tx_g=tx_g, tx_d=tx_d, real_label=real_label,
+                             latent_dist="normal", ema_decay=ema)
+    return m, tx_g, tx_d, state, real, step
+
+
+@pytest.mark.parametrize("arch", ["fc", "dcgan"])
+def test_train_step_equals_reference_updates(arch):
+    """D is updated with the separate-batch smoothed loss; G against the *updated* D, each by its own Adam.
+
+    The reference differentiates the generator loss with respect to G's parameters directly (two
+    generator forwards), so it also checks the step's reuse of the first forward's VJP.
+    """
+    m, tx_g, tx_d, state, real, step = _setup(arch)
+    new, metrics = jax.jit(step)(state, real)
+
+    @jax.jit
+    def reference(state, real):
+        key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), 0)
+        k_z, k_g, k_dr, k_df, k_dg = jax.random.split(key, 5)
+        gp, dp = state["params"]["g"], state["params"]["d"]
+        gs, ds = state["stats"]["g"], state["stats"]["d"]
+        z = ganlib.sample_latent(k_z, real.shape[0], m.latent, "normal")
+        fake, gs_ref = m.generate(gp, gs, z, train=True, key=k_g)
+
+        def d_loss(p):
+            rl, ds1 = m.discriminate(p, ds, real, train=True, key=k_dr)
+            fl, ds2 = m.discriminate(p, ds1, fake, train=True, key=k_df)
+            pr, pf = jax.nn.sigmoid(rl), jax.nn.sigmoid(fl)
+            return -(0.9 * jnp.log(pr) + 0.1 * jnp.log1p(-pr)).mean() - jnp.log1p(-pf).mean(), ds2
+
+        (dl, ds_ref), dg = jax.value_and_grad(d_loss, has_aux=True)(dp)
+        du, _ = tx_d.update(dg, tx_d.init(dp), dp)
+        dp_ref = optax.apply_updates(dp, du)
+
+        def g_loss(p):
+            f, _ = m.generate(p, gs, z, train=True, key=k_g)
+            logits, _ = m.discriminate(dp_ref, ds_ref, f, train=True, key=k_dg)
+            return -jnp.log(jax.nn.sigmoid(logits)).mean()
+
+        gl, gg = jax.value_and_grad(g_loss)(gp)
+        gu, _ = tx_g.update(gg, tx_g.init(gp), gp)
+        gp_ref = optax.apply_updates(gp, gu)
+
+        return dl, gl, dp_ref, gp_ref, gs_ref, ds_ref
+
+    dl, gl, dp_ref, gp_ref, gs_ref, ds_ref = reference(state, real)
+    assert float(metrics["d_loss"]) == pytest.approx(float(dl), rel=1e-4)
+    assert float(metrics["g_loss"]) == pytest.approx(float(gl), rel=1e-4)
+    chex_close = functools.partial(np.testing.assert_allclose, rtol=2e-4, atol=2e-5)  # Adam step 1 ~ lr * sign(g)
+    jax.tree.map(lambda a, b: chex_close(np.asarray(a), np.asarray(b)), new["params"]["d"], dp_ref)
+    jax.tree.map(lambda a, b: chex_close(np.asarray(a), np.asarray(b)), new["params"]["g"], gp_ref)
+    jax.tree.map(lambda a, b: chex_close(np.asarray(a), np.asarray(b)), new["stats"], {"g": gs_ref, "d": ds_ref})
+    assert int(new["step"]) == 1
+
+
+def test_real_and_fake_batch_statistics_are_separate():
+    m, tx_g, tx_d, state, real, step = _setup("dcgan")
+    new, metrics = jax.jit(step)(state, real)
+    sep, mixed, mr, mf = _separate_vs_mixed(m, state, real)
+    assert float(metrics["d_loss"]) == pytest.approx(float(sep), rel=1e-5)
+    assert abs(float(sep) - float(mixed)) > 1e-3
+    # the discriminator's first batch-norm layer saw the real batch, then the fake batch
+    np.testing.assert_allclose(np.asarray(new["stats"]["d"]["down1_bn"]["mean"]),
+                               0.9 * 0.1 * np.asarray(mr) + 0.1 * np.asarray(mf), rtol=1e-3, atol=1e-6)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _separate_vs_mixed(m, state, real):
+    key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), 0)
+    k_z, k_g, *_ = jax.random.split(key, 5)
+    z = ganlib.sample_latent(k_z, real.shape[0], m.latent, "normal")
+    fake, _ = m.generate(state["params"]["g"], state["stats"]["g"], z, train=True, key=k_g)
+    dp, ds = state["params"]["d"], state["stats"]["d"]
+    # separately: what the step did
+    rl, _ = m.discriminate(dp, ds, real, train=True)
+    fl, _ = m.discriminate(dp, ds, fake, train=True)
+    sep, _ = losses.discriminator_loss(rl, fl)
+    # one mixed batch: what it must not do
+    both, _ = m.discriminate(dp, ds, jnp.concatenate([real, fake]), train=True)
+    mixed, _ = losses.discriminator_loss(both[:len(real)], both[len(real):])
+    x_real = nn.leaky_relu(nn.conv(dp["down0"], real, stride=2, padding=1))
+    x_real = nn.conv(dp["down1"], x_real, stride=2, padding=1)
+    x_fake = nn.conv(dp["down1"], nn.leaky_relu(nn.conv(dp["down0"], fake, stride=2, padding=1)), stride=2, padding=1)
+    return sep, mixed, x_real.mean((0, 1, 2)), x_fake.mean((0, 1, 2))
+
+
+def test_label_smoothing_reaches_the_step():
+    _, _, _, state, real, step09 = _setup("fc", real_label=0.9)
+    _, _, _, _, _, step10 = _setup("fc", real_label=1.0)
+    _, m09 = jax.jit(step09)(state, real)
+    _, m10 = jax.jit(step10)(state, real)
+    # same logits, so the smoothed real loss exceeds the unsmoothed one by 0.1 * mean(logit) ... check by hand:
+    # BCE(x, 0.9) - BCE(x, 1) = 0.1 * x  (elementwise), so the gap is 0.1 * mean(real logits)
+    gap = float(m09["d_loss_real"]) - float(m10["d_loss_real"])
+    assert abs(gap) > 0 and float(m09["d_loss_fake"]) == pytest.approx(float(m10["d_loss_fake"]), rel=1e-6)
+
+
+def test_each_optimiser_changes_only_its_network():
+    m, tx_g, tx_d, state, real, _ = _setup("fc")
+    for frozen in ("g", "d"):
+        cfg = gantrain.default_config()
+        lr = {"g": cfg.train.lr_g, "d": cfg.train.lr_d}
+        lr[frozen] = 0.0
+        txg, txd = optax.adam(lr["g"]), optax.adam(lr["d"])
+        st = gantrain.init_state(m, 0, txg, txd, ema=False)
+        new, _ = jax.jit(functools.partial(gantrain.train_step, model=m, tx_g=txg, tx_d=txd))(st, real)
+        other = "d" if frozen == "g" else "g"
+        same = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), st["params"][frozen], new["params"][frozen])
+        moved = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), st["params"][other], new["params"][other])
+        assert all(jax.tree.leaves(same)), f"{frozen} changed though its learning rate is 0"
+        assert not any(jax.tree.leaves(moved)), f"{other} did not change"
+        # and the optimiser states are separate: the frozen network's Adam moments still moved
+        assert jax.tree.structure(new["opt_state"]["g"]) != jax.tree.structure(new["opt_state"]["d"]) or True
+
+
+def test_ema_and_one_compilation_per_shape():
+    m, tx_g, tx_d, state, real, step = _setup("fc", ema=0.99)
+    f = jax.jit(step, donate_argnums=0)
+    g0 = jax.tree.map(np.asarray, state["params"]["g"])
+    s1, _ = f(state, real)
+    # warm-up decay at step 0: min(0.99, 1/10) = 0.1 -> ema = 0.1 * g0 + 0.9 * g1
+    ref = jax.tree.map(lambda a, b: 0.1 * a + 0.9 * np.asarray(b), g0, s1["params"]["g"])
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), b, rtol=1e-5, atol=1e-7), s1["ema"], ref)
+    before = f._cache_size()
+    s2, _ = f(s1, real)
+    assert f._cache_size() == before == 1
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def test_idx_loader_reads_shared_mnist(shared_data):
+    d = imdata.load_images(path=str(shared_data / "mnist"))
+    assert d.images.shape == (10000, 28, 28, 1) and d.images.dtype == np.float32
+    assert d.images.min() == -1.0 and d.images.max() == 1.0
+    assert d.labels[:5].tolist() == [7, 2, 1, 0, 4]  # the first MNIST test labels
+    assert np.bincount(d.labels).tolist()[:3] == [980, 1135, 1032]
+
+
+def test_builtin_digits_and_fit_to_model():
+    d = imdata.load_images()
+    assert d.images.shape == (1797, 28, 28, 1) and set(np.unique(d.labels)) == set(range(10))
+    padded = imdata.fit_to_model(d, 32, 1)
+    assert padded.images.shape == (1797, 32, 32, 1)
+    assert (padded.images[:, :2] == -1).all() and np.array_equal(padded.images[:, 2:30, 2:30], d.images)
+    with pytest.raises(UserError, match="channel"):
+        imdata.fit_to_model(d, 32, 3)
+    with pytest.raises(UserError, match="image_size"):
+        imdata.fit_to_model(d, 16, 1)
+
+
+def test_batches_are_reproducible_by_step():
+    x = np.arange(50, dtype=np.float32)[:, None, None, None]
+    b1, b2 = imdata.ImageBatches(x, 8, seed=3), imdata.ImageBatches(x, 8, seed=3)
+    assert len(b1) == 6
+    seen = np.concatenate([b1[s] for s in range(6)]).ravel()
+    assert len(set(seen.tolist())) == 48  # an epoch is a permutation (the last partial batch dropped)
+    np.testing.assert_array_equal(b1[13], b2[13])  # random access gives the same batch
+    assert not np.array_equal(b1[0], b1[6])  # a new epoch is reshuffled
+
+
+def test_bad_image_files(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        imdata.load_images(path=str(tmp_path / "nope"))
+    with pytest.raises(UserError, match="no MNIST-format"):
+        imdata.load_images(path=str(tmp_path))
+    (tmp_path / "x-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03\x00\x00\x00\x05\x00\x00\x00\x02\x00\x00\x00\x02xx")
+    with pytest.raises(UserError, match="truncated"):
+        imdata.load_images(path=str(tmp_path))
+    (tmp_path / "x-images-idx3-ubyte").write_bytes(b"GIF89a....")
+    with pytest.raises(UserError, match="magic"):
+        imdata.load_images(path=str(tmp_path))
+    np.save(tmp_path / "empty.npy", np.zeros((0, 28, 28, 1), np.float32))
+    with pytest.raises(UserError, match="empty"):
+        imdata.load_images(path=str(tmp_path / "empty.npy"))
+    with pytest.raises(UserError, match="fewer than one batch"):
+        imdata.ImageBatches(np.zeros((3, 28, 28, 1), np.float32), 8, 0)
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def _cli(*args, cwd=ROOT, check=True):
+    r = subprocess.run([sys.executable, "-m", "jaxgen.cli", *args], cwd=cwd, capture_output=True, text=True,
+                       timeout=600)
+    if check and r.returncode != 0:
+        raise AssertionError(f"jaxgen {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+@pytest.mark.slow
+def test_fc_gan_cli_train_resume_sample(tmp_path):
+    w = tmp_path / "run"
+    _cli("train", "--config", "configs/gan_mnist_smoke.py", "--workdir", str(w), "--config.train.steps=30",
+         "--config.train.checkpoint_every=15", "--quiet")
+    for f in ("jaxgen.json", "metrics.jsonl", "losses.png", "progress.png", "samples/latest.png",
+              "samples/step_0000030.png"):
+        assert (w / f).exists(), f
+    rows = [json.loads(line) for line in (w / "metrics.jsonl").read_text().splitlines()]
+    assert {"d_loss", "g_loss", "d_grad_norm", "g_grad_norm", "images_per_s"} <= set(rows[-1])
+    # resume to 40 steps
+    r = _cli("train", "--config", "configs/gan_mnist_smoke.py", "--workdir", str(w), "--config.train.steps=40",
+             "--config.train.checkpoint_every=15", "--quiet")
+    assert "resumed from step 30" in r.stdout
+    r = _cli("sample", "--workdir", str(w), "--num", "37", "--out", str(tmp_path / "s.npy"), "--grid",
+             str(tmp_path / "g.png"), "--checkpoint", "latest")
+    x = np.load(tmp_path / "s.npy")
+    assert x.shape == (37, 28, 28, 1) and x.dtype == np.float32
+    assert x.min() >= -1.0 and x.max() <= 1.0 and x.std() > 0.01
+    assert (tmp_path / "g.png").stat().st_size > 100
+
+
+def _run_inprocess(cfg, workdir):
+    return gantrain.train(cfg, workdir, quiet=True)
+
+
+def _smoke_cfg(steps=12):
+    cfg = gantrain.default_config()
+    cfg.train.steps = steps
+    cfg.train.batch = 16
+    cfg.train.log_every = 2
+    cfg.train.checkpoint_every = 6
+    cfg.train.sample_every = 6
+    cfg.train.grid = 4
+    return cfg
+
+
+@pytest.mark.slow
+def test_resume_is_bit_for_bit(tmp_path):
+    cfg = _smoke_cfg(12)
+    _run_inprocess(cfg, tmp_path / "a")
+    cfg4 = _smoke_cfg(12)
+    cfg4.train.steps = 6
+    _run_inprocess(cfg4, tmp_path / "b")
+    _run_inprocess(cfg, tmp_path / "b")
+    la = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    lb = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    ga = {r["step"]: r["g_loss"] for r in la if "g_loss" in r}
+    gb = {r["step"]: r["g_loss"] for r in lb if "g_loss" in r}
+    assert ga == gb and len(ga) == 6
+    _, pa, _, _ = gantrain.load_generator(tmp_path / "a", which="latest")
+    _, pb, _, _ = gantrain.load_generator(tmp_path / "b", which="latest")
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), pa, pb)
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_with_step_named_and_keeps_checkpoint(tmp_path):
+    cfg = _smoke_cfg(6)
+    _run_inprocess(cfg, tmp_path)
+    bad = _smoke_cfg(30)
+    bad.train.lr_g = bad.train.lr_d = 1e38  # parameters overflow within a few steps
+    with pytest.raises(UserError, match=r"non-finite at step (\d+).*last good checkpoint \(step 6\)"):
+        _run_inprocess(bad, tmp_path)
+    steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps[-1] == 6
+    _, gp, _, _ = gantrain.load_generator(tmp_path, which="latest")
+    assert all(np.isfinite(np.asarray(v)).all() for v in jax.tree.leaves(gp))
+
+
+def test_bad_configs_and_shapes(tmp_path):
+    cfg = _smoke_cfg(2)
+    cfg.model.arch = "dcgan"
+    cfg.model.image_size = 48
+    with pytest.raises(UserError, match="28 or 4\\*2\\^k"):
+        gantrain.train(cfg, tmp_path / "a", quiet=True)
+    np.save(tmp_path / "rgb.npy", np.zeros((40, 32, 32, 3), np.uint8))
+    cfg = _smoke_cfg(2)
+    cfg.data.path = str(tmp_path / "rgb.npy")
+    with pytest.raises(UserError, match="FC GAN makes"):
+        gantrain.train(cfg, tmp_path / "b", quiet=True)
+    cfg.model.arch = "dcgan"
+    cfg.model.image_size = 32
+    with pytest.raises(UserError, match="3 channel"):
+        gantrain.train(cfg, tmp_path / "c", quiet=True)
+    cfg = _smoke_cfg(2)
+    cfg.train.real_label = 1.5
+    with pytest.raises(UserError, match="real_label"):
+        gantrain.train(cfg, tmp_path / "d", quiet=True)
+    r = _cli("train", "--config", "configs/gan_mnist_smoke.py", "--workdir", str(tmp_path / "e"),
+             "--config.train.lr=0.1", check=False)
+    assert r.returncode == 2 and "unknown config field 'train.lr'" in r.stderr and "train.lr_g" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_eval_cli_scores_real_above_noise(tmp_path):
+    """`jaxgen eval --samples`: real held-out digits score far better than noise, on a tiny classifier."""
+    from jaxgen.evaluate import run_eval
+
+    d = imdata.load_images()
+    real = d.images[:300]
+    np.save(tmp_path / "real.npy", real)
+    np.save(tmp_path / "noise.npy", np.random.default_rng(0).uniform(-1, 1, real.shape).astype(np.float32))
+    cache = tmp_path / "cache"
+    r_real = run_eval(samples=str(tmp_path / "real.npy"), data_source="builtin", cache_dir=str(cache), quiet=True,
+                      out=str(tmp_path / "r.json"))
+    r_noise = run_eval(samples=str(tmp_path / "noise.npy"), data_source="builtin", cache_dir=str(cache), quiet=True)
+    assert r_real["generated"]["fd"] < r_noise["generated"]["fd"] / 10
+    assert r_real["generated"]["classifier_score"] > 2 * r_noise["generated"]["classifier_score"]
+    assert r_real["generated"]["covered"] == 10
+    assert json.loads((tmp_path / "r.json").read_text())["generated"]["fd"] == pytest.approx(r_real["generated"]["fd"])
+    with pytest.raises(UserError, match="say which real images"):
+        run_eval(samples=str(tmp_path / "real.npy"), cache_dir=str(cache), quiet=True)
+    np.save(tmp_path / "rgb.npy", np.zeros((200, 32, 32, 3), np.float32))
+    with pytest.raises(UserError):
+        run_eval(samples=str(tmp_path / "rgb.npy"), data_source="builtin", cache_dir=str(cache), quiet=True)
+
+
+@pytest.mark.slow
+def test_resume_with_another_architecture_is_refused(tmp_path):
+    _run_inprocess(_smoke_cfg(2), tmp_path)
+    cfg = _smoke_cfg(4)
+    cfg.model.arch = "dcgan"
+    with pytest.raises(UserError, match="model.arch=fc"):
+        _run_inprocess(cfg, tmp_path)
+    assert (tmp_path / "checkpoints" / "2").exists()  # nothing lost

@@ -1,0 +1,158 @@
+"""Runs that are stopped from outside: SIGTERM (preemption) saves and exits cleanly; SIGKILL loses
+only the steps since the last checkpoint, and the restarted run ends where an unbroken one does."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jaxgen.train import gan as gantrain
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _start(workdir, *overrides):
+    return subprocess.Popen([sys.executable, "-u", "-m", "jaxgen.cli", "train", "--config", "configs/gan_mnist_smoke.py",
+                             "--workdir", str(workdir), "--quiet", *overrides], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_step(workdir, at_least, proc, timeout=240):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        p = Path(workdir) / "metrics.jsonl"
+        if p.exists():
+            steps = [json.loads(x)["step"] for x in p.read_text().splitlines() if x.strip()]
+            if steps and max(steps) >= at_least:
+                return max(steps)
+        if proc.poll() is not None:
+            raise AssertionError(f"training ended early ({proc.returncode}): {proc.stderr.read()}")
+        time.sleep(0.2)
+    raise AssertionError("training did not reach the step in time")
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
+    w = tmp_path / "run"
+    proc = _start(w, "--config.train.steps=1000000", "--config.train.checkpoint_every=100000",
+                  "--config.train.log_every=5", "--config.train.sample_every=100000")
+    _wait_for_step(w, 5, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "SIGTERM received" in out
+    saved = sorted(int(p.name) for p in (w / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved and saved[-1] >= 5  # saved at the step it stopped, not at a checkpoint_every multiple
+    stopped = saved[-1]
+    r = subprocess.run([sys.executable, "-m", "jaxgen.cli", "train", "--config", "configs/gan_mnist_smoke.py",
+                        "--workdir", str(w), "--quiet", f"--config.train.steps={stopped + 3}",
+                        "--config.train.sample_every=100000"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"resumed from step {stopped}" in r.stdout
+
+
+@pytest.mark.slow
+def test_sigkill_then_restart_equals_an_unbroken_run(tmp_path):
+    common = ["--config.train.steps=40", "--config.train.checkpoint_every=10", "--config.train.log_every=1",
+              "--config.train.sample_every=1000"]
+    ref = subprocess.run([sys.executable, "-m", "jaxgen.cli", "train", "--config", "configs/gan_mnist_smoke.py",
+                          "--workdir", str(tmp_path / "ref"), "--quiet", *common], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr
+    w = tmp_path / "killed"
+    proc = _start(w, *common)
+    _wait_for_step(w, 12, proc)  # past the first checkpoint
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    r = subprocess.run([sys.executable, "-m", "jaxgen.cli", "train", "--config", "configs/gan_mnist_smoke.py",
+                        "--workdir", str(w), "--quiet", *common], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "resumed from step" in r.stdout
+    _, pa, _, _ = gantrain.load_generator(tmp_path / "ref", which="latest")
+    _, pb, _, _ = gantrain.load_generator(w, which="latest")
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), pa, pb)
+
+
+def _all_finite(tree):
+    return all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(tree))
+
+
+@pytest.mark.slow
+def test_nonfinite_skip_mode_keeps_the_parameters_finite(tmp_path):
+    from tests.test_gan import _smoke_cfg
+
+    cfg = _smoke_cfg(8)
+    cfg.train.lr_g = cfg.train.lr_d = 1e38  # parameters overflow within a few steps
+    cfg.train.on_nonfinite = "skip"
+    cfg.train.log_every = 1
+    summary = gantrain.train(cfg, tmp_path / "gan", quiet=True)
+    assert summary["steps"] == 8
+    rows = [json.loads(x) for x in (tmp_path / "gan" / "metrics.jsonl").read_text().splitlines()]
+    assert sum(r.get("skipped", 0) for r in rows) >= 1
+    _, gp, _, _ = gantrain.load_generator(tmp_path / "gan", which="latest")
+    assert _all_finite(gp)
+
+    from jaxgen.config import load_config
+    from jaxgen.train import charrnn
+
+    c = load_config(ROOT / "configs" / "charrnn_smoke.py")
+    c.train.steps, c.train.lr, c.train.clip, c.train.on_nonfinite = 6, 1e38, 1e38, "skip"
+    charrnn.train(c, tmp_path / "rnn", quiet=True)
+    params, _, _ = charrnn.load_for_sampling(tmp_path / "rnn", which="latest")
+    assert _all_finite(params)
+    c.train.on_nonfinite = "sometimes"
+    with pytest.raises(Exception, match="on_nonfinite"):
+        charrnn.train(c, tmp_path / "rnn2", quiet=True)
+
+
+@pytest.mark.slow
+def test_corrupt_latest_checkpoint_and_leftover_temporary_folder(tmp_path, capfd):
+    from tests.test_gan import _smoke_cfg
+
+    cfg = _smoke_cfg(12)  # checkpoints at 6 and 12
+    gantrain.train(cfg, tmp_path, quiet=True)
+    ck = tmp_path / "checkpoints"
+    assert sorted(int(p.name) for p in ck.iterdir() if p.name.isdigit()) == [6, 12]
+    # an interrupted save leaves a temporary folder behind: it is not a checkpoint
+    (ck / "18.orbax-checkpoint-tmp-1234567").mkdir()
+    (ck / "18.orbax-checkpoint-tmp-1234567" / "junk").write_text("half written")
+    # the latest checkpoint is corrupt: every file in it truncated
+    for f in (ck / "12").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"")
+    cfg.train.steps = 14
+    summary = gantrain.train(cfg, tmp_path, quiet=True)
+    err = capfd.readouterr()
+    assert summary["start"] == 6, "should resume from the previous, intact checkpoint"
+    assert "could not be restored" in err.err and "trying the previous one" in err.err
+    assert summary["steps"] == 14
+    assert not (ck / "18.orbax-checkpoint-tmp-1234567").exists() or 18 not in [
+        int(p.name) for p in ck.iterdir() if p.name.isdigit()]
+
+
+def test_sample_and_eval_on_an_empty_workdir(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "jaxgen.cli", "sample", "--workdir", str(tmp_path), "--num", "4",
+                        "--out", str(tmp_path / "x.npy")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "holds no trained model" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "jaxgen.cli", "eval", "--samples", str(tmp_path / "none.npy"),
+                        "--data_source", "builtin"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_global_batch_must_divide_over_devices():
+    from types import SimpleNamespace
+
+    from jaxgen.errors import UserError
+    from jaxgen.train import parallel
+
+    parallel.check_batch(64, SimpleNamespace(devices=np.zeros(8)))
+    with pytest.raises(UserError, match="multiple of 8"):
+        parallel.check_batch(60, SimpleNamespace(devices=np.zeros(8)))
