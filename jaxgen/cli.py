@@ -42,7 +42,9 @@ def _sample(args, rest):
     from jaxgen.train.checkpoint import read_meta
 
     meta = read_meta(args.workdir)
-    if meta is not None and meta.get("model") == "gan":
+    if meta is None:
+        raise UserError(f"{args.workdir!r} holds no trained model (no jaxgen.json); train one with `jaxgen train`")
+    if meta.get("model") == "gan":
         return _sample_images(args)
     if args.out or args.grid or args.num is not None:
         raise UserError("--num/--out/--grid are for GAN workdirs; this workdir holds a char-RNN (use --length)")

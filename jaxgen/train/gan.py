@@ -494,7 +494,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 1000  # steps between checkpoints (and one at the end)
     c.train.eval_every = 0  # steps between sample-quality measurements (best/ kept by it); 0: none
     c.train.eval_samples = 2000  # samples per quality measurement
-    c.train.classifier_cache = ""  # where the evaluation classifier is cached; '' = WORKDIR/eval
+    c.train.classifier_cache = "~/.cache/jaxgen/classifiers"  # evaluation classifiers, one per dataset (shared with jaxgen eval)
     c.train.time_budget_s = 0.0  # stop (sample, save) after this many seconds of training; 0: no limit
     c.train.on_nonfinite = "stop"  # a NaN/Inf loss: 'stop' (name the step, keep the last checkpoint) or 'skip' the update
 
