@@ -36,7 +36,7 @@ from jaxgen.models.gan import GanModel
 from jaxgen.train import checkpoint as ckpt
 from jaxgen.train import parallel
 from jaxgen.train.metrics import RunLog, best_logged, keep_if_finite
-from jaxgen.train.preemption import StopOnSignal
+from jaxgen.train.preemption import StopOnSignal, stop_message
 
 KIND = "gan"
 _norm = optax.tree.norm if hasattr(optax, "tree") and hasattr(optax.tree, "norm") else optax.global_norm
@@ -383,9 +383,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, quiet: bool = 
                 ckpts.save(done, state)
                 last_saved = done
             if out_of_time:
-                log.message(f"stopping at step {done}: " + ("SIGTERM received (preemption); checkpoint saved, run "
-                            "`jaxgen train` again on this workdir to continue" if preempted else
-                            f"train.time_budget_s={cfg.train.time_budget_s:g} reached"))
+                log.message(stop_message(done, preempted, cfg.train.time_budget_s))
                 break
     finally:
         stop.__exit__(None, None, None)

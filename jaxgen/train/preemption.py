@@ -52,3 +52,11 @@ class StopOnSignal:
             except Exception:  # older orbax, or no distributed runtime: the local flag is enough
                 return False
         return False
+
+
+def stop_message(step: int, preempted: bool, budget_s: float) -> str:
+    """What a train loop prints when it stops early (preemption or its time budget)."""
+    if preempted:
+        return (f"stopping at step {step}: SIGTERM received (preemption); checkpoint saved, run `jaxgen train` "
+                "again on this workdir to continue")
+    return f"stopping at step {step}: train.time_budget_s={budget_s:g} reached"
