@@ -342,8 +342,6 @@ def test_each_optimiser_changes_only_its_network():
         moved = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), st["params"][other], new["params"][other])
         assert all(jax.tree.leaves(same)), f"{frozen} changed though its learning rate is 0"
         assert not any(jax.tree.leaves(moved)), f"{other} did not change"
-        # and the optimiser states are separate: the frozen network's Adam moments still moved
-        assert jax.tree.structure(new["opt_state"]["g"]) != jax.tree.structure(new["opt_state"]["d"]) or True
 
 
 def test_ema_and_one_compilation_per_shape():
