@@ -13,7 +13,9 @@ the real-vs-real and noise baselines) and saves the final grid.
 Speed: images/s of one full train step (D update on real and fake, G update, two Adams) of each
 architecture, jaxgen's jitted step against the same network and step in PyTorch (imported where
 installed, the column left out where not), timed interleaved (warm-up, block on results, median
-of repetitions), with the XLA cost model's FLOP count of the step for achieved FLOP/s.
+of repetitions), with the XLA cost model's FLOP count of the step for achieved FLOP/s; then each
+DCGAN convolution on its own (forward + input and weight gradients) beside PyTorch's module, to
+show where the step's time goes.
 """
 
 from __future__ import annotations
@@ -132,6 +134,55 @@ def speed(reps: int) -> dict:
     return out
 
 
+DCGAN_LAYERS = (("D conv", 32, 1, 32), ("D conv", 16, 32, 64), ("D conv", 8, 64, 128),
+                ("G conv_transpose", 4, 128, 64), ("G conv_transpose", 8, 64, 32), ("G conv_transpose", 16, 32, 1))
+
+
+def layers(reps: int, batch: int = 128) -> list[dict]:
+    """Forward + backward (input and weight gradients) of each DCGAN convolution on its own, jaxgen
+    against PyTorch's module, interleaved: where the step's time goes."""
+    import jax.numpy as jnp
+
+    from jaxgen.nn import layers as nn
+
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    rows = []
+    for kind, size, c_in, c_out in DCGAN_LAYERS:
+        key_x, key_w = jax.random.split(jax.random.key(0))
+        x = jax.random.normal(key_x, (batch, size, size, c_in))
+        w = {"w": 0.02 * jax.random.normal(key_w, (4, 4, c_in, c_out))}
+        if kind == "D conv":
+            f = functools.partial(nn.conv, stride=2, padding=1)
+        else:
+            f = functools.partial(nn.conv_transpose, stride=2)
+        grad = jax.jit(jax.grad(lambda w, x: jnp.sum(f(w, x) ** 2), argnums=(0, 1)))
+        n = 10
+        variants = {"jaxgen": lambda: [grad(w, x) for _ in range(n)][-1]}
+        if torch is not None:
+            torch.set_num_threads(2)
+            mod = (torch.nn.Conv2d if kind == "D conv" else torch.nn.ConvTranspose2d)(c_in, c_out, 4, 2, 1, bias=False)
+            xt = torch.randn(batch, c_in, size, size, requires_grad=True)
+
+            def torch_fb():
+                for _ in range(n):
+                    y = mod(xt)
+                    (y * y).sum().backward()
+
+            variants["pytorch"] = torch_fb
+        times = bm.interleaved(variants, reps=reps, warmup=2)
+        med = {k: float(np.median(v)) / n * 1e3 for k, v in times.items()}
+        out_size = size // 2 if kind == "D conv" else size * 2
+        row = {"layer": f"{kind} {size}x{size}x{c_in} -> {out_size}x{out_size}x{c_out}", "jaxgen_ms": med["jaxgen"]}
+        if "pytorch" in med:
+            row["pytorch_ms"] = med["pytorch"]
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
 def markdown(payload: dict) -> str:
     md = ""
     q = payload.get("quality", {})
@@ -157,6 +208,14 @@ def markdown(payload: dict) -> str:
                 row += [f"{r.get('pytorch_images_per_s', float('nan')):,.0f}", f"{r.get('speedup_vs_pytorch', float('nan')):.2f}x"]
             rows.append(row)
         md += "### Train-step throughput (CPU)\n\n" + bm.md_table(hdr, rows)
+    lay = payload.get("dcgan_layers", [])
+    if lay:
+        has_t = all("pytorch_ms" in r for r in lay)
+        md += ("\n### DCGAN layers: forward + backward, batch 128 (ms)\n\n"
+               + bm.md_table(["layer", "jaxgen"] + (["PyTorch", "PyTorch / jaxgen"] if has_t else []),
+                             [[r["layer"], f"{r['jaxgen_ms']:.1f}"]
+                              + ([f"{r['pytorch_ms']:.1f}", f"{r['pytorch_ms'] / r['jaxgen_ms']:.2f}"] if has_t else [])
+                              for r in lay]))
     return md
 
 
@@ -190,6 +249,7 @@ def main(argv=None):
             print(f"{name}: classifier score {r['classifier_score']:.2f}, {r['classes_covered']} classes, smallest "
                   f"{r['min_class_fraction']:.1%}, FD {r['fd']:.1f} (real vs real {r['fd_real_vs_real']:.1f})", flush=True)
     payload["speed"] = speed(args.reps)
+    payload["dcgan_layers"] = layers(args.reps)
     path = bm.write_results("gan_quality", payload, markdown(payload), out)
     print(f"wrote {path}")
 

@@ -136,6 +136,35 @@ def test_conv_transpose_against_scatter_reference(kernel, stride):
     np.testing.assert_allclose(np.asarray(got), _conv_transpose_ref(x, p["w"], stride, pad), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("kernel,stride,c_in,c_out", [(4, 2, 3, 2), (4, 2, 16, 8), (4, 2, 8, 1), (8, 4, 16, 1)])
+def test_conv_transpose_both_fast_forms_and_their_gradients(kernel, stride, c_in, c_out):
+    """Sub-pixel (hand-written VJP) and col2im forms, picked by channel counts, against the scatter
+    reference and against autodiff of the zero-dilated form, in float64, plus finite differences."""
+    from jax.test_util import check_grads
+
+    assert (kernel * kernel * c_out <= 4 * c_in) == (c_out == 1)  # the cases cover both forms
+    with jax.enable_x64(True):
+        k1, k2, k3 = jax.random.split(jax.random.key(4), 3)
+        w = jax.random.normal(k1, (kernel, kernel, c_in, c_out), jnp.float64)
+        x = jax.random.normal(k2, (2, 3, 4, c_in), jnp.float64)
+        r = jax.random.normal(k3, (2, 3 * stride, 4 * stride, c_out), jnp.float64)
+        out = jax.ShapeDtypeStruct(r.shape, jnp.float64)
+
+        def slow(x, w):  # transpose of the strided convolution: XLA convolves a zero-dilated input
+            conv = lambda z: jax.lax.conv_general_dilated(z, jnp.swapaxes(w, 2, 3), (stride, stride), "SAME",
+                                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            return jax.linear_transpose(conv, out)(x)[0]
+
+        fast = lambda x, w: nn.conv_transpose({"w": w}, x, stride=stride)
+        np.testing.assert_allclose(np.asarray(fast(x, w)), _conv_transpose_ref(x, w, stride, (kernel - stride) // 2),
+                                   rtol=1e-10, atol=1e-10)
+        g_fast = jax.grad(lambda x, w: jnp.sum(fast(x, w) * r), (0, 1))(x, w)
+        g_slow = jax.grad(lambda x, w: jnp.sum(slow(x, w) * r), (0, 1))(x, w)
+        for a, b in zip(g_fast, g_slow):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-10)
+        check_grads(fast, (x, w), order=1, modes=["rev"])
+
+
 def test_batch_norm_train_and_eval_against_numpy_and_flax():
     import flax.linen as fnn
 
@@ -511,6 +540,32 @@ def test_bad_configs_and_shapes(tmp_path):
              "--config.train.lr=0.1", check=False)
     assert r.returncode == 2 and "unknown config field 'train.lr'" in r.stderr and "train.lr_g" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_learning_rate_decay_schedule_reaches_adam(tmp_path):
+    """Linear decay from lr_decay_start over lr_decay_steps to lr * lr_final, then flat. With a
+    constant gradient every Adam update is exactly -lr_t * sign(g) (bias-corrected m = g, v = g^2),
+    so the updates read the schedule back."""
+    cfg = gantrain.default_config()
+    cfg.train.lr_g, cfg.train.lr_d = 1e-3, 4e-4
+    cfg.train.lr_decay_start, cfg.train.lr_decay_steps, cfg.train.lr_final = 3, 4, 0.25
+    expect = lambda lr, t: lr * (1.0 if t <= 3 else max(0.25, 1.0 - 0.75 * (t - 3) / 4))
+    tx_g, tx_d = gantrain.make_optimizers(cfg)
+    for tx, lr in ((tx_g, 1e-3), (tx_d, 4e-4)):
+        p = {"w": jnp.ones(3)}
+        g = {"w": jnp.array([0.5, -2.0, 3.0])}
+        opt = tx.init(p)
+        for t in range(10):
+            u, opt = tx.update(g, opt, p)
+            np.testing.assert_allclose(np.asarray(u["w"]), -expect(lr, t) * np.sign(g["w"]), rtol=1e-4)
+    cfg.train.lr_decay_steps = 0  # off: a plain float learning rate
+    assert gantrain.lr_schedule(1e-3, cfg) == 1e-3
+    for field, value, msg in (("lr_decay_steps", -1, "lr_decay_steps"), ("lr_decay_start", -5, "lr_decay_start"),
+                              ("lr_final", 2.0, "lr_final")):
+        bad = _smoke_cfg(2)
+        bad.train[field] = value
+        with pytest.raises(UserError, match=msg):
+            gantrain.train(bad, tmp_path / field, quiet=True)
 
 
 @pytest.mark.slow

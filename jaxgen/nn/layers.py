@@ -10,6 +10,7 @@ beside the new parameters.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -106,15 +107,26 @@ def conv_transpose(params: Params, x: Array, *, stride: int = 2) -> Array:
     PyTorch's ``ConvTranspose2d(k=4, stride=2, padding=1)`` (the DCGAN generator layer), with the
     kernel stored ``[k, k, C_in, C_out]``.
 
-    For ``kernel == 2 * stride`` it is computed as ``stride**2`` small dense convolutions whose
-    outputs are interleaved (the "sub-pixel" form): the same arithmetic, but XLA's CPU backend runs
-    it much faster than a convolution over a zero-dilated input, which multiplies by zeros 3/4 of
-    the time. Other kernels use ``jax.linear_transpose`` of the strided convolution.
+    For ``kernel == 2 * stride`` (even stride) it never convolves a zero-dilated input, which
+    multiplies by zeros 3/4 of the time and which XLA's CPU backend runs slowly. It takes one of two
+    matrix-product forms with the same arithmetic, chosen by the channel counts (measured per layer
+    on CPU, forward and backward, batch 128; `README.md`, "Where the DCGAN time went"):
+
+    * ``k*k*C_out <= 4*C_in`` (few output channels, e.g. the generator's image layer): "col2im", one
+      product ``x @ w[C_in, k*k*C_out]`` then a sum of shifted slices (:func:`_conv_transpose_col2im`);
+    * otherwise "sub-pixel": one product of the input's 2x2 windows with every output phase's 2x2
+      kernel slice, then the phases interleaved, with a hand-written VJP whose weight gradient is one
+      ``windows^T @ d_phases`` product (:func:`_conv_transpose_subpixel`).
+
+    Other kernels use ``jax.linear_transpose`` of the strided convolution.
     """
     w = params["w"].astype(x.dtype)
     k = w.shape[0]
     if k == 2 * stride and stride % 2 == 0:
-        y = _conv_transpose_subpixel(x, w, stride)
+        if k * k * w.shape[-1] <= 4 * w.shape[2]:
+            y = _conv_transpose_col2im(x, w, stride)
+        else:
+            y = _conv_transpose_subpixel(x, w, stride)
     else:
         b, h, wd, _ = x.shape
         wt = jnp.swapaxes(w, 2, 3)  # the forward conv maps C_out -> C_in
@@ -128,33 +140,108 @@ def conv_transpose(params: Params, x: Array, *, stride: int = 2) -> Array:
     return y + params["b"] if "b" in params else y
 
 
+# Both fast forms below rest on one fact about k = 2s, padding s/2: output row ``s*m + a`` (phase a)
+# receives input rows ``m - d`` through kernel row ``s*d + a + s/2`` for the d in {-1, 0, 1} that
+# keep that row inside [0, k): two taps per phase and axis.
+
+
+def _taps(a: int, s: int) -> list[tuple[int, int]]:
+    """``(kernel row, d)`` pairs feeding output phase ``a``: input row ``m - d`` for output row ``s*m + a``."""
+    pad, k = s // 2, 2 * s
+    return [(s * d + a + pad, d) for d in (-1, 0, 1) if 0 <= s * d + a + pad < k]
+
+
+def _interleave(phases: list[list[Array]], s: int) -> Array:
+    """``phases[a][b]`` ``[B, H, W, C]`` -> ``[B, s*H, s*W, C]`` with output pixel ``(s*i + a, s*j + b)``."""
+    out = jnp.stack([jnp.stack(row, axis=3) for row in phases], axis=2)  # [B, H, a, W, b, C]
+    b, h, _, wd, _, c = out.shape
+    return out.reshape(b, h * s, wd * s, c)
+
+
+def _conv_transpose_col2im(x, w, s):
+    """Transposed conv with ``k = 2s``: ``cols = x @ w`` (every input pixel's ``k x k x C_out``
+    contribution), then each output phase sums its 2x2 taps' shifted slices of ``cols``."""
+    k = w.shape[0]
+    b, h, wd, c_in = x.shape
+    c_out = w.shape[-1]
+    cols = (x.reshape(-1, c_in) @ w.transpose(2, 0, 1, 3).reshape(c_in, k * k * c_out)).reshape(b, h, wd, k, k, c_out)
+    cols = jnp.pad(cols, ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0), (0, 0)))  # input row m - d is padded row 1 + m - d
+    phases = []
+    for a in range(s):
+        row = []
+        for bb in range(s):
+            terms = [cols[:, 1 - dy:1 - dy + h, 1 - dx:1 - dx + wd, ky, kx]
+                     for ky, dy in _taps(a, s) for kx, dx in _taps(bb, s)]
+            row.append(sum(terms[1:], terms[0]))
+        phases.append(row)
+    return _interleave(phases, s)
+
+
+def _subpixel_weights(w: Array, s: int) -> tuple[Array, list[tuple[int, int, int, int]]]:
+    """``([4*C_in, s*s*C_out], phases)``: every phase's 2x2 kernel slice, rows in (window row, window
+    column, channel) order, side by side; ``phases`` lists ``(a, b, row shift, column shift)``: phase
+    ``(a, b)`` reads the 2x2 windows starting at ``(i + row shift, j + column shift)`` of the input
+    padded by one."""
+    c_in, c_out = w.shape[2], w.shape[3]
+    cols, phases = [], []
+    for a in range(s):
+        for bb in range(s):
+            ta = {1 - d: ky for ky, d in _taps(a, s)}  # window row u (0: upper) -> kernel row
+            tb = {1 - d: kx for kx, d in _taps(bb, s)}
+            su, sv = min(ta), min(tb)
+            kab = jnp.stack([jnp.stack([w[ta[su + u], tb[sv + v]] for v in range(2)]) for u in range(2)])
+            cols.append(kab.reshape(4 * c_in, c_out))
+            phases.append((a, bb, su, sv))
+    return jnp.concatenate(cols, axis=-1), phases
+
+
+def _subpixel_forward(x, w, s):
+    b, h, wd, c_in = x.shape
+    c_out = w.shape[-1]
+    wcat, phases = _subpixel_weights(w, s)
+    patches = _patches2x2(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), h + 1, wd + 1)  # [B, H+1, W+1, 4*C_in]
+    y = (patches.reshape(-1, 4 * c_in) @ wcat).reshape(b, h + 1, wd + 1, s * s, c_out)
+    by_phase = {(a, bb): y[:, su:su + h, sv:sv + wd, i] for i, (a, bb, su, sv) in enumerate(phases)}
+    return _interleave([[by_phase[a, bb] for bb in range(s)] for a in range(s)], s), patches
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _conv_transpose_subpixel(x, w, s):
     """Transposed conv with ``k = 2s`` and PyTorch padding ``s/2`` as one matrix product.
 
     Output pixel ``(s*i + a, s*j + b)`` (phase ``(a, b)``) is a 2x2 window of the input (padded by one)
-    starting at ``(i + sa, j + sb)`` times a 2x2 slice of the kernel, with ``sa = (a + pad) // s``.
-    All phases share the same windows, so one product ``patches [.., 4*C_in] @ [4*C_in, s*s*C_out]``
-    computes every phase; each phase then takes its shifted slice and the phases are interleaved.
+    times a 2x2 slice of the kernel. All phases share the same windows, so one product
+    ``windows [.., 4*C_in] @ [4*C_in, s*s*C_out]`` computes every phase; each phase then takes its
+    shifted slice and the phases are interleaved. The VJP is written out: XLA's own transposes of
+    the slicing and interleaving ran the weight gradient at a third of the speed of this form.
     """
-    k = 2 * s
-    pad = (k - s) // 2
-    b, h, wd, c_in = x.shape
-    c_out = w.shape[-1]
-    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    patches = _patches2x2(xp, h + 1, wd + 1)  # [B, H+1, W+1, 4*C_in], (u, v, c) order
-    cols, shifts = [], []
-    for a in range(s):
-        for bb in range(s):
-            ta = [(a + pad) % s + s * d for d in range(2)]  # kernel rows for window rows u = 1, 0
-            tb = [(bb + pad) % s + s * d for d in range(2)]
-            kab = jnp.stack([jnp.stack([w[ta[1 - u], tb[1 - v]] for v in range(2)]) for u in range(2)])
-            cols.append(kab.reshape(4 * c_in, c_out))
-            shifts.append(((a + pad) // s, (bb + pad) // s))
-    y = patches @ jnp.concatenate(cols, axis=-1)  # [B, H+1, W+1, s*s*C_out]
-    y = y.reshape(b, h + 1, wd + 1, s * s, c_out)
-    phases = [y[:, sa:sa + h, sb:sb + wd, i] for i, (sa, sb) in enumerate(shifts)]  # each [B, H, W, C_out]
-    out = jnp.stack(phases, axis=3).reshape(b, h, wd, s, s, c_out)  # [B, H, W, a, b, C]
-    return out.transpose(0, 1, 3, 2, 4, 5).reshape(b, h * s, wd * s, c_out)
+    return _subpixel_forward(x, w, s)[0]
+
+
+def _subpixel_fwd(x, w, s):
+    y, patches = _subpixel_forward(x, w, s)
+    return y, (patches, w)
+
+
+def _subpixel_bwd(s, res, dy):
+    patches, w = res
+    b, hs, ws, c_out = dy.shape
+    h, wd, c_in = hs // s, ws // s, w.shape[2]
+    wcat, phases = _subpixel_weights(w, s)
+    # d(product output) [B, H+1, W+1, phase, C_out]: each phase's output gradient at its shift
+    dcols = jnp.stack([jnp.pad(dy[:, a::s, bb::s], ((0, 0), (su, 1 - su), (sv, 1 - sv), (0, 0)))
+                       for a, bb, su, sv in phases], axis=3).reshape(-1, s * s * c_out)
+    dwcat = patches.reshape(-1, 4 * c_in).T @ dcols  # [4*C_in, s*s*C_out]
+    (dw,) = jax.vjp(lambda w_: _subpixel_weights(w_, s)[0], w)[1](dwcat)
+    dpatch = (dcols @ wcat.T).reshape(b, h + 1, wd + 1, 2, 2, c_in)
+    dxp = jnp.zeros((b, h + 2, wd + 2, c_in), dy.dtype)
+    for u in (0, 1):
+        for v in (0, 1):
+            dxp = dxp.at[:, u:u + h + 1, v:v + wd + 1].add(dpatch[:, :, :, u, v])
+    return dxp[:, 1:-1, 1:-1], dw
+
+
+_conv_transpose_subpixel.defvjp(_subpixel_fwd, _subpixel_bwd)
 
 
 def batch_norm_init(channels: int, dtype=jnp.float32) -> tuple[Params, Params]:

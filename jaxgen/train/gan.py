@@ -45,10 +45,23 @@ _norm = optax.tree.norm if hasattr(optax, "tree") and hasattr(optax.tree, "norm"
 # ----------------------------------------------------------------------------- pure pieces
 
 
-def make_optimizers(cfg) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
-    """``(tx_g, tx_d)``: one Adam per network (``train.lr_g``/``lr_d``, ``beta1``, ``beta2``)."""
+def lr_schedule(lr: float, cfg) -> float | optax.Schedule:
+    """``lr``, or with ``train.lr_decay_steps > 0`` a schedule: ``lr`` until step ``train.lr_decay_start``,
+    then linearly down to ``lr * train.lr_final`` over ``lr_decay_steps`` steps, then flat. It counts
+    optimiser updates, which are saved with the optimiser state, so a resumed run continues it."""
     t = cfg.train
-    return (optax.adam(t.lr_g, b1=t.beta1, b2=t.beta2), optax.adam(t.lr_d, b1=t.beta1, b2=t.beta2))
+    steps = int(t.get("lr_decay_steps", 0))
+    if steps <= 0:
+        return lr
+    return optax.linear_schedule(lr, lr * float(t.get("lr_final", 0.1)), steps, int(t.get("lr_decay_start", 0)))
+
+
+def make_optimizers(cfg) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
+    """``(tx_g, tx_d)``: one Adam per network (``train.lr_g``/``lr_d``, ``beta1``, ``beta2``, and the
+    optional linear decay of :func:`lr_schedule`)."""
+    t = cfg.train
+    return (optax.adam(lr_schedule(t.lr_g, cfg), b1=t.beta1, b2=t.beta2),
+            optax.adam(lr_schedule(t.lr_d, cfg), b1=t.beta1, b2=t.beta2))
 
 
 def init_state(model: GanModel, seed: int, tx_g, tx_d, *, ema: bool) -> dict:
@@ -185,6 +198,12 @@ def validate_config(cfg) -> None:
     for name in ("lr_g", "lr_d"):
         if not t[name] > 0:
             raise UserError(f"--config.train.{name} must be positive, got {t[name]}")
+    if not (isinstance(t.lr_decay_start, int) and isinstance(t.lr_decay_steps, int)
+            and t.lr_decay_start >= 0 and t.lr_decay_steps >= 0):
+        raise UserError(f"--config.train.lr_decay_start and lr_decay_steps must be integers >= 0 "
+                        f"(lr_decay_steps 0: constant learning rate), got {t.lr_decay_start!r}, {t.lr_decay_steps!r}")
+    if not 0.0 <= t.lr_final <= 1.0:
+        raise UserError(f"--config.train.lr_final is the final fraction of the learning rate, in [0, 1], got {t.lr_final}")
     if not 0.0 < t.real_label <= 1.0:
         raise UserError(f"--config.train.real_label must be in (0, 1] (0.9 is one-sided label smoothing), "
                         f"got {t.real_label}")
@@ -482,6 +501,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.steps = 0  # total steps; > 0 overrides train.epochs
     c.train.lr_g = 2e-3  # generator Adam learning rate
     c.train.lr_d = 2e-3  # discriminator Adam learning rate
+    c.train.lr_decay_start = 0  # step at which the learning rates start to decay linearly
+    c.train.lr_decay_steps = 0  # steps of that decay (to lr * lr_final); 0: constant learning rates
+    c.train.lr_final = 0.1  # fraction of each learning rate left at the end of the decay
     c.train.beta1 = 0.9  # Adam beta1 (DCGAN: 0.5)
     c.train.beta2 = 0.999  # Adam beta2
     c.train.real_label = 0.9  # one-sided label smoothing: target for real images (fake target is 0)
