@@ -600,3 +600,11 @@ def test_resume_with_another_architecture_is_refused(tmp_path):
     with pytest.raises(UserError, match="model.arch=fc"):
         _run_inprocess(cfg, tmp_path)
     assert (tmp_path / "checkpoints" / "2").exists()  # nothing lost
+    # switching the EMA or the learning-rate decay on or off changes the saved state's structure:
+    # refused with the field named, instead of a silent restart that would overwrite the run
+    for field, value in (("ema_decay", 0.9), ("lr_decay_steps", 10)):
+        cfg = _smoke_cfg(4)
+        cfg.train[field] = value
+        with pytest.raises(UserError, match=f"train.{field}={value}"):
+            _run_inprocess(cfg, tmp_path)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["2"]

@@ -275,6 +275,13 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, quiet: bool = 
             if k in old and list(np.atleast_1d(old[k])) != list(np.atleast_1d(cfg.model[k])):
                 raise UserError(f"workdir {str(workdir)!r} holds a GAN with model.{k}={old[k]}, but the config says "
                                 f"{cfg.model[k]}; use the same config to resume, or a new --workdir")
+        old_t = meta["config"].get("train", {})
+        for k, what in (("ema_decay", "a generator EMA"), ("lr_decay_steps", "a learning-rate decay")):
+            # both change the saved state's structure (an EMA copy of G; the schedule's step count)
+            if (old_t.get(k, 0) > 0) != (cfg.train[k] > 0):
+                raise UserError(f"workdir {str(workdir)!r} was trained {'with' if old_t.get(k, 0) > 0 else 'without'} "
+                                f"{what} (train.{k}={old_t.get(k, 0)}), but the config says train.{k}={cfg.train[k]}; "
+                                f"resume with it {'on' if old_t.get(k, 0) > 0 else 'off'}, or use a new --workdir")
     data = prepare_data(cfg, model)
     fitted = imdata.fit_to_model(data, model.size, model.channels) if cfg.model.arch == "dcgan" else data
     if cfg.model.arch == "fc" and data.shape != (model.size, model.size, model.channels):
