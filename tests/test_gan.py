@@ -136,13 +136,12 @@ def test_conv_transpose_against_scatter_reference(kernel, stride):
     np.testing.assert_allclose(np.asarray(got), _conv_transpose_ref(x, p["w"], stride, pad), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("kernel,stride,c_in,c_out", [(4, 2, 3, 2), (4, 2, 16, 8), (4, 2, 8, 1), (8, 4, 16, 1)])
-def test_conv_transpose_both_fast_forms_and_their_gradients(kernel, stride, c_in, c_out):
-    """Sub-pixel (hand-written VJP) and col2im forms, picked by channel counts, against the scatter
-    reference and against autodiff of the zero-dilated form, in float64, plus finite differences."""
+@pytest.mark.parametrize("kernel,stride,c_in,c_out", [(4, 2, 3, 2), (4, 2, 16, 8), (4, 2, 8, 1), (8, 4, 5, 3)])
+def test_conv_transpose_col2im_and_its_gradients(kernel, stride, c_in, c_out):
+    """The CPU col2im form (hand-written VJP) against the float64 scatter reference and autodiff of
+    the zero-dilated form, plus finite differences to second order; and it is what CPU runs."""
     from jax.test_util import check_grads
 
-    assert (kernel * kernel * c_out <= 4 * c_in) == (c_out == 1)  # the cases cover both forms
     with jax.enable_x64(True):
         k1, k2, k3 = jax.random.split(jax.random.key(4), 3)
         w = jax.random.normal(k1, (kernel, kernel, c_in, c_out), jnp.float64)
@@ -158,11 +157,58 @@ def test_conv_transpose_both_fast_forms_and_their_gradients(kernel, stride, c_in
         fast = lambda x, w: nn.conv_transpose({"w": w}, x, stride=stride)
         np.testing.assert_allclose(np.asarray(fast(x, w)), _conv_transpose_ref(x, w, stride, (kernel - stride) // 2),
                                    rtol=1e-10, atol=1e-10)
-        g_fast = jax.grad(lambda x, w: jnp.sum(fast(x, w) * r), (0, 1))(x, w)
-        g_slow = jax.grad(lambda x, w: jnp.sum(slow(x, w) * r), (0, 1))(x, w)
+        loss = lambda f: (lambda x, w: jnp.sum(f(x, w) * r))
+        g_fast = jax.grad(loss(fast), (0, 1))(x, w)
+        g_slow = jax.grad(loss(slow), (0, 1))(x, w)
         for a, b in zip(g_fast, g_slow):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-10)
-        check_grads(fast, (x, w), order=1, modes=["rev"])
+        check_grads(fast, (x, w), order=2, modes=["rev"])
+        hlo = jax.jit(jax.grad(loss(fast), (0, 1))).lower(x, w).compile().as_text()
+        assert "convolution(" not in hlo  # forward and both gradients are matrix products on CPU
+
+
+@pytest.mark.parametrize("size,stride,padding", [(8, 2, 1), (8, 2, "SAME"), (8, 4, 2), (7, 2, 1), (8, 2, "VALID")])
+def test_conv_gradients_against_xla_autodiff(size, stride, padding):
+    """``conv``'s CPU VJP (col2im input gradient for k = 2s, padding s/2, sizes divisible by s; XLA's
+    own otherwise) equals autodiff of XLA's convolution in float64 and finite differences."""
+    from jax.test_util import check_grads
+
+    kernel = 2 * stride
+    fast_path = padding in (stride // 2, "SAME") and size % stride == 0
+    with jax.enable_x64(True):
+        p = nn.conv_init(jax.random.key(5), kernel, 3, 4, std=1.0, dtype=jnp.float64)
+        x = jax.random.normal(jax.random.key(6), (2, size, size, 3), jnp.float64)
+        pad = padding if isinstance(padding, str) else [(padding, padding)] * 2
+        ref = lambda p, x: jax.lax.conv_general_dilated(x, p["w"], (stride, stride), pad,
+                                                        dimension_numbers=("NHWC", "HWIO", "NHWC")) + p["b"]
+        fast = lambda p, x: nn.conv(p, x, stride=stride, padding=padding)
+        y = fast(p, x)
+        np.testing.assert_allclose(np.asarray(y), np.asarray(ref(p, x)), rtol=1e-12, atol=1e-12)
+        r = jax.random.normal(jax.random.key(7), y.shape, jnp.float64)
+        loss = lambda f: (lambda p, x: jnp.sum(f(p, x) * r))
+        for a, b in zip(jax.tree.leaves(jax.grad(loss(fast), (0, 1))(p, x)),
+                        jax.tree.leaves(jax.grad(loss(ref), (0, 1))(p, x))):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-10)
+        check_grads(fast, (p, x), order=2, modes=["rev"])
+        hlo = jax.jit(jax.grad(loss(fast), 1)).lower(p, x).compile().as_text()
+        assert (" convolution(" not in hlo) == fast_path  # the input gradient: col2im, or XLA's convolution
+
+
+def test_conv_layers_keep_xla_convolutions_on_gpu_and_tpu():
+    """The col2im forms are CPU-only (``lax.platform_dependent``): a DCGAN-style layer pair's
+    gradient lowers for CUDA and TPU with XLA's convolutions (forward and both gradients of each)."""
+    from jax import export
+
+    pc = nn.conv_init(jax.random.key(0), 4, 8, 16)
+    pt = nn.conv_transpose_init(jax.random.key(1), 4, 16, 8)
+    x = jnp.ones((2, 8, 8, 8))
+    loss = lambda pc, pt, x: jnp.sum(nn.conv_transpose(pt, nn.conv(pc, x, stride=2, padding=1)) ** 2)
+    grad = jax.jit(jax.grad(loss, (0, 1, 2)))
+    for platform in ("cuda", "tpu"):
+        mlir = export.export(grad, platforms=[platform])(pc, pt, x).mlir_module()
+        assert mlir.count("stablehlo.convolution") == 6, platform
+    cpu = grad.lower(pc, pt, x).compile().as_text()
+    assert cpu.count(" convolution(") == 2 and "lhs_dilate" not in cpu  # CPU: conv's forward and weight grad
 
 
 def test_batch_norm_train_and_eval_against_numpy_and_flax():
@@ -608,3 +654,26 @@ def test_resume_with_another_architecture_is_refused(tmp_path):
         with pytest.raises(UserError, match=f"train.{field}={value}"):
             _run_inprocess(cfg, tmp_path)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["2"]
+
+
+def test_recalibrate_pools_chunk_statistics():
+    """One chunk: exactly the train-mode batch statistics of the same latents. Several chunks: the
+    first layer's pooled mean and (biased) variance equal the whole batch's (the law of total
+    variance); deeper layers, normalised per chunk, stay close; a ragged ``num`` is refused."""
+    m = ganlib.dcgan(image_size=16, features=(8, 16), latent=12)
+    params, stats = m.init(jax.random.key(0))
+    gp, gs = params["g"], stats["g"]
+    key = jax.random.key(3)
+    z = ganlib.sample_latent(key, 512, m.latent, "normal")
+    _, whole = m.generate(gp, gs, z, train=True, key=None, bn_momentum=0.0)
+    one = gantrain.recalibrate(m, gp, gs, key, num=512, chunk=512)
+    for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(whole)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    pooled = gantrain.recalibrate(m, gp, gs, key, num=512, chunk=128)
+    assert jax.tree.structure(pooled) == jax.tree.structure(gs)
+    for k in ("mean", "var"):
+        np.testing.assert_allclose(np.asarray(pooled["in_bn"][k]), np.asarray(whole["in_bn"][k]), rtol=1e-4, atol=1e-5)
+        for name in gs:
+            np.testing.assert_allclose(np.asarray(pooled[name][k]), np.asarray(whole[name][k]), rtol=0.1, atol=0.05)
+    with pytest.raises(ValueError, match="multiple of chunk"):
+        gantrain.recalibrate(m, gp, gs, key, num=500, chunk=128)

@@ -75,20 +75,50 @@ def conv(params: Params, x: Array, *, stride: int = 1, padding: str | int = "SAM
 
     ``padding`` is ``"SAME"``, ``"VALID"`` or an int (PyTorch's symmetric padding). A 4x4 kernel with
     stride 2 and ``padding=1`` halves the size exactly (the DCGAN discriminator layer).
+
+    The forward pass and the weight gradient are XLA's convolutions. On CPU, for ``kernel == 2 *
+    stride`` (even stride) with padding ``stride / 2`` (``"SAME"`` or the int) on sizes divisible by
+    the stride, the input gradient is :func:`conv_transpose`'s col2im product instead of XLA's
+    convolution over a zero-dilated gradient (3/4 zeros; 1.4-4x slower per DCGAN layer). Other
+    platforms keep XLA's own gradient (``lax.platform_dependent`` picks at lowering time). The CPU
+    form has a ``custom_vjp``: reverse mode (``grad``, ``vjp``, grad of grad) works, forward mode
+    (``jvp``, ``jacfwd``) through it does not.
     """
     w = params["w"].astype(x.dtype)
     k = w.shape[0]
-    # XLA's own convolution. Measured on CPU for the DCGAN discriminator (batch 128): an im2col GEMM
-    # form and a custom VJP with a GEMM input gradient were both slower end to end than this.
-    y = jax.lax.conv_general_dilated(x, w, (stride, stride), _pad(padding, k, stride),
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    pad = _pad(padding, k, stride)
+    if (k == 2 * stride and stride % 2 == 0 and pad in ("SAME", [(stride // 2, stride // 2)] * 2)
+            and x.shape[1] % stride == 0 and x.shape[2] % stride == 0):
+        y = jax.lax.platform_dependent(x, w, cpu=lambda x, w: _conv_k2s(x, w, stride),
+                                       default=lambda x, w: _xla_conv(x, w, stride))
+    else:
+        y = jax.lax.conv_general_dilated(x, w, (stride, stride), pad, dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return y + params["b"] if "b" in params else y
 
 
-def _patches2x2(z, rows, cols):
-    """All 2x2 windows of ``z [B, H, W, C]`` starting in the first ``rows x cols`` positions, as channels
-    ``[B, rows, cols, 4C]`` in (window row, window column, channel) order."""
-    return jnp.concatenate([z[:, i:i + rows, j:j + cols] for i in (0, 1) for j in (0, 1)], axis=-1)
+def _xla_conv(x, w, s):
+    return jax.lax.conv_general_dilated(x, w, (s, s), [(s // 2, s // 2)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_k2s(x, w, s):
+    """Strided convolution with ``k = 2s`` and padding ``s/2``; its VJP takes the input gradient
+    from the col2im transposed convolution, the exact transpose of this map."""
+    return _xla_conv(x, w, s)
+
+
+def _conv_k2s_fwd(x, w, s):
+    return _xla_conv(x, w, s), (x, w)
+
+
+def _conv_k2s_bwd(s, res, dy):
+    x, w = res
+    (dw,) = jax.vjp(lambda w_: _xla_conv(x, w_, s), w)[1](dy)
+    dx = _conv_transpose_col2im(dy, jnp.swapaxes(w, 2, 3), s)
+    return dx, dw
+
+
+_conv_k2s.defvjp(_conv_k2s_fwd, _conv_k2s_bwd)
 
 
 def conv_transpose_init(key: Array, kernel: int, c_in: int, c_out: int, *, std: float | None = None,
@@ -107,42 +137,42 @@ def conv_transpose(params: Params, x: Array, *, stride: int = 2) -> Array:
     PyTorch's ``ConvTranspose2d(k=4, stride=2, padding=1)`` (the DCGAN generator layer), with the
     kernel stored ``[k, k, C_in, C_out]``.
 
-    For ``kernel == 2 * stride`` (even stride) it never convolves a zero-dilated input, which
-    multiplies by zeros 3/4 of the time and which XLA's CPU backend runs slowly. It takes one of two
-    matrix-product forms with the same arithmetic, chosen by the channel counts (measured per layer
-    on CPU, forward and backward, batch 128; `README.md`, "Where the DCGAN time went"):
-
-    * ``k*k*C_out <= 4*C_in`` (few output channels, e.g. the generator's image layer): "col2im", one
-      product ``x @ w[C_in, k*k*C_out]`` then a sum of shifted slices (:func:`_conv_transpose_col2im`);
-    * otherwise "sub-pixel": one product of the input's 2x2 windows with every output phase's 2x2
-      kernel slice, then the phases interleaved, with a hand-written VJP whose weight gradient is one
-      ``windows^T @ d_phases`` product (:func:`_conv_transpose_subpixel`).
-
-    Other kernels use ``jax.linear_transpose`` of the strided convolution.
+    It is ``jax.linear_transpose`` of the strided convolution (on GPU and TPU, XLA's own transposed
+    convolution). On CPU, for ``kernel == 2 * stride`` (even stride), it is "col2im" instead
+    (:func:`_conv_transpose_col2im`): one matrix product ``x @ w[C_in, k*k*C_out]`` gives every input
+    pixel's ``k x k x C_out`` contribution, and each output phase sums four shifted slices of it.
+    XLA's CPU backend convolves a zero-dilated input (3/4 of the products are with zeros) and runs it
+    slowly; col2im does exactly the transposed convolution's arithmetic, and its hand-written VJP
+    is two more matrix products. Measured per layer on CPU (`README.md`, "Where the DCGAN time
+    went"), it beat XLA's convolution and a sub-pixel form (one product over the input's 2x2
+    windows for all phases) for every DCGAN layer shape. As for :func:`conv`, the CPU form is
+    reverse-mode differentiable only.
     """
     w = params["w"].astype(x.dtype)
     k = w.shape[0]
     if k == 2 * stride and stride % 2 == 0:
-        if k * k * w.shape[-1] <= 4 * w.shape[2]:
-            y = _conv_transpose_col2im(x, w, stride)
-        else:
-            y = _conv_transpose_subpixel(x, w, stride)
+        y = jax.lax.platform_dependent(x, w, cpu=lambda x, w: _conv_transpose_col2im(x, w, stride),
+                                       default=lambda x, w: _conv_transpose_xla(x, w, stride))
     else:
-        b, h, wd, _ = x.shape
-        wt = jnp.swapaxes(w, 2, 3)  # the forward conv maps C_out -> C_in
-
-        def forward(z):
-            return jax.lax.conv_general_dilated(z, wt, (stride, stride), "SAME",
-                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-        zero = jax.ShapeDtypeStruct((b, h * stride, wd * stride, w.shape[-1]), x.dtype)
-        (y,) = jax.linear_transpose(forward, zero)(x)
+        y = _conv_transpose_xla(x, w, stride)
     return y + params["b"] if "b" in params else y
 
 
-# Both fast forms below rest on one fact about k = 2s, padding s/2: output row ``s*m + a`` (phase a)
-# receives input rows ``m - d`` through kernel row ``s*d + a + s/2`` for the d in {-1, 0, 1} that
-# keep that row inside [0, k): two taps per phase and axis.
+def _conv_transpose_xla(x, w, s):
+    b, h, wd, _ = x.shape
+    wt = jnp.swapaxes(w, 2, 3)  # the forward conv maps C_out -> C_in
+
+    def forward(z):
+        return jax.lax.conv_general_dilated(z, wt, (s, s), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    zero = jax.ShapeDtypeStruct((b, h * s, wd * s, w.shape[-1]), x.dtype)
+    (y,) = jax.linear_transpose(forward, zero)(x)
+    return y
+
+
+# col2im rests on one fact about k = 2s, padding s/2: output row ``s*m + a`` (phase a) receives
+# input rows ``m - d`` through kernel row ``s*d + a + s/2`` for the d in {-1, 0, 1} that keep that
+# row inside [0, k): two taps per phase and axis.
 
 
 def _taps(a: int, s: int) -> list[tuple[int, int]]:
@@ -158,90 +188,61 @@ def _interleave(phases: list[list[Array]], s: int) -> Array:
     return out.reshape(b, h * s, wd * s, c)
 
 
+def _shift(z: Array, dy: int, dx: int) -> Array:
+    """``out[:, m, n] = z[:, m - dy, n - dx]``, zero where that falls outside ``z`` (one ``lax.pad``
+    with a negative edge, which XLA fuses into its consumer instead of writing a padded copy)."""
+    zero = jnp.zeros((), z.dtype)
+    return jax.lax.pad(z, zero, [(0, 0, 0), (dy, -dy, 0), (dx, -dx, 0), (0, 0, 0)])
+
+
+def _col2im_weights(w: Array) -> Array:
+    """``w [k, k, C_in, C_out] -> [C_in, k*k*C_out]``."""
+    k, _, c_in, c_out = w.shape
+    return w.transpose(2, 0, 1, 3).reshape(c_in, k * k * c_out)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _conv_transpose_col2im(x, w, s):
     """Transposed conv with ``k = 2s``: ``cols = x @ w`` (every input pixel's ``k x k x C_out``
-    contribution), then each output phase sums its 2x2 taps' shifted slices of ``cols``."""
+    contribution), then each output phase sums its 2x2 taps' shifted slices of ``cols``.
+
+    The VJP is written out: ``d cols`` is each tap's shifted slice of its phase's output gradient,
+    stacked (one pass), then ``dx = d cols @ w^T`` and ``dw = x^T @ d cols``. Autodiff's transpose
+    of the slices is a sum of ``k*k`` zero-padded copies of the whole of ``d cols``, which XLA's CPU
+    backend ran 2-5x slower than the matrix products inside a DCGAN step.
+    """
     k = w.shape[0]
     b, h, wd, c_in = x.shape
     c_out = w.shape[-1]
-    cols = (x.reshape(-1, c_in) @ w.transpose(2, 0, 1, 3).reshape(c_in, k * k * c_out)).reshape(b, h, wd, k, k, c_out)
-    cols = jnp.pad(cols, ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0), (0, 0)))  # input row m - d is padded row 1 + m - d
+    cols = (x.reshape(-1, c_in) @ _col2im_weights(w)).reshape(b, h, wd, k, k, c_out)
     phases = []
     for a in range(s):
         row = []
         for bb in range(s):
-            terms = [cols[:, 1 - dy:1 - dy + h, 1 - dx:1 - dx + wd, ky, kx]
-                     for ky, dy in _taps(a, s) for kx, dx in _taps(bb, s)]
+            terms = [_shift(cols[:, :, :, ky, kx], dy, dx) for ky, dy in _taps(a, s) for kx, dx in _taps(bb, s)]
             row.append(sum(terms[1:], terms[0]))
         phases.append(row)
     return _interleave(phases, s)
 
 
-def _subpixel_weights(w: Array, s: int) -> tuple[Array, list[tuple[int, int, int, int]]]:
-    """``([4*C_in, s*s*C_out], phases)``: every phase's 2x2 kernel slice, rows in (window row, window
-    column, channel) order, side by side; ``phases`` lists ``(a, b, row shift, column shift)``: phase
-    ``(a, b)`` reads the 2x2 windows starting at ``(i + row shift, j + column shift)`` of the input
-    padded by one."""
-    c_in, c_out = w.shape[2], w.shape[3]
-    cols, phases = [], []
-    for a in range(s):
-        for bb in range(s):
-            ta = {1 - d: ky for ky, d in _taps(a, s)}  # window row u (0: upper) -> kernel row
-            tb = {1 - d: kx for kx, d in _taps(bb, s)}
-            su, sv = min(ta), min(tb)
-            kab = jnp.stack([jnp.stack([w[ta[su + u], tb[sv + v]] for v in range(2)]) for u in range(2)])
-            cols.append(kab.reshape(4 * c_in, c_out))
-            phases.append((a, bb, su, sv))
-    return jnp.concatenate(cols, axis=-1), phases
+def _col2im_fwd(x, w, s):
+    return _conv_transpose_col2im(x, w, s), (x, w)
 
 
-def _subpixel_forward(x, w, s):
-    b, h, wd, c_in = x.shape
-    c_out = w.shape[-1]
-    wcat, phases = _subpixel_weights(w, s)
-    patches = _patches2x2(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), h + 1, wd + 1)  # [B, H+1, W+1, 4*C_in]
-    y = (patches.reshape(-1, 4 * c_in) @ wcat).reshape(b, h + 1, wd + 1, s * s, c_out)
-    by_phase = {(a, bb): y[:, su:su + h, sv:sv + wd, i] for i, (a, bb, su, sv) in enumerate(phases)}
-    return _interleave([[by_phase[a, bb] for bb in range(s)] for a in range(s)], s), patches
+def _col2im_bwd(s, res, g):
+    x, w = res
+    k, _, c_in, c_out = w.shape
+    # kernel row ky feeds exactly one phase (ky - s/2) mod s, from input row m - d
+    tap = {ky: (a, d) for a in range(s) for ky, d in _taps(a, s)}
+    dcols = jnp.stack([jnp.stack([_shift(g[:, tap[ky][0]::s, tap[kx][0]::s], -tap[ky][1], -tap[kx][1])
+                                  for kx in range(k)], axis=3) for ky in range(k)], axis=3)
+    dcols = dcols.reshape(-1, k * k * c_out)
+    dx = (dcols @ _col2im_weights(w).T).reshape(x.shape)
+    dw = (x.reshape(-1, c_in).T @ dcols).reshape(c_in, k, k, c_out).transpose(1, 2, 0, 3)
+    return dx, dw
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv_transpose_subpixel(x, w, s):
-    """Transposed conv with ``k = 2s`` and PyTorch padding ``s/2`` as one matrix product.
-
-    Output pixel ``(s*i + a, s*j + b)`` (phase ``(a, b)``) is a 2x2 window of the input (padded by one)
-    times a 2x2 slice of the kernel. All phases share the same windows, so one product
-    ``windows [.., 4*C_in] @ [4*C_in, s*s*C_out]`` computes every phase; each phase then takes its
-    shifted slice and the phases are interleaved. The VJP is written out: XLA's own transposes of
-    the slicing and interleaving ran the weight gradient at a third of the speed of this form.
-    """
-    return _subpixel_forward(x, w, s)[0]
-
-
-def _subpixel_fwd(x, w, s):
-    y, patches = _subpixel_forward(x, w, s)
-    return y, (patches, w)
-
-
-def _subpixel_bwd(s, res, dy):
-    patches, w = res
-    b, hs, ws, c_out = dy.shape
-    h, wd, c_in = hs // s, ws // s, w.shape[2]
-    wcat, phases = _subpixel_weights(w, s)
-    # d(product output) [B, H+1, W+1, phase, C_out]: each phase's output gradient at its shift
-    dcols = jnp.stack([jnp.pad(dy[:, a::s, bb::s], ((0, 0), (su, 1 - su), (sv, 1 - sv), (0, 0)))
-                       for a, bb, su, sv in phases], axis=3).reshape(-1, s * s * c_out)
-    dwcat = patches.reshape(-1, 4 * c_in).T @ dcols  # [4*C_in, s*s*C_out]
-    (dw,) = jax.vjp(lambda w_: _subpixel_weights(w_, s)[0], w)[1](dwcat)
-    dpatch = (dcols @ wcat.T).reshape(b, h + 1, wd + 1, 2, 2, c_in)
-    dxp = jnp.zeros((b, h + 2, wd + 2, c_in), dy.dtype)
-    for u in (0, 1):
-        for v in (0, 1):
-            dxp = dxp.at[:, u:u + h + 1, v:v + wd + 1].add(dpatch[:, :, :, u, v])
-    return dxp[:, 1:-1, 1:-1], dw
-
-
-_conv_transpose_subpixel.defvjp(_subpixel_fwd, _subpixel_bwd)
+_conv_transpose_col2im.defvjp(_col2im_fwd, _col2im_bwd)
 
 
 def batch_norm_init(channels: int, dtype=jnp.float32) -> tuple[Params, Params]:

@@ -155,16 +155,31 @@ def sampler(state: dict) -> tuple[Any, Any]:
     return state.get("ema", state["params"]["g"]), state["stats"]["g"]
 
 
-@functools.partial(jax.jit, static_argnames=("model", "num", "dist"))
-def recalibrate(model: GanModel, g_params, g_stats, key, *, num: int = 2048, dist: str = "normal"):
-    """Batch-norm statistics of ``g_params`` measured on ``num`` fresh latents (train-mode batch
-    statistics). An averaged (EMA) generator's weights never produced the running statistics of the
-    training run, so they are re-estimated before sampling. No-op for models without batch norm."""
+@functools.partial(jax.jit, static_argnames=("model", "num", "dist", "chunk"))
+def recalibrate(model: GanModel, g_params, g_stats, key, *, num: int = 16384, dist: str = "normal",
+                chunk: int = 2048):
+    """Batch-norm statistics of ``g_params`` measured on ``num`` fresh latents. An averaged (EMA)
+    generator's weights never produced the running statistics of the training run, so they are
+    re-estimated before sampling. No-op for models without batch norm.
+
+    The latents pass in chunks of ``chunk`` (train-mode batch norm within each chunk, so memory is
+    that of one chunk); each layer's statistics are pooled over the chunks: the mean of the chunk
+    means, and the mean of the chunk variances plus the variance of the chunk means. 16,384
+    latents rather than 2,048 raised the DCGAN's classifier score by 0.023-0.027 and lowered its
+    Frechet distance for each of three sample seeds (`README.md`, GAN results)."""
     if not jax.tree.leaves(g_stats):
         return g_stats
-    z = ganlib.sample_latent(key, num, model.latent, dist)
-    _, stats = model.generate(g_params, g_stats, z, train=True, key=None, bn_momentum=0.0)
-    return stats
+    if num % chunk:
+        raise ValueError(f"recalibrate: num ({num}) must be a multiple of chunk ({chunk})")
+    z = ganlib.sample_latent(key, num, model.latent, dist).reshape(num // chunk, chunk, model.latent)
+    per_chunk = jax.lax.map(lambda zc: model.generate(g_params, g_stats, zc, train=True, key=None,
+                                                      bn_momentum=0.0)[1], z)
+
+    def pool(layer):
+        mean = layer["mean"].mean(0)
+        return {"mean": mean, "var": layer["var"].mean(0) + ((layer["mean"] - mean) ** 2).mean(0)}
+
+    return {name: pool(layer) for name, layer in per_chunk.items()}
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
