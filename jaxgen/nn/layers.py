@@ -79,7 +79,7 @@ def conv(params: Params, x: Array, *, stride: int = 1, padding: str | int = "SAM
     The forward pass and the weight gradient are XLA's convolutions. On CPU, for ``kernel == 2 *
     stride`` (even stride) with padding ``stride / 2`` (``"SAME"`` or the int) on sizes divisible by
     the stride, the input gradient is :func:`conv_transpose`'s col2im product instead of XLA's
-    convolution over a zero-dilated gradient (3/4 zeros; 1.4-4x slower per DCGAN layer). Other
+    convolution over a zero-dilated gradient (3/4 zeros; 1.2-4.4x slower per DCGAN layer). Other
     platforms keep XLA's own gradient (``lax.platform_dependent`` picks at lowering time). The CPU
     form has a ``custom_vjp``: reverse mode (``grad``, ``vjp``, grad of grad) works, forward mode
     (``jvp``, ``jacfwd``) through it does not.
