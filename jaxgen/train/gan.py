@@ -351,6 +351,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, quiet: bool = 
     hist_path = workdir / "samples" / "history.npz"
     history = _load_history(hist_path, start)
     sample_every = cfg.train.sample_every if cfg.train.sample_every > 0 else len(batches)
+    sampled_at, sampled = -1, None  # the step whose grid last recalibrated the sampler, and its (params, stats)
     best = best_logged(workdir, "fid")
     last_saved, pending = start, []
     t_start = time.perf_counter()
@@ -396,7 +397,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, quiet: bool = 
                 log.write(done, {**last, "images_per_s": rate, "epoch": done / len(batches)})
                 log.progress(done, float(last["d_loss"]), rate, (steps - done) * cfg.train.batch / max(rate, 1e-9))
             if (done % sample_every == 0 or done == steps or out_of_time) and log.primary:
-                grid, (gp, gs) = _sample_grid(model, state, fixed_z, cfg.model.latent_dist, eval_key)
+                grid, sampled = _sample_grid(model, state, fixed_z, cfg.model.latent_dist, eval_key)
+                sampled_at = done
                 grid = ganlib.crop(model, grid)
                 plots.save_grid(grid, workdir / "samples" / f"step_{done:07d}.png")
                 plots.save_grid(grid, workdir / "samples" / "latest.png")
@@ -404,9 +406,12 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, quiet: bool = 
                 _save_history(hist_path, history)
             if quality is not None and (done % cfg.train.eval_every == 0 or done == steps or (out_of_time and not preempted)):
                 flush()
-                gp, gs = sampler(state)
-                if "ema" in state:
-                    gs = recalibrate(model, gp, gs, eval_key, dist=cfg.model.latent_dist)
+                if sampled_at == done:  # the grid just recalibrated this state with the same key
+                    gp, gs = sampled
+                else:
+                    gp, gs = sampler(state)
+                    if "ema" in state:
+                        gs = recalibrate(model, gp, gs, eval_key, dist=cfg.model.latent_dist)
                 samples = generate(model, gp, gs, jax.random.fold_in(eval_key, done), quality.n,
                                    dist=cfg.model.latent_dist)
                 q = quality(samples)
