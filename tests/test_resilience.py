@@ -121,6 +121,7 @@ def test_corrupt_latest_checkpoint_and_leftover_temporary_folder(tmp_path, capfd
     gantrain.train(cfg, tmp_path, quiet=True)
     ck = tmp_path / "checkpoints"
     assert sorted(int(p.name) for p in ck.iterdir() if p.name.isdigit()) == [6, 12]
+    _, before, _, _ = gantrain.load_generator(tmp_path, which="latest")
     # an interrupted save leaves a temporary folder behind: it is not a checkpoint
     (ck / "18.orbax-checkpoint-tmp-1234567").mkdir()
     (ck / "18.orbax-checkpoint-tmp-1234567" / "junk").write_text("half written")
@@ -128,14 +129,18 @@ def test_corrupt_latest_checkpoint_and_leftover_temporary_folder(tmp_path, capfd
     for f in (ck / "12").rglob("*"):
         if f.is_file():
             f.write_bytes(b"")
-    cfg.train.steps = 14
-    summary = gantrain.train(cfg, tmp_path, quiet=True)
+    summary = gantrain.train(cfg, tmp_path, quiet=True)  # the same 12 steps again
     err = capfd.readouterr()
     assert summary["start"] == 6, "should resume from the previous, intact checkpoint"
     assert "could not be restored" in err.err and "trying the previous one" in err.err
-    assert summary["steps"] == 14
+    assert summary["steps"] == 12
     assert not (ck / "18.orbax-checkpoint-tmp-1234567").exists() or 18 not in [
         int(p.name) for p in ck.iterdir() if p.name.isdigit()]
+    # the corrupt step-12 checkpoint was replaced: it now restores, with no warning, to the re-trained state
+    _, gp, _, _ = gantrain.load_generator(tmp_path, which="latest")
+    err = capfd.readouterr()
+    assert "could not be restored" not in err.err
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), gp, before)
 
 
 def test_sample_and_eval_on_an_empty_workdir(tmp_path):
@@ -156,3 +161,111 @@ def test_global_batch_must_divide_over_devices():
     parallel.check_batch(64, SimpleNamespace(devices=np.zeros(8)))
     with pytest.raises(UserError, match="multiple of 8"):
         parallel.check_batch(60, SimpleNamespace(devices=np.zeros(8)))
+
+
+def _tree_bytes(root: Path) -> dict:
+    """Every file under ``root`` with its bytes (and every folder), to show a command changed nothing."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+def test_resume_with_another_state_shape_is_refused_and_changes_nothing(tmp_path):
+    """Another batch size (carried LSTM state) or learning-rate schedule (optimiser state) changes
+    the saved tree: the resume is refused with the differing fields named, before any file is touched
+    (it used to be read as corruption: the run restarted at step 0 and pruned the old checkpoints)."""
+    from jaxgen.config import load_config
+    from jaxgen.errors import UserError
+    from jaxgen.train import charrnn
+
+    cfg = load_config(ROOT / "configs" / "charrnn_smoke.py")
+    cfg.data.source, cfg.data.path = "file", str(ROOT / "tests" / "data" / "tinyshakespeare_head.txt")
+    cfg.model.hidden, cfg.train.batch, cfg.train.seq_len, cfg.train.steps = 8, 2, 8, 2
+    w = tmp_path / "run"
+    charrnn.train(cfg, w, quiet=True)
+    before = _tree_bytes(w)
+    for field, value, what in (("batch", 4, "train.batch 2 -> 4"),
+                               ("lr_schedule", "cosine", "train.lr_schedule 'constant' -> 'cosine'")):
+        changed = cfg.copy_and_resolve_references()
+        changed.train[field] = value
+        with pytest.raises(UserError, match="cannot resume") as e:
+            charrnn.train(changed, w, quiet=True)
+        assert what in str(e.value) and "different train state" in str(e.value)
+        assert _tree_bytes(w) == before
+    # a compatible change (more steps) still resumes
+    cfg.train.steps = 3
+    assert charrnn.train(cfg, w, quiet=True)["start"] == 2
+
+
+class _StopAt:
+    """A stand-in for StopOnSignal whose signal 'arrives' after step ``at``."""
+
+    def __init__(self, at, reason):
+        self.at, self.requested, self.reason = at, False, reason
+
+    def should_stop(self, step, manager=None):
+        self.requested = self.requested or step >= self.at
+        return self.requested
+
+
+def test_a_signal_saves_the_current_step_before_any_sampling(tmp_path, monkeypatch):
+    """On SIGTERM or Ctrl-C the GAN saves the step it stopped at and draws no grid (a preemption
+    grace period is short; drawing re-measures batch-norm statistics first)."""
+    from tests.test_gan import _smoke_cfg
+
+    drawn = []
+    monkeypatch.setattr(gantrain.plots, "save_grid", lambda grid, path: drawn.append(Path(path).name))
+    for reason in ("preempted", "interrupted"):
+        w = tmp_path / reason
+        summary = gantrain.train(_smoke_cfg(12), w, quiet=True, stop=_StopAt(3, reason))
+        assert summary["stopped"] == reason and summary["steps"] == 3
+        assert sorted(int(p.name) for p in (w / "checkpoints").iterdir() if p.name.isdigit()) == [3]
+        assert drawn == []
+    # a stop requested before the first step compiles nothing and writes no checkpoint
+    early = _StopAt(0, "interrupted")
+    early.requested = True
+    summary = gantrain.train(_smoke_cfg(12), tmp_path / "early", quiet=True, stop=early)
+    assert summary["stopped"] == "interrupted" and summary["steps"] == 0
+    assert not any(p.name.isdigit() for p in (tmp_path / "early" / "checkpoints").iterdir())
+
+
+def _train_cmd(workdir, *overrides):
+    return [sys.executable, "-u", "-m", "jaxgen", "train", "--config", "configs/charrnn_smoke.py", "--workdir",
+            str(workdir), "--quiet", "--config.data.path=tests/data/tinyshakespeare_head.txt",
+            "--config.train.steps=100000", "--config.train.eval_every=100000",
+            "--config.train.checkpoint_every=100000", "--config.train.log_every=1", *overrides]
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_compilation_and_mid_run_saves_and_resumes(tmp_path):
+    """Ctrl-C while XLA compiles the first step used to crash the process (a KeyboardInterrupt raised
+    inside a callback from XLA); now it, and Ctrl-C mid-run, save the step reached, exit with 130 and
+    no traceback, and a rerun resumes from that step."""
+    import re
+
+    from jaxgen.config import load_config
+    from jaxgen.train import charrnn
+
+    for when in ("compile", "mid-run"):
+        w = tmp_path / when
+        proc = subprocess.Popen(_train_cmd(w), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = ""
+        if when == "compile":  # the trainer's first line comes just before the first step is traced and compiled
+            first = proc.stdout.readline()
+            assert first.startswith("char-rnn:"), first
+            time.sleep(0.3)
+            assert not list(w.glob("checkpoints/*")) and not (w / "metrics.jsonl").read_text()
+        else:
+            _wait_for_step(w, 3, proc)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        out = first + out
+        assert proc.returncode == 130, (when, proc.returncode, err)
+        assert "Traceback" not in err and "Fatal Python error" not in err, err
+        m = re.search(r"stopping at step (\d+): interrupted \(Ctrl-C\); checkpoint \1 saved", out)
+        assert m, out
+        stopped = int(m.group(1))
+        assert stopped >= (3 if when == "mid-run" else 1)
+        assert [int(p.name) for p in (w / "checkpoints").iterdir() if p.name.isdigit()] == [stopped]
+        cfg = load_config(ROOT / "configs" / "charrnn_smoke.py")
+        cfg.data.path = str(ROOT / "tests" / "data" / "tinyshakespeare_head.txt")
+        cfg.train.steps, cfg.train.eval_every, cfg.train.checkpoint_every = stopped + 1, 100000, 100000
+        assert charrnn.train(cfg, w, quiet=True)["start"] == stopped
