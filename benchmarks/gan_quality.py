@@ -11,17 +11,24 @@ classic FC recipe configs/gan_mnist_classic.py) it trains for a fixed wall-clock
 the real-vs-real and noise baselines) and saves the final grid.
 
 Speed: images/s of one full train step (D update on real and fake, G update, two Adams) of each
-architecture, jaxgen's jitted step against the same network and step in PyTorch (imported where
-installed, the column left out where not), timed interleaved (warm-up, block on results, median
-of repetitions), with the XLA cost model's FLOP count of the step for achieved FLOP/s; then each
-DCGAN convolution on its own (forward + input and weight gradients) beside PyTorch's module, to
-show where the step's time goes.
+architecture, jaxgen's jitted step against the same network and step in PyTorch
+(``benchmarks/gan_torch_ref.py``; the column is left out, with a message, where torch is not
+installed), with the XLA cost model's FLOP count of the step for achieved FLOP/s; then each DCGAN
+convolution on its own (forward + input and weight gradients) beside PyTorch's module, to show
+where the step's time goes. jaxgen and PyTorch never share a process (their thread pools fight and
+PyTorch slows 30-80x): each round runs one jaxgen process and one PyTorch process, alternating which
+goes first; each reports the median of ``--reps`` repetitions; over ``--rounds`` rounds the table
+shows the median of each side and the median of the per-round ratios (never the best run).
+
+    python benchmarks/gan_quality.py --speed-only --rounds 1 --reps 2   # quickest check of the speed part
+    python benchmarks/gan_quality.py --only fc_classic --budget 100 --no-speed   # the classic FC probe
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import json
 import shutil
 import sys
@@ -35,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import gan_torch_ref as tref  # noqa: E402  (imports torch only inside its functions)
 from jaxgen import benchmarking as bm  # noqa: E402
 from jaxgen.config import load_config  # noqa: E402
 from jaxgen.evaluate import run_eval  # noqa: E402
@@ -102,55 +110,24 @@ def _jax_step(arch: str, batch: int):
     return run, flops
 
 
-def speed(reps: int) -> dict:
-    try:
-        import gan_torch_ref as tref
-
-        have_torch = tref.available()
-    except ImportError:
-        have_torch = False
-    out = {}
-    for arch, batch, n in (("fc", 64, 200), ("dcgan", 128, 8)):
-        jrun, flops = _jax_step(arch, batch)
-        variants = {"jaxgen": lambda: jrun(n)}
-        if have_torch:
-            tstep = tref.make_step(arch, batch)
-            for _ in range(3):
-                tstep()
-            variants["pytorch"] = lambda: [tstep() for _ in range(n)]
-        times = bm.interleaved(variants, reps=reps, warmup=1)
-        med = {k: float(np.median(v)) / n for k, v in times.items()}
-        row = {"batch": batch, "jaxgen_images_per_s": batch / med["jaxgen"], "flops_per_step": flops,
-               "jaxgen_gflops": flops / med["jaxgen"] / 1e9}
-        if "pytorch" in med:
-            row["pytorch_images_per_s"] = batch / med["pytorch"]
-            row["speedup_vs_pytorch"] = med["pytorch"] / med["jaxgen"]
-            import torch
-
-            row["torch_version"] = torch.__version__
-            row["torch_threads"] = torch.get_num_threads()
-        out[arch] = row
-        print(arch, {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
-    return out
+def _worker_step(arch: str, reps: int) -> dict:
+    """This process times jaxgen's train step only (PyTorch's twin runs in another process)."""
+    batch, n = tref.DEFAULT_BATCH[arch], tref.STEPS_PER_REP[arch]
+    run, flops = _jax_step(arch, batch)
+    samples = [s / n for s in bm.interleaved({"jaxgen": lambda: run(n)}, reps=reps, warmup=1)["jaxgen"]]
+    return {"arch": arch, "batch": batch, "s_per_step": float(np.median(samples)), "samples_s": samples,
+            "flops_per_step": flops}
 
 
-DCGAN_LAYERS = (("D conv", 32, 1, 32), ("D conv", 16, 32, 64), ("D conv", 8, 64, 128),
-                ("G conv_transpose", 4, 128, 64), ("G conv_transpose", 8, 64, 32), ("G conv_transpose", 16, 32, 1))
-
-
-def layers(reps: int, batch: int = 128) -> list[dict]:
-    """Forward + backward (input and weight gradients) of each DCGAN convolution on its own, jaxgen
-    against PyTorch's module, interleaved: where the step's time goes."""
+def _worker_layers(reps: int, batch: int = 128) -> dict:
+    """Forward + input and weight gradients of each DCGAN convolution, jaxgen only, ms per call."""
     import jax.numpy as jnp
 
     from jaxgen.nn import layers as nn
 
-    try:
-        import torch
-    except ImportError:
-        torch = None
     rows = []
-    for kind, size, c_in, c_out in DCGAN_LAYERS:
+    n = tref.LAYER_CALLS_PER_REP
+    for kind, size, c_in, c_out in tref.DCGAN_LAYERS:
         key_x, key_w = jax.random.split(jax.random.key(0))
         x = jax.random.normal(key_x, (batch, size, size, c_in))
         w = {"w": 0.02 * jax.random.normal(key_w, (4, 4, c_in, c_out))}
@@ -159,25 +136,68 @@ def layers(reps: int, batch: int = 128) -> list[dict]:
         else:
             f = functools.partial(nn.conv_transpose, stride=2)
         grad = jax.jit(jax.grad(lambda w, x: jnp.sum(f(w, x) ** 2), argnums=(0, 1)))
-        n = 10
-        variants = {"jaxgen": lambda: [grad(w, x) for _ in range(n)][-1]}
-        if torch is not None:
-            torch.set_num_threads(2)
-            mod = (torch.nn.Conv2d if kind == "D conv" else torch.nn.ConvTranspose2d)(c_in, c_out, 4, 2, 1, bias=False)
-            xt = torch.randn(batch, c_in, size, size, requires_grad=True)
+        times = bm.interleaved({"jaxgen": lambda: [grad(w, x) for _ in range(n)][-1]}, reps=reps, warmup=2)
+        samples = [t / n * 1e3 for t in times["jaxgen"]]
+        rows.append({"layer": [kind, size, c_in, c_out], "ms": float(np.median(samples)), "samples_ms": samples})
+    return {"layers": rows}
 
-            def torch_fb():
-                for _ in range(n):
-                    y = mod(xt)
-                    (y * y).sum().backward()
 
-            variants["pytorch"] = torch_fb
-        times = bm.interleaved(variants, reps=reps, warmup=2)
-        med = {k: float(np.median(v)) / n * 1e3 for k, v in times.items()}
+def _have_torch() -> bool:
+    """Whether torch is installed, without importing it into this (JAX) process."""
+    return importlib.util.find_spec("torch") is not None
+
+
+def _commands(jax_args: list[str], torch_args: list[str], reps: int) -> dict[str, list[str]]:
+    cmds = {"jaxgen": [sys.executable, str(Path(__file__).resolve()), "--worker", *jax_args, "--reps", str(reps)]}
+    if _have_torch():
+        cmds["pytorch"] = [sys.executable, tref.__file__, *torch_args, "--reps", str(reps), "--threads", "2"]
+    else:
+        print("torch is not installed: the PyTorch column is left out", flush=True)
+    return cmds
+
+
+def speed(reps: int, rounds: int) -> dict:
+    """Images/s of one train step, jaxgen and PyTorch each in its own process, alternating for ``rounds``
+    rounds; each process reports the median of ``reps`` repetitions; the ratio is the median over rounds
+    of the per-round ratios."""
+    out = {}
+    for arch in ("fc", "dcgan"):
+        batch = tref.DEFAULT_BATCH[arch]
+        runs = bm.interleaved_processes(_commands(["step", "--arch", arch], ["time-step", "--arch", arch], reps),
+                                        rounds)
+        j = [r["s_per_step"] for r in runs["jaxgen"]]
+        flops = runs["jaxgen"][0]["flops_per_step"]
+        row = {"batch": batch, "rounds": rounds, "reps_per_round": reps, "steps_per_rep": tref.STEPS_PER_REP[arch],
+               "jaxgen_images_per_s": batch / float(np.median(j)),
+               "jaxgen_images_per_s_rounds": [batch / t for t in j],
+               "flops_per_step": flops, "jaxgen_gflops": flops / float(np.median(j)) / 1e9}
+        if "pytorch" in runs:
+            t = [r["s_per_step"] for r in runs["pytorch"]]
+            row["pytorch_images_per_s"] = batch / float(np.median(t))
+            row["pytorch_images_per_s_rounds"] = [batch / x for x in t]
+            row["speedup_vs_pytorch"] = bm.median_ratio(t, j)
+            row["speedup_vs_pytorch_rounds"] = [a / b for a, b in zip(t, j)]
+            row["torch_version"] = runs["pytorch"][0]["torch_version"]
+            row["torch_threads"] = runs["pytorch"][0]["torch_threads"]
+        out[arch] = row
+        print(arch, {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
+    return out
+
+
+def layers(reps: int, rounds: int) -> list[dict]:
+    """Forward + backward (input and weight gradients) of each DCGAN convolution on its own, jaxgen
+    against PyTorch's module, each in its own process, alternating: where the step's time goes."""
+    runs = bm.interleaved_processes(_commands(["layers"], ["time-layers"], reps), rounds)
+    rows = []
+    for i, (kind, size, c_in, c_out) in enumerate(tref.DCGAN_LAYERS):
+        j = [r["layers"][i]["ms"] for r in runs["jaxgen"]]
         out_size = size // 2 if kind == "D conv" else size * 2
-        row = {"layer": f"{kind} {size}x{size}x{c_in} -> {out_size}x{out_size}x{c_out}", "jaxgen_ms": med["jaxgen"]}
-        if "pytorch" in med:
-            row["pytorch_ms"] = med["pytorch"]
+        row = {"layer": f"{kind} {size}x{size}x{c_in} -> {out_size}x{out_size}x{c_out}",
+               "jaxgen_ms": float(np.median(j)), "jaxgen_ms_rounds": j}
+        if "pytorch" in runs:
+            t = [r["layers"][i]["ms"] for r in runs["pytorch"]]
+            row.update(pytorch_ms=float(np.median(t)), pytorch_ms_rounds=t,
+                       pytorch_over_jaxgen=bm.median_ratio(t, j))
         rows.append(row)
         print(row, flush=True)
     return rows
@@ -195,26 +215,41 @@ def markdown(payload: dict) -> str:
                                f"{r['min_class_fraction']:.1%} / {r['max_class_fraction']:.1%}", f"{r['fd']:.1f}",
                                f"{r['fd_real_vs_real']:.1f}", f"{r['fd_noise']:.0f}", "yes" if r["meets_target"] else "no"]
                               for r in q.values()]) + "\n")
+        clf = {r["eval"]["classifier"]["holdout_accuracy"] for r in q.values() if "classifier" in r.get("eval", {})}
+        for acc in sorted(clf):
+            md += (f"Evaluation classifier (jaxgen's small CNN): {100 * acc:.2f}% held-out accuracy "
+                   "(`quality.*.eval.classifier.holdout_accuracy`).\n\n")
     s = payload.get("speed", {})
     if s:
         hdr = ["GAN", "batch", "jaxgen img/s", "GFLOP/s"]
         torch_cols = any("pytorch_images_per_s" in r for r in s.values())
         if torch_cols:
-            hdr += ["PyTorch img/s", "jaxgen / PyTorch"]
+            hdr += ["PyTorch img/s", "jaxgen / PyTorch", "per-round ratios"]
         rows = []
         for arch, r in s.items():
             row = [arch, r["batch"], f"{r['jaxgen_images_per_s']:,.0f}", f"{r['jaxgen_gflops']:.1f}"]
             if torch_cols:
-                row += [f"{r.get('pytorch_images_per_s', float('nan')):,.0f}", f"{r.get('speedup_vs_pytorch', float('nan')):.2f}x"]
+                row += [f"{r.get('pytorch_images_per_s', float('nan')):,.0f}",
+                        f"{r.get('speedup_vs_pytorch', float('nan')):.2f}x",
+                        ", ".join(f"{x:.2f}" for x in r.get("speedup_vs_pytorch_rounds", []))]
             rows.append(row)
-        md += "### Train-step throughput (CPU)\n\n" + bm.md_table(hdr, rows)
+        first = next(iter(s.values()))
+        md += ("### Train-step throughput (CPU)\n\n" + bm.md_table(hdr, rows)
+               + (f"\njaxgen and PyTorch (torch {first.get('torch_version')}, {first.get('torch_threads')} "
+                  f"threads) each in its own process, {first.get('rounds', '?')} alternating rounds of "
+                  f"{first.get('reps_per_round', '?')} repetitions; images/s: median of the per-round medians; "
+                  "ratio: median of the per-round ratios.\n" if torch_cols else
+                  f"\ntorch not installed: no PyTorch column. {first.get('rounds', '?')} rounds of "
+                  f"{first.get('reps_per_round', '?')} repetitions, median of the per-round medians.\n"))
     lay = payload.get("dcgan_layers", [])
     if lay:
         has_t = all("pytorch_ms" in r for r in lay)
         md += ("\n### DCGAN layers: forward + backward, batch 128 (ms)\n\n"
                + bm.md_table(["layer", "jaxgen"] + (["PyTorch", "PyTorch / jaxgen"] if has_t else []),
                              [[r["layer"], f"{r['jaxgen_ms']:.1f}"]
-                              + ([f"{r['pytorch_ms']:.1f}", f"{r['pytorch_ms'] / r['jaxgen_ms']:.2f}"] if has_t else [])
+                              + ([f"{r['pytorch_ms']:.1f}",
+                                   f"{r.get('pytorch_over_jaxgen', r['pytorch_ms'] / r['jaxgen_ms']):.2f}"]
+                                 if has_t else [])
                               for r in lay]))
     return md
 
@@ -226,16 +261,23 @@ def main(argv=None):
     ap.add_argument("--only", nargs="*", choices=list(RECIPES), default=None)
     ap.add_argument("--classic", action="store_true", help="also run the classic FC recipe")
     ap.add_argument("--speed-only", action="store_true")
-    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--reps", type=int, default=7, help="timed repetitions per process")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating jaxgen / PyTorch process pairs")
+    ap.add_argument("--no-speed", action="store_true", help="quality only; keep the speed tables of the last run")
+    ap.add_argument("--worker", choices=("step", "layers"), default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--arch", choices=("fc", "dcgan"), default="fc", help=argparse.SUPPRESS)
     ap.add_argument("--workdir", default="/tmp/jaxgen_gan_quality")
     ap.add_argument("--cache", default="~/.cache/jaxgen/classifiers")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    ap.add_argument("--quick", action="store_true", help="2-minute budgets, 3 speed repetitions")
+    ap.add_argument("--quick", action="store_true", help="2-minute budgets, 3 speed repetitions, 2 rounds")
     args = ap.parse_args(argv)
+    if args.worker:  # one timing process, started by speed() / layers(); prints one JSON line
+        print(json.dumps(_worker_step(args.arch, args.reps) if args.worker == "step" else _worker_layers(args.reps)))
+        return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.quick:
-        args.budget, args.reps = min(args.budget, 120.0), 3
+        args.budget, args.reps, args.rounds = min(args.budget, 120.0), 3, min(args.rounds, 2)
     prev = out / "gan_quality.json"
     payload = json.loads(prev.read_text()) if prev.exists() else {}
     payload.pop("environment", None)
@@ -248,8 +290,9 @@ def main(argv=None):
             r = payload["quality"][name]
             print(f"{name}: classifier score {r['classifier_score']:.2f}, {r['classes_covered']} classes, smallest "
                   f"{r['min_class_fraction']:.1%}, FD {r['fd']:.1f} (real vs real {r['fd_real_vs_real']:.1f})", flush=True)
-    payload["speed"] = speed(args.reps)
-    payload["dcgan_layers"] = layers(args.reps)
+    if not args.no_speed:
+        payload["speed"] = speed(args.reps, args.rounds)
+        payload["dcgan_layers"] = layers(args.reps, args.rounds)
     path = bm.write_results("gan_quality", payload, markdown(payload), out)
     print(f"wrote {path}")
 

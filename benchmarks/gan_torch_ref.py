@@ -14,23 +14,43 @@ counts, batch-norm scale and bias counted as parameters):
 One train step, the same as jaxgen's: z ~ N(0, 1) ``[B, 100]``; ``fake = G(z)`` once;
 D step on ``BCE(D(real), 0.9) + BCE(D(fake.detach()), 0)`` with real and fake through D separately
 (separate batch-norm batches); G step on ``BCE(D(fake), 1)`` against the updated D, reusing the same
-``fake`` graph (no second G forward).
+``fake`` graph (no second G forward). In the G step D's parameters have ``requires_grad`` off, so
+the backward pass computes the gradient through D's input and G's weight gradients only, the same
+work as jaxgen's step (which differentiates the G loss with respect to G's parameters only); a plain
+``g_loss.backward()`` would also compute D's weight gradients, a third pass of D's most expensive
+convolutions.
 
     step = make_step("dcgan", 128, threads=2)
     step()                       # one train step, nothing returned (no .item() in the timed path)
     d_loss, g_loss = step(sync=True)
 
     python benchmarks/gan_torch_ref.py   # smoke check: parameter counts and 3 steps of each
+
+Timing workers (run by ``benchmarks/gan_quality.py`` in their own process, never in one process
+with JAX: there PyTorch's OpenMP threads and XLA's thread pool compete and PyTorch slows 30-80x);
+each prints one JSON line with the median and every sample:
+
+    python benchmarks/gan_torch_ref.py time-step --arch dcgan --reps 7 --threads 2
+    python benchmarks/gan_torch_ref.py time-layers --reps 7 --threads 2
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import statistics
+import time
 from typing import Callable
 
 LATENT = 100
 ARCHS = ("fc", "dcgan")
 DEFAULT_BATCH = {"fc": 64, "dcgan": 128}
 EXPECTED_PARAMS = {"fc": (114_800, 110_849), "dcgan": (373_441, 166_817)}
+STEPS_PER_REP = {"fc": 200, "dcgan": 8}  # train steps per timed repetition
+# (kind, input size, in channels, out channels) of each DCGAN convolution; kernel 4, stride 2, padding 1.
+DCGAN_LAYERS = (("D conv", 32, 1, 32), ("D conv", 16, 32, 64), ("D conv", 8, 64, 128),
+                ("G conv_transpose", 4, 128, 64), ("G conv_transpose", 8, 64, 32), ("G conv_transpose", 16, 32, 1))
+LAYER_CALLS_PER_REP = 10
 
 
 def available() -> bool:
@@ -128,6 +148,7 @@ def make_step(arch: str, batch: int, *, threads: int | None = None, seed: int = 
     d.train()
     opt_g = torch.optim.Adam(g.parameters(), **opt_kw)
     opt_d = torch.optim.Adam(d.parameters(), **opt_kw)
+    d_params = list(d.parameters())
 
     gen = torch.Generator().manual_seed(seed + 1)
     real = torch.rand((batch, *image_shape), generator=gen) * 2.0 - 1.0
@@ -146,8 +167,12 @@ def make_step(arch: str, batch: int, *, threads: int | None = None, seed: int = 
         opt_d.step()
 
         opt_g.zero_grad(set_to_none=True)
+        for p in d_params:  # G step: gradients through D's input only, no D weight gradients
+            p.requires_grad_(False)
         g_loss = F.binary_cross_entropy_with_logits(d(fake), g_labels)
-        g_loss.backward()  # also fills D's grads; zeroed at the next D step
+        g_loss.backward()
+        for p in d_params:
+            p.requires_grad_(True)
         opt_g.step()
 
         if sync:
@@ -157,15 +182,78 @@ def make_step(arch: str, batch: int, *, threads: int | None = None, seed: int = 
     return step
 
 
-if __name__ == "__main__":
+def time_step(arch: str, reps: int, *, batch: int | None = None, threads: int = 2, warmup: int = 3) -> dict:
+    """Seconds per train step: median (and all samples) of ``reps`` repetitions of ``STEPS_PER_REP`` steps."""
+    import torch
+
+    batch = batch or DEFAULT_BATCH[arch]
+    n = STEPS_PER_REP[arch]
+    step = make_step(arch, batch, threads=threads)
+    for _ in range(warmup):
+        step()
+    samples = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step()
+        samples.append((time.perf_counter() - t0) / n)
+    return {"arch": arch, "batch": batch, "s_per_step": statistics.median(samples), "samples_s": samples,
+            "torch_version": torch.__version__, "torch_threads": torch.get_num_threads()}
+
+
+def time_layers(reps: int, *, batch: int = 128, threads: int = 2) -> dict:
+    """Forward + input and weight gradients of each DCGAN convolution (PyTorch module), ms per call, medians."""
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    rows = []
+    for kind, size, c_in, c_out in DCGAN_LAYERS:
+        mod = (torch.nn.Conv2d if kind == "D conv" else torch.nn.ConvTranspose2d)(c_in, c_out, 4, 2, 1, bias=False)
+        xt = torch.randn(batch, c_in, size, size, requires_grad=True)
+
+        def fb():
+            for _ in range(LAYER_CALLS_PER_REP):
+                y = mod(xt)
+                (y * y).sum().backward()
+
+        fb()
+        fb()
+        samples = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fb()
+            samples.append((time.perf_counter() - t0) / LAYER_CALLS_PER_REP * 1e3)
+        rows.append({"layer": list((kind, size, c_in, c_out)), "ms": statistics.median(samples), "samples_ms": samples})
+    return {"layers": rows, "torch_version": torch.__version__, "torch_threads": torch.get_num_threads()}
+
+
+def _main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", nargs="?", default="smoke", choices=("smoke", "time-step", "time-layers"))
+    ap.add_argument("--arch", choices=ARCHS, default="fc")
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
     if not available():
         raise SystemExit("torch is not installed")
+    if args.what == "time-step":
+        print(json.dumps(time_step(args.arch, args.reps, batch=args.batch, threads=args.threads)))
+        return
+    if args.what == "time-layers":
+        print(json.dumps(time_layers(args.reps, threads=args.threads)))
+        return
     for arch in ARCHS:
         g_n, d_n = param_counts(arch)
         want = EXPECTED_PARAMS[arch]
         print(f"{arch}: G {g_n:,} D {d_n:,} params (jaxgen: G {want[0]:,} D {want[1]:,})"
               f" {'OK' if (g_n, d_n) == want else 'MISMATCH'}")
-        step = make_step(arch, DEFAULT_BATCH[arch], threads=2)
+        step = make_step(arch, DEFAULT_BATCH[arch], threads=args.threads)
         for i in range(3):
             d_loss, g_loss = step(sync=True)
             print(f"  step {i}: d_loss {d_loss:.4f} g_loss {g_loss:.4f}")
+
+
+if __name__ == "__main__":
+    _main()

@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import time
 from pathlib import Path
 from typing import Callable
@@ -78,6 +79,31 @@ def interleaved(variants: dict[str, Callable[[], object]], reps: int, warmup: in
         for k, fn in variants.items():
             times[k].append(time_call(fn))
     return times
+
+
+def interleaved_processes(commands: dict[str, list[str]], rounds: int, timeout: float = 1800.0) -> dict[str, list]:
+    """Run each command once per round, each in a fresh process, alternating between them
+    (the order reverses every round); returns, per variant, the JSON object each run printed
+    on its last stdout line.
+
+    For comparisons across frameworks that must not share a process: in one process
+    PyTorch's OpenMP threads and XLA's thread pool compete and PyTorch runs 30-80x slower.
+    Each run reports its own medians; compare rounds pairwise (:func:`median_ratio`).
+    """
+    out = {k: [] for k in commands}
+    names = list(commands)
+    for r in range(rounds):
+        for k in (names if r % 2 == 0 else names[::-1]):
+            proc = subprocess.run(commands[k], capture_output=True, text=True, timeout=timeout)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{k} run failed ({' '.join(commands[k])}):\n{proc.stderr[-3000:]}")
+            out[k].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return out
+
+
+def median_ratio(num: list[float], den: list[float]) -> float:
+    """Median over rounds of ``num[i] / den[i]`` (the two sides measured in the same round)."""
+    return statistics.median(a / b for a, b in zip(num, den))
 
 
 def write_results(name: str, payload: dict, table_md: str, out_dir: str | os.PathLike = "benchmarks/results") -> Path:

@@ -23,14 +23,20 @@ tpu         Mosaic TPU kernel                    kernel
 cuda/rocm   Triton kernel                        kernel
 ==========  ===================================  ==========================
 
-``AUTO`` records the choice of ``mode="auto"``. On CPU the choice comes from
-measurements (``benchmarks/results/kernels.md``: interpret mode is orders of
-magnitude slower than scan). The GPU and TPU entries are the *intended*
-choice and are not yet backed by a measurement on that hardware: run
-``benchmarks/gpu_check.sh`` on a GPU and set ``AUTO["cuda"]`` from its result.
+``AUTO`` records what ``mode="auto"`` picks: a fixed table, not a measurement
+made at run time. On CPU it is the scan path, because interpret mode was
+measured orders of magnitude slower (``benchmarks/results/kernels.md``). The
+GPU and TPU entries are the *intended* choice and are not backed by any
+measurement on that hardware: run ``benchmarks/gpu_check.sh`` on a GPU and set
+``AUTO["cuda"]`` from its result.
+
 Where a shape does not fit a backend's kernel (TPU: the resident weights and
 blocks exceed the VMEM budget; GPU: padded hidden size above 1024) that
-backend's branch runs the same computation as a ``lax.scan`` instead.
+backend's branch runs the same computation as a ``lax.scan`` instead. With
+``mode="pallas"`` this issues a ``UserWarning`` (once per reason and process,
+at trace time) when the default backend is that platform; ``mode="auto"``
+falls back silently (that is its contract). Neither mode takes ``unroll=`` or
+``backward=`` (:func:`jaxgen.rnn.lstm` warns when they are set).
 """
 
 from __future__ import annotations
@@ -65,12 +71,36 @@ def _check_common(zx, h0, w, gates, name):
         raise ValueError(f"{name}: carry must be {zx.shape[1:-1] + (H,)}, got {tuple(h0.shape)}")
 
 
+def _warn_fallback(name, lay, tpu_fits, gpu_fits, gates, res_cols):
+    """``mode="pallas"``: warn once per reason where the default backend's branch runs ``lax.scan``."""
+    plat = _common.target_platform()
+    shape = f"T={lay.T}, B={lay.B}, H={lay.H}"
+    budget = _common.TPU_VMEM_BUDGET / 2**20
+    if plat == "tpu":
+        cfg = _common.tpu_config(lay)
+        if not tpu_fits(lay, False):
+            est = _common.tpu_vmem_estimate(lay, cfg, gates, 4, 0) / 2**20
+            _common.warn_once(f"{name}:tpu-vmem", (
+                f"{name}: mode='pallas' runs lax.scan, not the kernel, on TPU for {shape}: its estimated VMEM "
+                f"({est:.0f} MiB) exceeds the {budget:.0f} MiB budget (warned once)"))
+        elif not tpu_fits(lay, True):
+            est = _common.tpu_vmem_estimate(lay, cfg, gates, 4, res_cols) / 2**20
+            _common.warn_once(f"{name}:tpu-vmem-grad", (
+                f"{name}: mode='pallas' on TPU for {shape} runs lax.scan, not the kernel, when differentiated: "
+                f"with its saved residuals the estimated VMEM ({est:.0f} MiB) exceeds the {budget:.0f} MiB "
+                "budget (warned once)"))
+    elif plat == "gpu" and not gpu_fits(lay):
+        _common.warn_once(f"{name}:gpu-hidden", (
+            f"{name}: mode='pallas' runs lax.scan, not the kernel, on GPU for {shape}: the Triton kernel takes "
+            f"padded hidden sizes up to {_common.GPU_MAX_HIDDEN}, this one is {lay.Hp} (warned once)"))
+
+
 def _check_mode(mode):
     if mode not in ("pallas", "auto"):
         raise ValueError(f"mode must be 'pallas' or 'auto' for the fused kernels, got {mode!r}")
 
 
-def lstm_sequence(params, zx, carry, *, mode="pallas", reverse=False, lengths=None, _force=None):
+def lstm_sequence(params, zx, carry, *, mode="pallas", reverse=False, lengths=None, _force=None, _warn=True):
     """Fused LSTM over the projected input ``zx`` ``[T, B, 4H]`` (gate order i, f, g, o).
 
     Same semantics as ``rnn.lstm(..., mode="scan")`` on the same ``zx``:
@@ -81,7 +111,9 @@ def lstm_sequence(params, zx, carry, *, mode="pallas", reverse=False, lengths=No
       params: ``{"w_hh": [H, 4H], ...}`` (other entries are ignored).
       zx: ``[T, B, 4H]`` (or ``[T, 4H]`` for one sequence).
       carry: ``(h0, c0)``, each ``[B, H]`` (or ``[H]``).
-      mode: ``"pallas"`` or ``"auto"`` (see the module docstring).
+      mode: ``"pallas"`` or ``"auto"`` (see the module docstring). ``"pallas"`` warns once
+        where the default backend would run ``lax.scan`` for this shape (TPU: VMEM estimate
+        above the budget; GPU: padded H above 1024).
 
     Returns:
       ``((h_T, c_T), ys)`` with ``ys`` ``[T, B, H]``, in the promoted dtype of the inputs.
@@ -103,7 +135,7 @@ def lstm_sequence(params, zx, carry, *, mode="pallas", reverse=False, lengths=No
     if c0.shape != h0.shape:
         raise ValueError(f"lstm_sequence: h0 and c0 shapes differ: {h0.shape} vs {c0.shape}")
     if mode == "auto" and _force is None:
-        return _auto(lambda p, z, c: lstm_sequence(p, z, c, reverse=reverse, lengths=lengths),
+        return _auto(lambda p, z, c: lstm_sequence(p, z, c, reverse=reverse, lengths=lengths, _warn=False),
                      lambda p, z, c: lstm_sequence_reference(p, z, c, reverse=reverse, lengths=lengths),
                      {"w_hh": w}, zx, (h0, c0))
     single = zx.ndim == 2
@@ -115,6 +147,8 @@ def lstm_sequence(params, zx, carry, *, mode="pallas", reverse=False, lengths=No
     T, B, _ = zx.shape
     H = w.shape[0]
     lay = _common.layout(T, B, H)
+    if _warn and _force is None:
+        _warn_fallback("lstm_sequence", lay, _lstm._tpu_fits, _lstm._gpu_fits, 4, 6 * lay.Hp)
     lens = _common.padded_lengths(lengths, lay)
     zx_p = _common.pad_to(_common.pad_gates(zx.astype(dt), 4, H, lay.Hp), (lay.Tp, lay.Bp, 4 * lay.Hp))
     w_p = _common.pad_to(_common.pad_gates(w.astype(dt), 4, H, lay.Hp), (lay.Hp, 4 * lay.Hp))
@@ -128,11 +162,13 @@ def lstm_sequence(params, zx, carry, *, mode="pallas", reverse=False, lengths=No
 
 
 def rnn_sequence(params, zx, carry, *, mode="pallas", activation="tanh", reverse=False,
-                 lengths=None, _force=None):
+                 lengths=None, _force=None, _warn=True):
     """Fused simple RNN ``h' = act(zx[t] + h @ w_hh)`` over ``zx`` ``[T, B, H]``.
 
     Same semantics as ``rnn.rnn(..., mode="scan")``; returns ``(h_T, ys)``.
     ``activation`` is one of ``tanh`` (default), ``sigmoid``, ``relu``, ``identity``.
+    ``mode="pallas"`` warns once where the default backend would run ``lax.scan`` (as
+    :func:`lstm_sequence`).
 
     Memory: the forward pass saves, per step and row, the incoming ``h`` and
     the new ``h`` in float32 (8 H bytes on the padded layout); the backward pass
@@ -147,7 +183,7 @@ def rnn_sequence(params, zx, carry, *, mode="pallas", activation="tanh", reverse
     _check_common(zx, h0, w, 1, "rnn_sequence")
     if mode == "auto" and _force is None:
         kw = dict(activation=activation, reverse=reverse, lengths=lengths)
-        return _auto(lambda p, z, c: rnn_sequence(p, z, c, **kw),
+        return _auto(lambda p, z, c: rnn_sequence(p, z, c, _warn=False, **kw),
                      lambda p, z, c: rnn_sequence_reference(p, z, c, **kw),
                      {"w_hh": w}, zx, h0)
     single = zx.ndim == 2
@@ -159,6 +195,8 @@ def rnn_sequence(params, zx, carry, *, mode="pallas", activation="tanh", reverse
     T, B, _ = zx.shape
     H = w.shape[0]
     lay = _common.layout(T, B, H)
+    if _warn and _force is None:
+        _warn_fallback("rnn_sequence", lay, _tanh_rnn._tpu_fits, _lstm._gpu_fits, 1, 2 * lay.Hp)
     lens = _common.padded_lengths(lengths, lay)
     zx_p = _common.pad_to(zx.astype(dt), (lay.Tp, lay.Bp, lay.Hp))
     w_p = _common.pad_to(w.astype(dt), (lay.Hp, lay.Hp))

@@ -20,6 +20,7 @@ rows), so padding is never wrong, only wasted work.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +37,28 @@ TPU_VMEM_BUDGET = 48 * 2**20
 # Largest padded hidden size the Triton branch takes (4 * (Hp/128)^2 dots per step
 # are unrolled into the kernel; beyond this the CUDA branch uses the scan path).
 GPU_MAX_HIDDEN = 1024
+
+
+_WARNED: set[str] = set()
+
+
+def warn_once(reason: str, message: str) -> None:
+    """``warnings.warn(message)`` the first time ``reason`` comes up in this process (then silent).
+
+    Used where ``mode="pallas"``/``"auto"`` does something other than asked (runs ``lax.scan``,
+    ignores an argument). Issued at trace time, so once per process, not once per call.
+    """
+    if reason in _WARNED:
+        return
+    _WARNED.add(reason)
+    warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def target_platform() -> str:
+    """The platform a trace will most likely be lowered for: JAX's default backend
+    (``"cpu"``, ``"gpu"`` for CUDA/ROCm, ``"tpu"``). Programs exported for another
+    platform with ``jax.export`` are not checked against this one."""
+    return jax.default_backend()
 
 
 def round_up(n: int, m: int) -> int:
