@@ -75,7 +75,7 @@ def test_sharded_steps_equal_single_device_steps():
 
 WORKER = textwrap.dedent('''
     import sys, functools, jax, numpy as np
-    port, pid = sys.argv[1], int(sys.argv[2])
+    port, pid, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=pid)
     assert jax.process_count() == 2 and jax.device_count() == 2, (jax.process_count(), jax.devices())
     from jaxgen.models import gan as ganlib
@@ -93,21 +93,29 @@ WORKER = textwrap.dedent('''
         real = parallel.global_batch(mesh, full[s][rows], full[s].shape)
         state, metrics = fn(state, real)
     leaves = [np.asarray(x.addressable_data(0)) for x in jax.tree.leaves(state["params"])]
+    np.savez(f"{out}/params{pid}.npz", *leaves, d_loss=np.asarray(metrics["d_loss"].addressable_data(0)))
     print("RESULT", pid, repr(float(sum(np.abs(l).sum() for l in leaves))), float(metrics["d_loss"]), flush=True)
     jax.distributed.shutdown()
 ''')
 
 
 @pytest.mark.slow
-def test_two_processes_on_localhost_agree():
+def test_two_processes_on_localhost_agree(tmp_path):
+    """Two processes, one CPU device each, each loading only its half of every global batch, end
+    with the parameters and loss of one single-process step on the full global batches (so a
+    process reading the wrong rows fails)."""
+    import functools
     import socket
+
+    import jax
+    import numpy as np
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     env.pop("XLA_FLAGS", None)
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(port), str(i)], cwd=ROOT, env=env,
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(port), str(i), str(tmp_path)], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     outs = []
     for p in procs:
@@ -120,3 +128,21 @@ def test_two_processes_on_localhost_agree():
         assert p.returncode == 0, err[-3000:]
         outs.append([line.split() for line in out.splitlines() if line.startswith("RESULT")][0])
     assert outs[0][2:] == outs[1][2:], outs  # both processes hold the same parameters and loss
+    # the same two steps in this (single-device) process on the full global batches
+    from jaxgen.models import gan as ganlib
+    from jaxgen.train import gan as gantrain
+
+    cfg = gantrain.default_config()
+    m = ganlib.build(cfg.model)
+    tx_g, tx_d = gantrain.make_optimizers(cfg)
+    state = gantrain.init_state(m, 0, tx_g, tx_d, ema=False)
+    step = jax.jit(functools.partial(gantrain.train_step, model=m, tx_g=tx_g, tx_d=tx_d))
+    full = np.random.default_rng(0).uniform(-1, 1, (2, 8, 28, 28, 1)).astype(np.float32)
+    for s in range(2):
+        state, metrics = step(state, full[s])
+    want = [np.asarray(x) for x in jax.tree.leaves(state["params"])]
+    for pid in range(2):
+        got = np.load(tmp_path / f"params{pid}.npz")
+        assert float(got["d_loss"]) == pytest.approx(float(metrics["d_loss"]), rel=1e-5)
+        for i, w in enumerate(want):
+            np.testing.assert_allclose(got[f"arr_{i}"], w, rtol=2e-4, atol=2e-5, err_msg=f"process {pid} leaf {i}")

@@ -206,6 +206,33 @@ def test_gradients_match_finite_differences(kind):
             check_grads(f, (p, xs, carry), order=1, modes=("rev",), atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+def test_fused_lstm_backward_with_and_without_lengths(reverse):
+    """The hand-written LSTM BPTT (``backward="fused"``, whose residuals shift the saved states by one
+    step in processing order) equals autodiff of the plain scan, forwards and reversed, with and
+    without ``lengths``; the reversed forward equals the float64 equations on the flipped sequence;
+    and in float64 the reversed fused gradients without ``lengths`` pass finite differences."""
+    p = randomise(rnn.lstm_init(jax.random.key(0), F, H))
+    carry = random_carry("lstm", p)
+    xs = data()
+    for lengths in (None, jnp.array([7, 2, 5])):
+        grads = [jax.grad(functools.partial(seq_loss, rnn.lstm, reverse=reverse, lengths=lengths, backward=b),
+                          argnums=(0, 1, 2))(p, xs, carry) for b in ("fused", "autodiff")]
+        assert_tree_close(grads[0], grads[1], rtol=2e-5, atol=2e-6)
+    final, ys = rnn.lstm(p, xs, carry, reverse=reverse)
+    want_c, want_ys = reference_seq("lstm", p, xs[::-1] if reverse else xs, carry)
+    assert_tree_close(ys, want_ys[::-1] if reverse else want_ys)
+    assert_tree_close(final, want_c)
+    if not reverse:
+        return  # forwards: finite differences in test_gradients_match_finite_differences
+    with jax.enable_x64(True):
+        p = randomise(rnn.lstm_init(jax.random.key(0), 3, 4, dtype=jnp.float64))
+        xs = jax.random.normal(jax.random.key(1), (4, 2, 3), jnp.float64)
+        h = jax.random.normal(jax.random.key(3), (2, 4), jnp.float64) * 0.5
+        f = functools.partial(seq_loss, rnn.lstm, reverse=True, backward="fused")
+        check_grads(f, (p, xs, (h, 0.5 * h)), order=1, modes=("rev",), atol=1e-6, rtol=1e-6)
+
+
 def test_unroll_generic_cell_and_vmap_single_example():
     """unroll() drives any cell; a single-example cell batched by vmap equals the batched run."""
     p = randomise(rnn.lstm_init(jax.random.key(0), F, H))
@@ -281,6 +308,16 @@ def test_lstm_stack_carries_dropout_and_manual_equivalence():
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
     assert_tree_close(d, ys)
+    # placement (PyTorch's): between layers only, one key per layer from split(key, layers), never after the last
+    keys = jax.random.split(jax.random.key(1), 3)
+    manual = xs
+    for n, p in enumerate(layers):
+        _, manual = rnn.lstm(p, manual)
+        if n < 2:
+            keep = jax.random.bernoulli(keys[n], 0.5, manual.shape)
+            manual = jnp.where(keep, manual / 0.5, 0.0)
+    assert_tree_close(a, manual)
+    assert np.count_nonzero(np.asarray(a) == 0) == 0  # the last layer's outputs are not dropped
 
 
 def test_dropout_statistics():
