@@ -1,7 +1,8 @@
 """A char-RNN sized for a 2-core CPU: good text in about 15 minutes.
 
-    jaxgen train --config configs/charrnn_cpu.py --workdir runs/shakespeare_cpu \
-        --config.data.path=../shared/data/text/tinyshakespeare.txt
+    jaxgen train --config configs/charrnn_cpu.py --workdir runs/shakespeare_cpu
+
+(on tiny-shakespeare, the built-in corpus; add --config.data.path=FILE to train on your own UTF-8 text)
 
 Why this recipe (measured on the project's 2-core CPU; see benchmarks/results/charrnn_quality.md):
 * 2 x 256 instead of 2 x 512: a quarter of the FLOPs per character, so ~4x more characters seen in the

@@ -1,7 +1,7 @@
 """DCGAN on MNIST digits (28x28 padded to 32x32), the recipe of Radford et al. with label smoothing.
 
     jaxgen train --config configs/dcgan_mnist.py --workdir runs/dcgan_mnist \
-        --config.data.path=../shared/data/mnist          # or leave data at tfds 'mnist' (network)
+        --config.data.path=/path/to/mnist_idx_dir          # or leave data at tfds 'mnist' (network)
     jaxgen eval --workdir runs/dcgan_mnist
 
 Discriminator: 4x4 stride-2 convolutions with 32, 64, 128 filters, leaky ReLU 0.2, batch norm on all

@@ -1,7 +1,7 @@
 """The fully connected GAN on 28x28 digits: the classic networks with a recipe that does not collapse.
 
     jaxgen train --config configs/gan_mnist.py --workdir runs/gan_mnist \
-        --config.data.path=../shared/data/mnist          # or leave data at tfds 'mnist' (network)
+        --config.data.path=/path/to/mnist_idx_dir          # or leave data at tfds 'mnist' (network)
     jaxgen eval --workdir runs/gan_mnist
 
 Networks as in the classic recipe (configs/gan_mnist_classic.py): D 784-128-64-32-1 and

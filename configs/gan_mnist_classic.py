@@ -1,7 +1,7 @@
 """The classic fully connected GAN recipe, kept for comparison (it mode-collapses).
 
     jaxgen train --config configs/gan_mnist_classic.py --workdir runs/gan_classic \
-        --config.data.path=../shared/data/mnist
+        --config.data.path=/path/to/mnist_idx_dir
 
 D 784-128-64-32-1 and G 100-32-64-128-784, leaky ReLU 0.2, dropout 0.3, tanh output, uniform
 latents, Adam lr 2e-3 (default betas) for both networks, batch 64, label smoothing 0.9, 100 epochs.

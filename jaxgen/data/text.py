@@ -9,6 +9,7 @@ LSTM state can be carried from one batch to the next (truncated BPTT).
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 from dataclasses import dataclass
@@ -19,19 +20,42 @@ import numpy as np
 from jaxgen.errors import UserError
 
 BUILTIN_DESCRIPTION = (
-    "the Python help topics that ship with CPython (pydoc_data.topics, ~465k characters of English "
-    "documentation and code)"
+    "tiny-shakespeare (1,115,394 characters of Shakespeare's plays, public domain; shipped gzipped inside "
+    "the package)"
 )
+PYDOC_DESCRIPTION = (
+    "the Python help topics that ship with CPython (pydoc_data.topics, ~465k characters of English "
+    "documentation and code, reStructuredText)"
+)
+_BUILTIN_FILE = "tinyshakespeare.txt.gz"
 
 
 def builtin_corpus() -> str:
-    """A corpus that needs no network: CPython's own help topics (``pydoc_data``)."""
+    """The default corpus, no network needed: tiny-shakespeare, gzipped inside the package.
+
+    Plays are dialogue with speaker names and short lines, so a char-RNN's text is readable after a
+    few minutes (the ``pydoc`` corpus is reStructuredText full of ``****`` rules, which a young model
+    imitates first).
+    """
+    path = Path(__file__).with_name(_BUILTIN_FILE)
+    try:
+        with gzip.open(path, "rb") as f:
+            return f.read().decode("utf-8")
+    except (OSError, EOFError) as e:
+        raise UserError(
+            f"the built-in corpus {str(path)!r} is missing or damaged ({e}); reinstall jaxgen, or point "
+            "--config.data.path at a UTF-8 text file"
+        ) from None
+
+
+def pydoc_corpus() -> str:
+    """CPython's own help topics (``pydoc_data``): English documentation and code in reStructuredText."""
     try:
         from pydoc_data.topics import topics
     except ImportError as e:  # some minimal Python builds strip pydoc_data
         raise UserError(
-            "the built-in corpus (pydoc_data, part of CPython) is missing from this Python; "
-            "point --config.data.path at a UTF-8 text file instead"
+            "the pydoc corpus (pydoc_data, part of CPython) is missing from this Python; use "
+            "--config.data.source=builtin or point --config.data.path at a UTF-8 text file instead"
         ) from e
     return "".join(topics[k] for k in sorted(topics))
 
@@ -91,17 +115,20 @@ def tfds_text(name: str = "tiny_shakespeare", split: str = "train", data_dir: st
 
 def load_corpus(source: str = "builtin", path: str = "", tfds_name: str = "tiny_shakespeare",
                 data_dir: str | None = None) -> str:
-    """The corpus text: ``path`` if given, else the named ``source`` ('builtin' or 'tfds')."""
+    """The corpus text: ``path`` if given, else the named ``source``: 'builtin' (tiny-shakespeare,
+    shipped with jaxgen), 'pydoc' (CPython's help topics) or 'tfds' (tensorflow-datasets)."""
     if path:
         return read_text_file(path)
     if source == "builtin":
         return builtin_corpus()
+    if source == "pydoc":
+        return pydoc_corpus()
     if source == "tfds":
         # tiny_shakespeare ships train/validation/test splits; we re-split ourselves.
         return "".join(tfds_text(tfds_name, s, data_dir) for s in ("train", "validation", "test"))
     if source == "file":
         raise UserError("data.source='file' needs --config.data.path=FILE")
-    raise UserError(f"unknown data.source {source!r}; choose 'builtin', 'file' or 'tfds'")
+    raise UserError(f"unknown data.source {source!r}; choose 'builtin', 'pydoc', 'file' or 'tfds'")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,10 @@ updated running statistics, ``train=False`` uses the running ones. ``key`` drive
 no dropout). ``bn_momentum=0`` makes the returned statistics exactly this batch's (used to
 recalibrate the statistics of an averaged generator).
 
+Both functions check their input's shape and refuse a wrong one with a one-line :class:`UserError` naming
+the fix (not an XLA error from deep inside). :func:`pad` and :func:`crop` convert between the data's shape
+and the model's (28x28 MNIST <-> the 32x32 DCGAN).
+
 A conditional GAN is a small addition: concatenate a label embedding to ``z`` and to the
 discriminator's flattened features; nothing else changes.
 """
@@ -50,6 +54,36 @@ def sample_latent(key: Array, batch: int, latent: int, dist: str = "normal") -> 
     raise UserError(f"unknown model.latent_dist {dist!r}; choose 'normal' or 'uniform'")
 
 
+def _check_latent(z, latent: int, arch: str) -> None:
+    """``z`` must be ``[B, latent]``: a wrong shape would otherwise fail deep inside XLA."""
+    shape = tuple(jnp.shape(z))
+    if len(shape) != 2 or shape[1] != latent:
+        raise UserError(f"the {arch} generator takes z of shape [B, {latent}] (batch, latent), got {list(shape)}; "
+                        f"draw it with jaxgen.models.gan.sample_latent(key, B, {latent})")
+
+
+def _check_images(images, size: int, channels: int, crop: int, arch: str) -> None:
+    """``images`` must be ``[B, size, size, channels]``; the message names the fix for the usual mistakes."""
+    shape = tuple(jnp.shape(images))
+    if len(shape) == 4 and shape[1:] == (size, size, channels):
+        return
+    want = f"[B, {size}, {size}, {channels}]"
+    msg = f"the {arch} discriminator takes images {want} in [-1, 1] (batch, height, width, channels), got {list(shape)}"
+    data = size - 2 * crop
+    if len(shape) == 4 and shape[1:] == (data, data, channels) and crop:
+        msg += (f"; pad the {data}x{data} images to {size}x{size} with jaxgen.models.gan.pad(model, images) "
+                f"(background -1, as training does), or give it {size}x{size} images")
+    elif len(shape) == 4 and shape[1] == shape[2] and shape[3] == channels:
+        msg += f"; build the model with image_size={shape[1]}, or resize the images to {size}x{size}"
+    elif len(shape) == 4 and shape[1:3] == (size, size):
+        msg += f"; build the model with channels={shape[3]}"
+    elif len(shape) == 4 and shape[1] == channels and shape[2] == shape[3]:
+        msg += "; the images are channels-first [B, C, H, W]: transpose them to [B, H, W, C]"
+    elif len(shape) == 3:
+        msg += "; add the channel axis: images[..., None]"
+    raise UserError(msg)
+
+
 # ----------------------------------------------------------------------------- fully connected GAN
 
 
@@ -80,10 +114,12 @@ def fc_gan(*, latent: int = 100, image_size: int = 28, channels: int = 1, g_hidd
         return nn.dense(layers[-1], x)
 
     def generate(params, stats, z, *, train=True, key=None, bn_momentum=0.9):
+        _check_latent(z, latent, "FC GAN")
         x = jnp.tanh(mlp(params, z, key if train else None, g_dropout))
         return x.reshape(z.shape[0], image_size, image_size, channels), stats
 
     def discriminate(params, stats, images, *, train=True, key=None, bn_momentum=0.9):
+        _check_images(images, image_size, channels, 0, "FC GAN")
         x = images.reshape(images.shape[0], -1)
         return mlp(params, x, key if train else None, d_dropout)[:, 0], stats
 
@@ -141,6 +177,7 @@ def dcgan(*, latent: int = 100, image_size: int = 32, channels: int = 1, feature
         return {"g": g, "d": d}, {"g": g_stats, "d": d_stats}
 
     def generate(params, stats, z, *, train=True, key=None, bn_momentum=0.9):
+        _check_latent(z, latent, "DCGAN")
         new = {}
         x = nn.dense(params["in"], z)
         x, new["in_bn"] = nn.batch_norm(params["in_bn"], stats["in_bn"], x, train=train, momentum=bn_momentum)
@@ -154,6 +191,7 @@ def dcgan(*, latent: int = 100, image_size: int = 32, channels: int = 1, feature
         return jnp.tanh(x), new
 
     def discriminate(params, stats, images, *, train=True, key=None, bn_momentum=0.9):
+        _check_images(images, size, channels, (size - image_size) // 2, "DCGAN")
         new = {}
         x = images
         for i in range(n_up):
@@ -184,3 +222,17 @@ def crop(model: GanModel, images: Array) -> Array:
     """Generated images cut back to the data's shape (28x28 from a 32x32 DCGAN)."""
     c = model.crop
     return images if c == 0 else images[:, c:-c, c:-c, :]
+
+
+def pad(model: GanModel, images: Array) -> Array:
+    """Data-shaped images ``[B, S - 2*crop, S - 2*crop, C]`` padded to the model's ``[B, S, S, C]`` with the
+    background value -1 (28x28 MNIST into the 32x32 DCGAN); the inverse of :func:`crop`."""
+    c = model.crop
+    if c == 0:
+        return images
+    data = model.size - 2 * c
+    shape = tuple(jnp.shape(images))
+    if len(shape) != 4 or shape[1:3] != (data, data):
+        raise UserError(f"pad takes images [B, {data}, {data}, C] for this {model.size}x{model.size} model, "
+                        f"got {list(shape)}")
+    return jnp.pad(jnp.asarray(images), ((0, 0), (c, c), (c, c), (0, 0)), constant_values=-1.0)
