@@ -3,16 +3,87 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import math
+import os
 import sys
+from pathlib import Path
 
 from jaxgen.errors import UserError
+
+
+TRAIN_EPILOG = """\
+config fields:
+  Any field of the config can be set with --config.FIELD=VALUE (parsed like its default), e.g.
+    jaxgen train --config configs/charrnn_cpu.py --workdir /tmp/run --config.train.steps=200
+  List a config's fields with their values and what they mean:
+    jaxgen train --config configs/charrnn_cpu.py --help
+  How long a run lasts: train.steps steps; train.steps=0 means train.epochs passes over the data
+  (negative values are refused); train.time_budget_s > 0 stops it earlier (0: no limit).
+"""
+
+
+def config_help(cfg, path) -> str:
+    """What ``jaxgen train --config FILE --help`` adds: every field, its value and its meaning (the
+    comments in the trainer's default_config, else in FILE), read from their source files."""
+    import importlib.util
+
+    from jaxgen.config import describe_fields, field_comments
+
+    modules = {"charrnn": ["jaxgen.train.charrnn"], "gan": ["jaxgen.train.gan"]}.get(cfg.get("model_kind", None), [])
+    sources = []
+    for name in modules:
+        sources.append(Path(importlib.util.find_spec(name).origin).read_text())
+    sources.append(Path(path).read_text(errors="replace"))
+    return (f"fields of {path} with their values (after any --config.FIELD=VALUE given here):\n"
+            + describe_fields(cfg, field_comments(*sources)))
+
+
+def check_workdir(workdir: str) -> None:
+    """Refuse a ``--workdir`` that training could not create or write into (a file, a path under a
+    file, a folder that is not writable) before any work starts, creating nothing."""
+    if not workdir:
+        raise UserError("--workdir is empty; pass a directory (it is created if missing)")
+    p = Path(workdir)
+    if p.exists() and not p.is_dir():
+        raise UserError(f"--workdir {workdir!r} is a file, not a directory; pass a new or existing directory")
+    q = p
+    while not os.path.lexists(q) and q != q.parent:  # the nearest part of the path that exists
+        q = q.parent
+    if not q.is_dir():
+        what = "a file" if q.exists() else "a broken link"
+        raise UserError(f"--workdir {workdir!r} cannot be created: {str(q)!r} is {what}, not a directory; "
+                        "pick another --workdir")
+    if not os.access(q, os.W_OK | os.X_OK):
+        raise UserError(f"--workdir {workdir!r}: {str(q)!r} is not writable; pick a directory you can write to")
 
 
 def _train(args, rest):
     from jaxgen.config import load_with_overrides
 
+    if args.help:
+        args.parser.print_help()
+        if args.config:
+            print()
+            print(config_help(load_with_overrides(args.config, rest), args.config))
+        return 0
+    for a in rest:  # a mistyped option (not --config.FIELD=VALUE): name the closest one
+        close = difflib.get_close_matches(a.split("=", 1)[0], ["--config", "--workdir", "--quiet", "--help"], n=1)
+        if a.startswith("-") and not a.startswith("--config.") and close:
+            raise UserError(f"unrecognised argument {a!r}; did you mean {close[0]}?")
+    missing = [f"--{k}" for k in ("config", "workdir") if getattr(args, k) is None]
+    if missing:
+        args.parser.error(f"the following arguments are required: {', '.join(missing)}")
+    check_workdir(args.workdir)
     cfg = load_with_overrides(args.config, rest)
     kind = cfg.get("model_kind", None)
+    if kind not in ("charrnn", "gan"):
+        raise UserError(f"config {args.config!r} has model_kind={kind!r}; jaxgen trains 'charrnn' and 'gan'")
+    if kind == "charrnn":
+        from jaxgen.train import charrnn as trainer
+    else:
+        from jaxgen.train import gan as trainer
+    trainer.validate_config(cfg)  # every check that needs no data, before any work
     if "parallel" in cfg and cfg.parallel.distributed:
         from jaxgen.train.parallel import maybe_initialize_distributed
 
@@ -20,7 +91,9 @@ def _train(args, rest):
     if kind == "charrnn":
         from jaxgen.train import charrnn
 
-        summary = charrnn.train(cfg, args.workdir, quiet=args.quiet)
+        summary = charrnn.train(cfg, args.workdir, quiet=args.quiet, stop=args.stop)
+        if summary["stopped"] == "interrupted":
+            return 130
         if summary["best_val_loss"] is not None:
             print(f"done: best validation loss {summary['best_val_loss']:.4f} nats/char; "
                   f"sample with `jaxgen sample --workdir {args.workdir}`")
@@ -28,17 +101,53 @@ def _train(args, rest):
     if kind == "gan":
         from jaxgen.train import gan
 
-        summary = gan.train(cfg, args.workdir, quiet=args.quiet)
+        summary = gan.train(cfg, args.workdir, quiet=args.quiet, stop=args.stop)
+        if summary["stopped"] == "interrupted":
+            return 130
         best = f"; best Frechet distance {summary['best_fid']:.2f}" if summary["best_fid"] is not None else ""
         print(f"done: {summary['steps']} steps at {summary['images_per_s']:,.0f} images/s{best}; grids in "
               f"{args.workdir}/samples, sample with `jaxgen sample --workdir {args.workdir} --num 64 --grid out.png`")
         return 0
-    raise UserError(f"config {args.config!r} has model_kind={kind!r}; jaxgen trains 'charrnn' and 'gan'")
+    raise AssertionError(kind)
+
+
+def check_out_path(flag: str, path: str, suffixes: tuple[str, ...] = ()) -> None:
+    """Refuse an output file that could not be written (missing or non-folder parent, a folder, an
+    unknown image suffix) before the work that produces it."""
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{flag} {path!r} is a directory; name a file")
+    if not p.parent.is_dir():
+        raise UserError(f"{flag} {path!r}: the folder {str(p.parent)!r} does not exist; create it first")
+    if not os.access(p.parent, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path!r}: the folder {str(p.parent)!r} is not writable")
+    if suffixes and p.suffix.lower() not in suffixes:
+        raise UserError(f"{flag} {path!r} needs an image suffix: {', '.join(suffixes)}")
+
+
+def check_sample_flags(args) -> None:
+    """The sampling flags' ranges, checked before anything is loaded."""
+    if not (args.temperature >= 0 and math.isfinite(args.temperature)):
+        raise UserError(f"--temperature must be >= 0 (0: greedy, always the most likely character), "
+                        f"got {args.temperature}")
+    if args.top_k < 0:
+        raise UserError(f"--top_k must be >= 0 (0: no top-k filter), got {args.top_k}")
+    if not 0 < args.top_p <= 1:
+        raise UserError(f"--top_p must be in (0, 1] (1: no nucleus filter), got {args.top_p}")
+    if args.length <= 0:
+        raise UserError(f"--length must be a positive number of characters, got {args.length}")
+    if args.num is not None and args.num <= 0:
+        raise UserError(f"--num must be a positive integer, got {args.num}")
+    if args.out:
+        check_out_path("--out", args.out)
+    if args.grid:
+        check_out_path("--grid", args.grid, (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"))
 
 
 def _sample(args, rest):
     if rest:
         raise UserError(f"unrecognised arguments for sample: {' '.join(rest)}")
+    check_sample_flags(args)
     from jaxgen.train.checkpoint import read_meta
 
     meta = read_meta(args.workdir)
@@ -48,6 +157,13 @@ def _sample(args, rest):
         return _sample_images(args)
     if args.out or args.grid or args.num is not None:
         raise UserError("--num/--out/--grid are for GAN workdirs; this workdir holds a char-RNN (use --length)")
+    if "vocab" in meta:  # the prime and top_k against the vocabulary, before the model is loaded
+        from jaxgen.data.text import Vocab
+
+        vocab = Vocab.from_json(meta["vocab"])
+        vocab.encode(args.prime)
+        if args.top_k > len(vocab):
+            raise UserError(f"--top_k must be between 0 (off) and the vocabulary size {len(vocab)}, got {args.top_k}")
     from jaxgen.sample import sample_text
     from jaxgen.train import charrnn
 
@@ -68,13 +184,9 @@ def _sample_images(args):
         raise UserError("say where the images go: --out FILE.npy (float32 [N, H, W, C] in [-1, 1]) and/or "
                         "--grid FILE.png")
     num = 64 if args.num is None else args.num
-    if num <= 0:
-        raise UserError(f"--num must be a positive integer, got {num}")
     model, gp, gs, cfg = gan.load_generator(args.workdir, which=args.checkpoint)
     images = gan.generate(model, gp, gs, jax.random.key(args.seed), num, dist=cfg.model.latent_dist)
     if args.out:
-        from pathlib import Path
-
         out = Path(args.out)
         tmp = out.with_name(out.stem + ".tmp.npy")
         np.save(tmp, images)
@@ -91,6 +203,10 @@ def _sample_images(args):
 def _eval(args, rest):
     if rest:
         raise UserError(f"unrecognised arguments for eval: {' '.join(rest)}")
+    if args.num <= 0:
+        raise UserError(f"--num must be a positive integer, got {args.num}")
+    if args.out:
+        check_out_path("--out", args.out)
     from jaxgen.evaluate import run_eval
 
     run_eval(workdir=args.workdir, samples=args.samples, data_path=args.data_path, data_source=args.data_source,
@@ -110,7 +226,6 @@ def _analyze(args, rest):
 
 def _bench(args, rest):
     import runpy
-    from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "benchmarks"
     names = args.names or ["rnn_step", "scan_vs_unroll", "kernels"]
@@ -124,41 +239,62 @@ def _bench(args, rest):
     return 0
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``(default: X)`` after each option's help, except where there is nothing to show (no default,
+    an empty string, an off switch): those helps say what the absence means."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default == "" or action.required:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jaxgen", description="Recurrent networks and GANs in JAX.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train (or resume) a model; --config.FIELD=VALUE overrides config fields")
-    t.add_argument("--config", required=True, help="config file, e.g. configs/charrnn_cpu.py")
-    t.add_argument("--workdir", required=True, help="where checkpoints, metrics and samples go; resumes if present")
+    t = sub.add_parser("train", help="train (or resume) a model; --config.FIELD=VALUE overrides config fields",
+                       usage="jaxgen train --config FILE --workdir DIR [--quiet] [--config.FIELD=VALUE ...]",
+                       description="Train (or resume) the model a config file describes.", epilog=TRAIN_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False)
+    t.add_argument("-h", "--help", action="store_true",
+                   help="show this help; with --config FILE, also list the config's fields and what they mean")
+    t.add_argument("--config", help="config file, e.g. configs/charrnn_cpu.py (required)")
+    t.add_argument("--workdir", help="where checkpoints, metrics and samples go; resumes if present (required)")
     t.add_argument("--quiet", action="store_true", help="no progress line")
-    t.set_defaults(fn=_train)
+    t.set_defaults(fn=_train, parser=t)
 
-    s = sub.add_parser("sample", help="generate text from a char-RNN (to stdout) or images from a GAN (--out/--grid)")
-    s.add_argument("--workdir", required=True)
-    s.add_argument("--prime", default="", help="text to start from (default: a newline)")
+    defaults = _DefaultsFormatter
+    s = sub.add_parser("sample", help="generate text from a char-RNN (to stdout) or images from a GAN (--out/--grid)",
+                       formatter_class=defaults)
+    s.add_argument("--workdir", required=True, help="a trained workdir (from `jaxgen train`)")
+    s.add_argument("--prime", default="", help="text to start from ('': start after a newline, not shown)")
     s.add_argument("--length", type=int, default=500, help="characters to generate")
-    s.add_argument("--temperature", type=float, default=0.8)
+    s.add_argument("--temperature", type=float, default=0.8,
+                   help="divides the logits: < 1 safer, > 1 wilder; 0: greedy (always the most likely)")
     s.add_argument("--top_k", type=int, default=0, help="sample from the k most likely (0: all)")
-    s.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling mass (1: all)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    s.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling mass, in (0, 1] (1: all)")
+    s.add_argument("--seed", type=int, default=0, help="PRNG seed: the same seed gives the same output")
+    s.add_argument("--checkpoint", choices=("best", "latest"), default="best",
+                   help="which checkpoint (best falls back to latest)")
     s.add_argument("--num", type=int, default=None, help="GAN: images to generate (default 64)")
     s.add_argument("--out", default="", help="GAN: write the images as float32 [N, H, W, C] in [-1, 1] to FILE.npy")
     s.add_argument("--grid", default="", help="GAN: write a grid of (up to 256 of) the images to FILE.png")
     s.set_defaults(fn=_sample)
 
-    e = sub.add_parser("eval", help="GAN sample quality: Frechet distance, classifier score, classes covered")
+    e = sub.add_parser("eval", help="GAN sample quality: Frechet distance, classifier score, classes covered",
+                       formatter_class=defaults)
     src = e.add_mutually_exclusive_group(required=True)
     src.add_argument("--workdir", help="a trained GAN workdir (samples --num images from it)")
     src.add_argument("--samples", help="a .npy of images [N, H, W, C] in [-1, 1] (e.g. from `jaxgen sample --out`)")
-    e.add_argument("--data_path", default="", help="real images (IDX folder); default: the workdir's own data")
-    e.add_argument("--data_source", default="", help="real images: 'builtin' or 'tfds:NAME' (default: the workdir's)")
+    e.add_argument("--data_path", default="", help="real images (IDX folder); '': the workdir's own data")
+    e.add_argument("--data_source", default="", help="real images: 'builtin' or 'tfds:NAME' ('': the workdir's)")
     e.add_argument("--num", type=int, default=10000, help="images to sample from a workdir")
     e.add_argument("--cache", default="~/.cache/jaxgen/classifiers", help="where evaluation classifiers are cached")
     e.add_argument("--out", default="", help="also write the numbers as JSON here")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    e.add_argument("--seed", type=int, default=0, help="PRNG seed for the samples and the real subset")
+    e.add_argument("--checkpoint", choices=("best", "latest"), default="best",
+                   help="which checkpoint of --workdir (best falls back to latest)")
     e.set_defaults(fn=_eval)
 
     a = sub.add_parser("analyze", help="vanishing-gradient and memory-span analyses")
@@ -177,13 +313,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args, rest = build_parser().parse_known_args(argv)
+    args.stop = None
+    if args.fn is _train:
+        # Ctrl-C and SIGTERM only set a flag from here on: the trainer saves after the current step.
+        # Installed before the heavy imports, so no KeyboardInterrupt lands inside JAX or XLA (an
+        # exception raised in a callback from XLA is lost or crashes the process).
+        from jaxgen.train.preemption import StopOnSignal
+
+        with StopOnSignal() as args.stop:
+            return _run_command(args, rest)
+    return _run_command(args, rest)
+
+
+def _run_command(args, rest) -> int:
     try:
         return args.fn(args, rest)
     except UserError as e:
         print(f"jaxgen: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("jaxgen: interrupted; the last checkpoint is kept", file=sys.stderr)
+        print("jaxgen: interrupted", file=sys.stderr)
         return 130
 
 

@@ -7,7 +7,11 @@ that every mistake ends in one clear message.
 from __future__ import annotations
 
 import ast
+import difflib
 import importlib.util
+import io
+import re
+import tokenize
 from pathlib import Path
 
 import ml_collections
@@ -16,18 +20,30 @@ from jaxgen.errors import UserError
 
 
 def load_config(path: str | Path) -> ml_collections.ConfigDict:
+    """Run the config file at ``path`` and return its ``get_config()``; every way this can go wrong
+    (missing, a directory, not Python, no get_config, an exception inside) is one UserError."""
     p = Path(path)
+    if p.is_dir():
+        raise UserError(f"--config {str(p)!r} is a directory; pass a config file, e.g. configs/charrnn_cpu.py")
     if not p.is_file():
         raise UserError(f"config file {str(p)!r} does not exist; see configs/ for the shipped ones")
+    if p.suffix != ".py":
+        raise UserError(f"--config {str(p)!r} is not a Python config file (.py with a get_config() function); "
+                        "see configs/ for the shipped ones")
     spec = importlib.util.spec_from_file_location(f"jaxgen_config_{p.stem}", p)
+    if spec is None or spec.loader is None:
+        raise UserError(f"config file {str(p)!r} cannot be loaded as Python; see configs/ for the shipped ones")
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
     except Exception as e:
         raise UserError(f"config file {str(p)!r} failed to load: {type(e).__name__}: {e}") from e
-    if not hasattr(module, "get_config"):
-        raise UserError(f"config file {str(p)!r} has no get_config() function")
-    cfg = module.get_config()
+    if not callable(getattr(module, "get_config", None)):
+        raise UserError(f"config file {str(p)!r} has no get_config() function; see configs/ for the shipped ones")
+    try:
+        cfg = module.get_config()
+    except Exception as e:
+        raise UserError(f"get_config() in {str(p)!r} failed: {type(e).__name__}: {e}") from e
     if not isinstance(cfg, ml_collections.ConfigDict):
         raise UserError(f"get_config() in {str(p)!r} must return an ml_collections.ConfigDict")
     return cfg
@@ -39,6 +55,75 @@ def _fields(cfg, prefix=""):
         name = f"{prefix}{k}"
         out += _fields(v, name + ".") if isinstance(v, ml_collections.ConfigDict) else [name]
     return out
+
+
+def validate_run_length(train: ml_collections.ConfigDict) -> None:
+    """``train.steps`` and ``train.epochs`` are integers >= 0 (``steps`` 0: ``epochs`` passes over the
+    data; not both 0), ``train.time_budget_s`` >= 0 (0: no limit). A negative value used to mean
+    'train for ever' in disguise; here it is one clear error."""
+    for name in ("steps", "epochs"):
+        v = train[name]
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise UserError(f"--config.train.{name} must be an integer >= 0 (train.steps=0: train for train.epochs "
+                            f"passes over the data), got {v!r}")
+    if train.steps == 0 and train.epochs == 0:
+        raise UserError("--config.train.steps and --config.train.epochs are both 0, so there is nothing to train; "
+                        "set one of them > 0")
+    budget = train.get("time_budget_s", 0.0)
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget >= 0:
+        raise UserError(f"--config.train.time_budget_s must be a number of seconds >= 0 (0: no limit), got {budget!r}")
+
+
+def suggest_field(name: str, fields: list[str]) -> str:
+    """The end of an unknown-field message: the closest valid field names (by the whole dotted name,
+    or by the last part alone, so ``stesp`` finds ``train.steps``), else all of them."""
+    close = difflib.get_close_matches(name, fields, n=3, cutoff=0.6)
+    leaf = name.rsplit(".", 1)[-1]
+    by_leaf = {}
+    for f in fields:
+        by_leaf.setdefault(f.rsplit(".", 1)[-1], []).append(f)
+    for m in difflib.get_close_matches(leaf, list(by_leaf), n=3, cutoff=0.6):
+        close += [f for f in by_leaf[m] if f not in close]
+    if close:
+        return "did you mean " + " or ".join(f"--config.{f}" for f in close[:2]) + "?"
+    return f"valid fields: {', '.join(fields)}"
+
+
+def field_comments(*sources: str) -> dict[str, str]:
+    """``{"train.steps": "total training steps; ..."}`` from the end-of-line comments of lines like
+    ``c.train.steps = 0  # ...`` in Python source (a default_config or a config file); the first
+    source that documents a field wins."""
+    out: dict[str, str] = {}
+    for src in sources:
+        comments = {}
+        try:
+            for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+                if tok.type == tokenize.COMMENT:
+                    comments[tok.start[0]] = tok.string.lstrip("#").strip()
+        except (tokenize.TokenError, SyntaxError):
+            continue
+        for lineno, line in enumerate(src.splitlines(), 1):
+            m = re.match(r"\s*c\.([\w.]+)\s*=(?!=)", line)
+            if m and lineno in comments:
+                out.setdefault(m.group(1), comments[lineno])
+    return out
+
+
+def describe_fields(cfg: ml_collections.ConfigDict, comments: dict[str, str] | None = None) -> str:
+    """One line per field: ``--config.FIELD=VALUE`` (the config's current value) and what it means."""
+    comments = comments or {}
+    rows = []
+    for name in _fields(cfg):
+        v = cfg
+        for part in name.split("."):
+            v = v[part]
+        shown = (v if v != "" else "''") if isinstance(v, str) else repr(v)
+        rows.append((f"--config.{name}={shown}", comments.get(name, "")))
+    width = min(44, max((len(a) for a, _ in rows), default=0))
+    lines = []
+    for a, b in rows:  # a long setting gets its explanation on the next line
+        lines += [f"  {a:<{width}}  {b}".rstrip()] if len(a) <= width else [f"  {a}", f"  {'':<{width}}  {b}"]
+    return "\n".join(lines)
 
 
 def _parse(raw: str, old, name: str):
@@ -73,8 +158,7 @@ def apply_override(cfg: ml_collections.ConfigDict, name: str, raw: str) -> None:
     parts = name.split(".")
     for i, part in enumerate(parts):
         if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-            valid = ", ".join(_fields(cfg))
-            raise UserError(f"unknown config field {name!r}; valid fields: {valid}")
+            raise UserError(f"unknown config field {name!r}; {suggest_field(name, _fields(cfg))}")
         if i < len(parts) - 1:
             node = node[part]
     old = node[parts[-1]]

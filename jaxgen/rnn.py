@@ -9,10 +9,13 @@ Conventions
 * A *cell* is ``cell(params, carry, x) -> (carry, y)``. ``x`` is ``[B, F]`` (or
   ``[F]`` for a single example; batch with ``jax.vmap``). The RNN and GRU carry
   is ``h`` ``[B, H]``; the LSTM carry is the tuple ``(h, c)``, each ``[B, H]``.
-* Sequences are **time-major**: ``xs`` is ``[T, B, F]``, outputs ``ys`` are
-  ``[T, B, H]``.  An integer ``xs`` of shape ``[T, B]`` holds token ids and is
-  treated exactly as its one-hot encoding ``[T, B, F]`` (the input projection
-  becomes a row gather of ``w_ih``, which is much cheaper than a one-hot matmul).
+* Sequences are **time-major** by default: ``xs`` is ``[T, B, F]``, outputs
+  ``ys`` are ``[T, B, H]``.  An integer ``xs`` of shape ``[T, B]`` holds token ids
+  and is treated exactly as its one-hot encoding ``[T, B, F]`` (the input
+  projection becomes a row gather of ``w_ih``, which is much cheaper than a
+  one-hot matmul).  ``time_major=False`` takes and returns batch-major sequences
+  (``xs`` ``[B, T, F]`` or ids ``[B, T]``, ``ys`` ``[B, T, H]``); the loop itself
+  runs time-major, so the numbers are those of the transposed time-major call.
 * Sequence functions (``rnn``, ``lstm``, ``gru``) compute the input projection
   ``xs @ w_ih + b`` for all steps at once, as one large matrix product, outside
   the time loop; only the recurrent product ``h @ w_hh`` stays inside.
@@ -255,6 +258,22 @@ def _check_mode(mode, unroll):
         raise ValueError(f"unroll must be a positive integer, got {unroll!r}")
 
 
+def _warn_ignored(fn, mode, unroll, backward="fused"):
+    """``mode="pallas"``/``"auto"`` run their own time loop and backward pass: say once (per
+    reason) that a non-default ``unroll`` or ``backward`` has no effect there."""
+    from jaxgen.kernels import _common
+
+    if unroll != 1:
+        _common.warn_once(f"{fn}:{mode}:unroll", (
+            f"rnn.{fn}: unroll={unroll} is ignored with mode={mode!r} (the fused kernel and its scan "
+            "fallback run their own time loop); use mode='scan' for a partial unroll (warned once)"))
+    if backward != "fused":
+        _common.warn_once(f"{fn}:{mode}:backward", (
+            f"rnn.{fn}: backward={backward!r} is ignored with mode={mode!r} (the kernel has its own "
+            "backward pass, and 'auto' on CPU differentiates its scan reference); use mode='scan' to choose "
+            "the backward pass (warned once)"))
+
+
 def _length_mask(lengths, num_steps):
     """``[T, *batch]`` boolean mask: step ``t`` is real when ``t < lengths``."""
     if lengths is None:
@@ -292,11 +311,14 @@ def unroll(
     unroll: int = 1,
     reverse: bool = False,
     lengths: Array | None = None,
+    time_major: bool = True,
 ):
     """Run ``cell`` over the time-major sequence ``xs`` ``[T, B, F]``.
 
     Returns ``(final_carry, ys)`` with ``ys`` ``[T, B, H]``; ``ys[t]`` is the
-    output for input ``xs[t]`` whatever the direction.
+    output for input ``xs[t]`` whatever the direction. With ``time_major=False``
+    ``xs`` is batch-major ``[B, T, ...]`` (time on axis 1) and every output is
+    returned batch-major ``[B, T, ...]``; the carry is the same in both layouts.
 
     Args:
       cell: ``cell(params, carry, x) -> (carry, y)``.
@@ -312,6 +334,13 @@ def unroll(
         step (backward direction of a bidirectional RNN).
     """
     _check_mode(mode, unroll)
+    if not time_major:
+        xs = jnp.asarray(xs)
+        if xs.ndim < 2:
+            raise ValueError(f"time_major=False needs batch-major xs [B, T, ...]; got shape {xs.shape}")
+        carry, ys = _time_loop(cell, params, carry, jnp.swapaxes(xs, 0, 1), mode=mode, unroll=unroll,
+                               reverse=reverse, lengths=lengths)
+        return carry, jax.tree.map(lambda y: jnp.swapaxes(y, 0, 1), ys)
     if mode in ("pallas", "auto"):
         raise ValueError(
             f"mode={mode!r} needs a fused kernel and is available only for the "
@@ -357,11 +386,34 @@ def input_projection(params: Params, xs: Array) -> Array:
     return z.reshape(*lead, w.shape[1]) + b
 
 
-def _check_seq(xs):
-    if jnp.ndim(xs) < 2:
-        raise ValueError(
-            f"xs must be time-major [T, B, F] (or [T, F], or integer ids [T, B]); got shape {jnp.shape(xs)}"
-        )
+def _check_seq(xs, time_major=True, lengths=None):
+    """Shapes that cannot be right, with the layout named (a batch-major input is the usual cause)."""
+    shape = tuple(jnp.shape(xs))
+    if time_major:
+        layout, hint = "time-major [T, B, F] (or [T, F], or integer ids [T, B])", "; batch-major? pass time_major=False"
+    else:
+        layout, hint = "batch-major [B, T, F] (time_major=False; or [T, F], or integer ids [B, T])", ""
+    if len(shape) < 2:
+        raise ValueError(f"xs must be {layout}; got shape {shape}{hint}")
+    if lengths is None or jnp.ndim(lengths) == 0:
+        return
+    feat = shape if jnp.issubdtype(jnp.asarray(xs).dtype, jnp.integer) else shape[:-1]
+    batch = feat[1:] if time_major or len(feat) < 2 else feat[:1] + feat[2:]
+    if tuple(jnp.shape(lengths)) != batch:
+        raise ValueError(f"lengths has shape {tuple(jnp.shape(lengths))} but xs {shape}, read as {layout}, has "
+                         f"batch shape {batch}{hint}")
+
+
+def _from_batch_major(fn, params, xs, carry, **kwargs):
+    """``fn`` (time-major) on batch-major ``xs`` ``[B, T, ...]``: swap the first two axes in and out.
+
+    An unbatched float sequence ``[T, F]`` reads the same in both layouts and is passed unchanged.
+    """
+    xs = jnp.asarray(xs)
+    if xs.ndim < (2 if jnp.issubdtype(xs.dtype, jnp.integer) else 3):
+        return fn(params, xs, carry, **kwargs)
+    carry, ys = fn(params, jnp.swapaxes(xs, 0, 1), carry, **kwargs)
+    return carry, jnp.swapaxes(ys, 0, 1)
 
 
 def _default_carry(params, zx, carry, zero_fn):
@@ -380,9 +432,16 @@ def rnn(
     unroll: int = 1,
     reverse: bool = False,
     lengths: Array | None = None,
+    time_major: bool = True,
 ):
-    """Simple RNN over ``xs`` ``[T, B, F]`` (or ids ``[T, B]``) -> ``(h_T, ys [T, B, H])``."""
-    _check_seq(xs)
+    """Simple RNN over ``xs`` ``[T, B, F]`` (or ids ``[T, B]``) -> ``(h_T, ys [T, B, H])``.
+
+    ``time_major=False``: ``xs`` ``[B, T, F]`` (or ids ``[B, T]``) -> ``ys`` ``[B, T, H]``.
+    """
+    _check_seq(xs, time_major, lengths)
+    if not time_major:
+        return _from_batch_major(rnn, params, xs, carry, activation=activation, mode=mode, unroll=unroll,
+                                 reverse=reverse, lengths=lengths)
     _check_activation(activation)
     _check_mode(mode, unroll)
     zx = input_projection(params, xs)
@@ -390,6 +449,7 @@ def rnn(
     if mode in ("pallas", "auto"):
         from jaxgen import kernels  # deferred: the kernels are optional at import time
 
+        _warn_ignored("rnn", mode, unroll)
         return kernels.rnn_sequence(params, zx, carry, mode=mode, activation=activation,
                                     reverse=reverse, lengths=lengths)
     step = functools.partial(_rnn_step, activation=activation)
@@ -406,9 +466,15 @@ def gru(
     unroll: int = 1,
     reverse: bool = False,
     lengths: Array | None = None,
+    time_major: bool = True,
 ):
-    """GRU over ``xs`` ``[T, B, F]`` (or ids ``[T, B]``) -> ``(h_T, ys [T, B, H])``."""
-    _check_seq(xs)
+    """GRU over ``xs`` ``[T, B, F]`` (or ids ``[T, B]``) -> ``(h_T, ys [T, B, H])``.
+
+    ``time_major=False``: ``xs`` ``[B, T, F]`` (or ids ``[B, T]``) -> ``ys`` ``[B, T, H]``.
+    """
+    _check_seq(xs, time_major, lengths)
+    if not time_major:
+        return _from_batch_major(gru, params, xs, carry, mode=mode, unroll=unroll, reverse=reverse, lengths=lengths)
     _check_mode(mode, unroll)
     if mode in ("pallas", "auto"):
         raise ValueError("the GRU has no fused kernel; use mode='scan' or 'python'")
@@ -428,6 +494,7 @@ def lstm(
     reverse: bool = False,
     lengths: Array | None = None,
     backward: str = "fused",
+    time_major: bool = True,
 ):
     """LSTM over ``xs`` ``[T, B, F]`` (or ids ``[T, B]``) -> ``((h_T, c_T), ys [T, B, H])``.
 
@@ -436,13 +503,23 @@ def lstm(
     Args:
       carry: ``(h, c)`` each ``[B, H]``; ``None`` means zeros.
       mode: ``"scan"`` (``lax.scan``), ``"python"`` (fully unrolled loop),
-        ``"pallas"`` (fused sequence kernel, see ``jaxgen.kernels``) or
-        ``"auto"`` (the fastest measured path for the backend).
+        ``"pallas"`` (fused sequence kernel, see ``jaxgen.kernels``; it runs ``lax.scan``
+        instead, with a one-time warning, where the shape does not fit the backend's kernel:
+        TPU above the VMEM estimate, GPU above padded H = 1024) or ``"auto"`` (a fixed
+        per-backend choice, ``jaxgen.kernels.AUTO``: the scan path on CPU, where interpret mode
+        was measured far slower; the kernel, where it fits, on TPU and GPU, not yet measured there).
       backward: for ``mode="scan"``: ``"fused"`` (hand-written BPTT, one weight
         gradient GEMM over all steps) or ``"autodiff"`` (JAX differentiates the scan).
-      lengths, reverse, unroll: as in :func:`unroll`.
+        ``"pallas"``/``"auto"`` ignore it (one-time warning if it is not ``"fused"``).
+      lengths, reverse, unroll: as in :func:`unroll`; ``"pallas"``/``"auto"`` ignore
+        ``unroll`` (one-time warning if it is not 1).
+      time_major: ``False`` takes batch-major ``xs`` ``[B, T, F]`` (or ids
+        ``[B, T]``) and returns ``ys`` ``[B, T, H]``; carries are ``[B, H]`` either way.
     """
-    _check_seq(xs)
+    _check_seq(xs, time_major, lengths)
+    if not time_major:
+        return _from_batch_major(lstm, params, xs, carry, mode=mode, unroll=unroll, reverse=reverse,
+                                 lengths=lengths, backward=backward)
     _check_mode(mode, unroll)
     if backward not in ("fused", "autodiff"):
         raise ValueError(f"backward must be 'fused' or 'autodiff', got {backward!r}")
@@ -452,6 +529,7 @@ def lstm(
     if mode in ("pallas", "auto"):
         from jaxgen import kernels
 
+        _warn_ignored("lstm", mode, unroll, backward)
         return kernels.lstm_sequence(params, zx, carry, mode=mode, reverse=reverse, lengths=lengths)
     if mode == "scan" and backward == "fused":
         mask = _length_mask(lengths, zx.shape[0])
@@ -597,9 +675,11 @@ def lstm_stack(
     *,
     dropout_rate: float = 0.0,
     key: Array | None = None,
+    time_major: bool = True,
     **kwargs,
 ):
-    """Stacked LSTM over ``xs`` ``[T, B, F]`` (or ids ``[T, B]``).
+    """Stacked LSTM over ``xs`` ``[T, B, F]`` (or ids ``[T, B]``; with ``time_major=False``
+    ``[B, T, F]`` or ``[B, T]``, and the outputs ``[B, T, H]``).
 
     Dropout with ``dropout_rate`` is applied to the outputs of every layer but
     the last (PyTorch ``nn.LSTM`` semantics), only when ``key`` is given
@@ -608,6 +688,9 @@ def lstm_stack(
     Returns ``(carries, ys)``: the list of every layer's final ``(h, c)`` and the
     last layer's outputs ``[T, B, H]``.
     """
+    if not time_major:
+        _check_seq(xs, time_major, kwargs.get("lengths"))
+        return _from_batch_major(lstm_stack, layers, xs, carries, dropout_rate=dropout_rate, key=key, **kwargs)
     if carries is None:
         carries = [None] * len(layers)
     if len(carries) != len(layers):

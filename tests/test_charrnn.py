@@ -80,13 +80,29 @@ def test_vocab_round_trip_split_and_errors():
         textdata.CharBatches(np.arange(20), batch=4, seq_len=8)
 
 
-def test_builtin_and_real_corpus(shared_data):
+def _longest_non_letter_run(text):
+    import re
+
+    return max((len(m.group(0)) for m in re.finditer(r"([^A-Za-z])\1*", text)), default=0)
+
+
+def test_builtin_corpus_is_tiny_shakespeare_and_pydoc_is_an_option(test_data):
+    import hashlib
+
     text = textdata.builtin_corpus()
-    assert len(text) > 100_000 and "assert" in text
-    shakespeare = textdata.load_corpus(path=str(shared_data / "text" / "tinyshakespeare.txt"))
-    assert len(shakespeare) == 1115394
-    assert len(textdata.Vocab.from_text(shakespeare)) == 65
-    assert shakespeare.startswith("First Citizen:")
+    # the published tiny-shakespeare, byte for byte (sha256 of Karpathy's input.txt)
+    assert hashlib.sha256(text.encode("utf-8")).hexdigest() == (
+        "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed")
+    assert len(text) == 1115394 and len(textdata.Vocab.from_text(text)) == 65
+    default_is_builtin = textdata.load_corpus() == text  # (not inside assert: pytest would diff 1 MB strings)
+    assert default_is_builtin, "load_corpus()'s default source is not the built-in corpus"
+    assert _longest_non_letter_run(text) <= 5  # nothing like the old corpus's '*****' rules
+    head = textdata.load_corpus(path=str(test_data / "tinyshakespeare_head.txt"))
+    assert len(head) == 4059 and head.startswith("First Citizen:") and text.startswith(head)
+    pydoc = textdata.load_corpus(source="pydoc")
+    assert len(pydoc) > 100_000 and "assert" in pydoc and _longest_non_letter_run(pydoc) > 5
+    with pytest.raises(UserError, match="choose 'builtin', 'pydoc', 'file' or 'tfds'"):
+        textdata.load_corpus(source="shakespeare")
 
 
 def test_tfds_source_fails_fast_offline(monkeypatch):
@@ -128,12 +144,58 @@ def test_train_step_carries_state_and_resets():
 
 
 def test_train_step_updates_are_clipped():
-    cfg = tiny_cfg(clip=1e-3, lr=1.0)
-    tx = charrnn.make_optimizer(cfg, 10)
-    state = charrnn.init_state(cfg, 26, tx)
-    x = jnp.zeros((8, 4), jnp.int32)
-    _, m = charrnn.train_step(state, x, x + 1, jnp.asarray(True), tx=tx, dropout_rate=0.0)
-    assert float(m["grad_norm"]) > 1e-3  # raw gradient norm is reported, clipping acts on the update
+    """Two steps against clip-by-global-norm then Adam worked in float64: the gradient (autodiff of the
+    model's loss) scaled to norm ``clip`` is what Adam's moments hold (``mu_1 = 0.1 * clipped g``), the
+    parameters move by Adam's bias-corrected step on it, ``grad_norm`` reports the raw norm; and a run
+    with a clip above the gradient norm holds the unclipped moments."""
+    import optax
+
+    clip, lr = 1e-3, 1e-2
+    rng = np.random.default_rng(2)
+    batches = [tuple(jnp.asarray(rng.integers(0, 26, (8, 4)), jnp.int32) for _ in range(2)) for _ in range(2)]
+    f64 = lambda tree: jax.tree.map(lambda a: np.asarray(a, np.float64), tree)
+
+    def adam_state(state):
+        return [s for s in jax.tree.leaves(state["opt_state"], is_leaf=lambda s: isinstance(s, optax.ScaleByAdamState))
+                if isinstance(s, optax.ScaleByAdamState)][0]
+
+    def run(clip_value, steps=2):
+        cfg = tiny_cfg(clip=clip_value, lr=lr, lr_schedule="constant")
+        tx = charrnn.make_optimizer(cfg, 10)
+        state = charrnn.init_state(cfg, 26, tx)
+        params0 = state["params"]
+        step = jax.jit(functools.partial(charrnn.train_step, tx=tx, dropout_rate=0.0))
+        out = []
+        for x, y in batches[:steps]:
+            state, m = step(state, x, y, jnp.asarray(True))
+            out.append((state, m))
+        return params0, out
+
+    params0, clipped = run(clip)
+    zeros = model.zero_carries(params0, 4)
+    grad = jax.jit(jax.grad(lambda q, x, y: model.loss(q, x, y, zeros)[0]))
+    p, params = f64(params0), params0
+    mu, nu = jax.tree.map(np.zeros_like, p), jax.tree.map(np.zeros_like, p)
+    for t, ((x, y), (state, m)) in enumerate(zip(batches, clipped), 1):
+        g = f64(grad(params, x, y))
+        raw = math.sqrt(sum(float(np.sum(a * a)) for a in jax.tree.leaves(g)))
+        assert raw > 100 * clip  # the clip acts
+        g = jax.tree.map(lambda a: a * clip / raw, g)
+        mu = jax.tree.map(lambda m_, a: 0.9 * m_ + 0.1 * a, mu, g)
+        nu = jax.tree.map(lambda v, a: 0.999 * v + 0.001 * a * a, nu, g)
+        p = jax.tree.map(lambda q, m_, v: q - lr * (m_ / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8),
+                         p, mu, nu)
+        assert float(m["grad_norm"]) == pytest.approx(raw, rel=1e-4)  # the raw norm is reported
+        adam = adam_state(state)
+        for got, want in ((adam.mu, mu), (adam.nu, nu), (state["params"], p)):
+            for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+                np.testing.assert_allclose(np.asarray(a, np.float64), b, rtol=1e-4, atol=1e-5 * np.abs(b).max())
+        params = state["params"]
+    # unclipped (clip above the norm): Adam's first moment holds 0.1 * the raw gradient, not the clipped one
+    _, unclipped = run(1e9, steps=1)
+    g1 = f64(grad(params0, *batches[0]))
+    for a, b in zip(jax.tree.leaves(adam_state(unclipped[0][0]).mu), jax.tree.leaves(g1)):
+        np.testing.assert_allclose(np.asarray(a, np.float64), 0.1 * b, rtol=1e-4, atol=1e-5 * np.abs(0.1 * b).max())
 
 
 # ----------------------------------------------------------------------------- runs, checkpoints, resume
@@ -230,7 +292,7 @@ def test_sampling_is_deterministic_per_seed():
     with pytest.raises(UserError, match="not in the model's vocabulary"):
         sample_text(params, vocab, prime="ABC", length=5)
     with pytest.raises(UserError, match="temperature"):
-        sample_text(params, vocab, prime="a", length=5, temperature=0.0)
+        sample_text(params, vocab, prime="a", length=5, temperature=-1.0)
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -294,3 +356,15 @@ def test_config_overrides_are_typed():
     assert cfg.train.steps == 7 and cfg.model.dropout == 0.25 and cfg.data.path == "x.txt"
     with pytest.raises(UserError, match="is a group"):
         apply_override(cfg, "train", "3")
+
+
+def test_builtin_corpus_ships_as_package_data():
+    """A non-editable install copies only declared package data: the corpus must be declared in pyproject.toml."""
+    import fnmatch
+
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["jaxgen.data"]
+    corpus = Path(textdata.__file__).with_name("tinyshakespeare.txt.gz")
+    assert corpus.is_file() and any(fnmatch.fnmatch(corpus.name, p) for p in patterns)
+    assert corpus.stat().st_size < 500_000  # gzipped (the text is 1.1 MB)

@@ -31,7 +31,7 @@ from jaxgen.models import charrnn as model
 from jaxgen.train import checkpoint as ckpt
 from jaxgen.train import parallel
 from jaxgen.train.metrics import RunLog, best_logged, global_norms, keep_if_finite
-from jaxgen.train.preemption import StopOnSignal, stop_message
+from jaxgen.train.preemption import StopOnSignal, not_started_message, stop_message
 
 KIND = "charrnn"
 
@@ -128,6 +128,9 @@ def validate_config(cfg) -> None:
         raise UserError(f"--config.model.dropout must be in [0, 1), got {cfg.model.dropout}")
     if cfg.train.lr <= 0:
         raise UserError(f"--config.train.lr must be positive, got {cfg.train.lr}")
+    from jaxgen.config import validate_run_length
+
+    validate_run_length(cfg.train)
 
 
 def prepare_data(cfg, vocab: textdata.Vocab | None = None):
@@ -147,8 +150,20 @@ def total_steps(cfg, train: textdata.CharBatches) -> int:
     return cfg.train.steps if cfg.train.steps > 0 else cfg.train.epochs * len(train)
 
 
-def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, quiet: bool = False) -> dict:
-    """Train (or resume) a char-RNN in ``workdir``; returns a summary dict."""
+def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, quiet: bool = False,
+          stop: StopOnSignal | None = None) -> dict:
+    """Train (or resume) a char-RNN in ``workdir``; returns a summary dict.
+
+    SIGTERM and Ctrl-C stop the run after the current step with a checkpoint at that step
+    (``summary["stopped"]`` says why). Pass ``stop`` when the signal handlers must be in place
+    before this call (the CLI installs them before the heavy imports)."""
+    if stop is not None:
+        return _run(cfg, workdir, quiet=quiet, stop=stop)
+    with StopOnSignal() as stop:
+        return _run(cfg, workdir, quiet=quiet, stop=stop)
+
+
+def _run(cfg: ml_collections.ConfigDict, workdir: str | Path, *, quiet: bool, stop: StopOnSignal) -> dict:
     validate_config(cfg)
     workdir = Path(workdir)
     meta = ckpt.check_workdir_kind(workdir, KIND)
@@ -164,6 +179,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, quiet: bool = 
     steps = total_steps(cfg, train_b)
     tx = make_optimizer(cfg, steps)
     state = init_state(cfg, len(vocab), tx)
+    if meta is not None:  # before anything is written: a refused resume leaves the workdir as it was
+        ckpt.check_resumable(workdir, ckpt.abstract(state), meta.get("config"), cfg.to_dict())
 
     workdir.mkdir(parents=True, exist_ok=True)
     ckpts = ckpt.Checkpoints(workdir)
@@ -173,7 +190,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, quiet: bool = 
         start, state = restored
     if jax.process_index() == 0:
         ckpt.write_json_atomic(workdir / ckpt.META, {"model": KIND, "config": cfg.to_dict(), "vocab": vocab.to_json()})
-    log = RunLog(workdir, steps, quiet=quiet)
+    log = RunLog(workdir, steps, quiet=quiet, time_budget_s=cfg.train.time_budget_s)
     best = best_logged(workdir, "val_loss")
     tokens = cfg.train.batch * cfg.train.seq_len
     log.message(f"char-rnn: {len(vocab)} characters, {train_b.rows.size:,} training / {val_b.rows.size:,} validation "
@@ -196,7 +213,13 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, quiet: bool = 
     t_start = time.perf_counter()
     rate = 0.0
     val_loss = None
-    stop = StopOnSignal().__enter__()
+    stopped = None
+    if stop.requested:  # a signal during set-up: stop before compiling anything
+        log.message(not_started_message(stop.reason))
+        log.close()
+        ckpts.close()
+        return {"steps": steps, "start": start, "val_loss": None, "best_val_loss": best, "tokens_per_s": 0.0,
+                "wall_s": 0.0, "stopped": stop.reason}
     try:
         for step in range(start, steps):
             _, k = train_b.position(step)
@@ -221,9 +244,12 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, quiet: bool = 
             done = step + 1
             if done % cfg.train.log_every == 0 or done == steps:
                 log.write(done, {**metrics, "tokens_per_s": rate})
-            log.progress(done, loss, rate, (steps - done) * tokens / max(rate, 1e-9))
+            log.progress(done, loss, rate, (steps - done) * tokens / max(rate, 1e-9),
+                         elapsed_s=time.perf_counter() - t_start)
             out_of_time = bool(cfg.train.time_budget_s) and time.perf_counter() - t_start >= cfg.train.time_budget_s
             preempted = stop.should_stop(done, ckpts.latest)
+            if out_of_time or preempted:
+                stopped = (stop.reason or "preempted") if preempted else "budget"
             out_of_time = out_of_time or preempted
             if done % cfg.train.eval_every == 0 or done == steps or (out_of_time and not preempted):
                 val_loss = evaluate(state["params"], val_b)
@@ -238,14 +264,13 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, quiet: bool = 
                 ckpts.save(done, state)
                 last_saved = done
             if out_of_time:
-                log.message(stop_message(done, preempted, cfg.train.time_budget_s))
+                log.message(stop_message(done, stopped if preempted else None, cfg.train.time_budget_s, workdir))
                 break
     finally:
-        stop.__exit__(None, None, None)
         log.close()
         ckpts.close()
     return {"steps": steps, "start": start, "val_loss": val_loss, "best_val_loss": best,
-            "tokens_per_s": rate, "wall_s": time.perf_counter() - t_start}
+            "tokens_per_s": rate, "wall_s": time.perf_counter() - t_start, "stopped": stopped}
 
 
 def load_for_sampling(workdir: str | Path, which: str = "best"):
@@ -282,7 +307,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.seed = 0  # base PRNG seed: init and dropout keys (fold_in(key, step) per step)
 
     c.data = ml_collections.ConfigDict()
-    c.data.source = "builtin"  # 'builtin' (CPython help topics, offline), 'tfds', or 'file' (set data.path)
+    c.data.source = "builtin"  # 'builtin' (tiny-shakespeare, in jaxgen), 'pydoc' (CPython help), 'tfds', 'file'
     c.data.path = ""  # a UTF-8 text file; when set it wins over data.source
     c.data.tfds_name = "tiny_shakespeare"  # the tensorflow-datasets name for data.source='tfds'
     c.data.val_fraction = 0.1  # last 10% of the text is the validation split
@@ -296,8 +321,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.train = ml_collections.ConfigDict()
     c.train.batch = 128  # parallel rows of the id stream
     c.train.seq_len = 100  # truncated-BPTT window (characters per step and row)
-    c.train.epochs = 20  # passes over the training split (used when train.steps <= 0)
-    c.train.steps = 0  # total training steps; > 0 overrides train.epochs
+    c.train.epochs = 20  # passes over the training split (used when train.steps is 0)
+    c.train.steps = 0  # total training steps; 0: train.epochs passes instead (negative: refused)
     c.train.lr = 1e-3  # Adam learning rate (peak, for the cosine schedule)
     c.train.lr_schedule = "constant"  # 'constant' or 'cosine' (warmup, then cosine decay)
     c.train.warmup_steps = 0  # linear warmup steps for the cosine schedule

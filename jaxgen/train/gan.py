@@ -36,7 +36,7 @@ from jaxgen.models.gan import GanModel
 from jaxgen.train import checkpoint as ckpt
 from jaxgen.train import parallel
 from jaxgen.train.metrics import RunLog, best_logged, keep_if_finite
-from jaxgen.train.preemption import StopOnSignal, stop_message
+from jaxgen.train.preemption import StopOnSignal, not_started_message, stop_message
 
 KIND = "gan"
 _norm = optax.tree.norm if hasattr(optax, "tree") and hasattr(optax.tree, "norm") else optax.global_norm
@@ -231,6 +231,9 @@ def validate_config(cfg) -> None:
         raise UserError(f"--config.train.on_nonfinite must be 'stop' or 'skip', got {t.on_nonfinite!r}")
     if cfg.model.latent_dist not in ("normal", "uniform"):
         raise UserError(f"--config.model.latent_dist must be 'normal' or 'uniform', got {cfg.model.latent_dist!r}")
+    from jaxgen.config import validate_run_length
+
+    validate_run_length(t)
 
 
 def prepare_data(cfg, model: GanModel) -> imdata.Images:
@@ -278,8 +281,20 @@ def _sample_grid(model, state, fixed_z, dist, key):
     return np.asarray(_generate_eval(model, gp, gs, fixed_z)), (gp, gs)
 
 
-def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, quiet: bool = False) -> dict:
-    """Train (or resume) a GAN in ``workdir``; returns a summary dict."""
+def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, quiet: bool = False,
+          stop: StopOnSignal | None = None) -> dict:
+    """Train (or resume) a GAN in ``workdir``; returns a summary dict.
+
+    SIGTERM and Ctrl-C stop the run after the current step: the checkpoint at that step is saved
+    first; the sample grid is drawn only when the time budget ends the run; ``summary["stopped"]`` says
+    why. Pass ``stop`` when the signal handlers must be in place before this call."""
+    if stop is not None:
+        return _run(cfg, workdir, quiet=quiet, stop=stop)
+    with StopOnSignal() as stop:
+        return _run(cfg, workdir, quiet=quiet, stop=stop)
+
+
+def _run(cfg: ml_collections.ConfigDict, workdir: str | Path, *, quiet: bool, stop: StopOnSignal) -> dict:
     validate_config(cfg)
     workdir = Path(workdir)
     model = ganlib.build(cfg.model)
@@ -308,6 +323,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, quiet: bool = 
     tx_g, tx_d = make_optimizers(cfg)
     ema = cfg.train.ema_decay > 0
     state = init_state(model, cfg.seed, tx_g, tx_d, ema=ema)
+    if meta is not None:  # before anything is written: a refused resume leaves the workdir as it was
+        ckpt.check_resumable(workdir, ckpt.abstract(state), meta.get("config"), cfg.to_dict())
 
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "samples").mkdir(exist_ok=True)
@@ -319,7 +336,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, quiet: bool = 
     if jax.process_index() == 0:
         ckpt.write_json_atomic(workdir / ckpt.META, {"model": KIND, "arch": cfg.model.arch, "config": cfg.to_dict(),
                                                  "data": data.name, "image_shape": list(data.shape)})
-    log = RunLog(workdir, steps, unit="img", quiet=quiet)
+    log = RunLog(workdir, steps, unit="img", quiet=quiet, time_budget_s=cfg.train.time_budget_s)
     log.message(f"{cfg.model.arch} GAN: {len(data):,} images {data.shape} from {data.name}, {len(batches)} batches "
                 f"of {cfg.train.batch} per epoch, steps {start} -> {steps}"
                 + (f" (resumed from step {start})" if start else ""))
@@ -374,7 +391,13 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, quiet: bool = 
             last = rows[-1][1]
         pending.clear()
 
-    stop = StopOnSignal().__enter__()
+    stopped = None
+    if stop.requested:  # a signal during set-up: stop before compiling anything
+        log.message(not_started_message(stop.reason))
+        log.close()
+        ckpts.close()
+        return {"steps": start, "start": start, "images_per_s": 0.0, "best_fid": best, "wall_s": 0.0, "last": {},
+                "stopped": stop.reason}
     try:
         for step in range(start, steps):
             real = batches[step]
@@ -389,14 +412,21 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, quiet: bool = 
             boundary = (done % cfg.train.log_every == 0 or done == steps)
             out_of_time = bool(cfg.train.time_budget_s) and time.perf_counter() - t_start >= cfg.train.time_budget_s
             preempted = stop.should_stop(done, ckpts.latest)
+            if out_of_time or preempted:
+                stopped = (stop.reason or "preempted") if preempted else "budget"
             out_of_time = out_of_time or preempted
             if boundary or out_of_time or done % cfg.train.checkpoint_every == 0:
                 flush()
                 if t_mark is not None and done > mark_step:
                     rate = (done - mark_step) * cfg.train.batch / (time.perf_counter() - t_mark)
                 log.write(done, {**last, "images_per_s": rate, "epoch": done / len(batches)})
-                log.progress(done, float(last["d_loss"]), rate, (steps - done) * cfg.train.batch / max(rate, 1e-9))
-            if (done % sample_every == 0 or done == steps or out_of_time) and log.primary:
+                log.progress(done, float(last["d_loss"]), rate, (steps - done) * cfg.train.batch / max(rate, 1e-9),
+                             elapsed_s=time.perf_counter() - t_start)
+            if out_of_time:  # stopping early: save before the slower grid and quality work
+                flush()
+                ckpts.save(done, state)
+                last_saved = done
+            if (done % sample_every == 0 or done == steps or (out_of_time and not preempted)) and log.primary:
                 grid, sampled = _sample_grid(model, state, fixed_z, cfg.model.latent_dist, eval_key)
                 sampled_at = done
                 grid = ganlib.crop(model, grid)
@@ -429,10 +459,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, quiet: bool = 
                 ckpts.save(done, state)
                 last_saved = done
             if out_of_time:
-                log.message(stop_message(done, preempted, cfg.train.time_budget_s))
+                log.message(stop_message(done, stopped if preempted else None, cfg.train.time_budget_s, workdir))
                 break
     finally:
-        stop.__exit__(None, None, None)
         log.close()
         ckpts.close()
         if log.primary and (workdir / "metrics.jsonl").exists():
@@ -442,7 +471,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, quiet: bool = 
             except Exception as e:  # plotting must never lose a run
                 print(f"warning: could not draw the plots ({type(e).__name__}: {e})")
     return {"steps": int(state["step"]), "start": start, "images_per_s": rate, "best_fid": best,
-            "wall_s": time.perf_counter() - t_start, "last": {k: float(v) for k, v in last.items()}}
+            "wall_s": time.perf_counter() - t_start, "last": {k: float(v) for k, v in last.items()},
+            "stopped": stopped}
 
 
 def _load_history(path: Path, upto: int) -> list:
@@ -524,8 +554,8 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.train = ml_collections.ConfigDict()
     c.train.batch = 64  # real images per step (and as many generated)
-    c.train.epochs = 100  # passes over the data (used when train.steps <= 0)
-    c.train.steps = 0  # total steps; > 0 overrides train.epochs
+    c.train.epochs = 100  # passes over the data (used when train.steps is 0)
+    c.train.steps = 0  # total steps; 0: train.epochs passes instead (negative: refused)
     c.train.lr_g = 2e-3  # generator Adam learning rate
     c.train.lr_d = 2e-3  # discriminator Adam learning rate
     c.train.lr_decay_start = 0  # step at which the learning rates start to decay linearly

@@ -51,12 +51,45 @@ def _fmt_time(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-class RunLog:
-    """Writes ``metrics.jsonl`` and TensorBoard events under ``workdir`` and draws a progress line."""
+def format_eta(steps_left_s: float | None, budget_left_s: float | None) -> str:
+    """The progress line's ``left ...``: the sooner of the end of the steps (``None``: speed not known
+    yet) and the end of the time budget (``None``: no budget), naming which one ends the run when a
+    budget is set, e.g. ``left 2m10s (time budget)`` or ``left 0m40s (steps)``."""
+    if budget_left_s is None:
+        return "left ?" if steps_left_s is None else f"left {_fmt_time(steps_left_s)}"
+    if steps_left_s is None:
+        return f"left <={_fmt_time(budget_left_s)} (time budget)"
+    if budget_left_s < steps_left_s:
+        return f"left {_fmt_time(budget_left_s)} (time budget)"
+    return f"left {_fmt_time(steps_left_s)} (steps)"
 
-    def __init__(self, workdir: str | Path, total_steps: int, *, unit: str = "tok", quiet: bool = False):
+
+def _summary_writer():
+    """tensorboardX's SummaryWriter, imported without PyTorch: tensorboardX imports torch when it is
+    installed (4 s) only to accept torch tensors, and we write plain floats."""
+    if "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None  # makes `import torch` raise ImportError, which tensorboardX handles
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
+
+
+class RunLog:
+    """Writes ``metrics.jsonl`` and TensorBoard events under ``workdir`` and draws a progress line.
+
+    ``time_budget_s`` (0: none) is the run's ``train.time_budget_s``: the line's time left is the
+    sooner of the steps' end and the budget's (pass ``elapsed_s``, the clock the budget runs on)."""
+
+    def __init__(self, workdir: str | Path, total_steps: int, *, unit: str = "tok", quiet: bool = False,
+                 time_budget_s: float = 0.0):
         self.workdir = Path(workdir)
         self.total = total_steps
+        self.time_budget_s = float(time_budget_s or 0.0)
         self.unit = unit
         # On multi-host runs only process 0 writes (the workdir is shared); the others stay silent.
         self.primary = jax.process_index() == 0
@@ -65,9 +98,7 @@ class RunLog:
         self.tb = None
         if self.primary:
             try:
-                from tensorboardX import SummaryWriter
-
-                self.tb = SummaryWriter(str(self.workdir / "tb"))
+                self.tb = _summary_writer()(str(self.workdir / "tb"))
             except ImportError:  # optional: metrics.jsonl has everything
                 pass
         self.t0 = time.perf_counter()
@@ -84,7 +115,9 @@ class RunLog:
             for k, v in metrics.items():
                 self.tb.add_scalar(k, float(v), int(step))
 
-    def progress(self, step: int, loss: float, rate: float, eta_s: float) -> None:
+    def progress(self, step: int, loss: float, rate: float, eta_s: float, *, elapsed_s: float | None = None) -> None:
+        """Draw the progress line; ``eta_s`` is the steps' time left at ``rate`` (ignored while the
+        rate is 0), ``elapsed_s`` the seconds the time budget has run."""
         if self.quiet:
             return
         now = time.perf_counter()
@@ -94,9 +127,11 @@ class RunLog:
         width = 24
         done = int(width * step / max(1, self.total))
         bar = "#" * done + "." * (width - done)
+        budget_left = self.time_budget_s - elapsed_s if self.time_budget_s > 0 and elapsed_s is not None else None
         line = (f"[{bar}] step {step}/{self.total}  loss {loss:.3f}  {rate:,.0f} {self.unit}/s  "
-                f"left {_fmt_time(eta_s) if rate > 0 else '?'}")
-        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+                + format_eta(eta_s if rate > 0 else None, budget_left))
+        # on a terminal: redraw in place, clearing what a longer previous line left (ESC [K)
+        print(("\r" + line + "\x1b[K") if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
 
     def message(self, text: str) -> None:
         if not self.primary:
