@@ -1,6 +1,19 @@
+"""Shared test set-up.
+
+JAX's persistent compilation cache is switched on for the whole run (the two xdist workers and every
+`jaxgen` subprocess the tests start share one folder under .pytest_cache): many tests compile the
+same smoke-sized train steps, in-process and in subprocesses, and a cache hit replaces a compile.
+Set JAX_COMPILATION_CACHE_DIR yourself to move it, or to '' to switch it off.
+"""
+
+import os
 from pathlib import Path
 
 import pytest
+
+_CACHE = Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax-compilation-cache"
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))  # before any test imports jax
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
 
 TEST_DATA = Path(__file__).resolve().parent / "data"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
