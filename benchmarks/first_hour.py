@@ -171,7 +171,7 @@ def _markdown(res: dict) -> str:
     if "quickstart" in res:
         q = res["quickstart"]
         out += ["## Quick start (README's first command, 3 minutes)", "",
-                f"{q['steps']} steps in {q['train_wall_s']:.0f} s, validation loss {q['val_loss']}; longest run "
+                f"{q['steps']} steps in {q['train_wall_s']:.0f} s, validation loss {q['val_loss']:.4f} nats/char; longest run "
                 f"of one non-letter character in the sample: {q['longest_non_letter_run']} "
                 f"({q['run_char']!r}); limit 5.", "", "```text", q["sample"].rstrip(), "```", ""]
     if "tests" in res:
@@ -196,7 +196,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--skip", default="", help="comma-separated: quickstart, tests, ctrl_c, bad_inputs")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--render", action="store_true", help="only rewrite first_hour.md from first_hour.json")
     args = p.parse_args(argv)
+    if args.render:
+        res = json.loads((Path(args.out) / "first_hour.json").read_text())
+        (Path(args.out) / "first_hour.md").write_text(_markdown(res) + "\n")
+        return 0
     skip = set(filter(None, args.skip.split(",")))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
