@@ -121,8 +121,9 @@ def test_two_processes_on_localhost_agree(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)
+    # one device per process; otherwise the same XLA flags as this process, which runs the reference
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "host_platform_device_count" not in f]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": " ".join(flags)}
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(port), str(i), str(tmp_path)], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     outs = []
@@ -153,4 +154,5 @@ def test_two_processes_on_localhost_agree(tmp_path):
         got = np.load(tmp_path / f"params{pid}.npz")
         assert float(got["d_loss"]) == pytest.approx(float(metrics["d_loss"]), rel=1e-5)
         for i, w in enumerate(want):
-            np.testing.assert_allclose(got[f"arr_{i}"], w, rtol=2e-4, atol=2e-5, err_msg=f"process {pid} leaf {i}")
+            # atol 5% of the learning rate: Adam's step on a near-zero gradient follows its rounding
+            np.testing.assert_allclose(got[f"arr_{i}"], w, rtol=2e-4, atol=1e-4, err_msg=f"process {pid} leaf {i}")
