@@ -2,6 +2,7 @@
 
 import functools
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -635,8 +636,22 @@ def test_bad_image_files(tmp_path):
 
 
 def _cli(*args, cwd=ROOT, check=True):
-    r = subprocess.run([sys.executable, "-m", "jaxgen.cli", *args], cwd=cwd, capture_output=True, text=True,
-                       timeout=600)
+    """`jaxgen ARGS` run in this process (no interpreter start-up or JAX import per call; the entry
+    point `python -m jaxgen` itself is run as a subprocess in tests/test_cli.py)."""
+    import contextlib
+    import io
+    import types
+
+    from jaxgen import cli
+
+    out, err, here = io.StringIO(), io.StringIO(), os.getcwd()
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli.main(list(args))
+    finally:
+        os.chdir(here)
+    r = types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
     if check and r.returncode != 0:
         raise AssertionError(f"jaxgen {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
     return r

@@ -51,10 +51,10 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     saved = sorted(int(p.name) for p in (w / "checkpoints").iterdir() if p.name.isdigit())
     assert saved and saved[-1] >= 5  # saved at the step it stopped, not at a checkpoint_every multiple
     stopped = saved[-1]
-    r = subprocess.run([sys.executable, "-m", "jaxgen.cli", "train", "--config", "configs/gan_mnist_smoke.py",
-                        "--workdir", str(w), "--quiet", f"--config.train.steps={stopped + 3}",
-                        "--config.train.sample_every=100000"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
+    from tests.test_gan import _cli  # in this process: the signal needed a subprocess, the resume does not
+
+    r = _cli("train", "--config", "configs/gan_mnist_smoke.py", "--workdir", str(w), "--quiet",
+             f"--config.train.steps={stopped + 3}", "--config.train.sample_every=100000")
     assert f"resumed from step {stopped}" in r.stdout
 
 
@@ -62,19 +62,16 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
 def test_sigkill_then_restart_equals_an_unbroken_run(tmp_path):
     common = ["--config.train.steps=16", "--config.train.checkpoint_every=5", "--config.train.log_every=1",
               "--config.train.sample_every=1000"]
-    ref = subprocess.run([sys.executable, "-m", "jaxgen.cli", "train", "--config", "configs/gan_mnist_smoke.py",
-                          "--workdir", str(tmp_path / "ref"), "--quiet", *common], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
-    assert ref.returncode == 0, ref.stderr
+    from tests.test_gan import _cli  # in this process: only the killed run needs a subprocess
+
+    _cli("train", "--config", "configs/gan_mnist_smoke.py", "--workdir", str(tmp_path / "ref"), "--quiet", *common)
     w = tmp_path / "killed"
     proc = _start(w, *common)
     _wait_for_step(w, 7, proc)  # past the first checkpoint
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    r = subprocess.run([sys.executable, "-m", "jaxgen.cli", "train", "--config", "configs/gan_mnist_smoke.py",
-                        "--workdir", str(w), "--quiet", *common], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
+    r = _cli("train", "--config", "configs/gan_mnist_smoke.py", "--workdir", str(w), "--quiet", *common)
     assert "resumed from step" in r.stdout
     _, pa, _, _ = gantrain.load_generator(tmp_path / "ref", which="latest")
     _, pb, _, _ = gantrain.load_generator(w, which="latest")
@@ -269,3 +266,22 @@ def test_ctrl_c_during_compilation_and_mid_run_saves_and_resumes(tmp_path):
         cfg.data.path = str(ROOT / "tests" / "data" / "tinyshakespeare_head.txt")
         cfg.train.steps, cfg.train.eval_every, cfg.train.checkpoint_every = stopped + 1, 100000, 100000
         assert charrnn.train(cfg, w, quiet=True)["start"] == stopped
+
+
+def test_restore_refuses_another_state_instead_of_skipping_it(tmp_path):
+    """`Checkpoints.restore` (also used by the sample and eval loaders) raises on a checkpoint that
+    reads but holds another tree, rather than treating it as corrupt and falling back."""
+    import jax.numpy as jnp
+
+    from jaxgen.errors import UserError
+    from jaxgen.train import checkpoint as ckpt
+
+    state = {"w": jnp.ones((4, 3)), "step": jnp.zeros((), jnp.int32)}
+    c = ckpt.Checkpoints(tmp_path)
+    c.save(1, state)
+    c.save(2, state)
+    with pytest.raises(UserError, match=r"checkpoint .*2 holds a different train state \(w: shape \(4, 3\) -> \(8, 3\)"):
+        c.restore(ckpt.abstract({"w": jnp.ones((8, 3)), "step": jnp.zeros((), jnp.int32)}))
+    step, got = c.restore(ckpt.abstract(state))
+    assert step == 2 and np.array_equal(np.asarray(got["w"]), np.ones((4, 3)))
+    c.close()
