@@ -164,28 +164,32 @@ def check_bad_inputs(clone: Path, work: Path) -> dict:
     return {"ok": all(r["ok"] for r in rows), "cases": rows}
 
 
+def _ran(part: dict) -> str:
+    return f"Commit {part.get('commit', '?')}, {part.get('date', '?')}.\n"
+
+
 def _markdown(res: dict) -> str:
     out = ["# A new user's first hour, replayed", "",
-           f"`python benchmarks/first_hour.py` on a fresh clone of {res['commit']} ({res['date']}, "
-           f"{os.cpu_count()} CPU cores). Every check: **{'passed' if res['ok'] else 'FAILED'}**.", ""]
+           f"`python benchmarks/first_hour.py` on fresh clones ({os.cpu_count()} CPU cores; each part names "
+           f"the commit it ran on). Every check: **{'passed' if res['ok'] else 'FAILED'}**.", ""]
     if "quickstart" in res:
         q = res["quickstart"]
-        out += ["## Quick start (README's first command, 3 minutes)", "",
+        out += ["## Quick start (README's first command, 3 minutes)", "", _ran(q),
                 f"{q['steps']} steps in {q['train_wall_s']:.0f} s, validation loss {q['val_loss']:.4f} nats/char; longest run "
                 f"of one non-letter character in the sample: {q['longest_non_letter_run']} "
                 f"({q['run_char']!r}); limit 5.", "", "```text", q["sample"].rstrip(), "```", ""]
     if "tests" in res:
         t = res["tests"]
-        out += ["## The README's test command, no ../shared", "",
+        out += ["## The README's test command, no ../shared", "", _ran(t),
                 f"`{t['summary']}` in {t['wall_s']:.0f} s wall (exit {'0' if t['ok'] else 'non-zero'}).", ""]
     if "ctrl_c" in res:
-        out += ["## Ctrl-C", "", "| when | signal at | exit | saved step | rerun resumed there | last line |",
+        out += ["## Ctrl-C", "", _ran(res["ctrl_c"]), "| when | signal at | exit | saved step | rerun resumed there | last line |",
                 "|---|---|---|---|---|---|"]
         out += [f"| {c['when']} | {c['signal_at_s']} s | {c['exit']} | {c['saved_step']} | "
                 f"{c['rerun_resumed_from_saved_step']} | {c['message']} |" for c in res["ctrl_c"]["cases"]]
         out += [""]
     if "bad_inputs" in res:
-        out += ["## Bad input", "", "| case | exit | lines | files untouched | message |", "|---|---|---|---|---|"]
+        out += ["## Bad input", "", _ran(res["bad_inputs"]), "| case | exit | lines | files untouched | message |", "|---|---|---|---|---|"]
         out += [f"| {c['case']} | {c['exit']} | {c['lines']} | {c['untouched']} | {c['message']} |"
                 for c in res["bad_inputs"]["cases"]]
         out += [""]
@@ -205,7 +209,10 @@ def main(argv=None) -> int:
     skip = set(filter(None, args.skip.split(",")))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
-    res = {"commit": commit, "date": time.strftime("%Y-%m-%d")}
+    prev = Path(args.out) / "first_hour.json"
+    # parts skipped this time keep their last recorded result (each part names its own commit)
+    res = json.loads(prev.read_text()) if skip and prev.exists() else {}
+    res.update({"commit": commit, "date": time.strftime("%Y-%m-%d")})
     with tempfile.TemporaryDirectory() as tmp:
         clone, work = Path(tmp) / "jaxgen", Path(tmp) / "work"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
@@ -217,7 +224,7 @@ def main(argv=None) -> int:
             if name in skip:
                 continue
             print(f"== {name}", flush=True)
-            res[name] = fn()
+            res[name] = {**fn(), "commit": commit, "date": res["date"]}
             print(json.dumps({k: v for k, v in res[name].items() if k != "sample"}, indent=1)[:3000], flush=True)
         shutil.rmtree(work, ignore_errors=True)
     res["ok"] = all(res[k]["ok"] for k in ("quickstart", "tests", "ctrl_c", "bad_inputs") if k in res)
