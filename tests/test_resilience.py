@@ -160,11 +160,6 @@ def test_global_batch_must_divide_over_devices():
         parallel.check_batch(60, SimpleNamespace(devices=np.zeros(8)))
 
 
-def _tree_bytes(root: Path) -> dict:
-    """Every file under ``root`` with its bytes (and every folder), to show a command changed nothing."""
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
-
-
 def test_resume_with_another_state_shape_is_refused_and_changes_nothing(tmp_path):
     """Another batch size (carried LSTM state) or learning-rate schedule (optimiser state) changes
     the saved tree: the resume is refused with the differing fields named, before any file is touched
@@ -178,7 +173,9 @@ def test_resume_with_another_state_shape_is_refused_and_changes_nothing(tmp_path
     cfg.model.hidden, cfg.train.batch, cfg.train.seq_len, cfg.train.steps = 8, 2, 8, 2
     w = tmp_path / "run"
     charrnn.train(cfg, w, quiet=True)
-    before = _tree_bytes(w)
+    from tests.test_cli import tree_hash
+
+    before = tree_hash(w)
     for field, value, what in (("batch", 4, "train.batch 2 -> 4"),
                                ("lr_schedule", "cosine", "train.lr_schedule 'constant' -> 'cosine'")):
         changed = cfg.copy_and_resolve_references()
@@ -186,7 +183,7 @@ def test_resume_with_another_state_shape_is_refused_and_changes_nothing(tmp_path
         with pytest.raises(UserError, match="cannot resume") as e:
             charrnn.train(changed, w, quiet=True)
         assert what in str(e.value) and "different train state" in str(e.value)
-        assert _tree_bytes(w) == before
+        assert tree_hash(w) == before
     # a compatible change (more steps) still resumes
     cfg.train.steps = 3
     assert charrnn.train(cfg, w, quiet=True)["start"] == 2
