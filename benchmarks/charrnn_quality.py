@@ -18,8 +18,8 @@ from pathlib import Path
 
 from jaxgen import benchmarking as bm
 from jaxgen.config import load_with_overrides
-from jaxgen.sample import sample_text
-from jaxgen.train import charrnn
+from jaxgen.charrnn.sample import sample_text
+from jaxgen import charrnn
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TEXT = ROOT.parent / "shared" / "data" / "text" / "tinyshakespeare.txt"
@@ -41,11 +41,11 @@ def main(argv=None):
         cfg.data.path = args.text
         cfg.train.time_budget_s = 60.0 * minutes
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="charrnn_quality_"))
-    summary = charrnn.train(cfg, workdir)
+    summary = charrnn.train.train(cfg, workdir)
     rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
     curve = [(r["wall_s"], r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
     rates = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r][1:]
-    params, vocab, _ = charrnn.load_for_sampling(workdir)
+    params, vocab, _ = charrnn.sample.load_for_sampling(workdir)
     text = sample_text(params, vocab, prime="ROMEO:", length=600, temperature=0.8, top_k=5, seed=0)
     best = min(v for _, _, v in curve)
     payload = {

@@ -45,10 +45,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import gan_torch_ref as tref  # noqa: E402  (imports torch only inside its functions)
 from jaxgen import benchmarking as bm  # noqa: E402
 from jaxgen.config import load_config  # noqa: E402
-from jaxgen.evaluate import run_eval  # noqa: E402
-from jaxgen.models import gan as ganlib  # noqa: E402
+from jaxgen.gan.evaluate import run_eval  # noqa: E402
+from jaxgen import gan  # noqa: E402
 from jaxgen.plots import save_grid  # noqa: E402
-from jaxgen.train import gan as gantrain  # noqa: E402
 
 RECIPES = {"fc": "configs/gan_mnist.py", "dcgan": "configs/dcgan_mnist.py", "fc_classic": "configs/gan_mnist_classic.py"}
 TARGETS = {"fc": (0.03, 7.0), "dcgan": (0.05, 8.5), "fc_classic": (0.03, 7.0)}  # min class fraction, classifier score
@@ -62,11 +61,11 @@ def quality(name: str, data: str, budget: float, workdir: Path, out: Path, cache
     if workdir.exists():
         shutil.rmtree(workdir)
     t0 = time.perf_counter()
-    summary = gantrain.train(cfg, workdir, quiet=True)
+    summary = gan.train.train(cfg, workdir, quiet=True)
     wall = time.perf_counter() - t0
     result = run_eval(workdir=str(workdir), num=10000, cache_dir=cache, checkpoint="best")
-    model, gp, gs, cfg2 = gantrain.load_generator(workdir, which="best")
-    grid = gantrain.generate(model, gp, gs, jax.random.key(123), 100, dist=cfg2.model.latent_dist)
+    model, gp, gs, cfg2 = gan.sampling.load_generator(workdir, which="best")
+    grid = gan.sampling.generate(model, gp, gs, jax.random.key(123), 100, dist=cfg2.model.latent_dist)
     save_grid(grid, out / f"gan_quality_{name}_grid.png", ncol=10)
     for f, dst in (("progress.png", f"gan_quality_{name}_progress.png"), ("losses.png", f"gan_quality_{name}_losses.png")):
         if (workdir / f).exists():
@@ -90,10 +89,10 @@ def quality(name: str, data: str, budget: float, workdir: Path, out: Path, cache
 
 def _jax_step(arch: str, batch: int):
     cfg = load_config(ROOT / RECIPES["fc" if arch == "fc" else "dcgan"])
-    model = ganlib.build(cfg.model)
-    tx_g, tx_d = gantrain.make_optimizers(cfg)
-    state = gantrain.init_state(model, 0, tx_g, tx_d, ema=False)
-    step = jax.jit(functools.partial(gantrain.train_step, model=model, tx_g=tx_g, tx_d=tx_d,
+    model = gan.models.build(cfg.model)
+    tx_g, tx_d = gan.step.make_optimizers(cfg)
+    state = gan.step.init_state(model, 0, tx_g, tx_d, ema=False)
+    step = jax.jit(functools.partial(gan.step.train_step, model=model, tx_g=tx_g, tx_d=tx_d,
                                      latent_dist=cfg.model.latent_dist), donate_argnums=0)
     real = jax.random.uniform(jax.random.key(0), (batch, model.size, model.size, model.channels), minval=-1, maxval=1)
     cost = step.lower(state, real).compile().cost_analysis()

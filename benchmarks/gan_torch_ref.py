@@ -1,7 +1,7 @@
 """PyTorch twins of jaxgen's two GANs, for a side-by-side train-step speed comparison.
 
 torch is not a dependency of jaxgen; everything here imports it lazily and ``available()`` says
-whether it is installed. The networks match ``jaxgen.models.gan`` layer for layer (same parameter
+whether it is installed. The networks match ``jaxgen.gan.models`` layer for layer (same parameter
 counts, batch-norm scale and bias counted as parameters):
 
 * ``fc``    G 114,800 / D 110,849 parameters; 28x28x1 images flattened to 784; batch 64;

@@ -9,7 +9,7 @@ i.e. ~1.6 hours; on one GPU a few minutes. Expected result: validation loss abou
 tiny-shakespeare after 20 epochs (the same recipe reaches ~1.29 on the larger Anna Karenina text).
 """
 
-from jaxgen.train.charrnn import default_config
+from jaxgen.charrnn.config import default_config
 
 
 def get_config():

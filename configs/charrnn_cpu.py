@@ -20,7 +20,7 @@ Expected run time: ~15 minutes on 2 CPU cores (train.time_budget_s stops it at 1
 the speed). Expected result: validation loss about 1.5-1.6 nats/char on tiny-shakespeare.
 """
 
-from jaxgen.train.charrnn import default_config
+from jaxgen.charrnn.config import default_config
 
 
 def get_config():

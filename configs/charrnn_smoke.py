@@ -7,7 +7,7 @@ uniform baseline ln(vocab) (ln 65 = 4.17 nats/char on the built-in tiny-shakespe
 readable.
 """
 
-from jaxgen.train.charrnn import default_config
+from jaxgen.charrnn.config import default_config
 
 
 def get_config():

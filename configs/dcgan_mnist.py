@@ -39,7 +39,7 @@ schedule, 7,000 steps decaying from 3,000, scored 8.32, and checking every 250 s
 On a GPU the run takes a minute or two.
 """
 
-from jaxgen.train.gan import dcgan_config
+from jaxgen.gan.config import dcgan_config
 
 
 def get_config():

@@ -5,7 +5,7 @@
 Small filters (8, 16, 32) so it runs in well under a minute on 2 CPU cores; nothing readable yet.
 """
 
-from jaxgen.train.gan import dcgan_config
+from jaxgen.gan.config import dcgan_config
 
 
 def get_config():

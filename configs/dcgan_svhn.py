@@ -9,7 +9,7 @@ Expected run time: about 20 epochs of the 73,257 training images, ~11,000 steps;
 minutes, on 2 CPU cores several hours. Not measured on SVHN yet (the development machines are offline).
 """
 
-from jaxgen.train.gan import dcgan_config
+from jaxgen.gan.config import dcgan_config
 
 
 def get_config():

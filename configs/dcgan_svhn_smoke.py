@@ -6,7 +6,7 @@
 Needs tensorflow-datasets' svhn_cropped (network) unless data.path names a .npy of 32x32x3 images.
 """
 
-from jaxgen.train.gan import dcgan_config
+from jaxgen.gan.config import dcgan_config
 
 
 def get_config():

@@ -26,7 +26,7 @@ after 15 minutes (~140k steps): all ten classes, 7-13% each, classifier score 8.
 Frechet distance 71 (real vs real 4.3).
 """
 
-from jaxgen.train.gan import default_config
+from jaxgen.gan.config import default_config
 
 
 def get_config():

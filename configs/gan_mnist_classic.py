@@ -10,7 +10,7 @@ classes; see benchmarks/results/gan_quality.md for the measured numbers. configs
 the recipe that holds up.
 """
 
-from jaxgen.train.gan import default_config
+from jaxgen.gan.config import default_config
 
 
 def get_config():

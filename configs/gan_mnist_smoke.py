@@ -6,7 +6,7 @@ Expected run time: well under a minute on 2 CPU cores. Expected result: grids of
 blobs; nothing readable yet.
 """
 
-from jaxgen.train.gan import default_config
+from jaxgen.gan.config import default_config
 
 
 def get_config():

@@ -30,7 +30,7 @@ def config_help(cfg, path) -> str:
 
     from jaxgen.config import describe_fields, field_comments
 
-    modules = {"charrnn": ["jaxgen.train.charrnn"], "gan": ["jaxgen.train.gan"]}.get(cfg.get("model_kind", None), [])
+    modules = {"charrnn": ["jaxgen.charrnn.config"], "gan": ["jaxgen.gan.config"]}.get(cfg.get("model_kind", None), [])
     sources = []
     for name in modules:
         sources.append(Path(importlib.util.find_spec(name).origin).read_text())
@@ -80,18 +80,18 @@ def _train(args, rest):
     if kind not in ("charrnn", "gan"):
         raise UserError(f"config {args.config!r} has model_kind={kind!r}; jaxgen trains 'charrnn' and 'gan'")
     if kind == "charrnn":
-        from jaxgen.train import charrnn as trainer
+        from jaxgen.charrnn.config import validate_config
     else:
-        from jaxgen.train import gan as trainer
-    trainer.validate_config(cfg)  # every check that needs no data, before any work
+        from jaxgen.gan.config import validate_config
+    validate_config(cfg)  # every check that needs no data, before any work
     if "parallel" in cfg and cfg.parallel.distributed:
-        from jaxgen.train.parallel import maybe_initialize_distributed
+        from jaxgen.training.parallel import maybe_initialize_distributed
 
         maybe_initialize_distributed(True)
     if kind == "charrnn":
-        from jaxgen.train import charrnn
+        from jaxgen import charrnn
 
-        summary = charrnn.train(cfg, args.workdir, quiet=args.quiet, stop=args.stop)
+        summary = charrnn.train.train(cfg, args.workdir, quiet=args.quiet, stop=args.stop)
         if summary["stopped"] == "interrupted":
             return 130
         if summary["best_val_loss"] is not None:
@@ -99,9 +99,9 @@ def _train(args, rest):
                   f"sample with `jaxgen sample --workdir {args.workdir}`")
         return 0
     if kind == "gan":
-        from jaxgen.train import gan
+        from jaxgen import gan
 
-        summary = gan.train(cfg, args.workdir, quiet=args.quiet, stop=args.stop)
+        summary = gan.train.train(cfg, args.workdir, quiet=args.quiet, stop=args.stop)
         if summary["stopped"] == "interrupted":
             return 130
         best = f"; best Frechet distance {summary['best_fid']:.2f}" if summary["best_fid"] is not None else ""
@@ -148,7 +148,7 @@ def _sample(args, rest):
     if rest:
         raise UserError(f"unrecognised arguments for sample: {' '.join(rest)}")
     check_sample_flags(args)
-    from jaxgen.train.checkpoint import read_meta
+    from jaxgen.training.checkpoint import read_meta
 
     meta = read_meta(args.workdir)
     if meta is None:
@@ -158,16 +158,16 @@ def _sample(args, rest):
     if args.out or args.grid or args.num is not None:
         raise UserError("--num/--out/--grid are for GAN workdirs; this workdir holds a char-RNN (use --length)")
     if "vocab" in meta:  # the prime and top_k against the vocabulary, before the model is loaded
-        from jaxgen.data.text import Vocab
+        from jaxgen.charrnn.data import Vocab
 
         vocab = Vocab.from_json(meta["vocab"])
         vocab.encode(args.prime)
         if args.top_k > len(vocab):
             raise UserError(f"--top_k must be between 0 (off) and the vocabulary size {len(vocab)}, got {args.top_k}")
-    from jaxgen.sample import sample_text
-    from jaxgen.train import charrnn
+    from jaxgen.charrnn.sample import sample_text
+    from jaxgen import charrnn
 
-    params, vocab, _ = charrnn.load_for_sampling(args.workdir, which=args.checkpoint)
+    params, vocab, _ = charrnn.sample.load_for_sampling(args.workdir, which=args.checkpoint)
     text = sample_text(params, vocab, prime=args.prime, length=args.length, temperature=args.temperature,
                        top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     sys.stdout.write(text + ("\n" if not text.endswith("\n") else ""))
@@ -178,14 +178,14 @@ def _sample_images(args):
     import jax
     import numpy as np
 
-    from jaxgen.train import gan
+    from jaxgen.gan import sampling
 
     if not (args.out or args.grid):
         raise UserError("say where the images go: --out FILE.npy (float32 [N, H, W, C] in [-1, 1]) and/or "
                         "--grid FILE.png")
     num = 64 if args.num is None else args.num
-    model, gp, gs, cfg = gan.load_generator(args.workdir, which=args.checkpoint)
-    images = gan.generate(model, gp, gs, jax.random.key(args.seed), num, dist=cfg.model.latent_dist)
+    model, gp, gs, cfg = sampling.load_generator(args.workdir, which=args.checkpoint)
+    images = sampling.generate(model, gp, gs, jax.random.key(args.seed), num, dist=cfg.model.latent_dist)
     if args.out:
         out = Path(args.out)
         tmp = out.with_name(out.stem + ".tmp.npy")
@@ -207,7 +207,7 @@ def _eval(args, rest):
         raise UserError(f"--num must be a positive integer, got {args.num}")
     if args.out:
         check_out_path("--out", args.out)
-    from jaxgen.evaluate import run_eval
+    from jaxgen.gan.evaluate import run_eval
 
     run_eval(workdir=args.workdir, samples=args.samples, data_path=args.data_path, data_source=args.data_source,
              num=args.num, cache_dir=args.cache, out=args.out, seed=args.seed, checkpoint=args.checkpoint)
@@ -318,7 +318,7 @@ def main(argv=None) -> int:
         # Ctrl-C and SIGTERM only set a flag from here on: the trainer saves after the current step.
         # Installed before the heavy imports, so no KeyboardInterrupt lands inside JAX or XLA (an
         # exception raised in a callback from XLA is lost or crashes the process).
-        from jaxgen.train.preemption import StopOnSignal
+        from jaxgen.training.preemption import StopOnSignal
 
         with StopOnSignal() as args.stop:
             return _run_command(args, rest)

@@ -12,11 +12,11 @@ import pytest
 
 from jaxgen import cli
 from jaxgen.config import apply_override, load_with_overrides
-from jaxgen.data import text as textdata
+from jaxgen.charrnn import data as textdata
 from jaxgen.errors import UserError
-from jaxgen.models import charrnn as model
-from jaxgen.sample import filter_logits, generate, sample_text
-from jaxgen.train import charrnn
+from jaxgen.charrnn import model
+from jaxgen.charrnn.sample import filter_logits, generate, sample_text
+from jaxgen import charrnn
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / "configs" / "charrnn_smoke.py")
@@ -24,7 +24,7 @@ ALPHABET = "abcdefghijklmnopqrstuvwxyz"
 
 
 def tiny_cfg(**train):
-    cfg = charrnn.default_config()
+    cfg = charrnn.config.default_config()
     cfg.model.hidden, cfg.model.layers, cfg.model.dropout = 16, 2, 0.0
     cfg.train.batch, cfg.train.seq_len, cfg.train.steps = 4, 8, 12
     cfg.train.lr, cfg.train.log_every, cfg.train.eval_every, cfg.train.checkpoint_every = 1e-2, 1, 6, 4
@@ -116,12 +116,12 @@ def test_tfds_source_fails_fast_offline(monkeypatch):
 
 def test_train_step_carries_state_and_resets():
     cfg = tiny_cfg()
-    tx = charrnn.make_optimizer(cfg, 10)
-    state = charrnn.init_state(cfg, 26, tx)
+    tx = charrnn.train.make_optimizer(cfg, 10)
+    state = charrnn.train.init_state(cfg, 26, tx)
     params0 = state["params"]
     rng = np.random.default_rng(1)
     x1, y1, x2, y2 = (jnp.asarray(rng.integers(0, 26, (8, 4)), jnp.int32) for _ in range(4))
-    step = jax.jit(functools.partial(charrnn.train_step, tx=tx, dropout_rate=0.0))
+    step = jax.jit(functools.partial(charrnn.train.train_step, tx=tx, dropout_rate=0.0))
     state, m1 = step(state, x1, y1, jnp.asarray(True))
     zeros = model.zero_carries(params0, 4)
     loss_ref = jax.jit(model.loss)  # one compilation for the three reference losses below
@@ -137,7 +137,7 @@ def test_train_step_carries_state_and_resets():
     np.testing.assert_allclose(m3["loss"], loss_ref(params1, x2, y2, zeros)[0], rtol=1e-5)
     assert abs(float(m2["loss"]) - float(m3["loss"])) > 1e-6  # the carried state matters
     # truncated BPTT: the gradient does not flow into the carried state
-    g = jax.jit(jax.grad(lambda c: charrnn.train_step({**state, "carries": c}, x2, y2, jnp.asarray(False),
+    g = jax.jit(jax.grad(lambda c: charrnn.train.train_step({**state, "carries": c}, x2, y2, jnp.asarray(False),
                                               tx=tx, dropout_rate=0.0)[1]["loss"]))(carried)
     assert all(float(jnp.abs(l).max()) == 0.0 for l in jax.tree.leaves(g))
     assert int(state["step"]) == 1 and m1.keys() >= {"loss", "grad_norm", "param_norm", "update_norm"}
@@ -162,10 +162,10 @@ def test_train_step_updates_are_clipped():
 
     def run(clip_value, steps=2):
         cfg = tiny_cfg(clip=clip_value, lr=lr, lr_schedule="constant")
-        tx = charrnn.make_optimizer(cfg, 10)
-        state = charrnn.init_state(cfg, 26, tx)
+        tx = charrnn.train.make_optimizer(cfg, 10)
+        state = charrnn.train.init_state(cfg, 26, tx)
         params0 = state["params"]
-        step = jax.jit(functools.partial(charrnn.train_step, tx=tx, dropout_rate=0.0))
+        step = jax.jit(functools.partial(charrnn.train.train_step, tx=tx, dropout_rate=0.0))
         out = []
         for x, y in batches[:steps]:
             state, m = step(state, x, y, jnp.asarray(True))
@@ -203,11 +203,11 @@ def test_train_step_updates_are_clipped():
 
 
 def run(cfg, workdir):
-    return charrnn.train(cfg, workdir, quiet=True)
+    return charrnn.train.train(cfg, workdir, quiet=True)
 
 
 def final_params(workdir):
-    return charrnn.load_for_sampling(workdir, which="latest")[0]
+    return charrnn.sample.load_for_sampling(workdir, which="latest")[0]
 
 
 def test_resume_gives_the_same_run(corpus, tmp_path):
@@ -365,7 +365,7 @@ def test_builtin_corpus_ships_as_package_data():
 
     tomllib = pytest.importorskip("tomllib")
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    patterns = pyproject["tool"]["setuptools"]["package-data"]["jaxgen.data"]
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["jaxgen.charrnn"]
     corpus = Path(textdata.__file__).with_name("tinyshakespeare.txt.gz")
     assert corpus.is_file() and any(fnmatch.fnmatch(corpus.name, p) for p in patterns)
     assert corpus.stat().st_size < 500_000  # gzipped (the text is 1.1 MB)

@@ -16,7 +16,7 @@ import pytest
 
 from jaxgen import cli
 from jaxgen.config import describe_fields, field_comments, load_config, suggest_field
-from jaxgen.train.metrics import RunLog, format_eta
+from jaxgen.training.metrics import RunLog, format_eta
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / "configs" / "charrnn_smoke.py")
@@ -47,14 +47,14 @@ def one_line_error(capsys, argv) -> str:
 @pytest.fixture
 def no_work(monkeypatch):
     """Loading data or a model fails the test: the checks under test must come first."""
-    from jaxgen import evaluate
-    from jaxgen.train import charrnn, gan
+    from jaxgen.gan import evaluate
+    from jaxgen import charrnn, gan
 
     def boom(*a, **k):
         raise AssertionError("work started before the inputs were checked")
 
-    for mod, name in ((charrnn, "prepare_data"), (gan, "prepare_data"), (charrnn, "load_for_sampling"),
-                      (gan, "load_generator"), (evaluate, "run_eval")):
+    for mod, name in ((charrnn.train, "prepare_data"), (gan.train, "prepare_data"),
+                      (charrnn.sample, "load_for_sampling"), (gan.sampling, "load_generator"), (evaluate, "run_eval")):
         monkeypatch.setattr(mod, name, boom)
 
 
@@ -229,13 +229,13 @@ def test_sample_flags_checked_before_the_model_loads(tmp_path, capsys, no_work, 
 
 
 def test_temperature_zero_reaches_sample_text(tmp_path, capsys, monkeypatch):
-    from jaxgen import sample
-    from jaxgen.data.text import Vocab
-    from jaxgen.train import charrnn
+    from jaxgen.charrnn import sample
+    from jaxgen.charrnn.data import Vocab
+    from jaxgen import charrnn
 
     w = _fake_workdir(tmp_path, "charrnn")
     seen = {}
-    monkeypatch.setattr(charrnn, "load_for_sampling", lambda *a, **k: ({}, Vocab(tuple("\n abc")), None))
+    monkeypatch.setattr(charrnn.sample, "load_for_sampling", lambda *a, **k: ({}, Vocab(tuple("\n abc")), None))
     monkeypatch.setattr(sample, "sample_text", lambda params, vocab, **k: seen.update(k) or "abc")
     assert cli.main(["sample", "--workdir", w, "--temperature", "0", "--length", "3"]) == 0
     assert seen["temperature"] == 0.0 and seen["length"] == 3

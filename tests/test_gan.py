@@ -17,9 +17,8 @@ from jax.test_util import check_grads
 from jaxgen import losses
 from jaxgen.data import images as imdata
 from jaxgen.errors import UserError
-from jaxgen.models import gan as ganlib
+from jaxgen import gan
 from jaxgen.nn import layers as nn
-from jaxgen.train import gan as gantrain
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -258,16 +257,16 @@ def test_leaky_relu_and_dropout():
 
 @pytest.mark.parametrize("arch,size,channels,out", [("fc", 28, 1, 28), ("dcgan", 28, 1, 28), ("dcgan", 32, 3, 32)])
 def test_model_shapes_and_ranges(arch, size, channels, out):
-    cfg = gantrain.default_config()
+    cfg = gan.config.default_config()
     cfg.model.arch, cfg.model.image_size, cfg.model.channels = arch, size, channels
     cfg.model.features = (8, 16, 32)
-    m = ganlib.build(cfg.model)
+    m = gan.models.build(cfg.model)
 
     @jax.jit
     def run(key):
         k0, k1, k2, k3 = jax.random.split(key, 4)
         params, stats = m.init(k0)
-        z = ganlib.sample_latent(k1, 6, m.latent, "uniform")
+        z = gan.models.sample_latent(k1, 6, m.latent, "uniform")
         x, _ = m.generate(params["g"], stats["g"], z, train=True, key=k2)
         logits, _ = m.discriminate(params["d"], stats["d"], x, train=True, key=k3)
         return z, x, logits
@@ -275,16 +274,16 @@ def test_model_shapes_and_ranges(arch, size, channels, out):
     z, x, logits = run(jax.random.key(0))
     assert float(jnp.abs(z).max()) <= 1.0
     assert x.shape == (6, m.size, m.size, channels) and float(jnp.abs(x).max()) <= 1.0
-    assert ganlib.crop(m, x).shape == (6, out, out, channels)
+    assert gan.models.crop(m, x).shape == (6, out, out, channels)
     assert logits.shape == (6,)
 
 
 def test_fc_gan_sizes_and_dcgan_batch_norm_placement():
-    m = ganlib.fc_gan()
+    m = gan.models.fc_gan()
     params, _ = jax.jit(m.init)(jax.random.key(0))
     assert [p["w"].shape for p in params["d"]] == [(784, 128), (128, 64), (64, 32), (32, 1)]
     assert [p["w"].shape for p in params["g"]] == [(100, 32), (32, 64), (64, 128), (128, 784)]
-    d = ganlib.dcgan(image_size=28)
+    d = gan.models.dcgan(image_size=28)
     params, stats = jax.jit(d.init)(jax.random.key(0))
     # no batch norm on the discriminator's input layer or the generator's output layer
     assert set(stats["d"]) == {"down1_bn", "down2_bn"}
@@ -299,15 +298,15 @@ def test_fc_gan_sizes_and_dcgan_batch_norm_placement():
 
 
 def _setup(arch, batch=8, real_label=0.9, ema=0.0):
-    cfg = gantrain.default_config()
+    cfg = gan.config.default_config()
     cfg.model.arch = arch
     cfg.model.features = (8, 16, 32)
     cfg.model.latent_dist = "normal"
-    m = ganlib.build(cfg.model)
-    tx_g, tx_d = gantrain.make_optimizers(cfg)
-    state = gantrain.init_state(m, 0, tx_g, tx_d, ema=ema > 0)
+    m = gan.models.build(cfg.model)
+    tx_g, tx_d = gan.step.make_optimizers(cfg)
+    state = gan.step.init_state(m, 0, tx_g, tx_d, ema=ema > 0)
     real = jax.random.uniform(jax.random.key(5), (batch, m.size, m.size, 1), minval=-1, maxval=1)
-    step = functools.partial(gantrain.train_step, model=m, tx_g=tx_g, tx_d=tx_d, real_label=real_label,
+    step = functools.partial(gan.step.train_step, model=m, tx_g=tx_g, tx_d=tx_d, real_label=real_label,
                              latent_dist="normal", ema_decay=ema)
     return m, tx_g, tx_d, state, real, step
 
@@ -425,7 +424,7 @@ def _step_inputs(m, arch, state, step, batch):
     dropout from ``split(layer key, 4)``), as float64 NumPy."""
     key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), step)
     k_z, _, k_dr, k_df, k_dg = jax.random.split(key, 5)
-    z = np.asarray(ganlib.sample_latent(k_z, batch, m.latent, "normal"), np.float64)
+    z = np.asarray(gan.models.sample_latent(k_z, batch, m.latent, "normal"), np.float64)
     masks = {}
     for name, k in (("dr", k_dr), ("df", k_df), ("dg", k_dg)):
         keys = jax.random.split(k, 4)
@@ -451,7 +450,7 @@ def test_train_step_equals_reference_updates(arch):
     G's parameters directly (two generator forwards), so it also checks the step's reuse of the
     first forward's VJP."""
     m, _, _, state, _, step = _setup(arch)
-    cfg = gantrain.default_config()
+    cfg = gan.config.default_config()
     lr, b1, b2 = cfg.train.lr_g, cfg.train.beta1, cfg.train.beta2
     assert cfg.train.lr_d == lr and cfg.train.lr_decay_steps == 0
     batch, steps = 8, 3
@@ -501,7 +500,7 @@ def test_real_and_fake_batch_statistics_are_separate():
 def _separate_vs_mixed(m, state, real):
     key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), 0)
     k_z, k_g, *_ = jax.random.split(key, 5)
-    z = ganlib.sample_latent(k_z, real.shape[0], m.latent, "normal")
+    z = gan.models.sample_latent(k_z, real.shape[0], m.latent, "normal")
     fake, _ = m.generate(state["params"]["g"], state["stats"]["g"], z, train=True, key=k_g)
     dp, ds = state["params"]["d"], state["stats"]["d"]
     # separately: what the step did
@@ -541,12 +540,12 @@ def test_label_smoothing_reaches_the_step():
 def test_each_optimiser_changes_only_its_network():
     m, tx_g, tx_d, state, real, _ = _setup("fc")
     for frozen in ("g", "d"):
-        cfg = gantrain.default_config()
+        cfg = gan.config.default_config()
         lr = {"g": cfg.train.lr_g, "d": cfg.train.lr_d}
         lr[frozen] = 0.0
         txg, txd = optax.adam(lr["g"]), optax.adam(lr["d"])
-        st = gantrain.init_state(m, 0, txg, txd, ema=False)
-        new, _ = jax.jit(functools.partial(gantrain.train_step, model=m, tx_g=txg, tx_d=txd))(st, real)
+        st = gan.step.init_state(m, 0, txg, txd, ema=False)
+        new, _ = jax.jit(functools.partial(gan.step.train_step, model=m, tx_g=txg, tx_d=txd))(st, real)
         other = "d" if frozen == "g" else "g"
         same = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), st["params"][frozen], new["params"][frozen])
         moved = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), st["params"][other], new["params"][other])
@@ -682,11 +681,11 @@ def test_fc_gan_cli_train_resume_sample(tmp_path):
 
 
 def _run_inprocess(cfg, workdir):
-    return gantrain.train(cfg, workdir, quiet=True)
+    return gan.train.train(cfg, workdir, quiet=True)
 
 
 def _smoke_cfg(steps=12):
-    cfg = gantrain.default_config()
+    cfg = gan.config.default_config()
     cfg.train.steps = steps
     cfg.train.batch = 16
     cfg.train.log_every = 2
@@ -709,8 +708,8 @@ def test_resume_is_bit_for_bit(tmp_path):
     ga = {r["step"]: r["g_loss"] for r in la if "g_loss" in r}
     gb = {r["step"]: r["g_loss"] for r in lb if "g_loss" in r}
     assert ga == gb and len(ga) == 6
-    _, pa, _, _ = gantrain.load_generator(tmp_path / "a", which="latest")
-    _, pb, _, _ = gantrain.load_generator(tmp_path / "b", which="latest")
+    _, pa, _, _ = gan.sampling.load_generator(tmp_path / "a", which="latest")
+    _, pb, _, _ = gan.sampling.load_generator(tmp_path / "b", which="latest")
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), pa, pb)
 
 
@@ -724,7 +723,7 @@ def test_non_finite_loss_stops_with_step_named_and_keeps_checkpoint(tmp_path):
         _run_inprocess(bad, tmp_path)
     steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
     assert steps[-1] == 6
-    _, gp, _, _ = gantrain.load_generator(tmp_path, which="latest")
+    _, gp, _, _ = gan.sampling.load_generator(tmp_path, which="latest")
     assert all(np.isfinite(np.asarray(v)).all() for v in jax.tree.leaves(gp))
 
 
@@ -733,20 +732,20 @@ def test_bad_configs_and_shapes(tmp_path):
     cfg.model.arch = "dcgan"
     cfg.model.image_size = 48
     with pytest.raises(UserError, match="28 or 4\\*2\\^k"):
-        gantrain.train(cfg, tmp_path / "a", quiet=True)
+        gan.train.train(cfg, tmp_path / "a", quiet=True)
     np.save(tmp_path / "rgb.npy", np.zeros((40, 32, 32, 3), np.uint8))
     cfg = _smoke_cfg(2)
     cfg.data.path = str(tmp_path / "rgb.npy")
     with pytest.raises(UserError, match="FC GAN makes"):
-        gantrain.train(cfg, tmp_path / "b", quiet=True)
+        gan.train.train(cfg, tmp_path / "b", quiet=True)
     cfg.model.arch = "dcgan"
     cfg.model.image_size = 32
     with pytest.raises(UserError, match="3 channel"):
-        gantrain.train(cfg, tmp_path / "c", quiet=True)
+        gan.train.train(cfg, tmp_path / "c", quiet=True)
     cfg = _smoke_cfg(2)
     cfg.train.real_label = 1.5
     with pytest.raises(UserError, match="real_label"):
-        gantrain.train(cfg, tmp_path / "d", quiet=True)
+        gan.train.train(cfg, tmp_path / "d", quiet=True)
     r = _cli("train", "--config", "configs/gan_mnist_smoke.py", "--workdir", str(tmp_path / "e"),
              "--config.train.lr=0.1", check=False)
     assert r.returncode == 2 and "unknown config field 'train.lr'" in r.stderr and "train.lr_g" in r.stderr
@@ -757,11 +756,11 @@ def test_learning_rate_decay_schedule_reaches_adam(tmp_path):
     """Linear decay from lr_decay_start over lr_decay_steps to lr * lr_final, then flat. With a
     constant gradient every Adam update is exactly -lr_t * sign(g) (bias-corrected m = g, v = g^2),
     so the updates read the schedule back."""
-    cfg = gantrain.default_config()
+    cfg = gan.config.default_config()
     cfg.train.lr_g, cfg.train.lr_d = 1e-3, 4e-4
     cfg.train.lr_decay_start, cfg.train.lr_decay_steps, cfg.train.lr_final = 3, 4, 0.25
     expect = lambda lr, t: lr * (1.0 if t <= 3 else max(0.25, 1.0 - 0.75 * (t - 3) / 4))
-    tx_g, tx_d = gantrain.make_optimizers(cfg)
+    tx_g, tx_d = gan.step.make_optimizers(cfg)
     for tx, lr in ((tx_g, 1e-3), (tx_d, 4e-4)):
         p = {"w": jnp.ones(3)}
         g = {"w": jnp.array([0.5, -2.0, 3.0])}
@@ -770,13 +769,13 @@ def test_learning_rate_decay_schedule_reaches_adam(tmp_path):
             u, opt = tx.update(g, opt, p)
             np.testing.assert_allclose(np.asarray(u["w"]), -expect(lr, t) * np.sign(g["w"]), rtol=1e-4)
     cfg.train.lr_decay_steps = 0  # off: a plain float learning rate
-    assert gantrain.lr_schedule(1e-3, cfg) == 1e-3
+    assert gan.step.lr_schedule(1e-3, cfg) == 1e-3
     for field, value, msg in (("lr_decay_steps", -1, "lr_decay_steps"), ("lr_decay_start", -5, "lr_decay_start"),
                               ("lr_final", 2.0, "lr_final")):
         bad = _smoke_cfg(2)
         bad.train[field] = value
         with pytest.raises(UserError, match=msg):
-            gantrain.train(bad, tmp_path / field, quiet=True)
+            gan.train.train(bad, tmp_path / field, quiet=True)
 
 
 @pytest.mark.slow
@@ -785,8 +784,8 @@ def test_eval_cli_scores_real_above_noise(tmp_path, monkeypatch):
     (2 epochs instead of the recipe's 10: the plumbing is under test here, not the classifier)."""
     import functools
 
-    from jaxgen.analysis import image_metrics as im
-    from jaxgen.evaluate import run_eval
+    from jaxgen.evaluation import image_metrics as im
+    from jaxgen.gan.evaluate import run_eval
 
     monkeypatch.setattr(im, "train_classifier", functools.partial(im.train_classifier, epochs=2))
 
@@ -831,20 +830,20 @@ def test_recalibrate_pools_chunk_statistics():
     """One chunk: exactly the train-mode batch statistics of the same latents. Several chunks: the
     first layer's pooled mean and (biased) variance equal the whole batch's (the law of total
     variance); deeper layers, normalised per chunk, stay close; a ragged ``num`` is refused."""
-    m = ganlib.dcgan(image_size=16, features=(8, 16), latent=12)
+    m = gan.models.dcgan(image_size=16, features=(8, 16), latent=12)
     params, stats = m.init(jax.random.key(0))
     gp, gs = params["g"], stats["g"]
     key = jax.random.key(3)
-    z = ganlib.sample_latent(key, 512, m.latent, "normal")
+    z = gan.models.sample_latent(key, 512, m.latent, "normal")
     _, whole = m.generate(gp, gs, z, train=True, key=None, bn_momentum=0.0)
-    one = gantrain.recalibrate(m, gp, gs, key, num=512, chunk=512)
+    one = gan.sampling.recalibrate(m, gp, gs, key, num=512, chunk=512)
     for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(whole)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
-    pooled = gantrain.recalibrate(m, gp, gs, key, num=512, chunk=128)
+    pooled = gan.sampling.recalibrate(m, gp, gs, key, num=512, chunk=128)
     assert jax.tree.structure(pooled) == jax.tree.structure(gs)
     for k in ("mean", "var"):
         np.testing.assert_allclose(np.asarray(pooled["in_bn"][k]), np.asarray(whole["in_bn"][k]), rtol=1e-4, atol=1e-5)
         for name in gs:
             np.testing.assert_allclose(np.asarray(pooled[name][k]), np.asarray(whole[name][k]), rtol=0.1, atol=0.05)
     with pytest.raises(ValueError, match="multiple of chunk"):
-        gantrain.recalibrate(m, gp, gs, key, num=500, chunk=128)
+        gan.sampling.recalibrate(m, gp, gs, key, num=500, chunk=128)

@@ -1,4 +1,4 @@
-"""jaxgen.analysis.image_metrics: Frechet distance, classifier score, class histogram, the evaluation
+"""jaxgen.evaluation.image_metrics: Frechet distance, classifier score, class histogram, the evaluation
 classifier and its cache, evaluate_samples and its input checks."""
 
 import json
@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxgen.analysis import image_metrics as im
+from jaxgen.evaluation import image_metrics as im
 from jaxgen.data.images import Images, load_images
 from jaxgen.errors import UserError
 

@@ -7,7 +7,7 @@ import pytest
 
 from jaxgen import rnn
 from jaxgen.errors import UserError
-from jaxgen.models import gan
+from jaxgen.gan import models
 
 T, B, F, H = 5, 3, 4, 6
 
@@ -93,12 +93,12 @@ def test_unroll_and_lstm_stack_batch_major():
 
 
 def test_gan_models_refuse_wrong_image_and_latent_shapes():
-    """dcgan(image_size=28) is a 32x32 network: 28x28 images get a message naming gan.pad, not an XLA error."""
-    m = gan.dcgan(image_size=28, features=(4, 8, 8))
+    """dcgan(image_size=28) is a 32x32 network: 28x28 images get a message naming models.pad, not an XLA error."""
+    m = models.dcgan(image_size=28, features=(4, 8, 8))
     params, stats = _zeros_like_init(m)
     x28 = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, 28, 28, 1)), jnp.float32)
     with pytest.raises(UserError, match=r"takes images \[B, 32, 32, 1\].*got \[2, 28, 28, 1\].*"
-                                        r"jaxgen\.models\.gan\.pad\(model, images\)"):
+                                        r"jaxgen\.gan\.models\.pad\(model, images\)"):
         m.discriminate(params["d"], stats["d"], x28, train=False)
     with pytest.raises(UserError, match=r"channels-first"):
         m.discriminate(params["d"], stats["d"], jnp.zeros((2, 1, 32, 32)), train=False)
@@ -107,14 +107,14 @@ def test_gan_models_refuse_wrong_image_and_latent_shapes():
     with pytest.raises(UserError, match=r"generator takes z of shape \[B, 100\].*got \[2, 10\]"):
         m.generate(params["g"], stats["g"], jnp.zeros((2, 10)), train=False)
     # the named fix works: pad gives the 32x32 input (background -1) the network takes, crop undoes it
-    x32 = gan.pad(m, x28)
+    x32 = models.pad(m, x28)
     assert x32.shape == (2, 32, 32, 1)
     np.testing.assert_array_equal(np.asarray(x32)[:, 2:30, 2:30], x28)
     assert (np.asarray(x32)[:, :2] == -1).all() and (np.asarray(x32)[:, :, 30:] == -1).all()
-    np.testing.assert_array_equal(gan.crop(m, x32), x28)
+    np.testing.assert_array_equal(models.crop(m, x32), x28)
     logits, _ = jax.jit(lambda x: m.discriminate(params["d"], stats["d"], x, train=False))(x32)
     assert logits.shape == (2,)
-    fc = gan.fc_gan(g_hidden=(8,), d_hidden=(8,))
+    fc = models.fc_gan(g_hidden=(8,), d_hidden=(8,))
     fp, fs = _zeros_like_init(fc)
     with pytest.raises(UserError, match=r"FC GAN discriminator takes images \[B, 28, 28, 1\].*got \[2, 32, 32, 1\]"):
         fc.discriminate(fp["d"], fs["d"], jnp.zeros((2, 32, 32, 1)), train=False)

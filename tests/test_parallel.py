@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = textwrap.dedent('''
     import functools, jax, jax.numpy as jnp, numpy as np
     assert jax.device_count() == 8, jax.devices()
-    from jaxgen.train import parallel
+    from jaxgen.training import parallel
     mesh = parallel.make_mesh()
 
     def compare(name, step, state, args, ndims, axes):
@@ -40,30 +40,30 @@ SCRIPT = textwrap.dedent('''
         print(name, "ok, largest difference", worst, flush=True)
 
     import sys
-    from jaxgen.models import gan as ganlib
-    from jaxgen.train import gan as gantrain
+    from jaxgen import gan
+    from jaxgen import gan
     for arch in [a for a in ("fc", "dcgan") if a in sys.argv[1:]]:
-        cfg = gantrain.default_config()
+        cfg = gan.config.default_config()
         cfg.model.arch = arch
         cfg.model.features = (8, 16, 32)
-        m = ganlib.build(cfg.model)
-        tx_g, tx_d = gantrain.make_optimizers(cfg)
-        state = gantrain.init_state(m, 0, tx_g, tx_d, ema=True)
+        m = gan.models.build(cfg.model)
+        tx_g, tx_d = gan.step.make_optimizers(cfg)
+        state = gan.step.init_state(m, 0, tx_g, tx_d, ema=True)
         real = jax.random.uniform(jax.random.key(1), (16, m.size, m.size, 1), minval=-1, maxval=1)
-        step = functools.partial(gantrain.train_step, model=m, tx_g=tx_g, tx_d=tx_d, ema_decay=0.99)
+        step = functools.partial(gan.step.train_step, model=m, tx_g=tx_g, tx_d=tx_d, ema_decay=0.99)
         compare(f"gan-{arch}", step, state, (real,), (4,), (0,))
 
-    from jaxgen.train import charrnn
+    from jaxgen import charrnn
     if "charrnn" not in sys.argv[1:]:
         print("ALL OK")
         sys.exit(0)
-    cfg = charrnn.default_config()
+    cfg = charrnn.config.default_config()
     cfg.model.hidden, cfg.model.layers, cfg.model.dropout, cfg.train.batch = 32, 2, 0.1, 16
-    tx = charrnn.make_optimizer(cfg, 10)
-    state = charrnn.init_state(cfg, 20, tx)
+    tx = charrnn.train.make_optimizer(cfg, 10)
+    state = charrnn.train.init_state(cfg, 20, tx)
     ids = jax.random.randint(jax.random.key(2), (12, 16), 0, 20)
     tgt = jax.random.randint(jax.random.key(3), (12, 16), 0, 20)
-    step = functools.partial(charrnn.train_step, tx=tx, dropout_rate=0.1)
+    step = functools.partial(charrnn.train.train_step, tx=tx, dropout_rate=0.1)
     compare("charrnn", step, state, (ids, tgt, jnp.asarray(True)), (2, 2, 0), (1, 1, None))
     print("ALL OK")
 ''')
@@ -86,14 +86,14 @@ WORKER = textwrap.dedent('''
     port, pid, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=pid)
     assert jax.process_count() == 2 and jax.device_count() == 2, (jax.process_count(), jax.devices())
-    from jaxgen.models import gan as ganlib
-    from jaxgen.train import gan as gantrain, parallel
-    cfg = gantrain.default_config()
-    m = ganlib.build(cfg.model)
-    tx_g, tx_d = gantrain.make_optimizers(cfg)
-    state = gantrain.init_state(m, 0, tx_g, tx_d, ema=False)
+    from jaxgen import gan
+    from jaxgen.training import parallel
+    cfg = gan.config.default_config()
+    m = gan.models.build(cfg.model)
+    tx_g, tx_d = gan.step.make_optimizers(cfg)
+    state = gan.step.init_state(m, 0, tx_g, tx_d, ema=False)
     mesh = parallel.make_mesh()
-    step = functools.partial(gantrain.train_step, model=m, tx_g=tx_g, tx_d=tx_d)
+    step = functools.partial(gan.step.train_step, model=m, tx_g=tx_g, tx_d=tx_d)
     fn, state = parallel.jit_data_parallel(step, mesh, state, (4,))
     full = np.random.default_rng(0).uniform(-1, 1, (2, 8, 28, 28, 1)).astype(np.float32)  # the global batches
     rows = parallel.local_rows(8)
@@ -138,14 +138,13 @@ def test_two_processes_on_localhost_agree(tmp_path):
         outs.append([line.split() for line in out.splitlines() if line.startswith("RESULT")][0])
     assert outs[0][2:] == outs[1][2:], outs  # both processes hold the same parameters and loss
     # the same two steps in this (single-device) process on the full global batches
-    from jaxgen.models import gan as ganlib
-    from jaxgen.train import gan as gantrain
+    from jaxgen import gan
 
-    cfg = gantrain.default_config()
-    m = ganlib.build(cfg.model)
-    tx_g, tx_d = gantrain.make_optimizers(cfg)
-    state = gantrain.init_state(m, 0, tx_g, tx_d, ema=False)
-    step = jax.jit(functools.partial(gantrain.train_step, model=m, tx_g=tx_g, tx_d=tx_d))
+    cfg = gan.config.default_config()
+    m = gan.models.build(cfg.model)
+    tx_g, tx_d = gan.step.make_optimizers(cfg)
+    state = gan.step.init_state(m, 0, tx_g, tx_d, ema=False)
+    step = jax.jit(functools.partial(gan.step.train_step, model=m, tx_g=tx_g, tx_d=tx_d))
     full = np.random.default_rng(0).uniform(-1, 1, (2, 8, 28, 28, 1)).astype(np.float32)
     for s in range(2):
         state, metrics = step(state, full[s])

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxgen.train import gan as gantrain
+from jaxgen import gan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,8 +73,8 @@ def test_sigkill_then_restart_equals_an_unbroken_run(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     r = _cli("train", "--config", "configs/gan_mnist_smoke.py", "--workdir", str(w), "--quiet", *common)
     assert "resumed from step" in r.stdout
-    _, pa, _, _ = gantrain.load_generator(tmp_path / "ref", which="latest")
-    _, pb, _, _ = gantrain.load_generator(w, which="latest")
+    _, pa, _, _ = gan.sampling.load_generator(tmp_path / "ref", which="latest")
+    _, pb, _, _ = gan.sampling.load_generator(w, which="latest")
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), pa, pb)
 
 
@@ -90,24 +90,24 @@ def test_nonfinite_skip_mode_keeps_the_parameters_finite(tmp_path):
     cfg.train.lr_g = cfg.train.lr_d = 1e38  # parameters overflow within a few steps
     cfg.train.on_nonfinite = "skip"
     cfg.train.log_every = 1
-    summary = gantrain.train(cfg, tmp_path / "gan", quiet=True)
+    summary = gan.train.train(cfg, tmp_path / "gan", quiet=True)
     assert summary["steps"] == 8
     rows = [json.loads(x) for x in (tmp_path / "gan" / "metrics.jsonl").read_text().splitlines()]
     assert sum(r.get("skipped", 0) for r in rows) >= 1
-    _, gp, _, _ = gantrain.load_generator(tmp_path / "gan", which="latest")
+    _, gp, _, _ = gan.sampling.load_generator(tmp_path / "gan", which="latest")
     assert _all_finite(gp)
 
     from jaxgen.config import load_config
-    from jaxgen.train import charrnn
+    from jaxgen import charrnn
 
     c = load_config(ROOT / "configs" / "charrnn_smoke.py")
     c.train.steps, c.train.lr, c.train.clip, c.train.on_nonfinite = 6, 1e38, 1e38, "skip"
-    charrnn.train(c, tmp_path / "rnn", quiet=True)
-    params, _, _ = charrnn.load_for_sampling(tmp_path / "rnn", which="latest")
+    charrnn.train.train(c, tmp_path / "rnn", quiet=True)
+    params, _, _ = charrnn.sample.load_for_sampling(tmp_path / "rnn", which="latest")
     assert _all_finite(params)
     c.train.on_nonfinite = "sometimes"
     with pytest.raises(Exception, match="on_nonfinite"):
-        charrnn.train(c, tmp_path / "rnn2", quiet=True)
+        charrnn.train.train(c, tmp_path / "rnn2", quiet=True)
 
 
 @pytest.mark.slow
@@ -115,10 +115,10 @@ def test_corrupt_latest_checkpoint_and_leftover_temporary_folder(tmp_path, capfd
     from tests.test_gan import _smoke_cfg
 
     cfg = _smoke_cfg(12)  # checkpoints at 6 and 12
-    gantrain.train(cfg, tmp_path, quiet=True)
+    gan.train.train(cfg, tmp_path, quiet=True)
     ck = tmp_path / "checkpoints"
     assert sorted(int(p.name) for p in ck.iterdir() if p.name.isdigit()) == [6, 12]
-    _, before, _, _ = gantrain.load_generator(tmp_path, which="latest")
+    _, before, _, _ = gan.sampling.load_generator(tmp_path, which="latest")
     # an interrupted save leaves a temporary folder behind: it is not a checkpoint
     (ck / "18.orbax-checkpoint-tmp-1234567").mkdir()
     (ck / "18.orbax-checkpoint-tmp-1234567" / "junk").write_text("half written")
@@ -126,7 +126,7 @@ def test_corrupt_latest_checkpoint_and_leftover_temporary_folder(tmp_path, capfd
     for f in (ck / "12").rglob("*"):
         if f.is_file():
             f.write_bytes(b"")
-    summary = gantrain.train(cfg, tmp_path, quiet=True)  # the same 12 steps again
+    summary = gan.train.train(cfg, tmp_path, quiet=True)  # the same 12 steps again
     err = capfd.readouterr()
     assert summary["start"] == 6, "should resume from the previous, intact checkpoint"
     assert "could not be restored" in err.err and "trying the previous one" in err.err
@@ -134,7 +134,7 @@ def test_corrupt_latest_checkpoint_and_leftover_temporary_folder(tmp_path, capfd
     assert not (ck / "18.orbax-checkpoint-tmp-1234567").exists() or 18 not in [
         int(p.name) for p in ck.iterdir() if p.name.isdigit()]
     # the corrupt step-12 checkpoint was replaced: it now restores, with no warning, to the re-trained state
-    _, gp, _, _ = gantrain.load_generator(tmp_path, which="latest")
+    _, gp, _, _ = gan.sampling.load_generator(tmp_path, which="latest")
     err = capfd.readouterr()
     assert "could not be restored" not in err.err
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), gp, before)
@@ -153,7 +153,7 @@ def test_global_batch_must_divide_over_devices():
     from types import SimpleNamespace
 
     from jaxgen.errors import UserError
-    from jaxgen.train import parallel
+    from jaxgen.training import parallel
 
     parallel.check_batch(64, SimpleNamespace(devices=np.zeros(8)))
     with pytest.raises(UserError, match="multiple of 8"):
@@ -166,13 +166,13 @@ def test_resume_with_another_state_shape_is_refused_and_changes_nothing(tmp_path
     (it used to be read as corruption: the run restarted at step 0 and pruned the old checkpoints)."""
     from jaxgen.config import load_config
     from jaxgen.errors import UserError
-    from jaxgen.train import charrnn
+    from jaxgen import charrnn
 
     cfg = load_config(ROOT / "configs" / "charrnn_smoke.py")
     cfg.data.source, cfg.data.path = "file", str(ROOT / "tests" / "data" / "tinyshakespeare_head.txt")
     cfg.model.hidden, cfg.train.batch, cfg.train.seq_len, cfg.train.steps = 8, 2, 8, 2
     w = tmp_path / "run"
-    charrnn.train(cfg, w, quiet=True)
+    charrnn.train.train(cfg, w, quiet=True)
     from tests.test_cli import tree_hash
 
     before = tree_hash(w)
@@ -181,12 +181,12 @@ def test_resume_with_another_state_shape_is_refused_and_changes_nothing(tmp_path
         changed = cfg.copy_and_resolve_references()
         changed.train[field] = value
         with pytest.raises(UserError, match="cannot resume") as e:
-            charrnn.train(changed, w, quiet=True)
+            charrnn.train.train(changed, w, quiet=True)
         assert what in str(e.value) and "different train state" in str(e.value)
         assert tree_hash(w) == before
     # a compatible change (more steps) still resumes
     cfg.train.steps = 3
-    assert charrnn.train(cfg, w, quiet=True)["start"] == 2
+    assert charrnn.train.train(cfg, w, quiet=True)["start"] == 2
 
 
 class _StopAt:
@@ -206,17 +206,17 @@ def test_a_signal_saves_the_current_step_before_any_sampling(tmp_path, monkeypat
     from tests.test_gan import _smoke_cfg
 
     drawn = []
-    monkeypatch.setattr(gantrain.plots, "save_grid", lambda grid, path: drawn.append(Path(path).name))
+    monkeypatch.setattr(gan.train.plots, "save_grid", lambda grid, path: drawn.append(Path(path).name))
     for reason in ("preempted", "interrupted"):
         w = tmp_path / reason
-        summary = gantrain.train(_smoke_cfg(12), w, quiet=True, stop=_StopAt(3, reason))
+        summary = gan.train.train(_smoke_cfg(12), w, quiet=True, stop=_StopAt(3, reason))
         assert summary["stopped"] == reason and summary["steps"] == 3
         assert sorted(int(p.name) for p in (w / "checkpoints").iterdir() if p.name.isdigit()) == [3]
         assert drawn == []
     # a stop requested before the first step compiles nothing and writes no checkpoint
     early = _StopAt(0, "interrupted")
     early.requested = True
-    summary = gantrain.train(_smoke_cfg(12), tmp_path / "early", quiet=True, stop=early)
+    summary = gan.train.train(_smoke_cfg(12), tmp_path / "early", quiet=True, stop=early)
     assert summary["stopped"] == "interrupted" and summary["steps"] == 0
     assert not any(p.name.isdigit() for p in (tmp_path / "early" / "checkpoints").iterdir())
 
@@ -236,7 +236,7 @@ def test_ctrl_c_during_compilation_and_mid_run_saves_and_resumes(tmp_path):
     import re
 
     from jaxgen.config import load_config
-    from jaxgen.train import charrnn
+    from jaxgen import charrnn
 
     for when in ("compile", "mid-run"):
         w = tmp_path / when
@@ -262,7 +262,7 @@ def test_ctrl_c_during_compilation_and_mid_run_saves_and_resumes(tmp_path):
         cfg = load_config(ROOT / "configs" / "charrnn_smoke.py")
         cfg.data.path = str(ROOT / "tests" / "data" / "tinyshakespeare_head.txt")
         cfg.train.steps, cfg.train.eval_every, cfg.train.checkpoint_every = stopped + 1, 100000, 100000
-        assert charrnn.train(cfg, w, quiet=True)["start"] == stopped
+        assert charrnn.train.train(cfg, w, quiet=True)["start"] == stopped
 
 
 def test_restore_refuses_another_state_instead_of_skipping_it(tmp_path):
@@ -271,7 +271,7 @@ def test_restore_refuses_another_state_instead_of_skipping_it(tmp_path):
     import jax.numpy as jnp
 
     from jaxgen.errors import UserError
-    from jaxgen.train import checkpoint as ckpt
+    from jaxgen.training import checkpoint as ckpt
 
     state = {"w": jnp.ones((4, 3)), "step": jnp.zeros((), jnp.int32)}
     c = ckpt.Checkpoints(tmp_path)

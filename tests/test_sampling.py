@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgen.data import text as textdata
+from jaxgen.charrnn import data as textdata
 from jaxgen.errors import UserError
-from jaxgen.models import charrnn as model
-from jaxgen.sample import filter_logits, generate, greedy_or_sample, sample_text
+from jaxgen.charrnn import model
+from jaxgen.charrnn.sample import filter_logits, generate, greedy_or_sample, sample_text
 
 
 def ref_keep(logits, temperature=1.0, top_k=0, top_p=1.0):

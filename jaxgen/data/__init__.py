@@ -1,9 +1,1 @@
-"""Data: text corpora for the char-RNN (and image loaders for the GANs)."""
-
-from jaxgen.data.text import (  # noqa: F401
-    CharBatches,
-    Vocab,
-    builtin_corpus,
-    load_corpus,
-    split_corpus,
-)
+"""Image datasets shared by the GANs and the image-quality evaluation."""

@@ -124,7 +124,7 @@ def tfds_images(name: str, split: str = "train", *, image_size: int = 0, data_di
     """A tensorflow-datasets image dataset via ``tfds.data_source`` (no TensorFlow needed)."""
     import tensorflow_datasets as tfds
 
-    from jaxgen.data.text import _reachable
+    from jaxgen.charrnn.data import _reachable
 
     if check_network and not _reachable():
         raise UserError(f"cannot reach the tensorflow-datasets download host to fetch {name!r}; offline, use "

@@ -13,8 +13,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import ml_collections
+from pathlib import Path
+
+from jaxgen.charrnn import data as textdata
 from jaxgen.errors import UserError
-from jaxgen.models import charrnn as model
+from jaxgen.training import checkpoint as ckpt
+from jaxgen.charrnn.config import KIND
+from jaxgen.charrnn import model
 
 
 # Masses within this of ``top_p`` count as reaching it (float32 softmax sums are ~1e-7 off).
@@ -107,3 +113,32 @@ def sample_text(params, vocab, *, prime: str = "\n", length: int = 500, temperat
     ids = generate(params, prime_ids, jax.random.key(seed), length=length, temperature=temperature,
                    top_k=top_k, top_p=top_p)
     return shown + vocab.decode(np.asarray(ids))
+
+
+def load_for_sampling(workdir: str | Path, which: str = "best"):
+    """``(params, vocab, cfg_dict)`` from a trained workdir (best checkpoint, else the latest)."""
+    workdir = Path(workdir)
+    meta = ckpt.read_meta(workdir)
+    if meta is None:
+        raise UserError(f"{str(workdir)!r} holds no trained model (no {ckpt.META}); train one with `jaxgen train`")
+    if meta.get("model") != KIND:
+        raise UserError(f"workdir {str(workdir)!r} holds a {meta.get('model')!r} model, not a char-RNN")
+    vocab = textdata.Vocab.from_json(meta["vocab"])
+    cfg = ml_collections.ConfigDict(meta["config"])
+    params = model.init(jax.random.key(0), len(vocab), cfg.model.hidden, cfg.model.layers)
+    ckpts = ckpt.Checkpoints(workdir)
+    try:
+        from jaxgen.charrnn.train import make_optimizer
+
+        tx = make_optimizer(cfg, 1)
+        template = {"params": params, "opt_state": tx.init(params),
+                    "carries": model.zero_carries(params, cfg.train.batch),
+                    "step": jnp.zeros((), jnp.int32), "key": jax.random.key_data(jax.random.key(0))}
+        order = [which, "latest"] if which == "best" else ["latest"]
+        for w in order:
+            got = ckpts.restore(ckpt.abstract(template), which=w)
+            if got is not None:
+                return got[1]["params"], vocab, cfg
+    finally:
+        ckpts.close()
+    raise UserError(f"no checkpoint could be restored from {str(workdir)!r}; train (or resume) with `jaxgen train`")

@@ -2,7 +2,7 @@
 
 The train state is a plain dict::
 
-    {"params":    model parameters (see jaxgen.models.charrnn),
+    {"params":    model parameters (see jaxgen.charrnn.model),
      "opt_state": optax state (global-norm clipping, Adam),
      "carries":   per-layer (h, c) [B, H] carried between batches (truncated BPTT),
      "step":      int32 [] global step,
@@ -25,18 +25,15 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxgen.data import text as textdata
+from jaxgen.charrnn import data as textdata
+from jaxgen.charrnn.config import KIND, _on_nonfinite, validate_config
 from jaxgen.errors import UserError
-from jaxgen.models import charrnn as model
-from jaxgen.train import checkpoint as ckpt
-from jaxgen.train import parallel
-from jaxgen.train.metrics import RunLog, best_logged, global_norms, keep_if_finite
-from jaxgen.train.preemption import StopOnSignal, not_started_message, stop_message
+from jaxgen.charrnn import model
+from jaxgen.training import checkpoint as ckpt
+from jaxgen.training import parallel
+from jaxgen.training.metrics import RunLog, best_logged, global_norms, keep_if_finite
+from jaxgen.training.preemption import StopOnSignal, not_started_message, stop_message
 
-KIND = "charrnn"
-
-
-# ----------------------------------------------------------------------------- pure pieces
 
 
 def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
@@ -105,32 +102,6 @@ def evaluate(params, batches: textdata.CharBatches) -> float:
         total += float(s)
         count += x.size
     return total / count
-
-
-# ----------------------------------------------------------------------------- the run
-
-
-def _on_nonfinite(cfg) -> str:
-    v = cfg.train.get("on_nonfinite", "stop")
-    if v not in ("stop", "skip"):
-        raise UserError(f"--config.train.on_nonfinite must be 'stop' or 'skip', got {v!r}")
-    return v
-
-
-def validate_config(cfg) -> None:
-    for name in ("model.hidden", "model.layers", "train.batch", "train.seq_len", "train.checkpoint_every",
-                 "train.eval_every", "train.log_every"):
-        group, field = name.split(".")
-        v = cfg[group][field]
-        if not isinstance(v, int) or v <= 0:
-            raise UserError(f"--config.{name} must be a positive integer, got {v!r}")
-    if not 0.0 <= cfg.model.dropout < 1.0:
-        raise UserError(f"--config.model.dropout must be in [0, 1), got {cfg.model.dropout}")
-    if cfg.train.lr <= 0:
-        raise UserError(f"--config.train.lr must be positive, got {cfg.train.lr}")
-    from jaxgen.config import validate_run_length
-
-    validate_run_length(cfg.train)
 
 
 def prepare_data(cfg, vocab: textdata.Vocab | None = None):
@@ -271,70 +242,3 @@ def _run(cfg: ml_collections.ConfigDict, workdir: str | Path, *, quiet: bool, st
         ckpts.close()
     return {"steps": steps, "start": start, "val_loss": val_loss, "best_val_loss": best,
             "tokens_per_s": rate, "wall_s": time.perf_counter() - t_start, "stopped": stopped}
-
-
-def load_for_sampling(workdir: str | Path, which: str = "best"):
-    """``(params, vocab, cfg_dict)`` from a trained workdir (best checkpoint, else the latest)."""
-    workdir = Path(workdir)
-    meta = ckpt.read_meta(workdir)
-    if meta is None:
-        raise UserError(f"{str(workdir)!r} holds no trained model (no {ckpt.META}); train one with `jaxgen train`")
-    if meta.get("model") != KIND:
-        raise UserError(f"workdir {str(workdir)!r} holds a {meta.get('model')!r} model, not a char-RNN")
-    vocab = textdata.Vocab.from_json(meta["vocab"])
-    cfg = ml_collections.ConfigDict(meta["config"])
-    params = model.init(jax.random.key(0), len(vocab), cfg.model.hidden, cfg.model.layers)
-    ckpts = ckpt.Checkpoints(workdir)
-    try:
-        tx = make_optimizer(cfg, 1)
-        template = {"params": params, "opt_state": tx.init(params),
-                    "carries": model.zero_carries(params, cfg.train.batch),
-                    "step": jnp.zeros((), jnp.int32), "key": jax.random.key_data(jax.random.key(0))}
-        order = [which, "latest"] if which == "best" else ["latest"]
-        for w in order:
-            got = ckpts.restore(ckpt.abstract(template), which=w)
-            if got is not None:
-                return got[1]["params"], vocab, cfg
-    finally:
-        ckpts.close()
-    raise UserError(f"no checkpoint could be restored from {str(workdir)!r}; train (or resume) with `jaxgen train`")
-
-
-def default_config() -> ml_collections.ConfigDict:
-    """The classic char-RNN recipe; every config file starts from this and changes fields."""
-    c = ml_collections.ConfigDict()
-    c.model_kind = "charrnn"  # which trainer `jaxgen train` runs
-    c.seed = 0  # base PRNG seed: init and dropout keys (fold_in(key, step) per step)
-
-    c.data = ml_collections.ConfigDict()
-    c.data.source = "builtin"  # 'builtin' (tiny-shakespeare, in jaxgen), 'pydoc' (CPython help), 'tfds', 'file'
-    c.data.path = ""  # a UTF-8 text file; when set it wins over data.source
-    c.data.tfds_name = "tiny_shakespeare"  # the tensorflow-datasets name for data.source='tfds'
-    c.data.val_fraction = 0.1  # last 10% of the text is the validation split
-
-    c.model = ml_collections.ConfigDict()
-    c.model.hidden = 512  # LSTM hidden size per layer
-    c.model.layers = 2  # stacked LSTM layers
-    c.model.dropout = 0.5  # dropout between layers and before the output layer
-    c.model.forget_bias = 1.0  # initial forget-gate bias
-
-    c.train = ml_collections.ConfigDict()
-    c.train.batch = 128  # parallel rows of the id stream
-    c.train.seq_len = 100  # truncated-BPTT window (characters per step and row)
-    c.train.epochs = 20  # passes over the training split (used when train.steps is 0)
-    c.train.steps = 0  # total training steps; 0: train.epochs passes instead (negative: refused)
-    c.train.lr = 1e-3  # Adam learning rate (peak, for the cosine schedule)
-    c.train.lr_schedule = "constant"  # 'constant' or 'cosine' (warmup, then cosine decay)
-    c.train.warmup_steps = 0  # linear warmup steps for the cosine schedule
-    c.train.final_lr_fraction = 0.1  # cosine schedule ends at lr * this
-    c.train.clip = 5.0  # global-norm gradient clipping
-    c.train.log_every = 10  # steps between metrics.jsonl / TensorBoard rows
-    c.train.eval_every = 500  # steps between validation passes (and best-checkpoint updates)
-    c.train.checkpoint_every = 500  # steps between checkpoints (and one at the end)
-    c.train.time_budget_s = 0.0  # stop (evaluate, save) after this many seconds of training; 0: no limit
-    c.train.on_nonfinite = "stop"  # a NaN/Inf loss: 'stop' (name the step, keep the last checkpoint) or 'skip' the update
-
-    c.parallel = ml_collections.ConfigDict()
-    c.parallel.data_parallel = True  # with several devices: shard the (global) train.batch over all of them
-    c.parallel.distributed = False  # multi-host: call jax.distributed.initialize() first (TPU slices, GPU clusters)
-    return c

@@ -59,7 +59,7 @@ def _check_latent(z, latent: int, arch: str) -> None:
     shape = tuple(jnp.shape(z))
     if len(shape) != 2 or shape[1] != latent:
         raise UserError(f"the {arch} generator takes z of shape [B, {latent}] (batch, latent), got {list(shape)}; "
-                        f"draw it with jaxgen.models.gan.sample_latent(key, B, {latent})")
+                        f"draw it with jaxgen.gan.models.sample_latent(key, B, {latent})")
 
 
 def _check_images(images, size: int, channels: int, crop: int, arch: str) -> None:
@@ -71,7 +71,7 @@ def _check_images(images, size: int, channels: int, crop: int, arch: str) -> Non
     msg = f"the {arch} discriminator takes images {want} in [-1, 1] (batch, height, width, channels), got {list(shape)}"
     data = size - 2 * crop
     if len(shape) == 4 and shape[1:] == (data, data, channels) and crop:
-        msg += (f"; pad the {data}x{data} images to {size}x{size} with jaxgen.models.gan.pad(model, images) "
+        msg += (f"; pad the {data}x{data} images to {size}x{size} with jaxgen.gan.models.pad(model, images) "
                 f"(background -1, as training does), or give it {size}x{size} images")
     elif len(shape) == 4 and shape[1] == shape[2] and shape[3] == channels:
         msg += f"; build the model with image_size={shape[1]}, or resize the images to {size}x{size}"

@@ -38,20 +38,20 @@ def run_eval(*, workdir: str | None = None, samples: str | None = None, data_pat
     """Evaluate a GAN workdir (``num`` fresh samples) or a ``.npy`` of samples; returns the result dict."""
     import jax
 
-    from jaxgen.analysis import image_metrics as im
-    from jaxgen.train import checkpoint as ckpt
+    from jaxgen.evaluation import image_metrics as im
+    from jaxgen.training import checkpoint as ckpt
 
     meta_cfg = None
     if workdir:
-        from jaxgen.train import gan
+        from jaxgen.gan import sampling
 
         if num < im.MIN_SAMPLES:
             raise UserError(f"--num must be at least {im.MIN_SAMPLES} for the statistics to mean anything, got {num}")
         meta = ckpt.read_meta(workdir)
         if meta is not None:
             meta_cfg = meta.get("config")
-        model, gp, gs, cfg = gan.load_generator(workdir, which=checkpoint)
-        x = gan.generate(model, gp, gs, jax.random.key(seed + 1), num, dist=cfg.model.latent_dist)
+        model, gp, gs, cfg = sampling.load_generator(workdir, which=checkpoint)
+        x = sampling.generate(model, gp, gs, jax.random.key(seed + 1), num, dist=cfg.model.latent_dist)
         what = f"{num} samples from {workdir} ({checkpoint} checkpoint)"
     else:
         p = Path(samples)

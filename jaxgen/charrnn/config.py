@@ -1,0 +1,72 @@
+"""Char-RNN config defaults (the classic recipe) and their checks."""
+
+from __future__ import annotations
+
+import ml_collections
+
+from jaxgen.errors import UserError
+
+KIND = "charrnn"  # the model kind a workdir's jaxgen.json names
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The classic char-RNN recipe; every config file starts from this and changes fields."""
+    c = ml_collections.ConfigDict()
+    c.model_kind = "charrnn"  # which trainer `jaxgen train` runs
+    c.seed = 0  # base PRNG seed: init and dropout keys (fold_in(key, step) per step)
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "builtin"  # 'builtin' (tiny-shakespeare, in jaxgen), 'pydoc' (CPython help), 'tfds', 'file'
+    c.data.path = ""  # a UTF-8 text file; when set it wins over data.source
+    c.data.tfds_name = "tiny_shakespeare"  # the tensorflow-datasets name for data.source='tfds'
+    c.data.val_fraction = 0.1  # last 10% of the text is the validation split
+
+    c.model = ml_collections.ConfigDict()
+    c.model.hidden = 512  # LSTM hidden size per layer
+    c.model.layers = 2  # stacked LSTM layers
+    c.model.dropout = 0.5  # dropout between layers and before the output layer
+    c.model.forget_bias = 1.0  # initial forget-gate bias
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch = 128  # parallel rows of the id stream
+    c.train.seq_len = 100  # truncated-BPTT window (characters per step and row)
+    c.train.epochs = 20  # passes over the training split (used when train.steps is 0)
+    c.train.steps = 0  # total training steps; 0: train.epochs passes instead (negative: refused)
+    c.train.lr = 1e-3  # Adam learning rate (peak, for the cosine schedule)
+    c.train.lr_schedule = "constant"  # 'constant' or 'cosine' (warmup, then cosine decay)
+    c.train.warmup_steps = 0  # linear warmup steps for the cosine schedule
+    c.train.final_lr_fraction = 0.1  # cosine schedule ends at lr * this
+    c.train.clip = 5.0  # global-norm gradient clipping
+    c.train.log_every = 10  # steps between metrics.jsonl / TensorBoard rows
+    c.train.eval_every = 500  # steps between validation passes (and best-checkpoint updates)
+    c.train.checkpoint_every = 500  # steps between checkpoints (and one at the end)
+    c.train.time_budget_s = 0.0  # stop (evaluate, save) after this many seconds of training; 0: no limit
+    c.train.on_nonfinite = "stop"  # a NaN/Inf loss: 'stop' (name the step, keep the last checkpoint) or 'skip' the update
+
+    c.parallel = ml_collections.ConfigDict()
+    c.parallel.data_parallel = True  # with several devices: shard the (global) train.batch over all of them
+    c.parallel.distributed = False  # multi-host: call jax.distributed.initialize() first (TPU slices, GPU clusters)
+    return c
+
+
+def validate_config(cfg) -> None:
+    for name in ("model.hidden", "model.layers", "train.batch", "train.seq_len", "train.checkpoint_every",
+                 "train.eval_every", "train.log_every"):
+        group, field = name.split(".")
+        v = cfg[group][field]
+        if not isinstance(v, int) or v <= 0:
+            raise UserError(f"--config.{name} must be a positive integer, got {v!r}")
+    if not 0.0 <= cfg.model.dropout < 1.0:
+        raise UserError(f"--config.model.dropout must be in [0, 1), got {cfg.model.dropout}")
+    if cfg.train.lr <= 0:
+        raise UserError(f"--config.train.lr must be positive, got {cfg.train.lr}")
+    from jaxgen.config import validate_run_length
+
+    validate_run_length(cfg.train)
+
+
+def _on_nonfinite(cfg) -> str:
+    v = cfg.train.get("on_nonfinite", "stop")
+    if v not in ("stop", "skip"):
+        raise UserError(f"--config.train.on_nonfinite must be 'stop' or 'skip', got {v!r}")
+    return v

@@ -1,0 +1,121 @@
+"""The GAN train state and its one pure, jitted train step (D, then G through the same fakes)."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxgen import losses
+from jaxgen.gan import models
+from jaxgen.gan.models import GanModel
+from jaxgen.training.metrics import keep_if_finite
+
+_norm = optax.tree.norm if hasattr(optax, "tree") and hasattr(optax.tree, "norm") else optax.global_norm
+
+
+def lr_schedule(lr: float, cfg) -> float | optax.Schedule:
+    """``lr``, or with ``train.lr_decay_steps > 0`` a schedule: ``lr`` until step ``train.lr_decay_start``,
+    then linearly down to ``lr * train.lr_final`` over ``lr_decay_steps`` steps, then flat. It counts
+    optimiser updates, which are saved with the optimiser state, so a resumed run continues it."""
+    t = cfg.train
+    steps = int(t.get("lr_decay_steps", 0))
+    if steps <= 0:
+        return lr
+    return optax.linear_schedule(lr, lr * float(t.get("lr_final", 0.1)), steps, int(t.get("lr_decay_start", 0)))
+
+
+def make_optimizers(cfg) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
+    """``(tx_g, tx_d)``: one Adam per network (``train.lr_g``/``lr_d``, ``beta1``, ``beta2``, and the
+    optional linear decay of :func:`lr_schedule`)."""
+    t = cfg.train
+    return (optax.adam(lr_schedule(t.lr_g, cfg), b1=t.beta1, b2=t.beta2),
+            optax.adam(lr_schedule(t.lr_d, cfg), b1=t.beta1, b2=t.beta2))
+
+
+def init_state(model: GanModel, seed: int, tx_g, tx_d, *, ema: bool) -> dict:
+    """The initial train state (built under one ``jit``: one compilation instead of one per op)."""
+    return jax.jit(functools.partial(_init_state, model, tx_g=tx_g, tx_d=tx_d, ema=ema))(seed)
+
+
+def _init_state(model: GanModel, seed, *, tx_g, tx_d, ema: bool) -> dict:
+    k_init, k_train = jax.random.split(jax.random.key(seed))
+    params, stats = model.init(k_init)
+    state = {
+        "params": params,
+        "stats": stats,
+        "opt_state": {"g": tx_g.init(params["g"]), "d": tx_d.init(params["d"])},
+        "step": jnp.zeros((), jnp.int32),
+        "key": jax.random.key_data(k_train),
+    }
+    if ema:
+        state["ema"] = jax.tree.map(jnp.copy, params["g"])
+    return state
+
+
+def train_step(state: dict, real: jax.Array, *, model: GanModel, tx_g, tx_d, real_label: float = 0.9,
+               latent_dist: str = "normal", ema_decay: float = 0.0, skip_nonfinite: bool = False) -> tuple[dict, dict]:
+    """One GAN step on a real batch ``[B, S, S, C]`` in [-1, 1]: the discriminator, then the generator.
+
+    1. ``z ~ p(z)``; ``fake = G(z)`` (one generator forward, kept with its VJP).
+    2. Discriminator: BCE(D(real), ``real_label``) + BCE(D(fake), 0), real and generated batches passed
+       **separately**, so batch norm normalises each with its own statistics. Adam on D only.
+    3. Generator: the non-saturating loss BCE(D'(fake), 1) against the **updated** discriminator D';
+       its gradient is pulled back through the VJP of step 1 (the same ``z`` and dropout key, so the
+       same images: no second generator forward). Adam on G only.
+    4. Optionally ``ema <- d * ema + (1 - d) * G params`` (with a warm-up ``d_t = min(d, (1+t)/(10+t))``).
+
+    Batch-norm running statistics: the generator's move once per step (step 1), the discriminator's
+    twice (its real pass, then its fake pass); the discriminator pass inside the generator update uses
+    batch statistics and leaves the running ones alone. ``skip_nonfinite``: a NaN/Inf loss leaves
+    the state unchanged but for the step (``metrics["skipped"]`` is 1). Bind the keyword arguments with
+    ``functools.partial`` and jit with ``donate_argnums=0``.
+    """
+    step = state["step"]
+    key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), step)
+    k_z, k_g, k_dr, k_df, k_dg = jax.random.split(key, 5)
+    gp, dp = state["params"]["g"], state["params"]["d"]
+    gs, ds = state["stats"]["g"], state["stats"]["d"]
+    z = models.sample_latent(k_z, real.shape[0], model.latent, latent_dist)
+
+    (fake, gs_new), g_vjp = jax.vjp(lambda p: model.generate(p, gs, z, train=True, key=k_g), gp)
+
+    def d_loss_fn(p):
+        real_logits, ds1 = model.discriminate(p, ds, real, train=True, key=k_dr)
+        fake_logits, ds2 = model.discriminate(p, ds1, jax.lax.stop_gradient(fake), train=True, key=k_df)
+        loss, parts = losses.discriminator_loss(real_logits, fake_logits, real_label=real_label)
+        return loss, (ds2, parts, real_logits, fake_logits)
+
+    (d_loss, (ds_new, parts, real_logits, fake_logits)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(dp)
+    d_updates, d_opt = tx_d.update(d_grads, state["opt_state"]["d"], dp)
+    dp_new = optax.apply_updates(dp, d_updates)
+
+    def g_loss_fn(images):
+        logits, _ = model.discriminate(dp_new, ds_new, images, train=True, key=k_dg)
+        return losses.generator_loss(logits), logits
+
+    (g_loss, g_logits), d_fake = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
+    (g_grads,) = g_vjp((d_fake, jax.tree.map(jnp.zeros_like, gs_new)))
+    g_updates, g_opt = tx_g.update(g_grads, state["opt_state"]["g"], gp)
+    gp_new = optax.apply_updates(gp, g_updates)
+
+    new_state = {**state, "params": {"g": gp_new, "d": dp_new}, "stats": {"g": gs_new, "d": ds_new},
+                 "opt_state": {"g": g_opt, "d": d_opt}, "step": step + 1}
+    if "ema" in state:
+        t = step.astype(jnp.float32)
+        decay = jnp.minimum(ema_decay, (1.0 + t) / (10.0 + t))
+        new_state["ema"] = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema"], gp_new)
+    metrics = {
+        "d_loss": d_loss, "g_loss": g_loss, **parts,
+        "d_real": jax.nn.sigmoid(real_logits).mean(),  # D's mean belief that real images are real
+        "d_fake": jax.nn.sigmoid(fake_logits).mean(),  # ... that generated ones are (before its update)
+        "d_fake_after": jax.nn.sigmoid(g_logits).mean(),  # ... after its update
+        "g_grad_norm": _norm(g_grads), "d_grad_norm": _norm(d_grads),
+        "g_param_norm": _norm(gp_new), "d_param_norm": _norm(dp_new),
+        "g_update_norm": _norm(g_updates), "d_update_norm": _norm(d_updates),
+    }
+    if skip_nonfinite:
+        new_state, metrics["skipped"] = keep_if_finite(state, new_state, d_loss, g_loss)
+    return new_state, metrics

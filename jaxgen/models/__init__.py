@@ -1,1 +1,0 @@
-"""Models: ``init(key, ...) -> params`` and pure ``apply`` functions."""

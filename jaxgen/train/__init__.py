@@ -1,1 +1,0 @@
-"""Training: train states, jitted steps, optimisers, checkpoints, metrics."""
