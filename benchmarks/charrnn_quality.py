@@ -1,7 +1,8 @@
-"""Char-RNN quality against wall time: validation loss of a config trained for a fixed budget.
+r"""Char-RNN quality against wall time: validation loss of a config trained for a fixed budget.
 
-    python benchmarks/charrnn_quality.py                       # configs/charrnn_cpu.py, 15 minutes
-    python benchmarks/charrnn_quality.py --minutes 3 --config configs/charrnn_cpu.py --config.model.hidden=256
+    python benchmarks/charrnn_quality.py                       # configs/charrnn.py:cpu, 15 minutes
+    python benchmarks/charrnn_quality.py --minutes 3 --config configs/charrnn.py:cpu \
+        --config.model.hidden=256
 
 Trains on ../shared/data/text/tinyshakespeare.txt (validation = the last 10%), then writes
 charrnn_quality.{json,md,png} with the validation curve (nats/char against seconds), tokens/s
@@ -27,7 +28,7 @@ DEFAULT_TEXT = ROOT.parent / "shared" / "data" / "text" / "tinyshakespeare.txt"
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default=str(ROOT / "configs" / "charrnn_cpu.py"))
+    ap.add_argument("--config", default=f"{ROOT / 'configs' / 'charrnn.py'}:cpu")
     ap.add_argument("--minutes", type=float, default=15.0)
     ap.add_argument("--text", default=str(DEFAULT_TEXT))
     ap.add_argument("--workdir", default=None, help="default: a fresh temporary directory")

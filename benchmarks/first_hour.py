@@ -68,7 +68,8 @@ def longest_non_letter_run(text: str) -> tuple[int, str]:
 def check_quickstart(clone: Path, work: Path) -> dict:
     w = work / "quickstart"
     t0 = time.time()
-    r = subprocess.run(_jaxgen(clone, "train", "--config", "configs/charrnn_cpu.py", "--workdir", str(w),
+    r = subprocess.run(_jaxgen(clone, "train", "--config", "configs/charrnn.py:cpu",
+                               "--workdir", str(w),
                                f"--config.train.time_budget_s={QUICKSTART_S}", "--quiet"),
                        cwd=clone, env=_env(clone), capture_output=True, text=True)
     train_s = time.time() - t0
@@ -95,7 +96,8 @@ def check_tests(clone: Path) -> dict:
 
 
 def _interrupt(clone: Path, w: Path, when: str) -> dict:
-    cmd = _jaxgen(clone, "train", "--config", "configs/charrnn_cpu.py", "--workdir", str(w), "--quiet",
+    cmd = _jaxgen(clone, "train", "--config", "configs/charrnn.py:cpu", "--workdir", str(w),
+                  "--quiet",
                   "--config.train.log_every=1", "--config.train.eval_every=100000")
     t0 = time.time()
     proc = subprocess.Popen(cmd, cwd=clone, env=_env(clone), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -132,13 +134,16 @@ def check_ctrl_c(clone: Path, work: Path) -> dict:
 
 
 BAD_INPUTS = [
-    ("negative steps", ["train", "--config", "configs/charrnn_smoke.py", "--workdir", "{w}",
+    ("negative steps", ["train", "--config", "configs/charrnn.py:smoke", "--workdir", "{w}",
                         "--config.train.steps=-5"]),
     ("README as config", ["train", "--config", "README.md", "--workdir", "{w}"]),
-    ("README as workdir", ["train", "--config", "configs/charrnn_smoke.py", "--workdir", "README.md"]),
+    ("README as workdir", ["train", "--config", "configs/charrnn.py:smoke",
+                           "--workdir", "README.md"]),
     ("missing config", ["train", "--config", "configs/nope.py", "--workdir", "{w}"]),
-    ("mistyped field", ["train", "--config", "configs/charrnn_smoke.py", "--workdir", "{w}",
+    ("mistyped field", ["train", "--config", "configs/charrnn.py:smoke", "--workdir", "{w}",
                         "--config.train.stesp=5"]),
+    ("mistyped config variant", ["train", "--config", "configs/charrnn.py:smok",
+                                 "--workdir", "{w}"]),
     ("image size the DCGAN cannot take", ["train", "--config", "configs/dcgan_mnist.py", "--workdir", "{w}",
                                           "--config.model.image_size=30"]),
     ("negative temperature", ["sample", "--workdir", "{w}", "--temperature", "-1"]),

@@ -5,7 +5,7 @@
     python benchmarks/gan_quality.py --speed-only         # just the train-step throughput table
 
 For each default recipe (configs/gan_mnist.py, configs/dcgan_mnist.py, and with --classic the
-classic FC recipe configs/gan_mnist_classic.py) it trains for a fixed wall-clock budget on
+classic FC recipe configs/gan_mnist.py:classic) it trains for a fixed wall-clock budget on
 ``--data`` (MNIST IDX files), keeping the checkpoint with the best Frechet distance, then evaluates
 10,000 samples from it with `jaxgen eval` (classifier score, classes covered, Frechet distance beside
 the real-vs-real and noise baselines) and saves the final grid.
@@ -49,7 +49,8 @@ from jaxgen.gan.evaluate import run_eval  # noqa: E402
 from jaxgen import gan  # noqa: E402
 from jaxgen.plots import save_grid  # noqa: E402
 
-RECIPES = {"fc": "configs/gan_mnist.py", "dcgan": "configs/dcgan_mnist.py", "fc_classic": "configs/gan_mnist_classic.py"}
+RECIPES = {"fc": "configs/gan_mnist.py", "dcgan": "configs/dcgan_mnist.py",
+           "fc_classic": "configs/gan_mnist.py:classic"}
 TARGETS = {"fc": (0.03, 7.0), "dcgan": (0.05, 8.5), "fc_classic": (0.03, 7.0)}  # min class fraction, classifier score
 
 

@@ -19,6 +19,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from jaxgen.training.io import write_text_atomic
+
 
 def environment() -> dict:
     """Machine, backend and versions a result was measured on."""
@@ -107,20 +109,19 @@ def median_ratio(num: list[float], den: list[float]) -> float:
 
 
 def write_results(name: str, payload: dict, table_md: str, out_dir: str | os.PathLike = "benchmarks/results") -> Path:
-    """Write ``NAME.json`` and ``NAME.md`` (with the environment) and return the JSON path."""
+    """Write ``NAME.json`` and ``NAME.md`` (with the environment), each atomically, and return the
+    JSON path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     payload = {"environment": environment(), **payload}
     path = out / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=float))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(payload, indent=2, default=float))
     env = payload["environment"]
     header = (
         f"_Measured {env['date']} on {env['backend']} ({env['device']}, {env['cpu_count']} cores), "
         f"jax {env['jax']}, flax {env['flax']}._\n\n"
     )
-    (out / f"{name}.md").write_text(header + table_md.rstrip() + "\n")
+    write_text_atomic(out / f"{name}.md", header + table_md.rstrip() + "\n")
     return path
 
 

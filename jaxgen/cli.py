@@ -6,6 +6,7 @@ import argparse
 import difflib
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -15,9 +16,10 @@ from jaxgen.errors import UserError
 TRAIN_EPILOG = """\
 config fields:
   Any field of the config can be set with --config.FIELD=VALUE (parsed like its default), e.g.
-    jaxgen train --config configs/charrnn_cpu.py --workdir /tmp/run --config.train.steps=200
-  List a config's fields with their values and what they mean:
-    jaxgen train --config configs/charrnn_cpu.py --help
+    jaxgen train --config configs/charrnn.py:cpu --workdir /tmp/run --config.train.steps=200
+  A config file may hold variants, chosen after a ':' (configs/charrnn.py:smoke); without one,
+  the file's default. List a config's fields with their values and what they mean:
+    jaxgen train --config configs/charrnn.py:cpu --help
   How long a run lasts: train.steps steps; train.steps=0 means train.epochs passes over the data
   (negative values are refused); train.time_budget_s > 0 stops it earlier (0: no limit).
 """
@@ -28,15 +30,42 @@ def config_help(cfg, path) -> str:
     comments in the trainer's default_config, else in FILE), read from their source files."""
     import importlib.util
 
-    from jaxgen.config import describe_fields, field_comments
+    from jaxgen.config import describe_fields, field_comments, split_config_spec
 
-    modules = {"charrnn": ["jaxgen.charrnn.config"], "gan": ["jaxgen.gan.config"]}.get(cfg.get("model_kind", None), [])
+    kind = cfg.get("model_kind", None)
+    modules = {"charrnn": ["jaxgen.charrnn.config"], "gan": ["jaxgen.gan.config"]}.get(kind, [])
+    modules.append("jaxgen.config")  # the fields every trainer shares (add_shared_fields)
     sources = []
     for name in modules:
         sources.append(Path(importlib.util.find_spec(name).origin).read_text())
-    sources.append(Path(path).read_text(errors="replace"))
+    sources.append(split_config_spec(path)[0].read_text(errors="replace"))
     return (f"fields of {path} with their values (after any --config.FIELD=VALUE given here):\n"
             + describe_fields(cfg, field_comments(*sources)))
+
+
+def check_config_path(spec: str) -> None:
+    """Refuse a ``--config`` that names a directory or a file that is not Python, in the words of
+    the flag (the library's loader says the same without it)."""
+    from jaxgen.config import split_config_spec
+
+    p = split_config_spec(spec)[0]
+    if p.is_dir():
+        raise UserError(f"--config {str(p)!r} is a directory; pass a config file, "
+                        "e.g. configs/charrnn.py:cpu")
+    if p.is_file() and p.suffix != ".py":
+        raise UserError(f"--config {str(p)!r} is not a Python config file (.py with a get_config() "
+                        "function); see configs/ for the shipped ones")
+
+
+_CONFIG_FIELD = re.compile(r"(?<![\w./\\'\"-])config\.(?=[A-Za-z_])(?!(?:py|json)\b)")
+
+
+def as_flags(message: str) -> str:
+    """A library message as the CLI shows it: config fields named by their ConfigDict path
+    (``config.train.lr``) become the flags that set them (``--config.train.lr``); ``--config.x``
+    already written, ``myconfig.py``, ``jaxgen.config``, ``config.py`` and quoted paths such as
+    ``'config.v2/run'`` are left alone."""
+    return _CONFIG_FIELD.sub("--config.", message)
 
 
 def check_workdir(workdir: str) -> None:
@@ -64,6 +93,7 @@ def _train(args, rest):
     if args.help:
         args.parser.print_help()
         if args.config:
+            check_config_path(args.config)
             print()
             print(config_help(load_with_overrides(args.config, rest), args.config))
         return 0
@@ -75,6 +105,7 @@ def _train(args, rest):
     if missing:
         args.parser.error(f"the following arguments are required: {', '.join(missing)}")
     check_workdir(args.workdir)
+    check_config_path(args.config)
     cfg = load_with_overrides(args.config, rest)
     kind = cfg.get("model_kind", None)
     if kind not in ("charrnn", "gan"):
@@ -254,12 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train (or resume) a model; --config.FIELD=VALUE overrides config fields",
-                       usage="jaxgen train --config FILE --workdir DIR [--quiet] [--config.FIELD=VALUE ...]",
+                       usage="jaxgen train --config FILE[:VARIANT] --workdir DIR [--quiet] "
+                             "[--config.FIELD=VALUE ...]",
                        description="Train (or resume) the model a config file describes.", epilog=TRAIN_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False)
     t.add_argument("-h", "--help", action="store_true",
                    help="show this help; with --config FILE, also list the config's fields and what they mean")
-    t.add_argument("--config", help="config file, e.g. configs/charrnn_cpu.py (required)")
+    t.add_argument("--config", help="config file, with an optional variant after ':', "
+                   "e.g. configs/charrnn.py:cpu (required)")
     t.add_argument("--workdir", help="where checkpoints, metrics and samples go; resumes if present (required)")
     t.add_argument("--quiet", action="store_true", help="no progress line")
     t.set_defaults(fn=_train, parser=t)
@@ -329,7 +362,7 @@ def _run_command(args, rest) -> int:
     try:
         return args.fn(args, rest)
     except UserError as e:
-        print(f"jaxgen: error: {e}", file=sys.stderr)
+        print(f"jaxgen: error: {as_flags(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("jaxgen: interrupted", file=sys.stderr)

@@ -1,7 +1,9 @@
-"""Config files (``get_config() -> ConfigDict``) and ``--config.FIELD=VALUE`` overrides.
+"""Config files (``get_config() -> ConfigDict``; ``FILE:VARIANT`` calls ``get_config(VARIANT)``) and
+``--config.FIELD=VALUE`` overrides.
 
 The convention of the Flax examples (ml_collections), without absl flags, so
-that every mistake ends in one clear message.
+that every mistake ends in one clear message. Messages name fields by their ConfigDict path
+(``config.train.lr``); the CLI shows them as the flags that set them (``--config.train.lr``).
 """
 
 from __future__ import annotations
@@ -19,34 +21,62 @@ import ml_collections
 from jaxgen.errors import UserError
 
 
-def load_config(path: str | Path) -> ml_collections.ConfigDict:
-    """Run the config file at ``path`` and return its ``get_config()``; every way this can go wrong
-    (missing, a directory, not Python, no get_config, an exception inside) is one UserError."""
-    p = Path(path)
+def split_config_spec(spec: str | Path) -> tuple[Path, str | None]:
+    """``"configs/gan_mnist.py:smoke"`` -> ``(Path("configs/gan_mnist.py"), "smoke")``: the part
+    after the last ':' names a variant (ml_collections' convention); no ':' (or a path that exists
+    as given, ':' and all) means the default variant, ``None``."""
+    s = str(spec)
+    if ":" not in s or Path(s).exists():
+        return Path(s), None
+    path, _, variant = s.rpartition(":")
+    return Path(path), variant
+
+
+def load_config(spec: str | Path) -> ml_collections.ConfigDict:
+    """Run the config file that ``spec`` (``FILE`` or ``FILE:VARIANT``) names and return its
+    ``get_config()`` (``get_config(VARIANT)`` with a variant, checked against the file's
+    ``VARIANTS``); every way this can go wrong (missing, a directory, not Python, no get_config, an
+    unknown variant, an exception inside) is one UserError."""
+    p, variant = split_config_spec(spec)
+    shipped = "see configs/ for the shipped ones"
     if p.is_dir():
-        raise UserError(f"--config {str(p)!r} is a directory; pass a config file, e.g. configs/charrnn_cpu.py")
+        raise UserError(f"{str(p)!r} is a directory, not a config file; name one, "
+                        "e.g. configs/charrnn.py:cpu")
     if not p.is_file():
-        raise UserError(f"config file {str(p)!r} does not exist; see configs/ for the shipped ones")
+        raise UserError(f"config file {str(p)!r} does not exist; {shipped}")
     if p.suffix != ".py":
-        raise UserError(f"--config {str(p)!r} is not a Python config file (.py with a get_config() function); "
-                        "see configs/ for the shipped ones")
-    spec = importlib.util.spec_from_file_location(f"jaxgen_config_{p.stem}", p)
-    if spec is None or spec.loader is None:
-        raise UserError(f"config file {str(p)!r} cannot be loaded as Python; see configs/ for the shipped ones")
-    module = importlib.util.module_from_spec(spec)
+        raise UserError(f"{str(p)!r} is not a Python config file (.py with a get_config() "
+                        f"function); {shipped}")
+    loader_spec = importlib.util.spec_from_file_location(f"jaxgen_config_{p.stem}", p)
+    if loader_spec is None or loader_spec.loader is None:
+        raise UserError(f"config file {str(p)!r} cannot be loaded as Python; {shipped}")
+    module = importlib.util.module_from_spec(loader_spec)
     try:
-        spec.loader.exec_module(module)
+        loader_spec.loader.exec_module(module)
     except Exception as e:
         raise UserError(f"config file {str(p)!r} failed to load: {type(e).__name__}: {e}") from e
     if not callable(getattr(module, "get_config", None)):
-        raise UserError(f"config file {str(p)!r} has no get_config() function; see configs/ for the shipped ones")
+        raise UserError(f"config file {str(p)!r} has no get_config() function; {shipped}")
+    args = () if variant is None else (_check_variant(p, variant, getattr(module, "VARIANTS", ())),)
     try:
-        cfg = module.get_config()
+        cfg = module.get_config(*args)
     except Exception as e:
         raise UserError(f"get_config() in {str(p)!r} failed: {type(e).__name__}: {e}") from e
     if not isinstance(cfg, ml_collections.ConfigDict):
         raise UserError(f"get_config() in {str(p)!r} must return an ml_collections.ConfigDict")
     return cfg
+
+
+def _check_variant(path: Path, variant: str, variants) -> str:
+    """``variant`` if the config file at ``path`` lists it in its ``VARIANTS``, else one UserError
+    that names the valid ones."""
+    if not variants:
+        raise UserError(f"config file {str(path)!r} has no variants (no VARIANTS in it); "
+                        f"name it without ':{variant}'")
+    if variant not in variants:
+        raise UserError(f"config file {str(path)!r} has no variant {variant!r}; valid variants: "
+                        f"{', '.join(variants)} (e.g. {path}:{variants[-1]})")
+    return variant
 
 
 def _fields(cfg, prefix=""):
@@ -64,14 +94,36 @@ def validate_run_length(train: ml_collections.ConfigDict) -> None:
     for name in ("steps", "epochs"):
         v = train[name]
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise UserError(f"--config.train.{name} must be an integer >= 0 (train.steps=0: train for train.epochs "
-                            f"passes over the data), got {v!r}")
+            raise UserError(f"config.train.{name} must be an integer >= 0 (train.steps=0: train "
+                            f"for train.epochs passes over the data), got {v!r}")
     if train.steps == 0 and train.epochs == 0:
-        raise UserError("--config.train.steps and --config.train.epochs are both 0, so there is nothing to train; "
-                        "set one of them > 0")
+        raise UserError("config.train.steps and config.train.epochs are both 0, so there is "
+                        "nothing to train; set one of them > 0")
     budget = train.get("time_budget_s", 0.0)
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget >= 0:
-        raise UserError(f"--config.train.time_budget_s must be a number of seconds >= 0 (0: no limit), got {budget!r}")
+        raise UserError(f"config.train.time_budget_s must be a number of seconds >= 0 "
+                        f"(0: no limit), got {budget!r}")
+
+
+def add_shared_fields(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The fields every trainer's default config ends with: the time budget, what a non-finite loss
+    does, and where the batch goes (data parallel over the devices, multi-host)."""
+    c.train.time_budget_s = 0.0  # stop (and save) after this many seconds of training; 0: no limit
+    c.train.on_nonfinite = "stop"  # a NaN/Inf loss: 'stop' (keep the last checkpoint) or 'skip' it
+    c.parallel = ml_collections.ConfigDict()
+    c.parallel.data_parallel = True  # with several devices: shard the global train.batch over them
+    c.parallel.distributed = False  # multi-host: call jax.distributed.initialize() first
+    return c
+
+
+def require_positive_ints(cfg: ml_collections.ConfigDict, names) -> None:
+    """Each dotted field in ``names`` (``"train.batch"``) holds an integer > 0 (not a bool)."""
+    for name in names:
+        v = cfg
+        for part in name.split("."):
+            v = v[part]
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise UserError(f"config.{name} must be a positive integer, got {v!r}")
 
 
 def suggest_field(name: str, fields: list[str]) -> str:
@@ -85,7 +137,7 @@ def suggest_field(name: str, fields: list[str]) -> str:
     for m in difflib.get_close_matches(leaf, list(by_leaf), n=3, cutoff=0.6):
         close += [f for f in by_leaf[m] if f not in close]
     if close:
-        return "did you mean " + " or ".join(f"--config.{f}" for f in close[:2]) + "?"
+        return "did you mean " + " or ".join(f"config.{f}" for f in close[:2]) + "?"
     return f"valid fields: {', '.join(fields)}"
 
 
@@ -133,17 +185,17 @@ def _parse(raw: str, old, name: str):
             return True
         if low in ("false", "0", "no"):
             return False
-        raise UserError(f"--config.{name} expects true or false, got {raw!r}")
+        raise UserError(f"config.{name} expects true or false, got {raw!r}")
     if isinstance(old, int):
         try:
             return int(raw)
         except ValueError:
-            raise UserError(f"--config.{name} expects an integer, got {raw!r}") from None
+            raise UserError(f"config.{name} expects an integer, got {raw!r}") from None
     if isinstance(old, float):
         try:
             return float(raw)
         except ValueError:
-            raise UserError(f"--config.{name} expects a number, got {raw!r}") from None
+            raise UserError(f"config.{name} expects a number, got {raw!r}") from None
     if isinstance(old, str):
         return raw
     try:
@@ -163,7 +215,8 @@ def apply_override(cfg: ml_collections.ConfigDict, name: str, raw: str) -> None:
             node = node[part]
     old = node[parts[-1]]
     if isinstance(old, ml_collections.ConfigDict):
-        raise UserError(f"--config.{name} is a group; set one of its fields, e.g. --config.{name}.{next(iter(old))}")
+        raise UserError(f"config.{name} is a group; set one of its fields, "
+                        f"e.g. config.{name}.{next(iter(old))}")
     with node.unlocked():
         node[parts[-1]] = _parse(raw, old, name)
 

@@ -28,56 +28,61 @@ def _input_size(xs, num_embeddings):
     return xs.shape[-1]
 
 
-class LSTM(nn.Module):
+class _RecurrentLayer(nn.Module):
+    """One recurrent layer over a time-major sequence ``[T, B, F]`` (or ids ``[T, B]``): the pure
+    functions' parameter dict is one Flax parameter, ``"cell"``."""
+
+    features: int
+    num_embeddings: int | None = None  # vocabulary size, when the input is token ids
+    mode: str = "scan"
+    unroll: int = 1
+
+    def _init_cell(self, key, fan_in):
+        raise NotImplementedError
+
+    def _run(self, params, xs, carry, **loop):
+        raise NotImplementedError
+
+    @nn.compact
+    def __call__(self, xs, carry=None, *, reverse: bool = False, lengths=None) -> Any:
+        fan_in = _input_size(xs, self.num_embeddings)
+        params = self.param("cell", lambda k: self._init_cell(k, fan_in))
+        return self._run(params, xs, carry, mode=self.mode, unroll=self.unroll, reverse=reverse,
+                         lengths=lengths)
+
+
+class LSTM(_RecurrentLayer):
     """One LSTM layer over a time-major sequence ``[T, B, F]`` (or ids ``[T, B]``).
 
     Returns ``((h, c), ys)`` with ``ys`` ``[T, B, features]``.
     """
 
-    features: int
     forget_bias: float = 1.0
-    num_embeddings: int | None = None  # vocabulary size, when the input is token ids
-    mode: str = "scan"
-    unroll: int = 1
 
-    @nn.compact
-    def __call__(self, xs, carry=None, *, reverse: bool = False, lengths=None) -> Any:
-        fan_in = _input_size(xs, self.num_embeddings)
-        params = self.param(
-            "cell", lambda k: rnn.lstm_init(k, fan_in, self.features, forget_bias=self.forget_bias)
-        )
-        return rnn.lstm(params, xs, carry, mode=self.mode, unroll=self.unroll,
-                        reverse=reverse, lengths=lengths)
+    def _init_cell(self, key, fan_in):
+        return rnn.lstm_init(key, fan_in, self.features, forget_bias=self.forget_bias)
+
+    def _run(self, params, xs, carry, **loop):
+        return rnn.lstm(params, xs, carry, **loop)
 
 
-class SimpleRNN(nn.Module):
+class SimpleRNN(_RecurrentLayer):
     """One tanh (or ``activation``) RNN layer over ``[T, B, F]``; returns ``(h, ys)``."""
 
-    features: int
     activation: str = "tanh"
-    num_embeddings: int | None = None
-    mode: str = "scan"
-    unroll: int = 1
 
-    @nn.compact
-    def __call__(self, xs, carry=None, *, reverse: bool = False, lengths=None) -> Any:
-        fan_in = _input_size(xs, self.num_embeddings)
-        params = self.param("cell", lambda k: rnn.rnn_init(k, fan_in, self.features))
-        return rnn.rnn(params, xs, carry, activation=self.activation, mode=self.mode,
-                       unroll=self.unroll, reverse=reverse, lengths=lengths)
+    def _init_cell(self, key, fan_in):
+        return rnn.rnn_init(key, fan_in, self.features)
+
+    def _run(self, params, xs, carry, **loop):
+        return rnn.rnn(params, xs, carry, activation=self.activation, **loop)
 
 
-class GRU(nn.Module):
+class GRU(_RecurrentLayer):
     """One GRU layer over ``[T, B, F]``; returns ``(h, ys)``."""
 
-    features: int
-    num_embeddings: int | None = None
-    mode: str = "scan"
-    unroll: int = 1
+    def _init_cell(self, key, fan_in):
+        return rnn.gru_init(key, fan_in, self.features)
 
-    @nn.compact
-    def __call__(self, xs, carry=None, *, reverse: bool = False, lengths=None) -> Any:
-        fan_in = _input_size(xs, self.num_embeddings)
-        params = self.param("cell", lambda k: rnn.gru_init(k, fan_in, self.features))
-        return rnn.gru(params, xs, carry, mode=self.mode, unroll=self.unroll,
-                       reverse=reverse, lengths=lengths)
+    def _run(self, params, xs, carry, **loop):
+        return rnn.gru(params, xs, carry, **loop)

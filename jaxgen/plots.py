@@ -1,19 +1,29 @@
-"""Image grids and training curves (PNG), written atomically."""
+"""Image grids and training curves (PNG), written atomically (:mod:`jaxgen.training.io`)."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from jaxgen.training.io import write_atomic
 
-def _atomic_save(fig_or_img, path: Path, **kw) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig_or_img.save(tmp, **kw) if hasattr(fig_or_img, "save") else fig_or_img.savefig(tmp, **kw)
-    os.replace(tmp, path)
+
+def save_image_file(figure_or_image, path: Path, **save_kw) -> None:
+    """A PIL image or a matplotlib figure to ``path``, atomically, in the format its suffix names
+    (the temporary file's name has no image suffix, so the format is passed explicitly)."""
+    suffix = path.suffix.lower()
+    if hasattr(figure_or_image, "savefig"):
+        fmt = suffix[1:]
+        write_atomic(path, lambda f: figure_or_image.savefig(f, format=fmt, **save_kw))
+        return
+    from PIL import Image
+
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None:
+        raise ValueError(f"unknown image file extension {suffix!r} in {str(path)!r}")
+    write_atomic(path, lambda f: figure_or_image.save(f, format=fmt, **save_kw))
 
 
 def grid_array(images: np.ndarray, ncol: int | None = None, pad: int = 2) -> np.ndarray:
@@ -39,7 +49,7 @@ def save_grid(images: np.ndarray, path: str | Path, ncol: int | None = None, sca
     img = Image.fromarray(g)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    _atomic_save(img, Path(path))
+    save_image_file(img, Path(path))
 
 
 def save_progress(history: list[tuple[int, np.ndarray]], path: str | Path, rows: int = 10, scale: int = 2) -> None:
@@ -64,7 +74,7 @@ def save_progress(history: list[tuple[int, np.ndarray]], path: str | Path, rows:
         ax.set_ylabel(f"{step}", rotation=0, ha="right", va="center", fontsize=8)
     fig.suptitle("fixed latents over training (left: step)", fontsize=9)
     fig.tight_layout()
-    _atomic_save(fig, Path(path), dpi=100)
+    save_image_file(fig, Path(path), dpi=100)
     plt.close(fig)
 
 
@@ -96,5 +106,5 @@ def save_loss_curves(metrics_jsonl: str | Path, path: str | Path, keys=("d_loss"
         axes[0, 1].set_xlabel("step"), axes[0, 1].set_ylabel("Frechet distance (classifier features)")
         axes[0, 1].set_yscale("log"), axes[0, 1].set_title("sample quality (lower is better)")
     fig.tight_layout()
-    _atomic_save(fig, Path(path), dpi=100)
+    save_image_file(fig, Path(path), dpi=100)
     plt.close(fig)

@@ -40,6 +40,8 @@ gate gradients and ``dh @ W_hh^T`` per step; the weight gradient
 ``sum_t h_{t-1}^T dz_t`` is then one large matrix product over all steps instead
 of ``T`` small ones, as cuDNN and oneDNN do.  ``backward="autodiff"`` lets JAX
 differentiate the scan instead; both give the same numbers (tests check this).
+The step equations and that backward pass live in :mod:`jaxgen.recurrence`, shared with the
+fused kernels of :mod:`jaxgen.kernels`.
 """
 
 from __future__ import annotations
@@ -51,17 +53,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgen import nn, recurrence
+
 Array = jax.Array
 Params = dict[str, Array]
 Cell = Callable[[Params, Any, Array], tuple[Any, Array]]
 
 MODES = ("scan", "python", "pallas", "auto")
-ACTIVATIONS = {
-    "tanh": jnp.tanh,
-    "sigmoid": jax.nn.sigmoid,
-    "relu": jax.nn.relu,
-    "identity": lambda x: x,
-}
 RECURRENT_INITS = ("orthogonal", "uniform", "identity", "normal")
 
 
@@ -196,20 +194,7 @@ def lstm_zero_carry(params: Params, batch_shape: Sequence[int] = ()) -> tuple[Ar
 # --------------------------------------------------------------------------- cells
 # The ``*_step`` functions take the already-projected input ``zx = x W_ih + b``
 # (hoisted out of the time loop); the public ``*_cell`` functions take raw ``x``.
-
-
-def _rnn_step(params, h, zx, activation="tanh"):
-    h = ACTIVATIONS[activation](zx + h @ params["w_hh"])
-    return h, h
-
-
-def _lstm_step(params, carry, zx):
-    h, c = carry
-    z = zx + h @ params["w_hh"]
-    i, f, g, o = jnp.split(z, 4, axis=-1)
-    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-    h = jax.nn.sigmoid(o) * jnp.tanh(c)
-    return (h, c), h
+# The RNN and LSTM steps live in jaxgen.recurrence, shared with the kernels.
 
 
 def _gru_step(params, h, zx):
@@ -228,19 +213,20 @@ def _bias(params):
 
 
 def _check_activation(activation):
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; choose one of {tuple(ACTIVATIONS)}")
+    if activation not in recurrence.ACTIVATIONS:
+        choices = tuple(recurrence.ACTIVATIONS)
+        raise ValueError(f"unknown activation {activation!r}; choose one of {choices}")
 
 
 def rnn_cell(params: Params, carry: Array, x: Array, *, activation: str = "tanh"):
     """One simple-RNN step. ``carry`` h ``[B, H]``, ``x`` ``[B, F]`` -> ``(h', h')``."""
     _check_activation(activation)
-    return _rnn_step(params, carry, x @ params["w_ih"] + params["b"], activation)
+    return recurrence.rnn_step(params, carry, x @ params["w_ih"] + params["b"], activation)
 
 
 def lstm_cell(params: Params, carry: tuple[Array, Array], x: Array):
     """One LSTM step. ``carry = (h, c)`` each ``[B, H]``, ``x`` ``[B, F]`` -> ``((h', c'), h')``."""
-    return _lstm_step(params, carry, x @ params["w_ih"] + params["b"])
+    return recurrence.lstm_step(params, carry, x @ params["w_ih"] + params["b"])
 
 
 def gru_cell(params: Params, carry: Array, x: Array):
@@ -258,47 +244,23 @@ def _check_mode(mode, unroll):
         raise ValueError(f"unroll must be a positive integer, got {unroll!r}")
 
 
-def _warn_ignored(fn, mode, unroll, backward="fused"):
-    """``mode="pallas"``/``"auto"`` run their own time loop and backward pass: say once (per
-    reason) that a non-default ``unroll`` or ``backward`` has no effect there."""
-    from jaxgen.kernels import _common
+def _kernels(fn, mode, unroll, backward="fused"):
+    """The kernel package, for ``mode="pallas"``/``"auto"``. They run their own time loop and
+    backward pass: say once (per reason) that a non-default ``unroll`` or ``backward`` has no
+    effect there."""
+    from jaxgen import kernels  # deferred: importing Pallas takes time, only these modes need it
 
     if unroll != 1:
-        _common.warn_once(f"{fn}:{mode}:unroll", (
-            f"rnn.{fn}: unroll={unroll} is ignored with mode={mode!r} (the fused kernel and its scan "
-            "fallback run their own time loop); use mode='scan' for a partial unroll (warned once)"))
+        kernels.common.warn_once(f"{fn}:{mode}:unroll", (
+            f"rnn.{fn}: unroll={unroll} is ignored with mode={mode!r} (the fused kernel and its "
+            "scan fallback run their own time loop); use mode='scan' for a partial unroll "
+            "(warned once)"))
     if backward != "fused":
-        _common.warn_once(f"{fn}:{mode}:backward", (
-            f"rnn.{fn}: backward={backward!r} is ignored with mode={mode!r} (the kernel has its own "
-            "backward pass, and 'auto' on CPU differentiates its scan reference); use mode='scan' to choose "
-            "the backward pass (warned once)"))
-
-
-def _length_mask(lengths, num_steps):
-    """``[T, *batch]`` boolean mask: step ``t`` is real when ``t < lengths``."""
-    if lengths is None:
-        return None
-    lengths = jnp.asarray(lengths)
-    if not jnp.issubdtype(lengths.dtype, jnp.integer):
-        raise TypeError(f"lengths must be integers, got dtype {lengths.dtype}")
-    steps = jnp.arange(num_steps).reshape((num_steps,) + (1,) * lengths.ndim)
-    return steps < lengths[None]
-
-
-def _bcast(m, leaf):
-    return m.reshape(m.shape + (1,) * (leaf.ndim - m.ndim))
-
-
-def _masked_body(cell, params):
-    def body(carry, inp):
-        x, m = inp
-        new_carry, y = cell(params, carry, x)
-        if m is not None:
-            new_carry = jax.tree.map(lambda n, o: jnp.where(_bcast(m, n), n, o), new_carry, carry)
-            y = jnp.where(_bcast(m, y), y, jnp.zeros_like(y))
-        return new_carry, y
-
-    return body
+        kernels.common.warn_once(f"{fn}:{mode}:backward", (
+            f"rnn.{fn}: backward={backward!r} is ignored with mode={mode!r} (the kernel has its "
+            "own backward pass, and 'auto' on CPU differentiates its scan reference); use "
+            "mode='scan' to choose the backward pass (warned once)"))
+    return kernels
 
 
 def unroll(
@@ -346,16 +308,17 @@ def unroll(
             f"mode={mode!r} needs a fused kernel and is available only for the "
             "sequence functions (rnn.lstm, rnn.rnn); use mode='scan' with unroll()"
         )
+    if mode == "scan":
+        return recurrence.masked_scan(cell, params, carry, xs, reverse=reverse, unroll=unroll,
+                                      lengths=lengths)
     xs = jnp.asarray(xs)
     num_steps = xs.shape[0]
-    mask = _length_mask(lengths, num_steps)
-    body = _masked_body(cell, params)
-    if mode == "scan":
-        return jax.lax.scan(body, carry, (xs, mask), reverse=reverse, unroll=unroll)
+    mask = recurrence.length_mask(lengths, num_steps)
+    step = recurrence.masked_step(cell, params)
     order = range(num_steps - 1, -1, -1) if reverse else range(num_steps)
     ys = [None] * num_steps
     for t in order:
-        carry, ys[t] = body(carry, (xs[t], None if mask is None else mask[t]))
+        carry, ys[t] = step(carry, (xs[t], None if mask is None else mask[t]))
     return carry, jnp.stack(ys)
 
 
@@ -416,10 +379,12 @@ def _from_batch_major(fn, params, xs, carry, **kwargs):
     return carry, jnp.swapaxes(ys, 0, 1)
 
 
-def _default_carry(params, zx, carry, zero_fn):
+def _project(params, xs, carry, zero_fn):
+    """``zx = input_projection(params, xs)`` and the carry (``zero_fn``'s zeros when ``None``)."""
+    zx = input_projection(params, xs)
     if carry is None:
-        return zero_fn(params, zx.shape[1:-1])
-    return carry
+        carry = zero_fn(params, zx.shape[1:-1])
+    return zx, carry
 
 
 def rnn(
@@ -439,22 +404,18 @@ def rnn(
     ``time_major=False``: ``xs`` ``[B, T, F]`` (or ids ``[B, T]``) -> ``ys`` ``[B, T, H]``.
     """
     _check_seq(xs, time_major, lengths)
+    loop = dict(mode=mode, unroll=unroll, reverse=reverse, lengths=lengths)
     if not time_major:
-        return _from_batch_major(rnn, params, xs, carry, activation=activation, mode=mode, unroll=unroll,
-                                 reverse=reverse, lengths=lengths)
+        return _from_batch_major(rnn, params, xs, carry, activation=activation, **loop)
     _check_activation(activation)
     _check_mode(mode, unroll)
-    zx = input_projection(params, xs)
-    carry = _default_carry(params, zx, carry, rnn_zero_carry)
+    zx, carry = _project(params, xs, carry, rnn_zero_carry)
     if mode in ("pallas", "auto"):
-        from jaxgen import kernels  # deferred: the kernels are optional at import time
-
-        _warn_ignored("rnn", mode, unroll)
-        return kernels.rnn_sequence(params, zx, carry, mode=mode, activation=activation,
-                                    reverse=reverse, lengths=lengths)
-    step = functools.partial(_rnn_step, activation=activation)
-    return _time_loop(step, params, carry, zx, mode=mode, unroll=unroll,
-                               reverse=reverse, lengths=lengths)
+        return _kernels("rnn", mode, unroll).rnn_sequence(
+            params, zx, carry, mode=mode, activation=activation, reverse=reverse, lengths=lengths
+        )
+    step = functools.partial(recurrence.rnn_step, activation=activation)
+    return _time_loop(step, params, carry, zx, **loop)
 
 
 def gru(
@@ -473,15 +434,14 @@ def gru(
     ``time_major=False``: ``xs`` ``[B, T, F]`` (or ids ``[B, T]``) -> ``ys`` ``[B, T, H]``.
     """
     _check_seq(xs, time_major, lengths)
+    loop = dict(mode=mode, unroll=unroll, reverse=reverse, lengths=lengths)
     if not time_major:
-        return _from_batch_major(gru, params, xs, carry, mode=mode, unroll=unroll, reverse=reverse, lengths=lengths)
+        return _from_batch_major(gru, params, xs, carry, **loop)
     _check_mode(mode, unroll)
     if mode in ("pallas", "auto"):
         raise ValueError("the GRU has no fused kernel; use mode='scan' or 'python'")
-    zx = input_projection(params, xs)
-    carry = _default_carry(params, zx, carry, gru_zero_carry)
-    return _time_loop(_gru_step, params, carry, zx, mode=mode, unroll=unroll,
-                               reverse=reverse, lengths=lengths)
+    zx, carry = _project(params, xs, carry, gru_zero_carry)
+    return _time_loop(_gru_step, params, carry, zx, **loop)
 
 
 def lstm(
@@ -509,7 +469,8 @@ def lstm(
         per-backend choice, ``jaxgen.kernels.AUTO``: the scan path on CPU, where interpret mode
         was measured far slower; the kernel, where it fits, on TPU and GPU, not yet measured there).
       backward: for ``mode="scan"``: ``"fused"`` (hand-written BPTT, one weight
-        gradient GEMM over all steps) or ``"autodiff"`` (JAX differentiates the scan).
+        gradient GEMM over all steps, :func:`jaxgen.recurrence.lstm_scan`) or ``"autodiff"``
+        (JAX differentiates the scan).
         ``"pallas"``/``"auto"`` ignore it (one-time warning if it is not ``"fused"``).
       lengths, reverse, unroll: as in :func:`unroll`; ``"pallas"``/``"auto"`` ignore
         ``unroll`` (one-time warning if it is not 1).
@@ -517,128 +478,22 @@ def lstm(
         ``[B, T]``) and returns ``ys`` ``[B, T, H]``; carries are ``[B, H]`` either way.
     """
     _check_seq(xs, time_major, lengths)
+    loop = dict(mode=mode, unroll=unroll, reverse=reverse, lengths=lengths)
     if not time_major:
-        return _from_batch_major(lstm, params, xs, carry, mode=mode, unroll=unroll, reverse=reverse,
-                                 lengths=lengths, backward=backward)
+        return _from_batch_major(lstm, params, xs, carry, backward=backward, **loop)
     _check_mode(mode, unroll)
     if backward not in ("fused", "autodiff"):
         raise ValueError(f"backward must be 'fused' or 'autodiff', got {backward!r}")
-    zx = input_projection(params, xs)
-    carry = _default_carry(params, zx, carry, lstm_zero_carry)
+    zx, carry = _project(params, xs, carry, lstm_zero_carry)
     carry = tuple(carry)
     if mode in ("pallas", "auto"):
-        from jaxgen import kernels
-
-        _warn_ignored("lstm", mode, unroll, backward)
-        return kernels.lstm_sequence(params, zx, carry, mode=mode, reverse=reverse, lengths=lengths)
-    if mode == "scan" and backward == "fused":
-        mask = _length_mask(lengths, zx.shape[0])
-        if mask is not None:
-            mask = mask.astype(zx.dtype)
-        h, c, ys = _lstm_fused(params["w_hh"], zx, carry[0], carry[1], mask, reverse, unroll)
-        return (h, c), ys
-    return _time_loop(_lstm_step, params, carry, zx, mode=mode, unroll=unroll,
-                               reverse=reverse, lengths=lengths)
-
-
-# --------------------------------------------------------------------------- fused LSTM BPTT
-
-
-def _gates(z):
-    i, f, g, o = jnp.split(z, 4, axis=-1)
-    return jnp.concatenate(
-        [jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)], axis=-1
-    )
-
-
-def _lstm_fused_fwd_impl(w_hh, zx, h0, c0, mask, reverse, unroll):
-    """Forward scan; returns outputs and the residuals the backward pass needs."""
-
-    def step(carry, inp):
-        h, c = carry
-        zx_t, m = inp
-        a = _gates(zx_t + h @ w_hh)  # [B, 4H] activated gates
-        i, f, g, o = jnp.split(a, 4, axis=-1)
-        c_new = f * c + i * g
-        h_new = o * jnp.tanh(c_new)
-        if m is None:
-            return (h_new, c_new), (h_new, a, c_new)
-        m = m[..., None]
-        h_out = m * h_new + (1 - m) * h
-        c_out = m * c_new + (1 - m) * c
-        # Masked runs keep the previous state for the backward pass explicitly.
-        return (h_out, c_out), (m * h_new, a, c_new, h, c)
-
-    (h, c), out = jax.lax.scan(step, (h0, c0), (zx, mask), reverse=reverse, unroll=unroll)
-    return h, c, out
-
-
-def _shift_prev(seq, first, reverse):
-    """The previous step's value in processing order: ``[first, seq[:-1]]`` (or reversed)."""
-    if reverse:
-        return jnp.concatenate([seq[1:], first[None]], axis=0)
-    return jnp.concatenate([first[None], seq[:-1]], axis=0)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def _lstm_fused(w_hh, zx, h0, c0, mask, reverse, unroll):
-    h, c, out = _lstm_fused_fwd_impl(w_hh, zx, h0, c0, mask, reverse, unroll)
-    return h, c, out[0]
-
-
-def _lstm_fused_fwd(w_hh, zx, h0, c0, mask, reverse, unroll):
-    h, c, out = _lstm_fused_fwd_impl(w_hh, zx, h0, c0, mask, reverse, unroll)
-    if mask is None:
-        ys, acts, cs = out
-        h_prev = _shift_prev(ys, h0, reverse)
-        c_prev = _shift_prev(cs, c0, reverse)
-    else:
-        ys, acts, cs, h_prev, c_prev = out
-    return (h, c, ys), (w_hh, acts, cs, h_prev, c_prev, mask)
-
-
-def _lstm_fused_bwd(reverse, unroll, res, cts):
-    w_hh, acts, cs, h_prev, c_prev, mask = res
-    dh_T, dc_T, dys = cts
-
-    def step(carry, inp):
-        dh, dc = carry
-        dy, a, c_new, cp, m = inp
-        i, f, g, o = jnp.split(a, 4, axis=-1)
-        if m is None:
-            dh_new, dc_new = dh + dy, dc
-        else:
-            m = m[..., None]
-            dh_new, dc_new = m * (dh + dy), m * dc
-        tc = jnp.tanh(c_new)
-        dc_new = dc_new + dh_new * o * (1 - tc * tc)
-        dz = jnp.concatenate(
-            [
-                dc_new * g * i * (1 - i),
-                dc_new * cp * f * (1 - f),
-                dc_new * i * (1 - g * g),
-                dh_new * tc * o * (1 - o),
-            ],
-            axis=-1,
+        return _kernels("lstm", mode, unroll, backward).lstm_sequence(
+            params, zx, carry, mode=mode, reverse=reverse, lengths=lengths
         )
-        dh_prev = dz @ w_hh.T
-        dc_prev = dc_new * f
-        if m is not None:
-            dh_prev = dh_prev + (1 - m) * dh
-            dc_prev = dc_prev + (1 - m) * dc
-        return (dh_prev, dc_prev), dz
-
-    (dh0, dc0), dzs = jax.lax.scan(
-        step, (dh_T, dc_T), (dys, acts, cs, c_prev, mask), reverse=not reverse, unroll=unroll
-    )
-    hid = h_prev.shape[-1]
-    # One [H, T*B] x [T*B, 4H] product for the recurrent weight gradient.
-    dw_hh = h_prev.reshape(-1, hid).T @ dzs.reshape(-1, 4 * hid)
-    dmask = None if mask is None else jnp.zeros_like(mask)
-    return dw_hh, dzs, dh0, dc0, dmask
-
-
-_lstm_fused.defvjp(_lstm_fused_fwd, _lstm_fused_bwd)
+    if mode == "scan" and backward == "fused":
+        return recurrence.lstm_scan(params, zx, carry, reverse=reverse, lengths=lengths,
+                                    unroll=unroll)
+    return _time_loop(recurrence.lstm_step, params, carry, zx, **loop)
 
 
 # --------------------------------------------------------------------------- stacks
@@ -653,19 +508,6 @@ def lstm_stack_init(key: Array, input_size: int, hidden_size: int, num_layers: i
         lstm_init(k, input_size if n == 0 else hidden_size, hidden_size, **kwargs)
         for n, k in enumerate(keys)
     ]
-
-
-def dropout(key: Array | None, x: Array, rate: float) -> Array:
-    """Inverted dropout: zero with probability ``rate``, scale the rest by ``1/(1-rate)``.
-
-    ``key=None`` or ``rate=0`` returns ``x`` unchanged (evaluation).
-    """
-    if key is None or rate == 0.0:
-        return x
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
 def lstm_stack(
@@ -702,7 +544,7 @@ def lstm_stack(
         c, ys = lstm(p, ys, c, **kwargs)
         finals.append(c)
         if n < len(layers) - 1:
-            ys = dropout(keys[n], ys, dropout_rate)
+            ys = nn.dropout(keys[n], ys, dropout_rate)
     return finals, ys
 
 

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from jaxgen import rnn
-from jaxgen.analysis import gradient_decay as gd
-from jaxgen.analysis import models, tasks, train
+from jaxgen.analysis import gradient_decay, models, report, tasks, train
 
 
 def test_linear_rnn_gradient_norms_follow_a_to_the_lag():
@@ -19,14 +18,16 @@ def test_linear_rnn_gradient_norms_follow_a_to_the_lag():
     xs = jax.random.normal(jax.random.key(1), (T, B, F))
     v = jax.random.normal(jax.random.key(2), (H,))
     cell = functools.partial(rnn.rnn_cell, activation="identity")
-    grads = gd.hidden_state_grads(cell, params, rnn.rnn_zero_carry(params, (B,)), xs, lambda h: jnp.sum(h @ v))
+    grads = gradient_decay.hidden_state_grads(
+        cell, params, rnn.rnn_zero_carry(params, (B,)), xs, lambda h: jnp.sum(h @ v)
+    )
     assert grads.shape == (T, B, H)
     lags = np.arange(T)[::-1]  # row t has lag T-1-t
     expected = a ** lags[:, None, None] * np.broadcast_to(np.asarray(v), (T, B, H))
     np.testing.assert_allclose(grads, expected, rtol=1e-5, atol=1e-7)
-    norms = np.asarray(gd.grad_norms_by_lag(grads))
+    norms = np.asarray(gradient_decay.grad_norms_by_lag(grads))
     np.testing.assert_allclose(norms / norms[0], a ** np.arange(T), rtol=1e-5)
-    fit = gd.decay_fit(norms)
+    fit = gradient_decay.decay_fit(norms)
     assert fit["slope"] == pytest.approx(np.log10(a), rel=1e-4)
     assert fit["factor"] == pytest.approx(a, rel=1e-4)
     assert fit["horizon"] == 10  # 0.5**9 = 1.95e-3, 0.5**10 = 9.8e-4
@@ -34,10 +35,12 @@ def test_linear_rnn_gradient_norms_follow_a_to_the_lag():
 
 
 def test_decay_fit_censored_and_underflow():
-    fit = gd.decay_fit(np.full(20, 2.0))
-    assert fit["censored"] and fit["horizon"] is None and fit["slope"] == pytest.approx(0.0, abs=1e-12)
+    fit = gradient_decay.decay_fit(np.full(20, 2.0))
+    assert (
+        fit["censored"] and fit["horizon"] is None and fit["slope"] == pytest.approx(0.0, abs=1e-12)
+    )
     n = np.array([1.0, 0.1, 0.01, 1e-3, 1e-4, 0.0, 0.0])  # zeros: float32 underflow, not fitted
-    fit = gd.decay_fit(n)
+    fit = gradient_decay.decay_fit(n)
     assert fit["slope"] == pytest.approx(-1.0) and fit["horizon"] == 4
 
 
@@ -52,7 +55,7 @@ def test_probe_gradients_equal_direct_gradients(kind):
     def loss_fn(h):
         return jnp.sum(jnp.sin(h @ params["w_out"]))
 
-    probe = gd.hidden_state_grads(cell, params["cell"], carry0, xs, loss_fn)
+    probe = gradient_decay.hidden_state_grads(cell, params["cell"], carry0, xs, loss_fn)
 
     # Manual loop: the carry after every step, then d loss / d h_t with the rest of the run.
     carries, c = [], carry0
@@ -75,17 +78,23 @@ def test_model_grad_norms_all_kinds_finite():
     xs, y = tasks.adding_problem(jax.random.key(5), 4, 9)
     for kind in models.KINDS:
         params = models.init_model(kind, jax.random.key(6), 2, 8, 1)
-        n = gd.model_grad_norms(kind, params, xs, y)
+        n = gradient_decay.model_grad_norms(kind, params, xs, y)
         assert n.shape == (9,) and bool(jnp.all(jnp.isfinite(n))) and float(n[0]) > 0
 
 
 def test_pascanu_check():
     w = 0.5 * np.eye(6)
-    assert gd.pascanu_check(w, "tanh") == {"sigma_max": pytest.approx(0.5), "bound": 1.0, "vanishing_guaranteed": True}
-    r = gd.pascanu_check(2.0 * np.eye(6), "sigmoid")
+    assert gradient_decay.pascanu_check(w, "tanh") == {
+        "sigma_max": pytest.approx(0.5),
+        "bound": 1.0,
+        "vanishing_guaranteed": True,
+    }
+    r = gradient_decay.pascanu_check(2.0 * np.eye(6), "sigmoid")
     assert r["bound"] == 4.0 and r["vanishing_guaranteed"]
-    assert not gd.pascanu_check(2.0 * np.eye(6), "tanh")["vanishing_guaranteed"]
-    assert gd.gate_sigma_max(np.concatenate([np.eye(3), 3 * np.eye(3)], 1), 2) == pytest.approx([1.0, 3.0])
+    assert not gradient_decay.pascanu_check(2.0 * np.eye(6), "tanh")["vanishing_guaranteed"]
+    assert gradient_decay.gate_sigma_max(
+        np.concatenate([np.eye(3), 3 * np.eye(3)], 1), 2
+    ) == pytest.approx([1.0, 3.0])
 
 
 def test_adding_target_hand_made():
@@ -102,10 +111,10 @@ def test_adding_problem_generator():
     m = np.asarray(xs[..., 1])
     assert set(np.unique(m)) <= {0.0, 1.0}
     np.testing.assert_array_equal(m[: T // 2].sum(0), 1)  # one marker in the first half
-    np.testing.assert_array_equal(m[T // 2:].sum(0), 1)   # one in the second
+    np.testing.assert_array_equal(m[T // 2 :].sum(0), 1)  # one in the second
     vals = np.asarray(xs[..., 0])
     assert vals.min() >= -1 and vals.max() <= 1
-    p = np.argmax(m[: T // 2], 0), T // 2 + np.argmax(m[T // 2:], 0)
+    p = np.argmax(m[: T // 2], 0), T // 2 + np.argmax(m[T // 2 :], 0)
     expect = 0.5 + (vals[p[0], np.arange(B)] + vals[p[1], np.arange(B)]) / 4
     np.testing.assert_allclose(y, expect, rtol=1e-6)
     xs2, y2 = tasks.adding_problem(jax.random.key(7), B, T)  # same key, same batch
@@ -127,11 +136,57 @@ def test_latch_task_hand_made_and_generator():
 
 def test_train_seeds_smoke():
     task = train.make_task("latch", 1)
-    out = train.train_seeds("gru", task, jax.random.key(9), num_seeds=2, hidden_size=8, batch_size=16,
-                            learning_rate=3e-2, max_steps=40, eval_every=20, eval_size=64,
-                            stop_when_solved=False)
+    out = train.train_seeds(
+        "gru",
+        task,
+        jax.random.key(9),
+        num_seeds=2,
+        hidden_size=8,
+        batch_size=16,
+        learning_rate=3e-2,
+        max_steps=40,
+        eval_every=20,
+        eval_size=64,
+        stop_when_solved=False,
+    )
     assert out["steps_run"] == 40 and len(out["success"]) == 2 and len(out["history"]) == 2
     assert jax.tree.leaves(out["params"])[0].shape[0] == 2
     assert all(0.0 <= m <= 1.0 for m in out["final_metric"])
     with pytest.raises(ValueError, match="unknown task"):
         train.make_task("copy-everything", 3)
+
+
+def _run(task, kind, lag, success, steps, best):
+    return {"task": task, "kind": kind, "lag": lag, "success": success, "steps_to_solve": steps,
+            "best_metric": best}  # fmt: skip
+
+
+def test_memory_span_markdown_puts_each_run_in_its_cell():
+    settings = {"tasks": ["adding", "latch"], "kinds": ["lstm", "gru"], "lags": [5, 50],
+                "num_seeds": 2, "hidden_size": 8, "learning_rate": 0.01, "batch_size": 4,
+                "max_steps": 100, "eval_every": 50}  # fmt: skip
+    runs = [
+        _run(task, kind, lag, [False, False], [None, None], [0.5, 0.25])
+        for task in settings["tasks"]
+        for kind in settings["kinds"]
+        for lag in settings["lags"]
+    ]
+    runs[5] = _run("latch", "lstm", 50, [True, True], [100, 50], [0.5, 1.0])
+    runs[6] = _run("latch", "gru", 5, [True, False], [150, None], [1.0, 0.0])
+    md = report.memory_span_markdown(runs, settings)
+    success, steps = [part.split("\n\n")[1] for part in md.split("## ")[1:]]
+    assert success.splitlines()[2:] == [
+        "| 5 | 0/2 | 0/2 | 0/2 | 1/2 |",
+        "| 50 | 0/2 | 0/2 | 2/2 | 0/2 |",
+    ]
+    assert steps.splitlines()[0] == "| lag | adding lstm | adding gru | latch lstm | latch gru |"
+    assert steps.splitlines()[2:] == [
+        "| 5 | - (0.375) | - (0.375) | - (0.375) | 150 (0.500) |",
+        "| 50 | - (0.375) | - (0.375) | 75 (0.750) | - (0.375) |",
+    ]
+
+
+def test_format_horizon():
+    assert report.format_horizon({"censored": False, "horizon": 7}, 20) == "7"
+    assert report.format_horizon({"censored": True, "horizon": None}, 20) == ">19"
+    assert report.format_horizon({"nonfinite": True, "censored": False, "horizon": 3}, 20) == "n/f"

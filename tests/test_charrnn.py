@@ -19,7 +19,7 @@ from jaxgen.charrnn.sample import filter_logits, generate, sample_text
 from jaxgen import charrnn
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = str(ROOT / "configs" / "charrnn_smoke.py")
+SMOKE = str(ROOT / "configs" / "charrnn.py") + ":smoke"
 ALPHABET = "abcdefghijklmnopqrstuvwxyz"
 
 
@@ -107,7 +107,7 @@ def test_builtin_corpus_is_tiny_shakespeare_and_pydoc_is_an_option(test_data):
 
 def test_tfds_source_fails_fast_offline(monkeypatch):
     monkeypatch.setattr(textdata, "_reachable", lambda *a, **k: False)
-    with pytest.raises(UserError, match="offline, use --config.data.source=builtin"):
+    with pytest.raises(UserError, match="offline, use config.data.source=builtin"):
         textdata.load_corpus(source="tfds")
 
 
@@ -118,7 +118,7 @@ def test_train_step_carries_state_and_resets():
     cfg = tiny_cfg()
     tx = charrnn.train.make_optimizer(cfg, 10)
     state = charrnn.train.init_state(cfg, 26, tx)
-    params0 = state["params"]
+    params0 = state.params
     rng = np.random.default_rng(1)
     x1, y1, x2, y2 = (jnp.asarray(rng.integers(0, 26, (8, 4)), jnp.int32) for _ in range(4))
     step = jax.jit(functools.partial(charrnn.train.train_step, tx=tx, dropout_rate=0.0))
@@ -127,20 +127,20 @@ def test_train_step_carries_state_and_resets():
     loss_ref = jax.jit(model.loss)  # one compilation for the three reference losses below
     want_loss, want_carries = loss_ref(params0, x1, y1, zeros)
     np.testing.assert_allclose(m1["loss"], want_loss, rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(state["carries"]), jax.tree.leaves(want_carries)):
+    for a, b in zip(jax.tree.leaves(state.carries), jax.tree.leaves(want_carries)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    params1 = state["params"]
-    carried = state["carries"]
+    params1 = state.params
+    carried = state.carries
     _, m2 = step(state, x2, y2, jnp.asarray(False))
     np.testing.assert_allclose(m2["loss"], loss_ref(params1, x2, y2, carried)[0], rtol=1e-5)
     _, m3 = step(state, x2, y2, jnp.asarray(True))
     np.testing.assert_allclose(m3["loss"], loss_ref(params1, x2, y2, zeros)[0], rtol=1e-5)
     assert abs(float(m2["loss"]) - float(m3["loss"])) > 1e-6  # the carried state matters
     # truncated BPTT: the gradient does not flow into the carried state
-    g = jax.jit(jax.grad(lambda c: charrnn.train.train_step({**state, "carries": c}, x2, y2, jnp.asarray(False),
+    g = jax.jit(jax.grad(lambda c: charrnn.train.train_step(state._replace(carries=c), x2, y2, jnp.asarray(False),
                                               tx=tx, dropout_rate=0.0)[1]["loss"]))(carried)
     assert all(float(jnp.abs(l).max()) == 0.0 for l in jax.tree.leaves(g))
-    assert int(state["step"]) == 1 and m1.keys() >= {"loss", "grad_norm", "param_norm", "update_norm"}
+    assert int(state.step) == 1 and m1.keys() >= {"loss", "grad_norm", "param_norm", "update_norm"}
     assert step._cache_size() == 1
 
 
@@ -157,14 +157,14 @@ def test_train_step_updates_are_clipped():
     f64 = lambda tree: jax.tree.map(lambda a: np.asarray(a, np.float64), tree)
 
     def adam_state(state):
-        return [s for s in jax.tree.leaves(state["opt_state"], is_leaf=lambda s: isinstance(s, optax.ScaleByAdamState))
+        return [s for s in jax.tree.leaves(state.opt_state, is_leaf=lambda s: isinstance(s, optax.ScaleByAdamState))
                 if isinstance(s, optax.ScaleByAdamState)][0]
 
     def run(clip_value, steps=2):
         cfg = tiny_cfg(clip=clip_value, lr=lr, lr_schedule="constant")
         tx = charrnn.train.make_optimizer(cfg, 10)
         state = charrnn.train.init_state(cfg, 26, tx)
-        params0 = state["params"]
+        params0 = state.params
         step = jax.jit(functools.partial(charrnn.train.train_step, tx=tx, dropout_rate=0.0))
         out = []
         for x, y in batches[:steps]:
@@ -188,10 +188,10 @@ def test_train_step_updates_are_clipped():
                          p, mu, nu)
         assert float(m["grad_norm"]) == pytest.approx(raw, rel=1e-4)  # the raw norm is reported
         adam = adam_state(state)
-        for got, want in ((adam.mu, mu), (adam.nu, nu), (state["params"], p)):
+        for got, want in ((adam.mu, mu), (adam.nu, nu), (state.params, p)):
             for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
                 np.testing.assert_allclose(np.asarray(a, np.float64), b, rtol=1e-4, atol=1e-5 * np.abs(b).max())
-        params = state["params"]
+        params = state.params
     # unclipped (clip above the norm): Adam's first moment holds 0.1 * the raw gradient, not the clipped one
     _, unclipped = run(1e9, steps=1)
     g1 = f64(grad(params0, *batches[0]))

@@ -15,12 +15,14 @@ from pathlib import Path
 import pytest
 
 from jaxgen import cli
-from jaxgen.config import describe_fields, field_comments, load_config, suggest_field
+from jaxgen.config import (describe_fields, field_comments, load_config, split_config_spec,
+                           suggest_field)
+from jaxgen.errors import UserError
 from jaxgen.training.metrics import RunLog, format_eta
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = str(ROOT / "configs" / "charrnn_smoke.py")
-GAN_SMOKE = str(ROOT / "configs" / "gan_mnist_smoke.py")
+SMOKE = str(ROOT / "configs" / "charrnn.py") + ":smoke"
+GAN_SMOKE = str(ROOT / "configs" / "gan_mnist.py") + ":smoke"
 README = ROOT / "README.md"
 
 
@@ -89,10 +91,13 @@ def _write(p: Path, text: str) -> str:
     return str(p)
 
 
+PLAIN = "from jaxgen.charrnn.config import default_config\nget_config = default_config\n"
+
+
 @pytest.mark.parametrize("case", [
     "config_readme", "config_missing", "config_dir", "config_no_get_config", "config_raises", "workdir_file",
     "workdir_under_file", "workdir_readonly", "steps_negative", "gan_epochs_negative", "nothing_to_train",
-    "budget_negative", "field_typo", "option_typo",
+    "budget_negative", "field_typo", "option_typo", "variant_unknown", "variant_of_a_plain_file",
 ])
 def test_train_refuses_before_any_work(tmp_path, capsys, monkeypatch, no_work, case):
     a = tmp_path / "a.txt"
@@ -111,16 +116,23 @@ def test_train_refuses_before_any_work(tmp_path, capsys, monkeypatch, no_work, c
                                "cannot be created: .*a.txt' is a file"),
         "workdir_readonly": (["--config", SMOKE, "--workdir", w], "is not writable"),
         "steps_negative": (["--config", SMOKE, "--workdir", w, "--config.train.steps=-5"],
-                           r"train.steps must be an integer >= 0 \(train.steps=0: train for train.epochs"),
+                           r"error: --config\.train\.steps must be an integer >= 0 "
+                           r"\(train.steps=0: train for train.epochs"),
         "gan_epochs_negative": (["--config", GAN_SMOKE, "--workdir", w, "--config.train.steps=0",
                                  "--config.train.epochs=-1"], "train.epochs must be an integer >= 0"),
         "nothing_to_train": (["--config", SMOKE, "--workdir", w, "--config.train.steps=0", "--config.train.epochs=0"],
                              "nothing to train"),
         "budget_negative": (["--config", SMOKE, "--workdir", w, "--config.train.time_budget_s=-1"],
-                            "time_budget_s must be a number of seconds >= 0"),
+                            r"error: --config\.train\.time_budget_s must be a number of "
+                            r"seconds >= 0"),
         "field_typo": (["--config", SMOKE, "--workdir", w, "--config.train.stesp=5"],
                        "unknown config field 'train.stesp'; did you mean --config.train.steps"),
         "option_typo": (["--config", SMOKE, "--workdr", w], "did you mean --workdir"),
+        "variant_unknown": (["--config", SMOKE.replace(":smoke", ":smok"), "--workdir", w],
+                            r"charrnn.py' has no variant 'smok'; valid variants: default, cpu, "
+                            "smoke"),
+        "variant_of_a_plain_file": (["--config", _write(tmp_path / "p.py", PLAIN) + ":smoke",
+                                     "--workdir", w], r"p.py' has no variants .*without ':smoke'"),
     }[case]
     if case == "workdir_readonly":  # root may write anywhere, so make the permission check say no
         monkeypatch.setattr(cli.os, "access", lambda *a, **k: False)
@@ -132,7 +144,8 @@ def test_train_refuses_before_any_work(tmp_path, capsys, monkeypatch, no_work, c
 
 @pytest.mark.parametrize("argv,match", [
     (["train", "--config", "README.md", "--workdir", "{tmp}/w"], "is not a Python config file"),
-    (["train", "--config", "configs/charrnn_smoke.py", "--workdir", "README.md"], "--workdir 'README.md' is a file"),
+    (["train", "--config", "configs/charrnn.py:smoke", "--workdir", "README.md"],
+     "--workdir 'README.md' is a file"),
 ])
 def test_python_m_jaxgen_refuses_in_one_line_touching_nothing(tmp_path, argv, match):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
@@ -146,13 +159,65 @@ def test_python_m_jaxgen_refuses_in_one_line_touching_nothing(tmp_path, argv, ma
     assert not (tmp_path / "w").exists()
 
 
+# ----------------------------------------------------------------------------- config variants
+
+
+@pytest.mark.parametrize("spec,want", [
+    ("charrnn.py", {"model.hidden": 512, "train.batch": 128, "train.steps": 0, "train.lr": 1e-3}),
+    ("charrnn.py:default", {"model.hidden": 512, "train.batch": 128, "model.dropout": 0.5}),
+    ("charrnn.py:cpu", {"model.hidden": 256, "train.seq_len": 64, "train.time_budget_s": 900.0}),
+    ("charrnn.py:smoke", {"model.hidden": 32, "train.steps": 40, "train.lr": 1e-2}),
+    ("gan_mnist.py", {"train.lr_g": 1e-3, "train.lr_d": 2e-4, "data.source": "tfds"}),
+    ("gan_mnist.py:classic", {"train.lr_g": 2e-3, "model.latent_dist": "uniform",
+                              "train.epochs": 100}),
+    ("gan_mnist.py:smoke", {"data.source": "builtin", "train.steps": 60, "train.batch": 32}),
+    ("dcgan_mnist.py", {"model.arch": "dcgan", "train.steps": 8500, "train.lr_decay_start": 3500}),
+    ("dcgan_mnist.py:smoke", {"model.features": (8, 16, 32), "data.source": "builtin",
+                              "train.steps": 20}),
+    ("dcgan_svhn.py", {"model.channels": 3, "train.epochs": 20, "data.tfds_name": "svhn_cropped"}),
+    ("dcgan_svhn.py:smoke", {"model.channels": 3, "data.limit": 512, "train.steps": 20}),
+])
+def test_config_variants_set_their_own_fields(spec, want):
+    """``FILE:VARIANT`` reaches get_config(VARIANT); the numbers are those of the twin files the
+    variants replaced (configs/charrnn_smoke.py and the like, before issue 16)."""
+    cfg = load_config(ROOT / "configs" / spec)
+    got = {name: cfg[name.split(".")[0]][name.split(".")[1]] for name in want}
+    assert got == want
+
+
+def test_split_config_spec(tmp_path):
+    assert split_config_spec("configs/a.py:smoke") == (Path("configs/a.py"), "smoke")
+    assert split_config_spec("c:/x/a.py:cpu") == (Path("c:/x/a.py"), "cpu")  # the last ':' counts
+    assert split_config_spec(Path("configs/a.py")) == (Path("configs/a.py"), None)
+    odd = tmp_path / "run:2.py"  # a file whose name holds a ':' is taken as it is
+    odd.write_text("")
+    assert split_config_spec(str(odd)) == (odd, None)
+    with pytest.raises(UserError, match="no variant ''; valid variants: default, classic, smoke"):
+        load_config(str(ROOT / "configs" / "gan_mnist.py") + ":")
+
+
+@pytest.mark.parametrize("library,shown", [
+    ("config.train.lr must be positive, got 0", "--config.train.lr must be positive, got 0"),
+    ("did you mean config.train.steps or config.train.epochs?",
+     "did you mean --config.train.steps or --config.train.epochs?"),
+    ("set config.model.image_size=28 (or resize the data (config.data.image_size=32 for tfds)",
+     "set --config.model.image_size=28 (or resize the data (--config.data.image_size=32 for tfds)"),
+    ("--config.train.batch=60 (the global batch)", "--config.train.batch=60 (the global batch)"),
+    ("'myconfig.py' failed; see jaxgen.config and /tmp/config.py, config.py, 'config.v2'",
+     "'myconfig.py' failed; see jaxgen.config and /tmp/config.py, config.py, 'config.v2'"),
+    ("unknown config field 'train.stesp'", "unknown config field 'train.stesp'"),
+])
+def test_cli_names_config_fields_as_flags(library, shown):
+    assert cli.as_flags(library) == shown
+
+
 # ----------------------------------------------------------------------------- help
 
 
 def test_train_help_explains_config_fields(capsys):
     assert cli.main(["train", "--help"]) == 0
     out = capsys.readouterr().out
-    assert "--config.FIELD=VALUE" in out and "--config configs/charrnn_cpu.py --help" in out
+    assert "--config.FIELD=VALUE" in out and "--config configs/charrnn.py:cpu --help" in out
     assert "train.steps=0 means train.epochs passes" in out
     assert cli.main(["train", "--config", SMOKE, "--help", "--config.train.steps=7"]) == 0
     out = capsys.readouterr().out
@@ -187,9 +252,9 @@ def _leaves(cfg, prefix=""):
 
 def test_suggest_field():
     fields = ["train.steps", "train.epochs", "train.lr_g", "train.lr_d", "model.hidden"]
-    assert suggest_field("train.stesp", fields).startswith("did you mean --config.train.steps")
-    assert suggest_field("stesp", fields) == "did you mean --config.train.steps?"  # by the last part
-    assert "--config.train.lr_g" in suggest_field("train.lr", fields)
+    assert suggest_field("train.stesp", fields).startswith("did you mean config.train.steps")
+    assert suggest_field("stesp", fields) == "did you mean config.train.steps?"  # by the last part
+    assert "config.train.lr_g" in suggest_field("train.lr", fields)
     assert suggest_field("zzz", fields) == "valid fields: " + ", ".join(fields)
 
 

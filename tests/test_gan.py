@@ -422,7 +422,7 @@ def _step_inputs(m, arch, state, step, batch):
     """The latents and FC dropout masks the library's step ``step`` draws (its documented key use:
     ``fold_in(key, step)`` split into z, G dropout, D real, D fake, D in G's update; each FC layer's
     dropout from ``split(layer key, 4)``), as float64 NumPy."""
-    key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), step)
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.key), step)
     k_z, _, k_dr, k_df, k_dg = jax.random.split(key, 5)
     z = np.asarray(gan.models.sample_latent(k_z, batch, m.latent, "normal"), np.float64)
     masks = {}
@@ -463,7 +463,7 @@ def test_train_step_equals_reference_updates(arch):
         lib.append(jax.tree.map(np.asarray, (state, metrics)))
     with jax.enable_x64(True):
         to64 = lambda tree: jax.tree.map(lambda a: jnp.asarray(np.asarray(a), jnp.float64), tree)
-        params, stats = to64(st0["params"]), to64(st0["stats"])
+        params, stats = to64(st0.params), to64(st0.stats)
         adam = {k: {"mu": jax.tree.map(jnp.zeros_like, params[k]), "nu": jax.tree.map(jnp.zeros_like, params[k])}
                 for k in "gd"}
         ref = jax.jit(functools.partial(_ref_step, arch, lr, b1, b2))
@@ -474,15 +474,15 @@ def test_train_step_equals_reference_updates(arch):
             for k, v in out.items():
                 assert float(metrics[k]) == pytest.approx(float(v), rel=1e-4), (s, k)
             for k in "gd":
-                opt = got["opt_state"][k][0]
+                opt = got.opt_state[k][0]
                 assert int(opt.count) == s + 1
                 _assert_close(opt.mu, adam[k]["mu"], f"step {s + 1} {k} Adam mu", 1e-3, 1e-4)
                 _assert_close(opt.nu, adam[k]["nu"], f"step {s + 1} {k} Adam nu", 1e-3, 1e-4)
                 # float32 against float64: an element whose gradient is near zero may move by a few
                 # percent of lr differently (Adam divides by |g|); measured worst 2% of lr
-                _assert_close(got["params"][k], params[k], f"step {s + 1} {k} params", 1e-5, atol=0.05 * lr)
-            _assert_close(got["stats"], stats, f"step {s + 1} running statistics", 1e-4, 1e-5)
-            assert int(got["step"]) == s + 1
+                _assert_close(got.params[k], params[k], f"step {s + 1} {k} params", 1e-5, atol=0.05 * lr)
+            _assert_close(got.stats, stats, f"step {s + 1} running statistics", 1e-4, 1e-5)
+            assert int(got.step) == s + 1
 
 
 def test_real_and_fake_batch_statistics_are_separate():
@@ -492,17 +492,17 @@ def test_real_and_fake_batch_statistics_are_separate():
     assert float(metrics["d_loss"]) == pytest.approx(float(sep), rel=1e-5)
     assert abs(float(sep) - float(mixed)) > 1e-3
     # the discriminator's first batch-norm layer saw the real batch, then the fake batch
-    np.testing.assert_allclose(np.asarray(new["stats"]["d"]["down1_bn"]["mean"]),
+    np.testing.assert_allclose(np.asarray(new.stats["d"]["down1_bn"]["mean"]),
                                0.9 * 0.1 * np.asarray(mr) + 0.1 * np.asarray(mf), rtol=1e-3, atol=1e-6)
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _separate_vs_mixed(m, state, real):
-    key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), 0)
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.key), 0)
     k_z, k_g, *_ = jax.random.split(key, 5)
     z = gan.models.sample_latent(k_z, real.shape[0], m.latent, "normal")
-    fake, _ = m.generate(state["params"]["g"], state["stats"]["g"], z, train=True, key=k_g)
-    dp, ds = state["params"]["d"], state["stats"]["d"]
+    fake, _ = m.generate(state.params["g"], state.stats["g"], z, train=True, key=k_g)
+    dp, ds = state.params["d"], state.stats["d"]
     # separately: what the step did
     rl, _ = m.discriminate(dp, ds, real, train=True)
     fl, _ = m.discriminate(dp, ds, fake, train=True)
@@ -520,7 +520,7 @@ def test_label_smoothing_reaches_the_step():
     m, _, _, state, real, step09 = _setup("fc", real_label=0.9)
     _, _, _, _, _, step10 = _setup("fc", real_label=1.0)
     # logits near 1.5 rather than the initial ~0, so the gap is large against float32 rounding
-    state["params"]["d"][-1]["b"] = state["params"]["d"][-1]["b"] + 1.5
+    state.params["d"][-1]["b"] = state.params["d"][-1]["b"] + 1.5
     _, m09 = jax.jit(step09)(state, real)
     _, m10 = jax.jit(step10)(state, real)
     # same logits, so the smoothed real loss exceeds the unsmoothed one by a worked amount:
@@ -528,7 +528,7 @@ def test_label_smoothing_reaches_the_step():
     # 0.1 * mean(real logits), the logits taken from the float64 reference discriminator (same dropout masks)
     _, masks = _step_inputs(m, "fc", state, 0, real.shape[0])
     with jax.enable_x64(True):
-        dp = jax.tree.map(lambda a: jnp.asarray(np.asarray(a), jnp.float64), state["params"]["d"])
+        dp = jax.tree.map(lambda a: jnp.asarray(np.asarray(a), jnp.float64), state.params["d"])
         logits, _ = _ref_discriminate("fc", dp, {}, jnp.asarray(np.asarray(real), jnp.float64), masks["dr"])
         want = 0.1 * float(logits.mean())
     gap = float(m09["d_loss_real"]) - float(m10["d_loss_real"])
@@ -547,8 +547,8 @@ def test_each_optimiser_changes_only_its_network():
         st = gan.step.init_state(m, 0, txg, txd, ema=False)
         new, _ = jax.jit(functools.partial(gan.step.train_step, model=m, tx_g=txg, tx_d=txd))(st, real)
         other = "d" if frozen == "g" else "g"
-        same = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), st["params"][frozen], new["params"][frozen])
-        moved = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), st["params"][other], new["params"][other])
+        same = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), st.params[frozen], new.params[frozen])
+        moved = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), st.params[other], new.params[other])
         assert all(jax.tree.leaves(same)), f"{frozen} changed though its learning rate is 0"
         assert not any(jax.tree.leaves(moved)), f"{other} did not change"
 
@@ -556,11 +556,11 @@ def test_each_optimiser_changes_only_its_network():
 def test_ema_and_one_compilation_per_shape():
     m, tx_g, tx_d, state, real, step = _setup("fc", ema=0.99)
     f = jax.jit(step, donate_argnums=0)
-    g0 = jax.tree.map(np.asarray, state["params"]["g"])
+    g0 = jax.tree.map(np.asarray, state.params["g"])
     s1, _ = f(state, real)
     # warm-up decay at step 0: min(0.99, 1/10) = 0.1 -> ema = 0.1 * g0 + 0.9 * g1
-    ref = jax.tree.map(lambda a, b: 0.1 * a + 0.9 * np.asarray(b), g0, s1["params"]["g"])
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), b, rtol=1e-5, atol=1e-7), s1["ema"], ref)
+    ref = jax.tree.map(lambda a, b: 0.1 * a + 0.9 * np.asarray(b), g0, s1.params["g"])
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), b, rtol=1e-5, atol=1e-7), s1.ema, ref)
     before = f._cache_size()
     s2, _ = f(s1, real)
     assert f._cache_size() == before == 1
@@ -659,7 +659,7 @@ def _cli(*args, cwd=ROOT, check=True):
 @pytest.mark.slow
 def test_fc_gan_cli_train_resume_sample(tmp_path):
     w = tmp_path / "run"
-    _cli("train", "--config", "configs/gan_mnist_smoke.py", "--workdir", str(w), "--config.train.steps=12",
+    _cli("train", "--config", "configs/gan_mnist.py:smoke", "--workdir", str(w), "--config.train.steps=12",
          "--config.train.checkpoint_every=6", "--config.train.sample_every=6", "--config.train.log_every=6",
          "--quiet")
     for f in ("jaxgen.json", "metrics.jsonl", "losses.png", "progress.png", "samples/latest.png",
@@ -668,7 +668,7 @@ def test_fc_gan_cli_train_resume_sample(tmp_path):
     rows = [json.loads(line) for line in (w / "metrics.jsonl").read_text().splitlines()]
     assert {"d_loss", "g_loss", "d_grad_norm", "g_grad_norm", "images_per_s"} <= set(rows[-1])
     # resume to 16 steps
-    r = _cli("train", "--config", "configs/gan_mnist_smoke.py", "--workdir", str(w), "--config.train.steps=16",
+    r = _cli("train", "--config", "configs/gan_mnist.py:smoke", "--workdir", str(w), "--config.train.steps=16",
              "--config.train.checkpoint_every=6", "--config.train.sample_every=6", "--config.train.log_every=6",
              "--quiet")
     assert "resumed from step 12" in r.stdout
@@ -746,7 +746,7 @@ def test_bad_configs_and_shapes(tmp_path):
     cfg.train.real_label = 1.5
     with pytest.raises(UserError, match="real_label"):
         gan.train.train(cfg, tmp_path / "d", quiet=True)
-    r = _cli("train", "--config", "configs/gan_mnist_smoke.py", "--workdir", str(tmp_path / "e"),
+    r = _cli("train", "--config", "configs/gan_mnist.py:smoke", "--workdir", str(tmp_path / "e"),
              "--config.train.lr=0.1", check=False)
     assert r.returncode == 2 and "unknown config field 'train.lr'" in r.stderr and "train.lr_g" in r.stderr
     assert "Traceback" not in r.stderr
@@ -784,10 +784,11 @@ def test_eval_cli_scores_real_above_noise(tmp_path, monkeypatch):
     (2 epochs instead of the recipe's 10: the plumbing is under test here, not the classifier)."""
     import functools
 
-    from jaxgen.evaluation import image_metrics as im
+    from jaxgen.evaluation import classifier
     from jaxgen.gan.evaluate import run_eval
 
-    monkeypatch.setattr(im, "train_classifier", functools.partial(im.train_classifier, epochs=2))
+    two_epochs = functools.partial(classifier.train_classifier, epochs=2)
+    monkeypatch.setattr(classifier, "train_classifier", two_epochs)
 
     d = imdata.load_images()
     real = d.images[:300]

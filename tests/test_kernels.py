@@ -3,13 +3,16 @@
 On CPU the kernels run in Pallas interpret mode (``mode="pallas"``); both
 tilings are checked: the TPU one (grid over batch tiles x time blocks, carry in
 scratch; what ``mode="pallas"`` runs on CPU) and the GPU/Triton one (one program
-per 16 rows, hidden in 128-column chunks), forced with ``_force``. Export tests
+per 16 rows, hidden in 128-column chunks), forced through the private
+``ops._lstm_sequence(..., force=...)``. Export tests
 lower for TPU and CUDA from this CPU-only machine and look for the real kernel.
 
 Shapes are tiny and each case compiles once per implementation (interpret mode
 compiles slowly): the file runs in about a minute on 2 cores.
 """
 
+import dataclasses
+import functools
 import re
 
 import jax
@@ -18,8 +21,8 @@ import numpy as np
 import pytest
 from jax import export
 
-from jaxgen import kernels, rnn
-from jaxgen.kernels import reference
+from jaxgen import kernels, recurrence, rnn
+from jaxgen.kernels import BlockSizes, common, ops
 
 F32_TOL = 1e-5  # relative (to the largest magnitude of the reference)
 BF16_TOL = 4e-2  # bf16 has 8 mantissa bits; the reference also rounds its state to bf16
@@ -50,6 +53,13 @@ def _outputs_and_grads(fn, kw, w, zx, carry):
     return out, grads
 
 
+def _lstm_autodiff(params, zx, carry, *, reverse, lengths):
+    """The LSTM scan differentiated by JAX: a gradient reference that shares no code with the
+    hand-written gate gradients (``recurrence.lstm_gate_grads``) of the kernel and of the scan."""
+    return recurrence.masked_scan(recurrence.lstm_step, params, carry, zx, reverse=reverse,
+                                  lengths=lengths)
+
+
 def _rel_err(a, b):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30)
@@ -75,12 +85,15 @@ def test_kernel_matches_scan(case):
     w, zx, carry = _inputs(kind, T, B, H, dtype, seed=T * 100 + B * 10 + H)
     kw = dict(reverse=rev, lengths=None if lengths is None else jnp.asarray(lengths, jnp.int32))
     if kind == "lstm":
-        kern, ref = kernels.lstm_sequence, reference.lstm_sequence_reference
+        kern, forced, ref = kernels.lstm_sequence, ops._lstm_sequence, recurrence.lstm_scan
     else:
-        kern, ref = kernels.rnn_sequence, reference.rnn_sequence_reference
+        kern, forced, ref = kernels.rnn_sequence, ops._rnn_sequence, recurrence.rnn_scan
         kw["activation"] = act
-    out_k, g_k = _outputs_and_grads(lambda *a, **k: kern(*a, mode="pallas", _force=force, **k),
-                                    kw, w, zx, carry)
+    if force is None:
+        kern = functools.partial(kern, mode="pallas")
+    else:
+        kern = functools.partial(forced, force=force)
+    out_k, g_k = _outputs_and_grads(kern, kw, w, zx, carry)
     out_r, g_r = _outputs_and_grads(ref, kw, w, zx, carry)
     tol = F32_TOL if dtype == jnp.float32 else BF16_TOL
     for name, a, b in zip(["final"] * 2 + ["ys"], jax.tree.leaves(out_k), jax.tree.leaves(out_r)):
@@ -89,6 +102,11 @@ def test_kernel_matches_scan(case):
     for name, a, b in zip(["w_hh", "zx", "h0", "c0"], jax.tree.leaves(g_k), jax.tree.leaves(g_r)):
         assert a.shape == b.shape and a.dtype == b.dtype, name
         assert _rel_err(a, b) < tol, (name, _rel_err(a, b))
+    if kind == "lstm" and dtype == jnp.float32:
+        _, g_a = _outputs_and_grads(_lstm_autodiff, kw, w, zx, carry)
+        names = ["w_hh", "zx", "h0", "c0"]
+        for name, a, b in zip(names, jax.tree.leaves(g_k), jax.tree.leaves(g_a)):
+            assert _rel_err(a, b) < F32_TOL, ("autodiff " + name, _rel_err(a, b))
     if lengths is not None:  # padded steps output exactly zero
         ys = np.asarray(out_k[1], np.float32)
         for b_, n in enumerate(lengths):
@@ -124,6 +142,24 @@ def test_bad_inputs_raise_clear_errors():
         kernels.lstm_sequence({"w_hh": w}, zx, carry, lengths=jnp.array([1, 2, 3]))
     with pytest.raises(ValueError, match="activation"):
         kernels.rnn_sequence({"w_hh": w[:, :4]}, zx[..., :4], carry[0], activation="gelu")
+
+
+def test_block_sizes_are_validated_and_frozen():
+    layout = common.padded_layout(20, 5, 33)  # Tp = 32: two 16-step blocks; Bp = 16; Hp = 128
+    assert BlockSizes.tpu(layout).grid == (1, 2) and BlockSizes.gpu(layout).grid == (1,)
+    good = dict(kind="tpu", batch_block=16, time_block=16, hidden_chunk=128, num_batch_blocks=1,
+                num_time_blocks=2)
+    BlockSizes(**good)
+    for bad, match in [({"kind": "cpu"}, "kind must be one of"),
+                       ({"batch_block": 8}, "batch_block must be a multiple of 16"),
+                       ({"hidden_chunk": 64}, "hidden_chunk must be a multiple of 128"),
+                       ({"time_block": 0}, "time_block must be a positive integer"),
+                       ({"num_batch_blocks": 1.0}, "num_batch_blocks must be a positive integer"),
+                       ({"kind": "gpu"}, "num_time_blocks must be 1 for kind='gpu'")]:
+        with pytest.raises(ValueError, match=match):
+            BlockSizes(**{**good, **bad})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        BlockSizes(**good).time_block = 8
 
 
 TARGETS = {"tpu": "tpu_custom_call", "cuda": "__gpu$xla.gpu.triton"}

@@ -10,7 +10,7 @@ import pytest
 from jax import export
 
 from jaxgen import kernels, rnn
-from jaxgen.kernels import _common
+from jaxgen.kernels import common
 
 TARGETS = {"tpu": "tpu_custom_call", "cuda": "__gpu$xla.gpu.triton"}
 
@@ -18,10 +18,10 @@ TARGETS = {"tpu": "tpu_custom_call", "cuda": "__gpu$xla.gpu.triton"}
 @pytest.fixture
 def fresh(monkeypatch):
     """No reason warned yet in this process; ``platform(p)`` makes ``p`` the default backend."""
-    monkeypatch.setattr(_common, "_WARNED", set())
+    monkeypatch.setattr(common, "_WARNED", set())
 
     def platform(p):
-        monkeypatch.setattr(_common, "target_platform", lambda: p)
+        monkeypatch.setattr(common, "target_platform", lambda: p)
 
     return platform
 

@@ -21,7 +21,7 @@ SCRIPT = textwrap.dedent('''
     mesh = parallel.make_mesh()
 
     def compare(name, step, state, args, ndims, axes):
-        step0 = int(state["step"])
+        step0 = int(state.step)
         single = jax.jit(step)
         s1, m1 = single(state, *args)
         sharded, placed = parallel.jit_data_parallel(step, mesh, state, ndims, axes)
@@ -35,12 +35,11 @@ SCRIPT = textwrap.dedent('''
         for a, b in zip(flat1, flat2):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5, err_msg=name)
         # one step each, and the new state is replicated over all 8 devices
-        assert int(s2["step"]) == int(s1["step"]) == step0 + 1
+        assert int(s2.step) == int(s1.step) == step0 + 1
         assert all(x.sharding.is_fully_replicated and len(x.sharding.device_set) == 8 for x in jax.tree.leaves(s2))
         print(name, "ok, largest difference", worst, flush=True)
 
     import sys
-    from jaxgen import gan
     from jaxgen import gan
     for arch in [a for a in ("fc", "dcgan") if a in sys.argv[1:]]:
         cfg = gan.config.default_config()
@@ -100,7 +99,7 @@ WORKER = textwrap.dedent('''
     for s in range(2):
         real = parallel.global_batch(mesh, full[s][rows], full[s].shape)
         state, metrics = fn(state, real)
-    leaves = [np.asarray(x.addressable_data(0)) for x in jax.tree.leaves(state["params"])]
+    leaves = [np.asarray(x.addressable_data(0)) for x in jax.tree.leaves(state.params)]
     np.savez(f"{out}/params{pid}.npz", *leaves, d_loss=np.asarray(metrics["d_loss"].addressable_data(0)))
     print("RESULT", pid, repr(float(sum(np.abs(l).sum() for l in leaves))), float(metrics["d_loss"]), flush=True)
     jax.distributed.shutdown()
@@ -148,7 +147,7 @@ def test_two_processes_on_localhost_agree(tmp_path):
     full = np.random.default_rng(0).uniform(-1, 1, (2, 8, 28, 28, 1)).astype(np.float32)
     for s in range(2):
         state, metrics = step(state, full[s])
-    want = [np.asarray(x) for x in jax.tree.leaves(state["params"])]
+    want = [np.asarray(x) for x in jax.tree.leaves(state.params)]
     for pid in range(2):
         got = np.load(tmp_path / f"params{pid}.npz")
         assert float(got["d_loss"]) == pytest.approx(float(metrics["d_loss"]), rel=1e-5)

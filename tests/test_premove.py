@@ -44,8 +44,8 @@ def test_premove_charrnn_samples_the_same_text(workdir, capsys):
 
 def test_premove_charrnn_resumes_to_the_same_losses(workdir):
     w = workdir("charrnn")
-    assert cli.main(["train", "--config", str(CONFIGS / "charrnn_smoke.py"), "--workdir", str(w), "--quiet",
-                     "--config.train.steps=6", *CHARRNN]) == 0
+    assert cli.main(["train", "--config", f"{CONFIGS / 'charrnn.py'}:smoke", "--workdir", str(w),
+                     "--quiet", "--config.train.steps=6", *CHARRNN]) == 0
     row = _rows(w / "metrics.jsonl")[6]
     want = EXPECTED["charrnn_resumed_to_6"]
     # The suite compiles without LLVM optimisation (conftest.py), which rounds differently from the CLI
@@ -59,8 +59,8 @@ def test_premove_dcgan_samples_and_resumes(workdir, tmp_path):
     out = tmp_path / "s.npy"
     assert cli.main(["sample", "--workdir", str(w), "--num", "4", "--out", str(out), "--seed", "0"]) == 0
     np.testing.assert_allclose(np.load(out), np.load(DATA / "dcgan_sample_seed0.npy"), rtol=0, atol=1e-6)
-    assert cli.main(["train", "--config", str(CONFIGS / "dcgan_mnist_smoke.py"), "--workdir", str(w), "--quiet",
-                     "--config.train.steps=4", *DCGAN]) == 0
+    assert cli.main(["train", "--config", f"{CONFIGS / 'dcgan_mnist.py'}:smoke", "--workdir", str(w),
+                     "--quiet", "--config.train.steps=4", *DCGAN]) == 0
     rows = _rows(w / "metrics.jsonl")
     for step, want in EXPECTED["dcgan_resumed_to_4"].items():
         got = rows[int(step)]

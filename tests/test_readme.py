@@ -1,14 +1,20 @@
 """The README's code runs as written: every ```python block is executed; every command a user copies
-names only what a clone has (configs in the repository, built-in data, their own files, tensorflow-datasets)."""
+names only what a clone has (configs in the repository and their variants, built-in data, their own
+files, tensorflow-datasets)."""
 
 import re
 from pathlib import Path
 
 import pytest
 
+from jaxgen.config import load_config
+from jaxgen.errors import UserError
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 FENCE = re.compile(r"^([ \t]*)```(\w*)[ \t]*\n(.*?)^\1```[ \t]*$", re.S | re.M)
+# a repository file a command names, and the ':VARIANT' after a config file's name
+NAMED_FILE = re.compile(r"(?<![\w/])((?:configs|benchmarks)/[\w./-]+\.(?:py|sh))(:\w*)?")
 
 
 def blocks(lang):
@@ -44,5 +50,10 @@ def test_commands_name_only_what_a_clone_has():
     assert len(commands) > 10
     for cmd in commands:
         assert "shared/data" not in cmd, cmd  # data beside the development checkout, not on a user's clone
-        for path in re.findall(r"(?<![\w/])((?:configs|benchmarks)/[\w./-]+\.(?:py|sh))", cmd):
+        for path, variant in NAMED_FILE.findall(cmd):
             assert (ROOT / path).is_file(), f"{cmd!r} names {path}, which the repository does not have"
+            if variant:  # configs/F.py:VARIANT: F must have that variant
+                try:
+                    load_config(f"{ROOT / path}{variant}")
+                except UserError as e:
+                    pytest.fail(f"{cmd!r}: {e}")

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _start(workdir, *overrides):
-    return subprocess.Popen([sys.executable, "-u", "-m", "jaxgen.cli", "train", "--config", "configs/gan_mnist_smoke.py",
+    return subprocess.Popen([sys.executable, "-u", "-m", "jaxgen.cli", "train", "--config", "configs/gan_mnist.py:smoke",
                              "--workdir", str(workdir), "--quiet", *overrides], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
@@ -53,7 +53,7 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     stopped = saved[-1]
     from tests.test_gan import _cli  # in this process: the signal needed a subprocess, the resume does not
 
-    r = _cli("train", "--config", "configs/gan_mnist_smoke.py", "--workdir", str(w), "--quiet",
+    r = _cli("train", "--config", "configs/gan_mnist.py:smoke", "--workdir", str(w), "--quiet",
              f"--config.train.steps={stopped + 3}", "--config.train.sample_every=100000")
     assert f"resumed from step {stopped}" in r.stdout
 
@@ -64,14 +64,14 @@ def test_sigkill_then_restart_equals_an_unbroken_run(tmp_path):
               "--config.train.sample_every=1000"]
     from tests.test_gan import _cli  # in this process: only the killed run needs a subprocess
 
-    _cli("train", "--config", "configs/gan_mnist_smoke.py", "--workdir", str(tmp_path / "ref"), "--quiet", *common)
+    _cli("train", "--config", "configs/gan_mnist.py:smoke", "--workdir", str(tmp_path / "ref"), "--quiet", *common)
     w = tmp_path / "killed"
     proc = _start(w, *common)
     _wait_for_step(w, 7, proc)  # past the first checkpoint
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    r = _cli("train", "--config", "configs/gan_mnist_smoke.py", "--workdir", str(w), "--quiet", *common)
+    r = _cli("train", "--config", "configs/gan_mnist.py:smoke", "--workdir", str(w), "--quiet", *common)
     assert "resumed from step" in r.stdout
     _, pa, _, _ = gan.sampling.load_generator(tmp_path / "ref", which="latest")
     _, pb, _, _ = gan.sampling.load_generator(w, which="latest")
@@ -100,7 +100,7 @@ def test_nonfinite_skip_mode_keeps_the_parameters_finite(tmp_path):
     from jaxgen.config import load_config
     from jaxgen import charrnn
 
-    c = load_config(ROOT / "configs" / "charrnn_smoke.py")
+    c = load_config(ROOT / "configs" / "charrnn.py:smoke")
     c.train.steps, c.train.lr, c.train.clip, c.train.on_nonfinite = 6, 1e38, 1e38, "skip"
     charrnn.train.train(c, tmp_path / "rnn", quiet=True)
     params, _, _ = charrnn.sample.load_for_sampling(tmp_path / "rnn", which="latest")
@@ -168,7 +168,7 @@ def test_resume_with_another_state_shape_is_refused_and_changes_nothing(tmp_path
     from jaxgen.errors import UserError
     from jaxgen import charrnn
 
-    cfg = load_config(ROOT / "configs" / "charrnn_smoke.py")
+    cfg = load_config(ROOT / "configs" / "charrnn.py:smoke")
     cfg.data.source, cfg.data.path = "file", str(ROOT / "tests" / "data" / "tinyshakespeare_head.txt")
     cfg.model.hidden, cfg.train.batch, cfg.train.seq_len, cfg.train.steps = 8, 2, 8, 2
     w = tmp_path / "run"
@@ -222,7 +222,7 @@ def test_a_signal_saves_the_current_step_before_any_sampling(tmp_path, monkeypat
 
 
 def _train_cmd(workdir, *overrides):
-    return [sys.executable, "-u", "-m", "jaxgen", "train", "--config", "configs/charrnn_smoke.py", "--workdir",
+    return [sys.executable, "-u", "-m", "jaxgen", "train", "--config", "configs/charrnn.py:smoke", "--workdir",
             str(workdir), "--quiet", "--config.data.path=tests/data/tinyshakespeare_head.txt",
             "--config.train.steps=100000", "--config.train.eval_every=100000",
             "--config.train.checkpoint_every=100000", "--config.train.log_every=1", *overrides]
@@ -259,7 +259,7 @@ def test_ctrl_c_during_compilation_and_mid_run_saves_and_resumes(tmp_path):
         stopped = int(m.group(1))
         assert stopped >= (3 if when == "mid-run" else 1)
         assert [int(p.name) for p in (w / "checkpoints").iterdir() if p.name.isdigit()] == [stopped]
-        cfg = load_config(ROOT / "configs" / "charrnn_smoke.py")
+        cfg = load_config(ROOT / "configs" / "charrnn.py:smoke")
         cfg.data.path = str(ROOT / "tests" / "data" / "tinyshakespeare_head.txt")
         cfg.train.steps, cfg.train.eval_every, cfg.train.checkpoint_every = stopped + 1, 100000, 100000
         assert charrnn.train.train(cfg, w, quiet=True)["start"] == stopped

@@ -1,5 +1,6 @@
 """Sampling filters (temperature, top-k, top-p) and greedy decoding against float64 NumPy references."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -110,3 +111,28 @@ def test_sample_text_greedy_is_seed_independent_and_refuses_negative_temperature
     for bad in (-0.5, float("nan"), float("inf")):
         with pytest.raises(UserError, match="temperature"):
             sample_text(params, vocab, prime="a", length=5, temperature=bad)
+
+
+class WithAndWithoutJit(chex.TestCase):
+    """The sampling filter and the char-RNN loss give the same answers traced and eager."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_filter_logits_matches_the_reference(self):
+        logits = np.array([2.0, 1.0, 1.0, -1.0, 0.5, 3.0], np.float32)
+        filtered = self.variant(lambda z: filter_logits(z, temperature=0.7, top_k=4, top_p=0.9))(logits)
+        chex.assert_shape(filtered, logits.shape)
+        np.testing.assert_array_equal(np.isfinite(filtered), ref_keep(logits, 0.7, 4, 0.9))
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_charrnn_loss_is_the_mean_cross_entropy(self):
+        params = model.init(jax.random.key(0), 7, 8, 1)
+        ids = jax.random.randint(jax.random.key(1), (5, 3), 0, 7)
+        targets = jax.random.randint(jax.random.key(2), (5, 3), 0, 7)
+        carries = model.zero_carries(params, 3)
+        loss, _ = self.variant(model.loss)(params, ids, targets, carries)
+        _, logits = model.apply(params, ids, carries)
+        z = np.asarray(logits, np.float64)
+        logp = z - z.max(-1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+        want = -np.take_along_axis(logp, np.asarray(targets)[..., None], -1).mean()
+        np.testing.assert_allclose(float(loss), want, rtol=1e-5)

@@ -7,7 +7,10 @@
   Hochreiter & Schmidhuber (1997), with explicit keys.
 * :mod:`~jaxgen.analysis.train`: several seeds trained at once on a task.
 * :func:`run_gradient_decay`, :func:`run_memory_span`: end-to-end runs that
-  write JSON + markdown + PNG (the ``jaxgen analyze`` commands).
+  write JSON + markdown + PNG (the ``jaxgen analyze`` commands); their tables and
+  figures are made by :mod:`~jaxgen.analysis.report`.
+
+Only :mod:`jaxgen.cli` imports this package (benchmarks and tests may too).
 """
 
 from .gradient_decay import (

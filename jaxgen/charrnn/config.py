@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from jaxgen.config import add_shared_fields, require_positive_ints, validate_run_length
 from jaxgen.errors import UserError
 
 KIND = "charrnn"  # the model kind a workdir's jaxgen.json names
@@ -40,33 +41,22 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.log_every = 10  # steps between metrics.jsonl / TensorBoard rows
     c.train.eval_every = 500  # steps between validation passes (and best-checkpoint updates)
     c.train.checkpoint_every = 500  # steps between checkpoints (and one at the end)
-    c.train.time_budget_s = 0.0  # stop (evaluate, save) after this many seconds of training; 0: no limit
-    c.train.on_nonfinite = "stop"  # a NaN/Inf loss: 'stop' (name the step, keep the last checkpoint) or 'skip' the update
-
-    c.parallel = ml_collections.ConfigDict()
-    c.parallel.data_parallel = True  # with several devices: shard the (global) train.batch over all of them
-    c.parallel.distributed = False  # multi-host: call jax.distributed.initialize() first (TPU slices, GPU clusters)
-    return c
+    return add_shared_fields(c)  # train.time_budget_s, train.on_nonfinite, parallel.*
 
 
 def validate_config(cfg) -> None:
-    for name in ("model.hidden", "model.layers", "train.batch", "train.seq_len", "train.checkpoint_every",
-                 "train.eval_every", "train.log_every"):
-        group, field = name.split(".")
-        v = cfg[group][field]
-        if not isinstance(v, int) or v <= 0:
-            raise UserError(f"--config.{name} must be a positive integer, got {v!r}")
+    """Every check of a char-RNN config that needs no data: one UserError naming the field."""
+    require_positive_ints(cfg, ("model.hidden", "model.layers", "train.batch", "train.seq_len",
+                                "train.checkpoint_every", "train.eval_every", "train.log_every"))
     if not 0.0 <= cfg.model.dropout < 1.0:
-        raise UserError(f"--config.model.dropout must be in [0, 1), got {cfg.model.dropout}")
+        raise UserError(f"config.model.dropout must be in [0, 1), got {cfg.model.dropout}")
     if cfg.train.lr <= 0:
-        raise UserError(f"--config.train.lr must be positive, got {cfg.train.lr}")
-    from jaxgen.config import validate_run_length
-
+        raise UserError(f"config.train.lr must be positive, got {cfg.train.lr}")
     validate_run_length(cfg.train)
 
 
 def _on_nonfinite(cfg) -> str:
     v = cfg.train.get("on_nonfinite", "stop")
     if v not in ("stop", "skip"):
-        raise UserError(f"--config.train.on_nonfinite must be 'stop' or 'skip', got {v!r}")
+        raise UserError(f"config.train.on_nonfinite must be 'stop' or 'skip', got {v!r}")
     return v

@@ -44,7 +44,7 @@ def builtin_corpus() -> str:
     except (OSError, EOFError) as e:
         raise UserError(
             f"the built-in corpus {str(path)!r} is missing or damaged ({e}); reinstall jaxgen, or point "
-            "--config.data.path at a UTF-8 text file"
+            "config.data.path at a UTF-8 text file"
         ) from None
 
 
@@ -55,7 +55,7 @@ def pydoc_corpus() -> str:
     except ImportError as e:  # some minimal Python builds strip pydoc_data
         raise UserError(
             "the pydoc corpus (pydoc_data, part of CPython) is missing from this Python; use "
-            "--config.data.source=builtin or point --config.data.path at a UTF-8 text file instead"
+            "config.data.source=builtin or point config.data.path at a UTF-8 text file instead"
         ) from e
     return "".join(topics[k] for k in sorted(topics))
 
@@ -63,9 +63,9 @@ def pydoc_corpus() -> str:
 def read_text_file(path: str | Path) -> str:
     p = Path(path).expanduser()
     if not p.exists():
-        raise UserError(f"text file {str(p)!r} does not exist; check --config.data.path")
+        raise UserError(f"text file {str(p)!r} does not exist; check config.data.path")
     if p.is_dir():
-        raise UserError(f"{str(p)!r} is a directory; --config.data.path must name a UTF-8 text file")
+        raise UserError(f"{str(p)!r} is a directory; config.data.path must name a UTF-8 text file")
     raw = p.read_bytes()
     try:
         text = raw.decode("utf-8")
@@ -100,7 +100,8 @@ def tfds_text(name: str = "tiny_shakespeare", split: str = "train", data_dir: st
     if check_network and not _reachable():
         raise UserError(
             f"cannot reach the tensorflow-datasets download host to fetch {name!r}; offline, use "
-            "--config.data.source=builtin or --config.data.path=FILE (e.g. a local copy of tiny-shakespeare)"
+            "config.data.source=builtin or config.data.path=FILE "
+            "(e.g. a local copy of tiny-shakespeare)"
         )
     try:
         ds = tfds.data_source(name, split=split, data_dir=data_dir)
@@ -127,7 +128,7 @@ def load_corpus(source: str = "builtin", path: str = "", tfds_name: str = "tiny_
         # tiny_shakespeare ships train/validation/test splits; we re-split ourselves.
         return "".join(tfds_text(tfds_name, s, data_dir) for s in ("train", "validation", "test"))
     if source == "file":
-        raise UserError("data.source='file' needs --config.data.path=FILE")
+        raise UserError("data.source='file' needs config.data.path=FILE")
     raise UserError(f"unknown data.source {source!r}; choose 'builtin', 'pydoc', 'file' or 'tfds'")
 
 
@@ -198,7 +199,7 @@ class CharBatches:
             raise UserError(
                 f"the {name} text has {len(ids)} characters, fewer than one batch needs "
                 f"(batch {batch} x (seq_len {seq_len} + 1) = {need}); use a longer text or a smaller "
-                "--config.train.batch / --config.train.seq_len"
+                "config.train.batch / config.train.seq_len"
             )
         self.batch, self.seq_len, self.num_batches = batch, seq_len, n
         self.rows = np.ascontiguousarray(np.asarray(ids[: batch * row_len], np.int32).reshape(batch, row_len))

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxgen import rnn
+from jaxgen import nn, rnn
 
 
 def init(key: jax.Array, vocab_size: int, hidden: int, layers: int, *, forget_bias: float = 1.0) -> dict:
@@ -35,7 +35,7 @@ def apply(params: dict, ids: jax.Array, carries, *, dropout_rate: float = 0.0, k
     if key is not None:
         k_stack, k_out = jax.random.split(key)
     carries, ys = rnn.lstm_stack(params["lstm"], ids, carries, dropout_rate=dropout_rate, key=k_stack, mode=mode)
-    ys = rnn.dropout(k_out, ys, dropout_rate)
+    ys = nn.dropout(k_out, ys, dropout_rate)
     return carries, ys @ params["w_out"] + params["b_out"]
 
 

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import functools
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import ml_collections
-from pathlib import Path
-
-from jaxgen.charrnn import data as textdata
-from jaxgen.errors import UserError
-from jaxgen.training import checkpoint as ckpt
+from jaxgen.charrnn import data, model, train
 from jaxgen.charrnn.config import KIND
-from jaxgen.charrnn import model
+from jaxgen.errors import UserError
+from jaxgen.training import loop
 
 
 # Masses within this of ``top_p`` count as reaching it (float32 softmax sums are ~1e-7 off).
@@ -95,13 +93,13 @@ def sample_text(params, vocab, *, prime: str = "\n", length: int = 500, temperat
     """The prime followed by ``length`` generated characters; ``temperature=0`` is greedy (argmax
     at every step, the same text for every seed)."""
     if length < 0:
-        raise UserError(f"--length must be non-negative, got {length}")
+        raise UserError(f"length must be non-negative, got {length}")
     if not temperature >= 0 or not np.isfinite(temperature):
-        raise UserError(f"--temperature must be >= 0 (0: greedy, argmax), got {temperature}")
+        raise UserError(f"temperature must be >= 0 (0: greedy, argmax), got {temperature}")
     if not 0 < top_p <= 1:
-        raise UserError(f"--top_p must be in (0, 1], got {top_p}")
+        raise UserError(f"top_p must be in (0, 1], got {top_p}")
     if top_k < 0 or top_k > len(vocab):
-        raise UserError(f"--top_k must be between 0 (off) and the vocabulary size {len(vocab)}, got {top_k}")
+        raise UserError(f"top_k must be between 0 (off) and the vocabulary size {len(vocab)}, got {top_k}")
     if not prime:
         prime = "\n" if "\n" in vocab.chars else vocab.chars[0]
         shown = ""
@@ -116,29 +114,11 @@ def sample_text(params, vocab, *, prime: str = "\n", length: int = 500, temperat
 
 
 def load_for_sampling(workdir: str | Path, which: str = "best"):
-    """``(params, vocab, cfg_dict)`` from a trained workdir (best checkpoint, else the latest)."""
-    workdir = Path(workdir)
-    meta = ckpt.read_meta(workdir)
-    if meta is None:
-        raise UserError(f"{str(workdir)!r} holds no trained model (no {ckpt.META}); train one with `jaxgen train`")
-    if meta.get("model") != KIND:
-        raise UserError(f"workdir {str(workdir)!r} holds a {meta.get('model')!r} model, not a char-RNN")
-    vocab = textdata.Vocab.from_json(meta["vocab"])
-    cfg = ml_collections.ConfigDict(meta["config"])
-    params = model.init(jax.random.key(0), len(vocab), cfg.model.hidden, cfg.model.layers)
-    ckpts = ckpt.Checkpoints(workdir)
-    try:
-        from jaxgen.charrnn.train import make_optimizer
+    """``(params, vocab, cfg)`` from a trained workdir (best checkpoint, else the latest)."""
 
-        tx = make_optimizer(cfg, 1)
-        template = {"params": params, "opt_state": tx.init(params),
-                    "carries": model.zero_carries(params, cfg.train.batch),
-                    "step": jnp.zeros((), jnp.int32), "key": jax.random.key_data(jax.random.key(0))}
-        order = [which, "latest"] if which == "best" else ["latest"]
-        for w in order:
-            got = ckpts.restore(ckpt.abstract(template), which=w)
-            if got is not None:
-                return got[1]["params"], vocab, cfg
-    finally:
-        ckpts.close()
-    raise UserError(f"no checkpoint could be restored from {str(workdir)!r}; train (or resume) with `jaxgen train`")
+    def template(cfg, meta):
+        vocab_size = len(data.Vocab.from_json(meta["vocab"]))
+        return train.init_state(cfg, vocab_size, train.make_optimizer(cfg, 1))
+
+    state, meta, cfg = loop.load_trained(workdir, KIND, template, which, name="char-RNN")
+    return state.params, data.Vocab.from_json(meta["vocab"]), cfg

@@ -7,7 +7,7 @@ needs them; GAN training does not).
 The built-in dataset needs no network: scikit-learn's copy of the UCI handwritten digits (1,797
 8x8 grey images, 10 classes, shipped inside the ``scikit-learn`` wheel), upsampled to 28x28.
 It is small and blurry; it is there so the quickstart runs offline. Real MNIST comes from
-``--config.data.path=DIR`` (IDX files, e.g. ``../shared/data/mnist``) or tensorflow-datasets.
+``config.data.path=DIR`` (IDX files, e.g. ``../shared/data/mnist``) or tensorflow-datasets.
 """
 
 from __future__ import annotations
@@ -74,14 +74,15 @@ def load_idx_dir(path: str | Path) -> Images:
     """Every ``*-images-idx3-ubyte[.gz]`` file in a directory (with its ``labels`` twin where present)."""
     d = Path(path).expanduser()
     if not d.exists():
-        raise UserError(f"image directory {str(d)!r} does not exist; check --config.data.path")
+        raise UserError(f"image directory {str(d)!r} does not exist; check config.data.path")
     if not d.is_dir():
-        raise UserError(f"{str(d)!r} is not a directory; --config.data.path must name a directory holding "
-                        "MNIST-format IDX files (e.g. t10k-images-idx3-ubyte.gz)")
+        raise UserError(f"{str(d)!r} is not a directory; config.data.path must name a directory "
+                        "holding MNIST-format IDX files (e.g. t10k-images-idx3-ubyte.gz)")
     image_files = sorted(d.glob("*-images-idx3-ubyte*"))
     if not image_files:
         raise UserError(f"no MNIST-format image files (*-images-idx3-ubyte[.gz]) in {str(d)!r}; "
-                        "point --config.data.path at the folder holding them, or use --config.data.source=builtin")
+                        "point config.data.path at the folder holding them, "
+                        "or use config.data.source=builtin")
     xs, ys = [], []
     for f in image_files:
         x = read_idx(f)
@@ -110,7 +111,7 @@ def builtin_digits(size: int = 28) -> Images:
         from sklearn.datasets import load_digits
     except ImportError as e:
         raise UserError("the built-in digits need scikit-learn (`pip install scikit-learn`); or point "
-                        "--config.data.path at MNIST IDX files") from e
+                        "config.data.path at MNIST IDX files") from e
     from PIL import Image
 
     d = load_digits()
@@ -127,8 +128,9 @@ def tfds_images(name: str, split: str = "train", *, image_size: int = 0, data_di
     from jaxgen.charrnn.data import _reachable
 
     if check_network and not _reachable():
-        raise UserError(f"cannot reach the tensorflow-datasets download host to fetch {name!r}; offline, use "
-                        "--config.data.source=builtin or --config.data.path=DIR with MNIST-format IDX files")
+        raise UserError(f"cannot reach the tensorflow-datasets download host to fetch {name!r}; "
+                        "offline, use config.data.source=builtin or config.data.path=DIR with "
+                        "MNIST-format IDX files")
     try:
         src = tfds.data_source(name, split=split, data_dir=data_dir, download=True)
     except Exception as e:
@@ -201,7 +203,7 @@ def fit_to_model(data: Images, size: int, channels: int) -> Images:
     n, h, w, c = data.images.shape
     if c != channels:
         raise UserError(f"the dataset {data.name} has {c} channel(s) but the model takes {channels}; set "
-                        f"--config.model.channels={c} (or use a dataset with {channels} channels)")
+                        f"config.model.channels={c} (or use a dataset with {channels} channels)")
     if h != w:
         raise UserError(f"the dataset {data.name} has {h}x{w} images; the models take square images")
     if h == size:
@@ -210,9 +212,10 @@ def fit_to_model(data: Images, size: int, channels: int) -> Images:
         p = (size - h) // 2
         x = np.pad(data.images, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=-1.0)
         return Images(x, data.labels, data.name)
-    raise UserError(f"the dataset {data.name} has {h}x{w} images but the model makes {size}x{size}; set "
-                    f"--config.model.image_size={h} (the DCGAN takes 28 (padded to 32) or 32; the FC GAN takes 28), "
-                    f"or resize the data (--config.data.image_size={size} for tensorflow-datasets)")
+    raise UserError(f"the dataset {data.name} has {h}x{w} images but the model makes "
+                    f"{size}x{size}; set config.model.image_size={h} (the DCGAN takes 28 (padded "
+                    f"to 32) or 32; the FC GAN takes 28), or resize the data "
+                    f"(config.data.image_size={size} for tensorflow-datasets)")
 
 
 class ImageBatches:
@@ -222,10 +225,10 @@ class ImageBatches:
 
     def __init__(self, images: np.ndarray, batch: int, seed: int):
         if batch <= 0:
-            raise UserError(f"--config.train.batch must be a positive integer, got {batch}")
+            raise UserError(f"config.train.batch must be a positive integer, got {batch}")
         if len(images) < batch:
             raise UserError(f"the dataset has {len(images)} images, fewer than one batch of {batch}; lower "
-                            "--config.train.batch or use more data")
+                            "config.train.batch or use more data")
         self.images = images
         self.batch = batch
         self.seed = seed

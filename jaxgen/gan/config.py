@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from jaxgen.config import add_shared_fields, require_positive_ints, validate_run_length
 from jaxgen.errors import UserError
 
 KIND = "gan"  # the model kind a workdir's jaxgen.json names
@@ -56,13 +57,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.eval_every = 0  # steps between sample-quality measurements (best/ kept by it); 0: none
     c.train.eval_samples = 2000  # samples per quality measurement
     c.train.classifier_cache = "~/.cache/jaxgen/classifiers"  # evaluation classifiers, one per dataset (shared with jaxgen eval)
-    c.train.time_budget_s = 0.0  # stop (sample, save) after this many seconds of training; 0: no limit
-    c.train.on_nonfinite = "stop"  # a NaN/Inf loss: 'stop' (name the step, keep the last checkpoint) or 'skip' the update
-
-    c.parallel = ml_collections.ConfigDict()
-    c.parallel.data_parallel = True  # with several devices: shard the (global) train.batch over all of them
-    c.parallel.distributed = False  # multi-host: call jax.distributed.initialize() first (TPU slices, GPU clusters)
-    return c
+    return add_shared_fields(c)  # train.time_budget_s, train.on_nonfinite, parallel.*
 
 
 def dcgan_config(image_size: int = 28, channels: int = 1) -> ml_collections.ConfigDict:
@@ -82,35 +77,50 @@ def dcgan_config(image_size: int = 28, channels: int = 1) -> ml_collections.Conf
     return c
 
 
+def dcgan_smoke_config(image_size: int = 28, channels: int = 1) -> ml_collections.ConfigDict:
+    """:func:`dcgan_config` shrunk to train end to end in seconds (the configs' ``smoke`` variants,
+    CI): filters (8, 16, 32), 20 steps of batch 16, a grid of 16 samples."""
+    c = dcgan_config(image_size, channels)
+    c.model.features = (8, 16, 32)  # small filters: seconds, not minutes
+    c.train.ema_decay = 0.99
+    c.train.steps = 20
+    c.train.batch = 16
+    c.train.log_every = 5
+    c.train.sample_every = 10
+    c.train.checkpoint_every = 10
+    c.train.grid = 16
+    return c
+
+
 def validate_config(cfg) -> None:
-    for name in ("model.latent", "model.image_size", "model.channels", "train.batch", "train.log_every",
-                 "train.checkpoint_every", "train.grid"):
-        group, field = name.split(".")
-        v = cfg[group][field]
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            raise UserError(f"--config.{name} must be a positive integer, got {v!r}")
+    """Every check of a GAN config that needs no data: one UserError naming the field."""
+    require_positive_ints(cfg, ("model.latent", "model.image_size", "model.channels", "train.batch",
+                                "train.log_every", "train.checkpoint_every", "train.grid"))
     t = cfg.train
     for name in ("lr_g", "lr_d"):
         if not t[name] > 0:
-            raise UserError(f"--config.train.{name} must be positive, got {t[name]}")
+            raise UserError(f"config.train.{name} must be positive, got {t[name]}")
     if not (isinstance(t.lr_decay_start, int) and isinstance(t.lr_decay_steps, int)
             and t.lr_decay_start >= 0 and t.lr_decay_steps >= 0):
-        raise UserError(f"--config.train.lr_decay_start and lr_decay_steps must be integers >= 0 "
-                        f"(lr_decay_steps 0: constant learning rate), got {t.lr_decay_start!r}, {t.lr_decay_steps!r}")
+        raise UserError(f"config.train.lr_decay_start and lr_decay_steps must be integers >= 0 "
+                        f"(lr_decay_steps 0: constant learning rate), got {t.lr_decay_start!r}, "
+                        f"{t.lr_decay_steps!r}")
     if not 0.0 <= t.lr_final <= 1.0:
-        raise UserError(f"--config.train.lr_final is the final fraction of the learning rate, in [0, 1], got {t.lr_final}")
+        raise UserError(f"config.train.lr_final is the final fraction of the learning rate, in "
+                        f"[0, 1], got {t.lr_final}")
     if not 0.0 < t.real_label <= 1.0:
-        raise UserError(f"--config.train.real_label must be in (0, 1] (0.9 is one-sided label smoothing), "
-                        f"got {t.real_label}")
+        raise UserError(f"config.train.real_label must be in (0, 1] (0.9 is one-sided label "
+                        f"smoothing), got {t.real_label}")
     if not 0.0 <= t.ema_decay < 1.0:
-        raise UserError(f"--config.train.ema_decay must be in [0, 1) (0 turns the EMA off), got {t.ema_decay}")
+        raise UserError(f"config.train.ema_decay must be in [0, 1) (0 turns the EMA off), "
+                        f"got {t.ema_decay}")
     for name in ("g_dropout", "d_dropout"):
         if not 0.0 <= cfg.model[name] < 1.0:
-            raise UserError(f"--config.model.{name} must be in [0, 1), got {cfg.model[name]}")
+            raise UserError(f"config.model.{name} must be in [0, 1), got {cfg.model[name]}")
     if t.on_nonfinite not in ("stop", "skip"):
-        raise UserError(f"--config.train.on_nonfinite must be 'stop' or 'skip', got {t.on_nonfinite!r}")
+        raise UserError(f"config.train.on_nonfinite must be 'stop' or 'skip', "
+                        f"got {t.on_nonfinite!r}")
     if cfg.model.latent_dist not in ("normal", "uniform"):
-        raise UserError(f"--config.model.latent_dist must be 'normal' or 'uniform', got {cfg.model.latent_dist!r}")
-    from jaxgen.config import validate_run_length
-
+        raise UserError(f"config.model.latent_dist must be 'normal' or 'uniform', "
+                        f"got {cfg.model.latent_dist!r}")
     validate_run_length(t)

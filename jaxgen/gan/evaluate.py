@@ -1,7 +1,7 @@
 """``jaxgen eval``: how good are a GAN's samples? (Frechet distance, classifier score, classes covered)
 
 The numbers come from a small CNN that jaxgen trains on the real images' labels (cached per dataset;
-see :mod:`jaxgen.analysis.image_metrics`), and are printed beside the same numbers for real images
+see :mod:`jaxgen.evaluation`), and are printed beside the same numbers for real images
 (real-vs-real, the best a generator can do at this sample size) and for uniform noise.
 """
 
@@ -15,19 +15,19 @@ from jaxgen.errors import UserError
 
 
 def _real_images(data_path: str, data_source: str, meta_cfg: dict | None):
-    from jaxgen.data import images as imdata
+    from jaxgen.data.images import load_images
 
     if data_path:
-        return imdata.load_images(path=data_path)
+        return load_images(path=data_path)
     if data_source:
         if data_source == "builtin":
-            return imdata.load_images("builtin")
+            return load_images("builtin")
         if data_source.startswith("tfds:"):
-            return imdata.load_images("tfds", tfds_name=data_source[5:])
+            return load_images("tfds", tfds_name=data_source[5:])
         raise UserError(f"--data_source must be 'builtin' or 'tfds:NAME', got {data_source!r}")
     if meta_cfg is not None:
         d = meta_cfg["data"]
-        return imdata.load_images(d["source"], d["path"], d["tfds_name"], image_size=d.get("image_size", 0))
+        return load_images(d["source"], d["path"], d["tfds_name"], image_size=d.get("image_size", 0))
     raise UserError("say which real images to compare the samples with: --data_path DIR (MNIST IDX files) or "
                     "--data_source builtin|tfds:NAME")
 
@@ -38,16 +38,18 @@ def run_eval(*, workdir: str | None = None, samples: str | None = None, data_pat
     """Evaluate a GAN workdir (``num`` fresh samples) or a ``.npy`` of samples; returns the result dict."""
     import jax
 
-    from jaxgen.evaluation import image_metrics as im
-    from jaxgen.training import checkpoint as ckpt
+    from jaxgen import evaluation
+    from jaxgen.training.checkpoint import read_meta
+    from jaxgen.training.io import write_json_atomic
 
     meta_cfg = None
     if workdir:
         from jaxgen.gan import sampling
 
-        if num < im.MIN_SAMPLES:
-            raise UserError(f"--num must be at least {im.MIN_SAMPLES} for the statistics to mean anything, got {num}")
-        meta = ckpt.read_meta(workdir)
+        if num < evaluation.MIN_SAMPLES:
+            raise UserError(f"--num must be at least {evaluation.MIN_SAMPLES} for the statistics to "
+                            f"mean anything, got {num}")
+        meta = read_meta(workdir)
         if meta is not None:
             meta_cfg = meta.get("config")
         model, gp, gs, cfg = sampling.load_generator(workdir, which=checkpoint)
@@ -67,18 +69,19 @@ def run_eval(*, workdir: str | None = None, samples: str | None = None, data_pat
     if real.labels is None:
         raise UserError(f"the real dataset {real.name} has no labels, which the evaluation classifier needs; use "
                         "a labelled dataset (MNIST IDX files with their labels files, builtin, or tfds)")
-    params, info = im.get_classifier(real, Path(cache_dir).expanduser(), seed=0, quiet=quiet)
-    result = im.evaluate_samples(x, real, params, seed=seed, classifier_info=info)
+    cache = Path(cache_dir).expanduser()
+    params, info = evaluation.get_classifier(real, cache, seed=0, quiet=quiet)
+    result = evaluation.evaluate_samples(x, real, params, seed=seed, classifier_info=info)
     result["what"] = what
     if not quiet:
         print(f"evaluating {what} against {real.name}")
-        print(im.format_report(result))
+        print(evaluation.format_report(result))
     targets = [Path(out)] if out else []
     if workdir:
         (Path(workdir) / "eval").mkdir(exist_ok=True)
         targets.append(Path(workdir) / "eval" / f"report_{checkpoint}.json")
     for t in targets:
-        ckpt.write_json_atomic(t, result)
+        write_json_atomic(t, result)
         if not quiet:
             print(f"wrote {t}")
     return result

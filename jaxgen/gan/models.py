@@ -146,7 +146,7 @@ def dcgan(*, latent: int = 100, image_size: int = 32, channels: int = 1, feature
     n_up = int(round(math.log2(size / 4))) if size >= 8 else 0
     if size < 8 or 4 * 2 ** n_up != size:
         raise UserError(f"the DCGAN takes square images of 28 or 4*2^k pixels (8, 16, 32, 64, ...), not {image_size}; "
-                        "set --config.model.image_size accordingly")
+                        "set config.model.image_size accordingly")
     features = tuple(features)
     if len(features) != n_up:
         raise UserError(f"a {size}x{size} DCGAN needs {n_up} feature sizes (one per stride-2 layer), got "

@@ -8,19 +8,28 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 
-from jaxgen.errors import UserError
 from jaxgen.gan import models
-from jaxgen.gan.models import GanModel
-from jaxgen.gan.step import init_state, make_optimizers
-from jaxgen.training import checkpoint as ckpt
 from jaxgen.gan.config import KIND
+from jaxgen.gan.models import GanModel
+from jaxgen.gan.step import TrainState, init_state, make_optimizers
+from jaxgen.training import loop
 
-def generator_params(state: dict) -> tuple[Any, Any]:
-    """The generator parameters and batch-norm statistics used for sampling (EMA when kept)."""
-    return state.get("ema", state["params"]["g"]), state["stats"]["g"]
+
+def generator_params(state: TrainState) -> tuple[Any, Any]:
+    """``(g_params, g_stats)``: the generator parameters used for sampling (the EMA when the run
+    keeps one) and its batch-norm statistics."""
+    return (state.params["g"] if state.ema is None else state.ema), state.stats["g"]
+
+
+def sampling_generator(model: GanModel, state: TrainState, key, dist: str) -> tuple[Any, Any]:
+    """:func:`generator_params`, with the statistics recalibrated (:func:`recalibrate`) when the
+    parameters are an EMA's."""
+    g_params, g_stats = generator_params(state)
+    if state.ema is not None:
+        g_stats = recalibrate(model, g_params, g_stats, key, dist=dist)
+    return g_params, g_stats
 
 
 @functools.partial(jax.jit, static_argnames=("model", "num", "dist", "chunk"))
@@ -70,30 +79,16 @@ def generate(model: GanModel, g_params, g_stats, key, num: int, *, dist: str = "
 def load_generator(workdir: str | Path, which: str = "best"):
     """``(model, g_params, g_stats, cfg)`` of a trained GAN, ready for :func:`generate`.
 
-    ``which="best"`` takes the checkpoint with the best sample quality when the run kept one, else the
-    latest. The averaged generator is used when the run kept one, with its statistics recalibrated.
-    """
-    workdir = Path(workdir)
-    meta = ckpt.read_meta(workdir)
-    if meta is None:
-        raise UserError(f"{str(workdir)!r} holds no trained model (no {ckpt.META}); train one with `jaxgen train`")
-    if meta.get("model") != KIND:
-        raise UserError(f"workdir {str(workdir)!r} holds a {meta.get('model')!r} model, not a GAN")
-    cfg = ml_collections.ConfigDict(meta["config"])
+    ``which="best"`` takes the checkpoint with the best sample quality when the run kept one, else
+    the latest. The averaged generator is used when the run kept one, with its statistics
+    recalibrated."""
+
+    def template(cfg, meta):
+        tx_g, tx_d = make_optimizers(cfg)
+        return init_state(models.build(cfg.model), cfg.seed, tx_g, tx_d,
+                          ema=cfg.train.ema_decay > 0)
+
+    state, _, cfg = loop.load_trained(workdir, KIND, template, which, name="GAN")
     model = models.build(cfg.model)
-    tx_g, tx_d = make_optimizers(cfg)
-    template = init_state(model, cfg.seed, tx_g, tx_d, ema=cfg.train.ema_decay > 0)
-    ckpts = ckpt.Checkpoints(workdir)
-    try:
-        for w in ([which, "latest"] if which == "best" else ["latest"]):
-            got = ckpts.restore(ckpt.abstract(template), which=w)
-            if got is not None:
-                state = got[1]
-                gp, gs = generator_params(state)
-                if "ema" in state:
-                    gs = recalibrate(model, gp, gs, jax.random.fold_in(jax.random.key(cfg.seed), 2),
-                                     dist=cfg.model.latent_dist)
-                return model, gp, gs, cfg
-    finally:
-        ckpts.close()
-    raise UserError(f"no checkpoint could be restored from {str(workdir)!r}; train (or resume) with `jaxgen train`")
+    key = jax.random.fold_in(jax.random.key(cfg.seed), 2)
+    return (model, *sampling_generator(model, state, key, cfg.model.latent_dist), cfg)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+from typing import Any, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -13,50 +15,64 @@ from jaxgen.gan import models
 from jaxgen.gan.models import GanModel
 from jaxgen.training.metrics import keep_if_finite
 
+
+
+class TrainState(NamedTuple):
+    """The GAN train state (a pytree; orbax saves it field by field)."""
+
+    params: dict  # {"g": generator params, "d": discriminator params}
+    stats: dict  # {"g": ..., "d": ...} batch-norm running statistics (empty for the FC GAN)
+    opt_state: dict  # {"g": Adam state, "d": Adam state}: one optimiser per network
+    step: jax.Array  # int32 [] global step
+    key: jax.Array  # uint32 [2] raw PRNG key data; step s uses fold_in(key, s)
+    ema: Any = None  # generator params averaged over training (train.ema_decay > 0), else None
+
+
 _norm = optax.tree.norm if hasattr(optax, "tree") and hasattr(optax.tree, "norm") else optax.global_norm
 
 
-def lr_schedule(lr: float, cfg) -> float | optax.Schedule:
-    """``lr``, or with ``train.lr_decay_steps > 0`` a schedule: ``lr`` until step ``train.lr_decay_start``,
-    then linearly down to ``lr * train.lr_final`` over ``lr_decay_steps`` steps, then flat. It counts
-    optimiser updates, which are saved with the optimiser state, so a resumed run continues it."""
+def lr_schedule(lr: float, cfg, fit: float = 1.0) -> float | optax.Schedule:
+    """``lr``, or with ``train.lr_decay_steps > 0`` a schedule: ``lr`` until step
+    ``train.lr_decay_start``, then linearly down to ``lr * train.lr_final`` over ``lr_decay_steps``
+    steps, then flat. It counts optimiser updates, which are saved with the optimiser state, so a
+    resumed run continues it. ``fit`` < 1 (a run shortened to fit its time budget) scales the
+    decay's start and length by that fraction, so the decay still ends with the run."""
     t = cfg.train
     steps = int(t.get("lr_decay_steps", 0))
     if steps <= 0:
         return lr
-    return optax.linear_schedule(lr, lr * float(t.get("lr_final", 0.1)), steps, int(t.get("lr_decay_start", 0)))
+    start = int(t.get("lr_decay_start", 0))
+    if fit < 1.0:
+        start, steps = int(start * fit), max(1, int(steps * fit))
+    return optax.linear_schedule(lr, lr * float(t.get("lr_final", 0.1)), steps, start)
 
 
-def make_optimizers(cfg) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
-    """``(tx_g, tx_d)``: one Adam per network (``train.lr_g``/``lr_d``, ``beta1``, ``beta2``, and the
-    optional linear decay of :func:`lr_schedule`)."""
+def make_optimizers(cfg, fit: float = 1.0) -> tuple[optax.GradientTransformation,
+                                                    optax.GradientTransformation]:
+    """``(tx_g, tx_d)``: one Adam per network (``train.lr_g``/``lr_d``, ``beta1``, ``beta2``, and
+    the optional linear decay of :func:`lr_schedule`, fitted by ``fit``)."""
     t = cfg.train
-    return (optax.adam(lr_schedule(t.lr_g, cfg), b1=t.beta1, b2=t.beta2),
-            optax.adam(lr_schedule(t.lr_d, cfg), b1=t.beta1, b2=t.beta2))
+    return (optax.adam(lr_schedule(t.lr_g, cfg, fit), b1=t.beta1, b2=t.beta2),
+            optax.adam(lr_schedule(t.lr_d, cfg, fit), b1=t.beta1, b2=t.beta2))
 
 
-def init_state(model: GanModel, seed: int, tx_g, tx_d, *, ema: bool) -> dict:
+def init_state(model: GanModel, seed: int, tx_g, tx_d, *, ema: bool) -> TrainState:
     """The initial train state (built under one ``jit``: one compilation instead of one per op)."""
     return jax.jit(functools.partial(_init_state, model, tx_g=tx_g, tx_d=tx_d, ema=ema))(seed)
 
 
-def _init_state(model: GanModel, seed, *, tx_g, tx_d, ema: bool) -> dict:
+def _init_state(model: GanModel, seed, *, tx_g, tx_d, ema: bool) -> TrainState:
     k_init, k_train = jax.random.split(jax.random.key(seed))
     params, stats = model.init(k_init)
-    state = {
-        "params": params,
-        "stats": stats,
-        "opt_state": {"g": tx_g.init(params["g"]), "d": tx_d.init(params["d"])},
-        "step": jnp.zeros((), jnp.int32),
-        "key": jax.random.key_data(k_train),
-    }
-    if ema:
-        state["ema"] = jax.tree.map(jnp.copy, params["g"])
-    return state
+    return TrainState(
+        params=params, stats=stats,
+        opt_state={"g": tx_g.init(params["g"]), "d": tx_d.init(params["d"])},
+        step=jnp.zeros((), jnp.int32), key=jax.random.key_data(k_train),
+        ema=jax.tree.map(jnp.copy, params["g"]) if ema else None)
 
 
-def train_step(state: dict, real: jax.Array, *, model: GanModel, tx_g, tx_d, real_label: float = 0.9,
-               latent_dist: str = "normal", ema_decay: float = 0.0, skip_nonfinite: bool = False) -> tuple[dict, dict]:
+def train_step(state: TrainState, real: jax.Array, *, model: GanModel, tx_g, tx_d, real_label: float = 0.9,
+               latent_dist: str = "normal", ema_decay: float = 0.0, skip_nonfinite: bool = False) -> tuple[TrainState, dict]:
     """One GAN step on a real batch ``[B, S, S, C]`` in [-1, 1]: the discriminator, then the generator.
 
     1. ``z ~ p(z)``; ``fake = G(z)`` (one generator forward, kept with its VJP).
@@ -73,11 +89,12 @@ def train_step(state: dict, real: jax.Array, *, model: GanModel, tx_g, tx_d, rea
     the state unchanged but for the step (``metrics["skipped"]`` is 1). Bind the keyword arguments with
     ``functools.partial`` and jit with ``donate_argnums=0``.
     """
-    step = state["step"]
-    key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), step)
+    chex.assert_rank(real, 4)  # [B, H, W, C]
+    step = state.step
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.key), step)
     k_z, k_g, k_dr, k_df, k_dg = jax.random.split(key, 5)
-    gp, dp = state["params"]["g"], state["params"]["d"]
-    gs, ds = state["stats"]["g"], state["stats"]["d"]
+    gp, dp = state.params["g"], state.params["d"]
+    gs, ds = state.stats["g"], state.stats["d"]
     z = models.sample_latent(k_z, real.shape[0], model.latent, latent_dist)
 
     (fake, gs_new), g_vjp = jax.vjp(lambda p: model.generate(p, gs, z, train=True, key=k_g), gp)
@@ -89,24 +106,27 @@ def train_step(state: dict, real: jax.Array, *, model: GanModel, tx_g, tx_d, rea
         return loss, (ds2, parts, real_logits, fake_logits)
 
     (d_loss, (ds_new, parts, real_logits, fake_logits)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(dp)
-    d_updates, d_opt = tx_d.update(d_grads, state["opt_state"]["d"], dp)
+    d_updates, d_opt = tx_d.update(d_grads, state.opt_state["d"], dp)
     dp_new = optax.apply_updates(dp, d_updates)
 
     def g_loss_fn(images):
         logits, _ = model.discriminate(dp_new, ds_new, images, train=True, key=k_dg)
         return losses.generator_loss(logits), logits
 
-    (g_loss, g_logits), d_fake = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
-    (g_grads,) = g_vjp((d_fake, jax.tree.map(jnp.zeros_like, gs_new)))
-    g_updates, g_opt = tx_g.update(g_grads, state["opt_state"]["g"], gp)
+    # the generator loss's gradient with respect to the generated images, pulled back through G
+    (g_loss, g_logits), fake_grad = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
+    (g_grads,) = g_vjp((fake_grad, jax.tree.map(jnp.zeros_like, gs_new)))
+    g_updates, g_opt = tx_g.update(g_grads, state.opt_state["g"], gp)
     gp_new = optax.apply_updates(gp, g_updates)
 
-    new_state = {**state, "params": {"g": gp_new, "d": dp_new}, "stats": {"g": gs_new, "d": ds_new},
-                 "opt_state": {"g": g_opt, "d": d_opt}, "step": step + 1}
-    if "ema" in state:
+    ema = None
+    if state.ema is not None:
         t = step.astype(jnp.float32)
         decay = jnp.minimum(ema_decay, (1.0 + t) / (10.0 + t))
-        new_state["ema"] = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema"], gp_new)
+        ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema, gp_new)
+    new_state = TrainState(params={"g": gp_new, "d": dp_new}, stats={"g": gs_new, "d": ds_new},
+                           opt_state={"g": g_opt, "d": d_opt}, step=step + 1, key=state.key,
+                           ema=ema)
     metrics = {
         "d_loss": d_loss, "g_loss": g_loss, **parts,
         "d_real": jax.nn.sigmoid(real_logits).mean(),  # D's mean belief that real images are real

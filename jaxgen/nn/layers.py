@@ -17,8 +17,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxgen.rnn import dropout
-
 Array = jax.Array
 Params = dict[str, Any]
 
@@ -286,3 +284,16 @@ def batch_norm(params: Params, stats: Params, x: Array, *, train: bool, momentum
 def leaky_relu(x: Array, slope: float = 0.2) -> Array:
     """``x`` where positive, ``slope * x`` elsewhere."""
     return jnp.where(x >= 0, x, slope * x)
+
+
+def dropout(key: Array | None, x: Array, rate: float) -> Array:
+    """Inverted dropout: zero with probability ``rate``, scale the rest by ``1/(1-rate)``.
+
+    ``key=None`` or ``rate=0`` returns ``x`` unchanged (evaluation).
+    """
+    if key is None or rate == 0.0:
+        return x
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))

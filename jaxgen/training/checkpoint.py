@@ -28,19 +28,9 @@ import jax
 import orbax.checkpoint as ocp
 
 from jaxgen.errors import UserError
+from jaxgen.training.io import write_json_atomic  # noqa: F401  (re-exported for the trainers)
 
 META = "jaxgen.json"
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON so that ``path`` holds either the old or the new text, never half."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(obj, indent=2, ensure_ascii=False))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def read_meta(workdir: str | Path) -> dict | None:
@@ -50,7 +40,7 @@ def read_meta(workdir: str | Path) -> dict | None:
     try:
         return json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{p} is unreadable ({e}); restore it from a backup or use a new --workdir") from None
+        raise UserError(f"{p} is unreadable ({e}); restore it from a backup or use a new workdir") from None
 
 
 def check_workdir_kind(workdir: str | Path, kind: str) -> dict | None:
@@ -59,7 +49,7 @@ def check_workdir_kind(workdir: str | Path, kind: str) -> dict | None:
     if meta is not None and meta.get("model") != kind:
         raise UserError(
             f"workdir {str(workdir)!r} holds a {meta.get('model')!r} model, not {kind!r}; "
-            "use a new --workdir for this config"
+            "use a new workdir for this config"
         )
     return meta
 
@@ -143,7 +133,7 @@ def check_resumable(workdir: str | Path, abstract_state: Any, old_config: dict |
                    + (f" and {len(cfg) - 4} more" if len(cfg) > 4 else "") if cfg else "the code or config changed")
             raise UserError(
                 f"cannot resume {str(workdir)!r}: its checkpoint {step} holds a different train state ({diffs}); "
-                f"{why}. Resume with the settings it was trained with (in {META}), or use a new --workdir"
+                f"{why}. Resume with the settings it was trained with (in {META}), or use a new workdir"
             )
         return
 

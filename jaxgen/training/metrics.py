@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from typing import Any
+
 import jax
 import optax
 
@@ -19,15 +21,15 @@ def global_norms(grads, params, updates) -> dict:
     return {"grad_norm": _norm(grads), "param_norm": _norm(params), "update_norm": _norm(updates)}
 
 
-def keep_if_finite(old_state: dict, new_state: dict, *losses_) -> tuple[dict, jax.Array]:
+def keep_if_finite(old_state, new_state, *losses_) -> tuple[Any, jax.Array]:
     """``(state, skipped)``: ``new_state`` when every loss is finite, else ``old_state`` with only its
-    step advanced (the update is skipped, so one bad batch does not poison the parameters)."""
+    step advanced (the update is skipped, so one bad batch does not poison the parameters). The
+    states are train-state named tuples with a ``step`` field."""
     import jax.numpy as jnp
 
-    ok = jnp.all(jnp.stack([jnp.isfinite(l) for l in losses_]))
+    ok = jnp.all(jnp.stack([jnp.isfinite(loss) for loss in losses_]))
     kept = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new_state, old_state)
-    kept["step"] = new_state["step"]
-    return kept, (~ok).astype(jnp.float32)
+    return kept._replace(step=new_state.step), (~ok).astype(jnp.float32)
 
 
 def best_logged(workdir: str | Path, key: str) -> float | None:

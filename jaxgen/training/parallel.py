@@ -58,7 +58,7 @@ def batch_sharding(mesh: Mesh, ndim: int, batch_axis: int = 0) -> NamedSharding:
 def check_batch(global_batch: int, mesh: Mesh) -> None:
     n = mesh.devices.size
     if global_batch % n:
-        raise UserError(f"--config.train.batch={global_batch} (the global batch) does not divide evenly over "
+        raise UserError(f"config.train.batch={global_batch} (the global batch) does not divide evenly over "
                         f"{n} devices; use a multiple of {n}")
 
 

@@ -1,0 +1,234 @@
+"""The recurrence math that the cells (:mod:`jaxgen.rnn`) and the fused kernels
+(:mod:`jaxgen.kernels`) share: one copy of each equation, over plain arrays.
+
+* :func:`length_mask`, :func:`masked_scan`: the time loop over right-padded sequences (at a
+  padded step the carry does not change and the output is zero);
+* :func:`rnn_step`, :func:`lstm_activate`, :func:`lstm_new_cell`, :func:`lstm_update`: the
+  forward equations of a step;
+* :func:`lstm_gate_grads`: the LSTM's backward pass through one step's gates, used by the
+  hand-written BPTT below, by the kernels and by their jnp mirrors;
+* :func:`lstm_scan`, :func:`rnn_scan`: the ``lax.scan`` paths over an already-projected input
+  ``zx`` ``[T, B, G*H]``; ``rnn.lstm``/``rnn.rnn`` run them for ``mode="scan"`` and the kernels
+  are tested against them (``jaxgen.kernels.*_sequence_reference``).
+
+It imports no other jaxgen module, so both the cells and the kernels can import it.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+ACTIVATIONS = {
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+    "relu": jax.nn.relu,
+    "identity": lambda x: x,
+}
+
+
+# --------------------------------------------------------------------------- masked time loop
+
+
+def length_mask(lengths, num_steps):
+    """``[T, *batch]`` boolean mask: step ``t`` is real when ``t < lengths``."""
+    if lengths is None:
+        return None
+    lengths = jnp.asarray(lengths)
+    if not jnp.issubdtype(lengths.dtype, jnp.integer):
+        raise TypeError(f"lengths must be integers, got dtype {lengths.dtype}")
+    steps = jnp.arange(num_steps).reshape((num_steps,) + (1,) * lengths.ndim)
+    return steps < lengths[None]
+
+
+def _broadcast_mask(mask, leaf):
+    return mask.reshape(mask.shape + (1,) * (leaf.ndim - mask.ndim))
+
+
+def masked_step(cell, params):
+    """``step(carry, (x, mask)) -> (carry, y)``: ``cell`` where ``mask`` is true, else the
+    carry unchanged and a zero output (``mask=None``: every step is real)."""
+
+    def step(carry, inputs):
+        x, mask = inputs
+        new_carry, y = cell(params, carry, x)
+        if mask is not None:
+            new_carry = jax.tree.map(
+                lambda new, old: jnp.where(_broadcast_mask(mask, new), new, old), new_carry, carry
+            )
+            y = jnp.where(_broadcast_mask(mask, y), y, jnp.zeros_like(y))
+        return new_carry, y
+
+    return step
+
+
+def masked_scan(cell, params, carry, xs, *, reverse=False, unroll=1, lengths=None):
+    """``lax.scan`` of ``cell(params, carry, x)`` over time-major ``xs`` ``[T, ...]``."""
+    xs = jnp.asarray(xs)
+    mask = length_mask(lengths, xs.shape[0])
+    step = masked_step(cell, params)
+    return jax.lax.scan(step, carry, (xs, mask), reverse=reverse, unroll=unroll)
+
+
+# --------------------------------------------------------------------------- one step
+
+
+def rnn_step(params, h, zx, activation="tanh"):
+    """``h' = act(zx + h @ w_hh)`` for the projected input ``zx``; returns ``(h', h')``."""
+    h = ACTIVATIONS[activation](zx + h @ params["w_hh"])
+    return h, h
+
+
+def lstm_activate(z_i, z_f, z_g, z_o):
+    """The activated gates ``(i, f, g, o)``: sigmoid, sigmoid, tanh, sigmoid."""
+    return jax.nn.sigmoid(z_i), jax.nn.sigmoid(z_f), jnp.tanh(z_g), jax.nn.sigmoid(z_o)
+
+
+def lstm_gates(z):
+    """Activated gates ``(i, f, g, o)`` of the pre-activations ``z`` ``[..., 4H]``."""
+    return lstm_activate(*jnp.split(z, 4, axis=-1))
+
+
+def lstm_new_cell(gates, c):
+    """``c' = f*c + i*g`` from the activated ``gates`` and the cell ``c``."""
+    i, f, g, _ = gates
+    return f * c + i * g
+
+
+def lstm_update(gates, c):
+    """``(h', c')`` from the activated ``gates`` and the cell ``c``: ``h' = o * tanh(c')``."""
+    c_new = lstm_new_cell(gates, c)
+    return gates[3] * jnp.tanh(c_new), c_new
+
+
+def lstm_step(params, carry, zx):
+    """One LSTM step on the projected input ``zx``: ``((h', c'), h')``."""
+    h, c = carry
+    h, c = lstm_update(lstm_gates(zx + h @ params["w_hh"]), c)
+    return (h, c), h
+
+
+def lstm_gate_grads(gates, c_prev, tanh_c, dh, dc):
+    """Backward through one LSTM step's gates.
+
+    ``gates``: the activated ``(i, f, g, o)``; ``c_prev``: the cell entering the step;
+    ``tanh_c``: ``tanh(c')`` of the cell it left; ``dh``, ``dc``: the gradients arriving at
+    ``h'`` and ``c'`` (``dc`` from the later steps only). Returns ``(dz, dc_prev)``: the
+    gradients of the four gate pre-activations ``(dz_i, dz_f, dz_g, dz_o)`` and of ``c_prev``.
+    """
+    i, f, g, o = gates
+    dc = dc + dh * o * (1 - tanh_c * tanh_c)
+    dz = (
+        dc * g * i * (1 - i),
+        dc * c_prev * f * (1 - f),
+        dc * i * (1 - g * g),
+        dh * tanh_c * o * (1 - o),
+    )
+    return dz, dc * f
+
+
+# --------------------------------------------------------------------------- sequence scans
+
+
+def rnn_scan(params, zx, carry, *, activation="tanh", reverse=False, lengths=None, unroll=1):
+    """``(h_T, ys)`` of the simple RNN over the projected ``zx`` ``[T, B, H]`` (autodiff of
+    the scan for the gradient)."""
+    step = functools.partial(rnn_step, activation=activation)
+    return masked_scan(step, params, carry, zx, reverse=reverse, unroll=unroll, lengths=lengths)
+
+
+def lstm_scan(params, zx, carry, *, reverse=False, lengths=None, unroll=1):
+    """``((h_T, c_T), ys)`` of the LSTM over the projected ``zx`` ``[T, B, 4H]`` from
+    ``carry = (h0, c0)``, with the hand-written BPTT.
+
+    The backward scan computes only the gate gradients and ``dh @ W_hh^T`` per step; the
+    weight gradient ``sum_t h_{t-1}^T dz_t`` is then one large matrix product over all steps
+    instead of ``T`` small ones, as cuDNN and oneDNN do.
+    """
+    h0, c0 = carry
+    mask = length_mask(lengths, zx.shape[0])
+    if mask is not None:
+        mask = mask.astype(zx.dtype)
+    h, c, ys = _lstm_fused(params["w_hh"], zx, h0, c0, mask, reverse, unroll)
+    return (h, c), ys
+
+
+def _lstm_fused_forward(w_hh, zx, h0, c0, mask, reverse, unroll):
+    """Forward scan; returns outputs and the residuals the backward pass needs."""
+
+    def step(carry, inputs):
+        h, c = carry
+        zx_t, m = inputs
+        gates = lstm_gates(zx_t + h @ w_hh)
+        h_new, c_new = lstm_update(gates, c)
+        acts = jnp.concatenate(gates, axis=-1)  # [B, 4H] activated gates
+        if m is None:
+            return (h_new, c_new), (h_new, acts, c_new)
+        m = m[..., None]
+        h_out = m * h_new + (1 - m) * h
+        c_out = m * c_new + (1 - m) * c
+        # Masked runs keep the previous state for the backward pass explicitly.
+        return (h_out, c_out), (m * h_new, acts, c_new, h, c)
+
+    (h, c), out = jax.lax.scan(step, (h0, c0), (zx, mask), reverse=reverse, unroll=unroll)
+    return h, c, out
+
+
+def _shift_prev(seq, first, reverse):
+    """The previous step's value in processing order: ``[first, seq[:-1]]`` (or reversed)."""
+    if reverse:
+        return jnp.concatenate([seq[1:], first[None]], axis=0)
+    return jnp.concatenate([first[None], seq[:-1]], axis=0)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _lstm_fused(w_hh, zx, h0, c0, mask, reverse, unroll):
+    h, c, out = _lstm_fused_forward(w_hh, zx, h0, c0, mask, reverse, unroll)
+    return h, c, out[0]
+
+
+def _lstm_fused_fwd(w_hh, zx, h0, c0, mask, reverse, unroll):
+    h, c, out = _lstm_fused_forward(w_hh, zx, h0, c0, mask, reverse, unroll)
+    if mask is None:
+        ys, acts, cs = out
+        h_prev = _shift_prev(ys, h0, reverse)
+        c_prev = _shift_prev(cs, c0, reverse)
+    else:
+        ys, acts, cs, h_prev, c_prev = out
+    return (h, c, ys), (w_hh, acts, cs, h_prev, c_prev, mask)
+
+
+def _lstm_fused_bwd(reverse, unroll, residuals, cotangents):
+    w_hh, acts, cs, h_prev, c_prev, mask = residuals
+    dh_T, dc_T, dys = cotangents
+
+    def step(carry, inputs):
+        dh, dc = carry
+        dy, acts_t, c_new, c_prev_t, m = inputs
+        gates = jnp.split(acts_t, 4, axis=-1)
+        if m is None:
+            dh_new, dc_new = dh + dy, dc
+        else:
+            m = m[..., None]
+            dh_new, dc_new = m * (dh + dy), m * dc
+        dz, dc_prev = lstm_gate_grads(gates, c_prev_t, jnp.tanh(c_new), dh_new, dc_new)
+        dz = jnp.concatenate(dz, axis=-1)
+        dh_prev = dz @ w_hh.T
+        if m is not None:
+            dh_prev = dh_prev + (1 - m) * dh
+            dc_prev = dc_prev + (1 - m) * dc
+        return (dh_prev, dc_prev), dz
+
+    (dh0, dc0), dzs = jax.lax.scan(
+        step, (dh_T, dc_T), (dys, acts, cs, c_prev, mask), reverse=not reverse, unroll=unroll
+    )
+    hidden = h_prev.shape[-1]
+    # One [H, T*B] x [T*B, 4H] product for the recurrent weight gradient.
+    dw_hh = h_prev.reshape(-1, hidden).T @ dzs.reshape(-1, 4 * hidden)
+    dmask = None if mask is None else jnp.zeros_like(mask)
+    return dw_hh, dzs, dh0, dc0, dmask
+
+
+_lstm_fused.defvjp(_lstm_fused_fwd, _lstm_fused_bwd)
