@@ -18,9 +18,9 @@ import tempfile
 from pathlib import Path
 
 from jaxgen import benchmarking as bm
-from jaxgen.config import load_with_overrides
-from jaxgen.charrnn.sample import sample_text
 from jaxgen import charrnn
+from jaxgen.charrnn.sample import sample_text
+from jaxgen.config import load_with_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TEXT = ROOT.parent / "shared" / "data" / "text" / "tinyshakespeare.txt"
@@ -85,11 +85,21 @@ def main(argv=None):
     t = cfg.train
     table = bm.md_table(
         ["recipe", "minutes", "steps", "tokens/s", "best val loss (nats/char)", "bits/char"],
-        [[f"{m.layers}x{m.hidden} LSTM, dropout {m.dropout}, batch {t.batch}, seq {t.seq_len}, "
-          f"Adam {t.lr:g} {t.lr_schedule}", minutes, payload["steps"], payload["tokens_per_s_median"] or 0.0,
-          best, best / 0.6931471805599453]],
+        [
+            [
+                f"{m.layers}x{m.hidden} LSTM, dropout {m.dropout}, batch {t.batch}, seq {t.seq_len}, "
+                f"Adam {t.lr:g} {t.lr_schedule}",
+                minutes,
+                payload["steps"],
+                payload["tokens_per_s_median"] or 0.0,
+                best,
+                best / 0.6931471805599453,
+            ]
+        ],
     )
-    table += "\nSample (prime `ROMEO:`, temperature 0.8, top-k 5, seed 0):\n\n```\n" + text + "\n```\n"
+    table += (
+        "\nSample (prime `ROMEO:`, temperature 0.8, top-k 5, seed 0):\n\n```\n" + text + "\n```\n"
+    )
     bm.write_results(args.name, payload, table, out)
     print(table)
 

@@ -43,15 +43,23 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import gan_torch_ref as tref  # noqa: E402  (imports torch only inside its functions)
+
 from jaxgen import benchmarking as bm  # noqa: E402
+from jaxgen import gan  # noqa: E402
 from jaxgen.config import load_config  # noqa: E402
 from jaxgen.gan.evaluate import run_eval  # noqa: E402
-from jaxgen import gan  # noqa: E402
 from jaxgen.plots import save_grid  # noqa: E402
 
-RECIPES = {"fc": "configs/gan_mnist.py", "dcgan": "configs/dcgan_mnist.py",
-           "fc_classic": "configs/gan_mnist.py:classic"}
-TARGETS = {"fc": (0.03, 7.0), "dcgan": (0.05, 8.5), "fc_classic": (0.03, 7.0)}  # min class fraction, classifier score
+RECIPES = {
+    "fc": "configs/gan_mnist.py",
+    "dcgan": "configs/dcgan_mnist.py",
+    "fc_classic": "configs/gan_mnist.py:classic",
+}
+TARGETS = {
+    "fc": (0.03, 7.0),
+    "dcgan": (0.05, 8.5),
+    "fc_classic": (0.03, 7.0),
+}  # min class fraction, classifier score
 
 
 def quality(name: str, data: str, budget: float, workdir: Path, out: Path, cache: str) -> dict:
@@ -66,9 +74,14 @@ def quality(name: str, data: str, budget: float, workdir: Path, out: Path, cache
     wall = time.perf_counter() - t0
     result = run_eval(workdir=str(workdir), num=10000, cache_dir=cache, checkpoint="best")
     model, gp, gs, cfg2 = gan.sampling.load_generator(workdir, which="best")
-    grid = gan.sampling.generate(model, gp, gs, jax.random.key(123), 100, dist=cfg2.model.latent_dist)
+    grid = gan.sampling.generate(
+        model, gp, gs, jax.random.key(123), 100, dist=cfg2.model.latent_dist
+    )
     save_grid(grid, out / f"gan_quality_{name}_grid.png", ncol=10)
-    for f, dst in (("progress.png", f"gan_quality_{name}_progress.png"), ("losses.png", f"gan_quality_{name}_losses.png")):
+    for f, dst in (
+        ("progress.png", f"gan_quality_{name}_progress.png"),
+        ("losses.png", f"gan_quality_{name}_losses.png"),
+    ):
         if (workdir / f).exists():
             shutil.copyfile(workdir / f, out / dst)
     rows = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
@@ -76,14 +89,24 @@ def quality(name: str, data: str, budget: float, workdir: Path, out: Path, cache
     g = result["generated"]
     min_frac, min_score = TARGETS[name]
     return {
-        "recipe": RECIPES[name], "budget_s": budget, "train_wall_s": round(wall, 1), "steps": summary["steps"],
-        "epochs": round(summary["steps"] / (10000 // cfg.train.batch), 1), "train_images_per_s": summary["images_per_s"],
+        "recipe": RECIPES[name],
+        "budget_s": budget,
+        "train_wall_s": round(wall, 1),
+        "steps": summary["steps"],
+        "epochs": round(summary["steps"] / (10000 // cfg.train.batch), 1),
+        "train_images_per_s": summary["images_per_s"],
         "best_step": best_row["step"] if best_row else None,
         "eval": result,
-        "classifier_score": g["classifier_score"], "classes_covered": g["covered"],
-        "min_class_fraction": float(min(g["fractions"])), "max_class_fraction": g["max_fraction"],
-        "fd": g["fd"], "fd_real_vs_real": result["real"]["fd"], "fd_noise": result["noise"]["fd"],
-        "meets_target": bool(min(g["fractions"]) >= min_frac and g["classifier_score"] >= min_score),
+        "classifier_score": g["classifier_score"],
+        "classes_covered": g["covered"],
+        "min_class_fraction": float(min(g["fractions"])),
+        "max_class_fraction": g["max_fraction"],
+        "fd": g["fd"],
+        "fd_real_vs_real": result["real"]["fd"],
+        "fd_noise": result["noise"]["fd"],
+        "meets_target": bool(
+            min(g["fractions"]) >= min_frac and g["classifier_score"] >= min_score
+        ),
         "target": {"min_class_fraction": min_frac, "classifier_score": min_score},
     }
 
@@ -93,9 +116,19 @@ def _jax_step(arch: str, batch: int):
     model = gan.models.build(cfg.model)
     tx_g, tx_d = gan.step.make_optimizers(cfg)
     state = gan.step.init_state(model, 0, tx_g, tx_d, ema=False)
-    step = jax.jit(functools.partial(gan.step.train_step, model=model, tx_g=tx_g, tx_d=tx_d,
-                                     latent_dist=cfg.model.latent_dist), donate_argnums=0)
-    real = jax.random.uniform(jax.random.key(0), (batch, model.size, model.size, model.channels), minval=-1, maxval=1)
+    step = jax.jit(
+        functools.partial(
+            gan.step.train_step,
+            model=model,
+            tx_g=tx_g,
+            tx_d=tx_d,
+            latent_dist=cfg.model.latent_dist,
+        ),
+        donate_argnums=0,
+    )
+    real = jax.random.uniform(
+        jax.random.key(0), (batch, model.size, model.size, model.channels), minval=-1, maxval=1
+    )
     cost = step.lower(state, real).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = float(cost.get("flops", 0.0)) if cost else 0.0
@@ -114,9 +147,16 @@ def _worker_step(arch: str, reps: int) -> dict:
     """This process times jaxgen's train step only (PyTorch's twin runs in another process)."""
     batch, n = tref.DEFAULT_BATCH[arch], tref.STEPS_PER_REP[arch]
     run, flops = _jax_step(arch, batch)
-    samples = [s / n for s in bm.interleaved({"jaxgen": lambda: run(n)}, reps=reps, warmup=1)["jaxgen"]]
-    return {"arch": arch, "batch": batch, "s_per_step": float(np.median(samples)), "samples_s": samples,
-            "flops_per_step": flops}
+    samples = [
+        s / n for s in bm.interleaved({"jaxgen": lambda: run(n)}, reps=reps, warmup=1)["jaxgen"]
+    ]
+    return {
+        "arch": arch,
+        "batch": batch,
+        "s_per_step": float(np.median(samples)),
+        "samples_s": samples,
+        "flops_per_step": flops,
+    }
 
 
 def _worker_layers(reps: int, batch: int = 128) -> dict:
@@ -136,9 +176,17 @@ def _worker_layers(reps: int, batch: int = 128) -> dict:
         else:
             f = functools.partial(nn.conv_transpose, stride=2)
         grad = jax.jit(jax.grad(lambda w, x: jnp.sum(f(w, x) ** 2), argnums=(0, 1)))
-        times = bm.interleaved({"jaxgen": lambda: [grad(w, x) for _ in range(n)][-1]}, reps=reps, warmup=2)
+        times = bm.interleaved(
+            {"jaxgen": lambda: [grad(w, x) for _ in range(n)][-1]}, reps=reps, warmup=2
+        )
         samples = [t / n * 1e3 for t in times["jaxgen"]]
-        rows.append({"layer": [kind, size, c_in, c_out], "ms": float(np.median(samples)), "samples_ms": samples})
+        rows.append(
+            {
+                "layer": [kind, size, c_in, c_out],
+                "ms": float(np.median(samples)),
+                "samples_ms": samples,
+            }
+        )
     return {"layers": rows}
 
 
@@ -148,9 +196,26 @@ def _have_torch() -> bool:
 
 
 def _commands(jax_args: list[str], torch_args: list[str], reps: int) -> dict[str, list[str]]:
-    cmds = {"jaxgen": [sys.executable, str(Path(__file__).resolve()), "--worker", *jax_args, "--reps", str(reps)]}
+    cmds = {
+        "jaxgen": [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--worker",
+            *jax_args,
+            "--reps",
+            str(reps),
+        ]
+    }
     if _have_torch():
-        cmds["pytorch"] = [sys.executable, tref.__file__, *torch_args, "--reps", str(reps), "--threads", "2"]
+        cmds["pytorch"] = [
+            sys.executable,
+            tref.__file__,
+            *torch_args,
+            "--reps",
+            str(reps),
+            "--threads",
+            "2",
+        ]
     else:
         print("torch is not installed: the PyTorch column is left out", flush=True)
     return cmds
@@ -163,14 +228,21 @@ def speed(reps: int, rounds: int) -> dict:
     out = {}
     for arch in ("fc", "dcgan"):
         batch = tref.DEFAULT_BATCH[arch]
-        runs = bm.interleaved_processes(_commands(["step", "--arch", arch], ["time-step", "--arch", arch], reps),
-                                        rounds)
+        runs = bm.interleaved_processes(
+            _commands(["step", "--arch", arch], ["time-step", "--arch", arch], reps), rounds
+        )
         j = [r["s_per_step"] for r in runs["jaxgen"]]
         flops = runs["jaxgen"][0]["flops_per_step"]
-        row = {"batch": batch, "rounds": rounds, "reps_per_round": reps, "steps_per_rep": tref.STEPS_PER_REP[arch],
-               "jaxgen_images_per_s": batch / float(np.median(j)),
-               "jaxgen_images_per_s_rounds": [batch / t for t in j],
-               "flops_per_step": flops, "jaxgen_gflops": flops / float(np.median(j)) / 1e9}
+        row = {
+            "batch": batch,
+            "rounds": rounds,
+            "reps_per_round": reps,
+            "steps_per_rep": tref.STEPS_PER_REP[arch],
+            "jaxgen_images_per_s": batch / float(np.median(j)),
+            "jaxgen_images_per_s_rounds": [batch / t for t in j],
+            "flops_per_step": flops,
+            "jaxgen_gflops": flops / float(np.median(j)) / 1e9,
+        }
         if "pytorch" in runs:
             t = [r["s_per_step"] for r in runs["pytorch"]]
             row["pytorch_images_per_s"] = batch / float(np.median(t))
@@ -180,7 +252,11 @@ def speed(reps: int, rounds: int) -> dict:
             row["torch_version"] = runs["pytorch"][0]["torch_version"]
             row["torch_threads"] = runs["pytorch"][0]["torch_threads"]
         out[arch] = row
-        print(arch, {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
+        print(
+            arch,
+            {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()},
+            flush=True,
+        )
     return out
 
 
@@ -192,12 +268,18 @@ def layers(reps: int, rounds: int) -> list[dict]:
     for i, (kind, size, c_in, c_out) in enumerate(tref.DCGAN_LAYERS):
         j = [r["layers"][i]["ms"] for r in runs["jaxgen"]]
         out_size = size // 2 if kind == "D conv" else size * 2
-        row = {"layer": f"{kind} {size}x{size}x{c_in} -> {out_size}x{out_size}x{c_out}",
-               "jaxgen_ms": float(np.median(j)), "jaxgen_ms_rounds": j}
+        row = {
+            "layer": f"{kind} {size}x{size}x{c_in} -> {out_size}x{out_size}x{c_out}",
+            "jaxgen_ms": float(np.median(j)),
+            "jaxgen_ms_rounds": j,
+        }
         if "pytorch" in runs:
             t = [r["layers"][i]["ms"] for r in runs["pytorch"]]
-            row.update(pytorch_ms=float(np.median(t)), pytorch_ms_rounds=t,
-                       pytorch_over_jaxgen=bm.median_ratio(t, j))
+            row.update(
+                pytorch_ms=float(np.median(t)),
+                pytorch_ms_rounds=t,
+                pytorch_over_jaxgen=bm.median_ratio(t, j),
+            )
         rows.append(row)
         print(row, flush=True)
     return rows
@@ -207,18 +289,49 @@ def markdown(payload: dict) -> str:
     md = ""
     q = payload.get("quality", {})
     if q:
-        md += ("### Sample quality (10,000 samples, best checkpoint by Frechet distance)\n\n"
-               + bm.md_table(["recipe", "budget", "steps (epochs)", "classifier score (max 10)", "classes >= 1%",
-                              "smallest / largest class", "Frechet dist.", "real vs real", "noise", "target met"],
-                             [[r["recipe"], f"{r['budget_s']:.0f} s", f"{r['steps']:,} ({r['epochs']})",
-                               f"{r['classifier_score']:.2f}", f"{r['classes_covered']}/10",
-                               f"{r['min_class_fraction']:.1%} / {r['max_class_fraction']:.1%}", f"{r['fd']:.1f}",
-                               f"{r['fd_real_vs_real']:.1f}", f"{r['fd_noise']:.0f}", "yes" if r["meets_target"] else "no"]
-                              for r in q.values()]) + "\n")
-        clf = {r["eval"]["classifier"]["holdout_accuracy"] for r in q.values() if "classifier" in r.get("eval", {})}
+        md += (
+            "### Sample quality (10,000 samples, best checkpoint by Frechet distance)\n\n"
+            + bm.md_table(
+                [
+                    "recipe",
+                    "budget",
+                    "steps (epochs)",
+                    "classifier score (max 10)",
+                    "classes >= 1%",
+                    "smallest / largest class",
+                    "Frechet dist.",
+                    "real vs real",
+                    "noise",
+                    "target met",
+                ],
+                [
+                    [
+                        r["recipe"],
+                        f"{r['budget_s']:.0f} s",
+                        f"{r['steps']:,} ({r['epochs']})",
+                        f"{r['classifier_score']:.2f}",
+                        f"{r['classes_covered']}/10",
+                        f"{r['min_class_fraction']:.1%} / {r['max_class_fraction']:.1%}",
+                        f"{r['fd']:.1f}",
+                        f"{r['fd_real_vs_real']:.1f}",
+                        f"{r['fd_noise']:.0f}",
+                        "yes" if r["meets_target"] else "no",
+                    ]
+                    for r in q.values()
+                ],
+            )
+            + "\n"
+        )
+        clf = {
+            r["eval"]["classifier"]["holdout_accuracy"]
+            for r in q.values()
+            if "classifier" in r.get("eval", {})
+        }
         for acc in sorted(clf):
-            md += (f"Evaluation classifier (jaxgen's small CNN): {100 * acc:.2f}% held-out accuracy "
-                   "(`quality.*.eval.classifier.holdout_accuracy`).\n\n")
+            md += (
+                f"Evaluation classifier (jaxgen's small CNN): {100 * acc:.2f}% held-out accuracy "
+                "(`quality.*.eval.classifier.holdout_accuracy`).\n\n"
+            )
     s = payload.get("speed", {})
     if s:
         hdr = ["GAN", "batch", "jaxgen img/s", "GFLOP/s"]
@@ -227,52 +340,91 @@ def markdown(payload: dict) -> str:
             hdr += ["PyTorch img/s", "jaxgen / PyTorch", "per-round ratios"]
         rows = []
         for arch, r in s.items():
-            row = [arch, r["batch"], f"{r['jaxgen_images_per_s']:,.0f}", f"{r['jaxgen_gflops']:.1f}"]
+            row = [
+                arch,
+                r["batch"],
+                f"{r['jaxgen_images_per_s']:,.0f}",
+                f"{r['jaxgen_gflops']:.1f}",
+            ]
             if torch_cols:
-                row += [f"{r.get('pytorch_images_per_s', float('nan')):,.0f}",
-                        f"{r.get('speedup_vs_pytorch', float('nan')):.2f}x",
-                        ", ".join(f"{x:.2f}" for x in r.get("speedup_vs_pytorch_rounds", []))]
+                row += [
+                    f"{r.get('pytorch_images_per_s', float('nan')):,.0f}",
+                    f"{r.get('speedup_vs_pytorch', float('nan')):.2f}x",
+                    ", ".join(f"{x:.2f}" for x in r.get("speedup_vs_pytorch_rounds", [])),
+                ]
             rows.append(row)
         first = next(iter(s.values()))
-        md += ("### Train-step throughput (CPU)\n\n" + bm.md_table(hdr, rows)
-               + (f"\njaxgen and PyTorch (torch {first.get('torch_version')}, {first.get('torch_threads')} "
-                  f"threads) each in its own process, {first.get('rounds', '?')} alternating rounds of "
-                  f"{first.get('reps_per_round', '?')} repetitions; images/s: median of the per-round medians; "
-                  "ratio: median of the per-round ratios.\n" if torch_cols else
-                  f"\ntorch not installed: no PyTorch column. {first.get('rounds', '?')} rounds of "
-                  f"{first.get('reps_per_round', '?')} repetitions, median of the per-round medians.\n"))
+        md += (
+            "### Train-step throughput (CPU)\n\n"
+            + bm.md_table(hdr, rows)
+            + (
+                f"\njaxgen and PyTorch (torch {first.get('torch_version')}, {first.get('torch_threads')} "
+                f"threads) each in its own process, {first.get('rounds', '?')} alternating rounds of "
+                f"{first.get('reps_per_round', '?')} repetitions; images/s: median of the per-round medians; "
+                "ratio: median of the per-round ratios.\n"
+                if torch_cols
+                else f"\ntorch not installed: no PyTorch column. {first.get('rounds', '?')} rounds of "
+                f"{first.get('reps_per_round', '?')} repetitions, median of the per-round medians.\n"
+            )
+        )
     lay = payload.get("dcgan_layers", [])
     if lay:
         has_t = all("pytorch_ms" in r for r in lay)
-        md += ("\n### DCGAN layers: forward + backward, batch 128 (ms)\n\n"
-               + bm.md_table(["layer", "jaxgen"] + (["PyTorch", "PyTorch / jaxgen"] if has_t else []),
-                             [[r["layer"], f"{r['jaxgen_ms']:.1f}"]
-                              + ([f"{r['pytorch_ms']:.1f}",
-                                   f"{r.get('pytorch_over_jaxgen', r['pytorch_ms'] / r['jaxgen_ms']):.2f}"]
-                                 if has_t else [])
-                              for r in lay]))
+        md += "\n### DCGAN layers: forward + backward, batch 128 (ms)\n\n" + bm.md_table(
+            ["layer", "jaxgen"] + (["PyTorch", "PyTorch / jaxgen"] if has_t else []),
+            [
+                [r["layer"], f"{r['jaxgen_ms']:.1f}"]
+                + (
+                    [
+                        f"{r['pytorch_ms']:.1f}",
+                        f"{r.get('pytorch_over_jaxgen', r['pytorch_ms'] / r['jaxgen_ms']):.2f}",
+                    ]
+                    if has_t
+                    else []
+                )
+                for r in lay
+            ],
+        )
     return md
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mnist"), help="MNIST IDX folder")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--data", default=str(ROOT.parent / "shared" / "data" / "mnist"), help="MNIST IDX folder"
+    )
     ap.add_argument("--budget", type=float, default=900.0, help="training seconds per recipe")
     ap.add_argument("--only", nargs="*", choices=list(RECIPES), default=None)
     ap.add_argument("--classic", action="store_true", help="also run the classic FC recipe")
     ap.add_argument("--speed-only", action="store_true")
     ap.add_argument("--reps", type=int, default=7, help="timed repetitions per process")
-    ap.add_argument("--rounds", type=int, default=3, help="alternating jaxgen / PyTorch process pairs")
-    ap.add_argument("--no-speed", action="store_true", help="quality only; keep the speed tables of the last run")
+    ap.add_argument(
+        "--rounds", type=int, default=3, help="alternating jaxgen / PyTorch process pairs"
+    )
+    ap.add_argument(
+        "--no-speed",
+        action="store_true",
+        help="quality only; keep the speed tables of the last run",
+    )
     ap.add_argument("--worker", choices=("step", "layers"), default=None, help=argparse.SUPPRESS)
     ap.add_argument("--arch", choices=("fc", "dcgan"), default="fc", help=argparse.SUPPRESS)
     ap.add_argument("--workdir", default="/tmp/jaxgen_gan_quality")
     ap.add_argument("--cache", default="~/.cache/jaxgen/classifiers")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    ap.add_argument("--quick", action="store_true", help="2-minute budgets, 3 speed repetitions, 2 rounds")
+    ap.add_argument(
+        "--quick", action="store_true", help="2-minute budgets, 3 speed repetitions, 2 rounds"
+    )
     args = ap.parse_args(argv)
     if args.worker:  # one timing process, started by speed() / layers(); prints one JSON line
-        print(json.dumps(_worker_step(args.arch, args.reps) if args.worker == "step" else _worker_layers(args.reps)))
+        print(
+            json.dumps(
+                _worker_step(args.arch, args.reps)
+                if args.worker == "step"
+                else _worker_layers(args.reps)
+            )
+        )
         return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -286,10 +438,15 @@ def main(argv=None):
         payload.setdefault("quality", {})
         for name in names:
             print(f"== {name}: training {args.budget:.0f} s on {args.data}", flush=True)
-            payload["quality"][name] = quality(name, args.data, args.budget, Path(args.workdir) / name, out, args.cache)
+            payload["quality"][name] = quality(
+                name, args.data, args.budget, Path(args.workdir) / name, out, args.cache
+            )
             r = payload["quality"][name]
-            print(f"{name}: classifier score {r['classifier_score']:.2f}, {r['classes_covered']} classes, smallest "
-                  f"{r['min_class_fraction']:.1%}, FD {r['fd']:.1f} (real vs real {r['fd_real_vs_real']:.1f})", flush=True)
+            print(
+                f"{name}: classifier score {r['classifier_score']:.2f}, {r['classes_covered']} classes, smallest "
+                f"{r['min_class_fraction']:.1%}, FD {r['fd']:.1f} (real vs real {r['fd_real_vs_real']:.1f})",
+                flush=True,
+            )
     if not args.no_speed:
         payload["speed"] = speed(args.reps, args.rounds)
         payload["dcgan_layers"] = layers(args.reps, args.rounds)

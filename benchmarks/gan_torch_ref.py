@@ -48,8 +48,14 @@ DEFAULT_BATCH = {"fc": 64, "dcgan": 128}
 EXPECTED_PARAMS = {"fc": (114_800, 110_849), "dcgan": (373_441, 166_817)}
 STEPS_PER_REP = {"fc": 200, "dcgan": 8}  # train steps per timed repetition
 # (kind, input size, in channels, out channels) of each DCGAN convolution; kernel 4, stride 2, padding 1.
-DCGAN_LAYERS = (("D conv", 32, 1, 32), ("D conv", 16, 32, 64), ("D conv", 8, 64, 128),
-                ("G conv_transpose", 4, 128, 64), ("G conv_transpose", 8, 64, 32), ("G conv_transpose", 16, 32, 1))
+DCGAN_LAYERS = (
+    ("D conv", 32, 1, 32),
+    ("D conv", 16, 32, 64),
+    ("D conv", 8, 64, 128),
+    ("G conv_transpose", 4, 128, 64),
+    ("G conv_transpose", 8, 64, 32),
+    ("G conv_transpose", 16, 32, 1),
+)
 LAYER_CALLS_PER_REP = 10
 
 
@@ -75,33 +81,57 @@ def _build(arch: str):
     _check_arch(arch)
     if arch == "fc":
         g = nn.Sequential(
-            nn.Linear(LATENT, 32), nn.LeakyReLU(0.2),
-            nn.Linear(32, 64), nn.LeakyReLU(0.2),
-            nn.Linear(64, 128), nn.LeakyReLU(0.2),
-            nn.Linear(128, 784), nn.Tanh(),
+            nn.Linear(LATENT, 32),
+            nn.LeakyReLU(0.2),
+            nn.Linear(32, 64),
+            nn.LeakyReLU(0.2),
+            nn.Linear(64, 128),
+            nn.LeakyReLU(0.2),
+            nn.Linear(128, 784),
+            nn.Tanh(),
         )
         d = nn.Sequential(
-            nn.Linear(784, 128), nn.LeakyReLU(0.2), nn.Dropout(0.3),
-            nn.Linear(128, 64), nn.LeakyReLU(0.2), nn.Dropout(0.3),
-            nn.Linear(64, 32), nn.LeakyReLU(0.2), nn.Dropout(0.3),
+            nn.Linear(784, 128),
+            nn.LeakyReLU(0.2),
+            nn.Dropout(0.3),
+            nn.Linear(128, 64),
+            nn.LeakyReLU(0.2),
+            nn.Dropout(0.3),
+            nn.Linear(64, 32),
+            nn.LeakyReLU(0.2),
+            nn.Dropout(0.3),
             nn.Linear(32, 1),
         )
         for m in list(g.modules()) + list(d.modules()):
-            if isinstance(m, nn.Linear):  # weights keep PyTorch's uniform(+-1/sqrt(fan_in)); jaxgen zeroes biases
+            if isinstance(
+                m, nn.Linear
+            ):  # weights keep PyTorch's uniform(+-1/sqrt(fan_in)); jaxgen zeroes biases
                 nn.init.zeros_(m.bias)
         return g, d, (784,), dict(lr=2e-3)
 
     g = nn.Sequential(
-        nn.Linear(LATENT, 4 * 4 * 128, bias=False), nn.BatchNorm1d(4 * 4 * 128), nn.ReLU(),
+        nn.Linear(LATENT, 4 * 4 * 128, bias=False),
+        nn.BatchNorm1d(4 * 4 * 128),
+        nn.ReLU(),
         nn.Unflatten(1, (128, 4, 4)),
-        nn.ConvTranspose2d(128, 64, 4, 2, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-        nn.ConvTranspose2d(64, 32, 4, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.ConvTranspose2d(32, 1, 4, 2, 1, bias=True), nn.Tanh(),
+        nn.ConvTranspose2d(128, 64, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.ConvTranspose2d(64, 32, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.ConvTranspose2d(32, 1, 4, 2, 1, bias=True),
+        nn.Tanh(),
     )
     d = nn.Sequential(
-        nn.Conv2d(1, 32, 4, 2, 1, bias=True), nn.LeakyReLU(0.2),
-        nn.Conv2d(32, 64, 4, 2, 1, bias=False), nn.BatchNorm2d(64), nn.LeakyReLU(0.2),
-        nn.Conv2d(64, 128, 4, 2, 1, bias=False), nn.BatchNorm2d(128), nn.LeakyReLU(0.2),
+        nn.Conv2d(1, 32, 4, 2, 1, bias=True),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(32, 64, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(64),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(64, 128, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(128),
+        nn.LeakyReLU(0.2),
         nn.Flatten(),
         nn.Linear(4 * 4 * 128, 1),
     )
@@ -127,7 +157,9 @@ def param_counts(arch: str) -> tuple[int, int]:
     return _count(g), _count(d)
 
 
-def make_step(arch: str, batch: int, *, threads: int | None = None, seed: int = 0) -> Callable[..., object]:
+def make_step(
+    arch: str, batch: int, *, threads: int | None = None, seed: int = 0
+) -> Callable[..., object]:
     """A closure running one full GAN train step on a fixed random real batch in [-1, 1].
 
     ``threads``: if given, ``torch.set_num_threads(threads)`` (process-wide). ``seed`` seeds the
@@ -161,8 +193,9 @@ def make_step(arch: str, batch: int, *, threads: int | None = None, seed: int = 
         fake = g(z)  # the step's only G forward: [B, 784] or [B, 1, 32, 32]
 
         opt_d.zero_grad(set_to_none=True)
-        d_loss = (F.binary_cross_entropy_with_logits(d(real), real_labels)
-                  + F.binary_cross_entropy_with_logits(d(fake.detach()), fake_labels))
+        d_loss = F.binary_cross_entropy_with_logits(
+            d(real), real_labels
+        ) + F.binary_cross_entropy_with_logits(d(fake.detach()), fake_labels)
         d_loss.backward()
         opt_d.step()
 
@@ -182,7 +215,9 @@ def make_step(arch: str, batch: int, *, threads: int | None = None, seed: int = 
     return step
 
 
-def time_step(arch: str, reps: int, *, batch: int | None = None, threads: int = 2, warmup: int = 3) -> dict:
+def time_step(
+    arch: str, reps: int, *, batch: int | None = None, threads: int = 2, warmup: int = 3
+) -> dict:
     """Seconds per train step: median (and all samples) of ``reps`` repetitions of ``STEPS_PER_REP`` steps."""
     import torch
 
@@ -197,8 +232,14 @@ def time_step(arch: str, reps: int, *, batch: int | None = None, threads: int = 
         for _ in range(n):
             step()
         samples.append((time.perf_counter() - t0) / n)
-    return {"arch": arch, "batch": batch, "s_per_step": statistics.median(samples), "samples_s": samples,
-            "torch_version": torch.__version__, "torch_threads": torch.get_num_threads()}
+    return {
+        "arch": arch,
+        "batch": batch,
+        "s_per_step": statistics.median(samples),
+        "samples_s": samples,
+        "torch_version": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def time_layers(reps: int, *, batch: int = 128, threads: int = 2) -> dict:
@@ -209,7 +250,9 @@ def time_layers(reps: int, *, batch: int = 128, threads: int = 2) -> dict:
     torch.manual_seed(0)
     rows = []
     for kind, size, c_in, c_out in DCGAN_LAYERS:
-        mod = (torch.nn.Conv2d if kind == "D conv" else torch.nn.ConvTranspose2d)(c_in, c_out, 4, 2, 1, bias=False)
+        mod = (torch.nn.Conv2d if kind == "D conv" else torch.nn.ConvTranspose2d)(
+            c_in, c_out, 4, 2, 1, bias=False
+        )
         xt = torch.randn(batch, c_in, size, size, requires_grad=True)
 
         def fb():
@@ -224,13 +267,25 @@ def time_layers(reps: int, *, batch: int = 128, threads: int = 2) -> dict:
             t0 = time.perf_counter()
             fb()
             samples.append((time.perf_counter() - t0) / LAYER_CALLS_PER_REP * 1e3)
-        rows.append({"layer": list((kind, size, c_in, c_out)), "ms": statistics.median(samples), "samples_ms": samples})
-    return {"layers": rows, "torch_version": torch.__version__, "torch_threads": torch.get_num_threads()}
+        rows.append(
+            {
+                "layer": list((kind, size, c_in, c_out)),
+                "ms": statistics.median(samples),
+                "samples_ms": samples,
+            }
+        )
+    return {
+        "layers": rows,
+        "torch_version": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def _main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", nargs="?", default="smoke", choices=("smoke", "time-step", "time-layers"))
+    ap.add_argument(
+        "what", nargs="?", default="smoke", choices=("smoke", "time-step", "time-layers")
+    )
     ap.add_argument("--arch", choices=ARCHS, default="fc")
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--reps", type=int, default=7)
@@ -247,8 +302,10 @@ def _main(argv=None):
     for arch in ARCHS:
         g_n, d_n = param_counts(arch)
         want = EXPECTED_PARAMS[arch]
-        print(f"{arch}: G {g_n:,} D {d_n:,} params (jaxgen: G {want[0]:,} D {want[1]:,})"
-              f" {'OK' if (g_n, d_n) == want else 'MISMATCH'}")
+        print(
+            f"{arch}: G {g_n:,} D {d_n:,} params (jaxgen: G {want[0]:,} D {want[1]:,})"
+            f" {'OK' if (g_n, d_n) == want else 'MISMATCH'}"
+        )
         step = make_step(arch, DEFAULT_BATCH[arch], threads=args.threads)
         for i in range(3):
             d_loss, g_loss = step(sync=True)

@@ -69,11 +69,14 @@ def make_variants(T, B, H, dtype, with_cudnn):
     ct = jax.random.normal(k3, (T, B, H), dtype)
     fns = {}
     for mode in ("scan", "pallas"):
+
         def fwd(p, xs, mode=mode):
             return rnn.lstm(p, xs, mode=mode)[1]
 
         def train(p, xs, mode=mode):
-            return jax.grad(lambda p, xs: jnp.sum(fwd(p, xs).astype(jnp.float32) * ct), argnums=(0, 1))(p, xs)
+            return jax.grad(
+                lambda p, xs: jnp.sum(fwd(p, xs).astype(jnp.float32) * ct), argnums=(0, 1)
+            )(p, xs)
 
         fns[mode] = (jax.jit(fwd), jax.jit(train), (p, xs))
     if with_cudnn:
@@ -89,8 +92,10 @@ def make_variants(T, B, H, dtype, with_cudnn):
             return jrnn.lstm(xb, h0, h0, w, lens, F, H, 1, 0.0, False)[0]
 
         def ctrain(w, xb):
-            return jax.grad(lambda w, xb: jnp.sum(cfwd(w, xb).astype(jnp.float32) * jnp.swapaxes(ct, 0, 1)),
-                            argnums=(0, 1))(w, xb)
+            return jax.grad(
+                lambda w, xb: jnp.sum(cfwd(w, xb).astype(jnp.float32) * jnp.swapaxes(ct, 0, 1)),
+                argnums=(0, 1),
+            )(w, xb)
 
         fns["cudnn"] = (jax.jit(cfwd), jax.jit(ctrain), (w, xb))
     return fns
@@ -112,7 +117,7 @@ def run_shape(T, B, H, dtype, reps, check):
             t0 = time.perf_counter()
             bm.block(fn(*args))
             compile_s[name] = time.perf_counter() - t0
-            calls[name] = (lambda fn=fn, args=args: fn(*args))
+            calls[name] = lambda fn=fn, args=args: fn(*args)
         times = bm.interleaved(calls, reps=reps, warmup=0)
         train = idx == 1
         for name, ts in times.items():
@@ -128,15 +133,19 @@ def run_shape(T, B, H, dtype, reps, check):
         s, p = fns["scan"], fns["pallas"]
         out["pallas_vs_scan_rel_err"] = {
             "forward": rel_err(p[0](*p[2]), s[0](*s[2])),
-            "forward+backward": max(rel_err(a, b) for a, b in zip(
-                jax.tree.leaves(p[1](*p[2])), jax.tree.leaves(s[1](*s[2])))),
+            "forward+backward": max(
+                rel_err(a, b)
+                for a, b in zip(jax.tree.leaves(p[1](*p[2])), jax.tree.leaves(s[1](*s[2])))
+            ),
         }
     return out
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="one tiny shape (CPU: interpret mode is slow)")
+    ap.add_argument(
+        "--quick", action="store_true", help="one tiny shape (CPU: interpret mode is slow)"
+    )
     ap.add_argument("--check", action="store_true", help="also compare kernel and scan numerically")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--reps", type=int, default=None)
@@ -144,7 +153,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     backend = jax.default_backend()
     if backend == "cpu" and not args.quick:
-        ap.error("on CPU the kernel runs in interpret mode: use --quick (the full grid is for GPU/TPU)")
+        ap.error(
+            "on CPU the kernel runs in interpret mode: use --quick (the full grid is for GPU/TPU)"
+        )
     grid = QUICK if args.quick else FULL
     reps = args.reps or (3 if args.quick else 10)
     dtype = jnp.dtype(args.dtype)
@@ -158,17 +169,33 @@ def main(argv=None):
         for name, v in s["variants"].items():
             for phase in ("forward", "forward+backward"):
                 r = v[phase]
-                rows.append([s["T"], s["B"], s["H"], name, phase, r["ms"], r["gflops"], r["gbytes_per_s"],
-                             f"{base[phase]['ms'] / r['ms']:.2f}x"])
-    table = bm.md_table(["T", "B", "H", "variant", "pass", "ms", "GFLOP/s", "GB/s (model)", "speed vs scan"], rows)
+                rows.append(
+                    [
+                        s["T"],
+                        s["B"],
+                        s["H"],
+                        name,
+                        phase,
+                        r["ms"],
+                        r["gflops"],
+                        r["gbytes_per_s"],
+                        f"{base[phase]['ms'] / r['ms']:.2f}x",
+                    ]
+                )
+    table = bm.md_table(
+        ["T", "B", "H", "variant", "pass", "ms", "GFLOP/s", "GB/s (model)", "speed vs scan"], rows
+    )
     if backend == "cpu":
-        table += ("\nCPU: `pallas` runs in Pallas *interpret* mode (the kernel body executed as "
-                  "XLA ops, for correctness tests), so its times say nothing about the kernel on "
-                  "TPU/GPU; they are why `mode=\"auto\"` picks scan on CPU.\n")
+        table += (
+            "\nCPU: `pallas` runs in Pallas *interpret* mode (the kernel body executed as "
+            "XLA ops, for correctness tests), so its times say nothing about the kernel on "
+            'TPU/GPU; they are why `mode="auto"` picks scan on CPU.\n'
+        )
     if not cudnn_available():
         table += "\ncuDNN (`jax.experimental.rnn`) needs a CUDA backend: not measured here.\n"
-    path = bm.write_results("kernels", {"dtype": dtype.name, "quick": args.quick, "shapes": shapes},
-                            table, args.out)
+    path = bm.write_results(
+        "kernels", {"dtype": dtype.name, "quick": args.quick, "shapes": shapes}, table, args.out
+    )
     print(table)
     print(f"wrote {path}")
 

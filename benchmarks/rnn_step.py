@@ -48,8 +48,13 @@ SHAPES = {
     "char-rnn": dict(layers=2, hidden=512, batch=128, seq=100),
     "small": dict(layers=1, hidden=128, batch=32, seq=50),
 }
-INPUTS = {"jaxgen": "ids", "jaxgen-autodiff": "ids", "jaxgen-onehot": "one-hot", "flax": "one-hot",
-          "pytorch": "one-hot"}
+INPUTS = {
+    "jaxgen": "ids",
+    "jaxgen-autodiff": "ids",
+    "jaxgen-onehot": "one-hot",
+    "flax": "one-hot",
+    "pytorch": "one-hot",
+}
 TORCH_THREADS = 2
 
 
@@ -59,7 +64,9 @@ def executed_flops(layers, hidden, batch, seq, vocab=VOCAB, *, gather):
     for n in range(layers):
         per_token += 3 * 2 * H * 4 * H  # h @ W_hh forward; dz @ W_hh^T and dW_hh backward
         if n == 0:
-            per_token += 0 if gather else 2 * 2 * vocab * 4 * H  # forward + dW_ih (no gradient for the data)
+            per_token += (
+                0 if gather else 2 * 2 * vocab * 4 * H
+            )  # forward + dW_ih (no gradient for the data)
         else:
             per_token += 3 * 2 * H * 4 * H  # forward, dW_ih, dx
     per_token += 3 * 2 * H * vocab  # output layer: forward, dW, dx
@@ -159,8 +166,10 @@ def jax_worker(shape: str, reps: int) -> dict:
 
     runners = {k: Runner(*make()) for k, make in _jax_variants(SHAPES[shape]).items()}
     times = bm.interleaved(runners, reps=reps)
-    return {k: {"s_per_step": statistics.median(ts), "samples_s": ts, "compile_s": runners[k].compile_s}
-            for k, ts in times.items()}
+    return {
+        k: {"s_per_step": statistics.median(ts), "samples_s": ts, "compile_s": runners[k].compile_s}
+        for k, ts in times.items()
+    }
 
 
 # --------------------------------------------------------------------------- PyTorch process (no JAX here)
@@ -196,8 +205,15 @@ def torch_worker(shape: str, reps: int, threads: int = TORCH_THREADS) -> dict:
         t0 = time.perf_counter()
         step()
         samples.append(time.perf_counter() - t0)
-    return {"pytorch": {"s_per_step": statistics.median(samples), "samples_s": samples, "compile_s": first_s,
-                        "torch_version": torch.__version__, "torch_threads": torch.get_num_threads()}}
+    return {
+        "pytorch": {
+            "s_per_step": statistics.median(samples),
+            "samples_s": samples,
+            "compile_s": first_s,
+            "torch_version": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+        }
+    }
 
 
 # --------------------------------------------------------------------------- driver
@@ -223,22 +239,39 @@ def run_shape(name, reps, rounds):
         s = [r[k]["s_per_step"] for r in per_round]
         med = statistics.median(s)
         flops = executed_flops(**cfg, gather=INPUTS[k] == "ids")
-        v = {"input": INPUTS[k], "step_ms": 1e3 * med, "tokens_per_s": tokens / med,
-             "executed_gflop_per_step": flops / 1e9, "gflops": flops / med / 1e9,
-             "compile_s": statistics.median(r[k]["compile_s"] for r in per_round),
-             "step_ms_rounds": [1e3 * x for x in s],
-             "samples_ms": [[1e3 * x for x in r[k]["samples_s"]] for r in per_round]}
+        v = {
+            "input": INPUTS[k],
+            "step_ms": 1e3 * med,
+            "tokens_per_s": tokens / med,
+            "executed_gflop_per_step": flops / 1e9,
+            "gflops": flops / med / 1e9,
+            "compile_s": statistics.median(r[k]["compile_s"] for r in per_round),
+            "step_ms_rounds": [1e3 * x for x in s],
+            "samples_ms": [[1e3 * x for x in r[k]["samples_s"]] for r in per_round],
+        }
         if k == "pytorch":
-            v.update(torch_version=per_round[0][k]["torch_version"], torch_threads=per_round[0][k]["torch_threads"])
+            v.update(
+                torch_version=per_round[0][k]["torch_version"],
+                torch_threads=per_round[0][k]["torch_threads"],
+            )
         out[k] = v
     for k, v in out.items():  # speed-ups: median over rounds of the per-round ratios
-        v["speed_vs_flax"] = bm.median_ratio([r["flax"]["s_per_step"] for r in per_round],
-                                             [r[k]["s_per_step"] for r in per_round])
+        v["speed_vs_flax"] = bm.median_ratio(
+            [r["flax"]["s_per_step"] for r in per_round], [r[k]["s_per_step"] for r in per_round]
+        )
         if "pytorch" in out:
-            v["speed_vs_pytorch"] = bm.median_ratio([r["pytorch"]["s_per_step"] for r in per_round],
-                                                    [r[k]["s_per_step"] for r in per_round])
-    return {"config": cfg, "tokens_per_step": tokens, "rounds": rounds, "reps_per_round": reps,
-            "dense_model_gflop_per_step": executed_flops(**cfg, gather=False) / 1e9, "variants": out}
+            v["speed_vs_pytorch"] = bm.median_ratio(
+                [r["pytorch"]["s_per_step"] for r in per_round],
+                [r[k]["s_per_step"] for r in per_round],
+            )
+    return {
+        "config": cfg,
+        "tokens_per_step": tokens,
+        "rounds": rounds,
+        "reps_per_round": reps,
+        "dense_model_gflop_per_step": executed_flops(**cfg, gather=False) / 1e9,
+        "variants": out,
+    }
 
 
 def main(argv=None):
@@ -261,10 +294,13 @@ def main(argv=None):
 
     rounds = 1 if args.quick else args.rounds
     ceiling = bm.gemm_ceiling()
-    print(f"float32 GEMM ceiling: {ceiling['median_gflops']:.1f} GFLOP/s (median), "
-          f"{ceiling['best_gflops']:.1f} best", flush=True)
+    print(
+        f"float32 GEMM ceiling: {ceiling['median_gflops']:.1f} GFLOP/s (median), "
+        f"{ceiling['best_gflops']:.1f} best",
+        flush=True,
+    )
     results = {}
-    for name in ([args.only] if args.only else SHAPES):
+    for name in [args.only] if args.only else SHAPES:
         reps = (2 if args.quick else 5) if name == "char-rnn" else (10 if args.quick else 30)
         print(f"shape {name}: {SHAPES[name]} ({rounds} rounds of {reps} repetitions)", flush=True)
         results[name] = run_shape(name, reps, rounds)
@@ -275,23 +311,61 @@ def main(argv=None):
     for name, r in results.items():
         for k, v in r["variants"].items():
             v["fraction_of_gemm_ceiling"] = v["gflops"] / ceil
-            rows.append([name, k, v["input"], v["tokens_per_s"], v["step_ms"], v["compile_s"], v["gflops"],
-                         f"{100 * v['fraction_of_gemm_ceiling']:.0f}%", f"{v['speed_vs_flax']:.2f}x"]
-                        + ([f"{v['speed_vs_pytorch']:.2f}x" if "speed_vs_pytorch" in v else "-"] if has_torch else []))
+            rows.append(
+                [
+                    name,
+                    k,
+                    v["input"],
+                    v["tokens_per_s"],
+                    v["step_ms"],
+                    v["compile_s"],
+                    v["gflops"],
+                    f"{100 * v['fraction_of_gemm_ceiling']:.0f}%",
+                    f"{v['speed_vs_flax']:.2f}x",
+                ]
+                + (
+                    [f"{v['speed_vs_pytorch']:.2f}x" if "speed_vs_pytorch" in v else "-"]
+                    if has_torch
+                    else []
+                )
+            )
     table = bm.md_table(
-        ["shape", "variant", "input", "tokens/s", "step ms", "compile s", "executed GFLOP/s", "of GEMM ceiling",
-         "vs flax"] + (["vs PyTorch"] if has_torch else []), rows)
+        [
+            "shape",
+            "variant",
+            "input",
+            "tokens/s",
+            "step ms",
+            "compile s",
+            "executed GFLOP/s",
+            "of GEMM ceiling",
+            "vs flax",
+        ]
+        + (["vs PyTorch"] if has_torch else []),
+        rows,
+    )
     first = next(iter(results.values()))
     torch_note = ""
     if has_torch:
         tv = first["variants"]["pytorch"]
-        torch_note = f" PyTorch {tv['torch_version']}, {tv['torch_threads']} threads, in its own process."
-    table += (f"\nGEMM ceiling (2048³ float32 matmul, median of before/after): {ceil:.0f} GFLOP/s. "
-              f"{first['rounds']} alternating rounds of JAX / PyTorch processes; medians over rounds, ratios are "
-              f"medians of per-round ratios.{torch_note} \"compile s\" is the first step (for PyTorch: no "
-              "compilation, the first step's time).\n")
-    bm.write_results("rnn_step", {"gemm_ceiling": {"before": ceiling, "after": ceiling_after, "used_gflops": ceil},
-                                  "shapes": results}, table, args.out)
+        torch_note = (
+            f" PyTorch {tv['torch_version']}, {tv['torch_threads']} threads, in its own process."
+        )
+    table += (
+        f"\nGEMM ceiling (2048³ float32 matmul, median of before/after): {ceil:.0f} GFLOP/s. "
+        f"{first['rounds']} alternating rounds of JAX / PyTorch processes; medians over rounds, ratios are "
+        f'medians of per-round ratios.{torch_note} "compile s" is the first step (for PyTorch: no '
+        "compilation, the first step's time).\n"
+    )
+    bm.write_results(
+        "rnn_step",
+        {
+            "gemm_ceiling": {"before": ceiling, "after": ceiling_after, "used_gflops": ceil},
+            "shapes": results,
+        },
+        table,
+        args.out,
+    )
     print(table)
 
 

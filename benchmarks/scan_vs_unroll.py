@@ -36,7 +36,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from jaxgen import benchmarking as bm
@@ -46,7 +45,14 @@ LENGTHS = (10, 50, 100, 200, 500)
 QUICK_LENGTHS = (10, 50, 100)
 CFG = dict(layers=1, hidden=128, batch=32, features=32)
 REMAT_K = 10
-VARIANTS = ("scan u=1", "scan u=4", "scan u=16", "python", "scan + remat/step", f"scan + remat/{REMAT_K}")
+VARIANTS = (
+    "scan u=1",
+    "scan u=4",
+    "scan u=16",
+    "python",
+    "scan + remat/step",
+    f"scan + remat/{REMAT_K}",
+)
 
 
 def forward(variant, params, xs):
@@ -107,7 +113,8 @@ def hlo_stats(text):
     return {
         "instructions": len(_INSTR.findall(text)),
         "while_loops": len(re.findall(r"\bwhile\(", text)),
-        "dots": len(re.findall(r"\bdot\(", text)) + len(re.findall(r'custom_call_target="__onednn\$matmul', text)),
+        "dots": len(re.findall(r"\bdot\(", text))
+        + len(re.findall(r'custom_call_target="__onednn\$matmul', text)),
         "fusions": len(re.findall(r"\bfusion\(", text)),
     }
 
@@ -121,12 +128,22 @@ def compile_variant(variant, T, opt):
     t1 = time.perf_counter()
     compiled = lowered.compile()
     t2 = time.perf_counter()
-    rec = {"variant": variant, "T": T, "lower_s": t1 - t0, "compile_s": t2 - t1,
-           "stablehlo_ops": lowered.as_text().count("\n"), **hlo_stats(compiled.as_text())}
+    rec = {
+        "variant": variant,
+        "T": T,
+        "lower_s": t1 - t0,
+        "compile_s": t2 - t1,
+        "stablehlo_ops": lowered.as_text().count("\n"),
+        **hlo_stats(compiled.as_text()),
+    }
     try:
         ma = compiled.memory_analysis()
-        rec.update(temp_bytes=int(ma.temp_size_in_bytes), argument_bytes=int(ma.argument_size_in_bytes),
-                   output_bytes=int(ma.output_size_in_bytes), code_bytes=int(ma.generated_code_size_in_bytes))
+        rec.update(
+            temp_bytes=int(ma.temp_size_in_bytes),
+            argument_bytes=int(ma.argument_size_in_bytes),
+            output_bytes=int(ma.output_size_in_bytes),
+            code_bytes=int(ma.generated_code_size_in_bytes),
+        )
     except Exception as e:  # noqa: BLE001 - not every backend reports it
         rec["memory_analysis_error"] = repr(e)
     run = functools.partial(compiled, params, state, xs, targets)
@@ -137,7 +154,7 @@ def predicted_compile(history, T):
     """Extrapolate the Python loop's compile time to ``T`` from the measured (T, seconds) pairs."""
     if not history:
         return 0.0
-    (Ta, ca), = history[-1:]
+    ((Ta, ca),) = history[-1:]
     alpha = 1.0
     if len(history) >= 2:
         (Tb, cb) = history[-2]
@@ -146,12 +163,18 @@ def predicted_compile(history, T):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="T = 10, 50, 100 and fewer repetitions")
     ap.add_argument("--lengths", type=int, nargs="+", default=None)
     ap.add_argument("--reps", type=int, default=None, help="timed repetitions per variant")
-    ap.add_argument("--python-cap", type=float, default=None,
-                    help="skip the Python loop where its predicted compile time exceeds this (s)")
+    ap.add_argument(
+        "--python-cap",
+        type=float,
+        default=None,
+        help="skip the Python loop where its predicted compile time exceeds this (s)",
+    )
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args(argv)
     lengths = tuple(args.lengths or (QUICK_LENGTHS if args.quick else LENGTHS))
@@ -166,8 +189,13 @@ def main(argv=None):
             if v == "python":
                 pred = predicted_compile(py_hist, T)
                 if pred > cap:
-                    skipped.append({"variant": v, "T": T, "predicted_compile_s": pred, "cap_s": cap})
-                    print(f"T={T:4d} {v:18s} skipped: predicted compile {pred:.0f} s > cap {cap:.0f} s", flush=True)
+                    skipped.append(
+                        {"variant": v, "T": T, "predicted_compile_s": pred, "cap_s": cap}
+                    )
+                    print(
+                        f"T={T:4d} {v:18s} skipped: predicted compile {pred:.0f} s > cap {cap:.0f} s",
+                        flush=True,
+                    )
                     continue
             if v.startswith("scan + remat/") and v != "scan + remat/step" and T % REMAT_K:
                 continue
@@ -182,15 +210,28 @@ def main(argv=None):
                 ts = times[rec["variant"]]
                 rec["step_ms"] = 1e3 * statistics.median(ts)
                 rec["step_ms_min"] = 1e3 * min(ts)
-                print(f"T={T:4d} {rec['variant']:18s} compile {rec['lower_s'] + rec['compile_s']:6.2f} s  "
-                      f"step {rec['step_ms']:8.2f} ms  temp {rec.get('temp_bytes', 0) / 2**20:7.2f} MiB  "
-                      f"HLO instr {rec['instructions']:6d}",
-                      flush=True)
-    payload = {"config": {**CFG, "cell": "rnn.lstm_cell via rnn.unroll (input projection inside the loop)",
-                          "loss": "squared error of a linear readout at every step", "optimizer": "adam",
-                          "reps": reps, "python_compile_cap_s": cap, "remat_chunk": REMAT_K,
-                          "lengths": list(lengths), "quick": args.quick},
-               "results": records, "skipped": skipped, "seconds": time.perf_counter() - t_start}
+                print(
+                    f"T={T:4d} {rec['variant']:18s} compile {rec['lower_s'] + rec['compile_s']:6.2f} s  "
+                    f"step {rec['step_ms']:8.2f} ms  temp {rec.get('temp_bytes', 0) / 2**20:7.2f} MiB  "
+                    f"HLO instr {rec['instructions']:6d}",
+                    flush=True,
+                )
+    payload = {
+        "config": {
+            **CFG,
+            "cell": "rnn.lstm_cell via rnn.unroll (input projection inside the loop)",
+            "loss": "squared error of a linear readout at every step",
+            "optimizer": "adam",
+            "reps": reps,
+            "python_compile_cap_s": cap,
+            "remat_chunk": REMAT_K,
+            "lengths": list(lengths),
+            "quick": args.quick,
+        },
+        "results": records,
+        "skipped": skipped,
+        "seconds": time.perf_counter() - t_start,
+    }
     md = markdown(records, skipped, lengths, reps, cap)
     path = bm.write_results("scan_vs_unroll", payload, md, args.out)
     plot(records, lengths, Path(args.out) / "scan_vs_unroll.png")
@@ -211,7 +252,16 @@ def markdown(records, skipped, lengths, reps, cap):
         "the optimised module (`compiled.as_text()`).\n",
         "## Scan vs Python unroll\n",
     ]
-    header = ["T", "variant", "compile (s)", "step (ms)", "step vs scan u=1", "temp (MiB)", "HLO instr", "while loops"]
+    header = [
+        "T",
+        "variant",
+        "compile (s)",
+        "step (ms)",
+        "step vs scan u=1",
+        "temp (MiB)",
+        "HLO instr",
+        "while loops",
+    ]
     rows = []
     for T in lengths:
         base = _get(records, "scan u=1", T)
@@ -220,17 +270,46 @@ def markdown(records, skipped, lengths, reps, cap):
             if r is None:
                 if v == "python" and any(s["T"] == T for s in skipped):
                     s = next(s for s in skipped if s["T"] == T)
-                    rows.append([T, v, f"skipped (predicted {s['predicted_compile_s']:.0f} s > {cap:.0f} s)",
-                                 "-", "-", "-", "-", "-"])
+                    rows.append(
+                        [
+                            T,
+                            v,
+                            f"skipped (predicted {s['predicted_compile_s']:.0f} s > {cap:.0f} s)",
+                            "-",
+                            "-",
+                            "-",
+                            "-",
+                            "-",
+                        ]
+                    )
                 continue
-            rows.append([T, v, f"{r['lower_s'] + r['compile_s']:.2f}", f"{r['step_ms']:.2f}",
-                         f"{r['step_ms'] / base['step_ms']:.2f}x", f"{r.get('temp_bytes', 0) / 2**20:.2f}",
-                         r["instructions"], r["while_loops"]])
+            rows.append(
+                [
+                    T,
+                    v,
+                    f"{r['lower_s'] + r['compile_s']:.2f}",
+                    f"{r['step_ms']:.2f}",
+                    f"{r['step_ms'] / base['step_ms']:.2f}x",
+                    f"{r.get('temp_bytes', 0) / 2**20:.2f}",
+                    r["instructions"],
+                    r["while_loops"],
+                ]
+            )
     lines.append(bm.md_table(header, rows))
     lines.append("\n## Rematerialisation: memory against time\n")
-    lines.append(f"`remat/step`: `jax.checkpoint` on the cell; `remat/{REMAT_K}`: nested scan, "
-                 f"`jax.checkpoint` on every chunk of {REMAT_K} steps.\n")
-    header = ["T", "variant", "temp (MiB)", "temp vs no remat", "step (ms)", "step vs no remat", "compile (s)"]
+    lines.append(
+        f"`remat/step`: `jax.checkpoint` on the cell; `remat/{REMAT_K}`: nested scan, "
+        f"`jax.checkpoint` on every chunk of {REMAT_K} steps.\n"
+    )
+    header = [
+        "T",
+        "variant",
+        "temp (MiB)",
+        "temp vs no remat",
+        "step (ms)",
+        "step vs no remat",
+        "compile (s)",
+    ]
     rows = []
     for T in lengths:
         base = _get(records, "scan u=1", T)
@@ -239,15 +318,27 @@ def markdown(records, skipped, lengths, reps, cap):
             if r is None:
                 continue
             name = "no remat (scan u=1)" if v == "scan u=1" else v
-            rows.append([T, name, f"{r.get('temp_bytes', 0) / 2**20:.2f}",
-                         f"{r.get('temp_bytes', 0) / max(base.get('temp_bytes', 1), 1):.2f}x",
-                         f"{r['step_ms']:.2f}", f"{r['step_ms'] / base['step_ms']:.2f}x",
-                         f"{r['lower_s'] + r['compile_s']:.2f}"])
+            rows.append(
+                [
+                    T,
+                    name,
+                    f"{r.get('temp_bytes', 0) / 2**20:.2f}",
+                    f"{r.get('temp_bytes', 0) / max(base.get('temp_bytes', 1), 1):.2f}x",
+                    f"{r['step_ms']:.2f}",
+                    f"{r['step_ms'] / base['step_ms']:.2f}x",
+                    f"{r['lower_s'] + r['compile_s']:.2f}",
+                ]
+            )
     lines.append(bm.md_table(header, rows))
     if skipped:
-        lines.append("\nSkipped: " + "; ".join(
-            f"{s['variant']} at T={s['T']} (predicted compile {s['predicted_compile_s']:.0f} s > cap {s['cap_s']:.0f} s)"
-            for s in skipped) + ".\n")
+        lines.append(
+            "\nSkipped: "
+            + "; ".join(
+                f"{s['variant']} at T={s['T']} (predicted compile {s['predicted_compile_s']:.0f} s > cap {s['cap_s']:.0f} s)"
+                for s in skipped
+            )
+            + ".\n"
+        )
     lines.append("\n![scan vs unroll](scan_vs_unroll.png)\n")
     return "\n".join(lines)
 
@@ -274,7 +365,9 @@ def plot(records, lengths, path):
         ax.set_title(title)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"LSTM train step, hidden {CFG['hidden']}, batch {CFG['batch']} ({jax.default_backend()})")
+    fig.suptitle(
+        f"LSTM train step, hidden {CFG['hidden']}, batch {CFG['batch']} ({jax.default_backend()})"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

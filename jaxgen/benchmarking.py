@@ -71,7 +71,9 @@ def gemm_ceiling(n: int = 2048, reps: int = 7, dtype=jnp.float32) -> dict:
     }
 
 
-def interleaved(variants: dict[str, Callable[[], object]], reps: int, warmup: int = 1) -> dict[str, list[float]]:
+def interleaved(
+    variants: dict[str, Callable[[], object]], reps: int, warmup: int = 1
+) -> dict[str, list[float]]:
     """Time each variant ``reps`` times, interleaved; returns seconds per call."""
     for fn in variants.values():
         for _ in range(warmup):
@@ -83,7 +85,9 @@ def interleaved(variants: dict[str, Callable[[], object]], reps: int, warmup: in
     return times
 
 
-def interleaved_processes(commands: dict[str, list[str]], rounds: int, timeout: float = 1800.0) -> dict[str, list]:
+def interleaved_processes(
+    commands: dict[str, list[str]], rounds: int, timeout: float = 1800.0
+) -> dict[str, list]:
     """Run each command once per round, each in a fresh process, alternating between them
     (the order reverses every round); returns, per variant, the JSON object each run printed
     on its last stdout line.
@@ -95,10 +99,12 @@ def interleaved_processes(commands: dict[str, list[str]], rounds: int, timeout: 
     out = {k: [] for k in commands}
     names = list(commands)
     for r in range(rounds):
-        for k in (names if r % 2 == 0 else names[::-1]):
+        for k in names if r % 2 == 0 else names[::-1]:
             proc = subprocess.run(commands[k], capture_output=True, text=True, timeout=timeout)
             if proc.returncode != 0:
-                raise RuntimeError(f"{k} run failed ({' '.join(commands[k])}):\n{proc.stderr[-3000:]}")
+                raise RuntimeError(
+                    f"{k} run failed ({' '.join(commands[k])}):\n{proc.stderr[-3000:]}"
+                )
             out[k].append(json.loads(proc.stdout.strip().splitlines()[-1]))
     return out
 
@@ -108,7 +114,9 @@ def median_ratio(num: list[float], den: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(num, den))
 
 
-def write_results(name: str, payload: dict, table_md: str, out_dir: str | os.PathLike = "benchmarks/results") -> Path:
+def write_results(
+    name: str, payload: dict, table_md: str, out_dir: str | os.PathLike = "benchmarks/results"
+) -> Path:
     """Write ``NAME.json`` and ``NAME.md`` (with the environment), each atomically, and return the
     JSON path."""
     out = Path(out_dir)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from jaxgen.errors import UserError
 
-
 TRAIN_EPILOG = """\
 config fields:
   Any field of the config can be set with --config.FIELD=VALUE (parsed like its default), e.g.
@@ -39,8 +38,10 @@ def config_help(cfg, path) -> str:
     for name in modules:
         sources.append(Path(importlib.util.find_spec(name).origin).read_text())
     sources.append(split_config_spec(path)[0].read_text(errors="replace"))
-    return (f"fields of {path} with their values (after any --config.FIELD=VALUE given here):\n"
-            + describe_fields(cfg, field_comments(*sources)))
+    return (
+        f"fields of {path} with their values (after any --config.FIELD=VALUE given here):\n"
+        + describe_fields(cfg, field_comments(*sources))
+    )
 
 
 def check_config_path(spec: str) -> None:
@@ -50,11 +51,14 @@ def check_config_path(spec: str) -> None:
 
     p = split_config_spec(spec)[0]
     if p.is_dir():
-        raise UserError(f"--config {str(p)!r} is a directory; pass a config file, "
-                        "e.g. configs/charrnn.py:cpu")
+        raise UserError(
+            f"--config {str(p)!r} is a directory; pass a config file, e.g. configs/charrnn.py:cpu"
+        )
     if p.is_file() and p.suffix != ".py":
-        raise UserError(f"--config {str(p)!r} is not a Python config file (.py with a get_config() "
-                        "function); see configs/ for the shipped ones")
+        raise UserError(
+            f"--config {str(p)!r} is not a Python config file (.py with a get_config() "
+            "function); see configs/ for the shipped ones"
+        )
 
 
 _CONFIG_FIELD = re.compile(r"(?<![\w./\\'\"-])config\.(?=[A-Za-z_])(?!(?:py|json)\b)")
@@ -75,16 +79,22 @@ def check_workdir(workdir: str) -> None:
         raise UserError("--workdir is empty; pass a directory (it is created if missing)")
     p = Path(workdir)
     if p.exists() and not p.is_dir():
-        raise UserError(f"--workdir {workdir!r} is a file, not a directory; pass a new or existing directory")
+        raise UserError(
+            f"--workdir {workdir!r} is a file, not a directory; pass a new or existing directory"
+        )
     q = p
     while not os.path.lexists(q) and q != q.parent:  # the nearest part of the path that exists
         q = q.parent
     if not q.is_dir():
         what = "a file" if q.exists() else "a broken link"
-        raise UserError(f"--workdir {workdir!r} cannot be created: {str(q)!r} is {what}, not a directory; "
-                        "pick another --workdir")
+        raise UserError(
+            f"--workdir {workdir!r} cannot be created: {str(q)!r} is {what}, not a directory; "
+            "pick another --workdir"
+        )
     if not os.access(q, os.W_OK | os.X_OK):
-        raise UserError(f"--workdir {workdir!r}: {str(q)!r} is not writable; pick a directory you can write to")
+        raise UserError(
+            f"--workdir {workdir!r}: {str(q)!r} is not writable; pick a directory you can write to"
+        )
 
 
 def _train(args, rest):
@@ -98,7 +108,9 @@ def _train(args, rest):
             print(config_help(load_with_overrides(args.config, rest), args.config))
         return 0
     for a in rest:  # a mistyped option (not --config.FIELD=VALUE): name the closest one
-        close = difflib.get_close_matches(a.split("=", 1)[0], ["--config", "--workdir", "--quiet", "--help"], n=1)
+        close = difflib.get_close_matches(
+            a.split("=", 1)[0], ["--config", "--workdir", "--quiet", "--help"], n=1
+        )
         if a.startswith("-") and not a.startswith("--config.") and close:
             raise UserError(f"unrecognised argument {a!r}; did you mean {close[0]}?")
     missing = [f"--{k}" for k in ("config", "workdir") if getattr(args, k) is None]
@@ -109,7 +121,9 @@ def _train(args, rest):
     cfg = load_with_overrides(args.config, rest)
     kind = cfg.get("model_kind", None)
     if kind not in ("charrnn", "gan"):
-        raise UserError(f"config {args.config!r} has model_kind={kind!r}; jaxgen trains 'charrnn' and 'gan'")
+        raise UserError(
+            f"config {args.config!r} has model_kind={kind!r}; jaxgen trains 'charrnn' and 'gan'"
+        )
     if kind == "charrnn":
         from jaxgen.charrnn.config import validate_config
     else:
@@ -126,8 +140,10 @@ def _train(args, rest):
         if summary["stopped"] == "interrupted":
             return 130
         if summary["best_val_loss"] is not None:
-            print(f"done: best validation loss {summary['best_val_loss']:.4f} nats/char; "
-                  f"sample with `jaxgen sample --workdir {args.workdir}`")
+            print(
+                f"done: best validation loss {summary['best_val_loss']:.4f} nats/char; "
+                f"sample with `jaxgen sample --workdir {args.workdir}`"
+            )
         return 0
     if kind == "gan":
         from jaxgen import gan
@@ -135,9 +151,15 @@ def _train(args, rest):
         summary = gan.train.train(cfg, args.workdir, quiet=args.quiet, stop=args.stop)
         if summary["stopped"] == "interrupted":
             return 130
-        best = f"; best Frechet distance {summary['best_fid']:.2f}" if summary["best_fid"] is not None else ""
-        print(f"done: {summary['steps']} steps at {summary['images_per_s']:,.0f} images/s{best}; grids in "
-              f"{args.workdir}/samples, sample with `jaxgen sample --workdir {args.workdir} --num 64 --grid out.png`")
+        best = (
+            f"; best Frechet distance {summary['best_fid']:.2f}"
+            if summary["best_fid"] is not None
+            else ""
+        )
+        print(
+            f"done: {summary['steps']} steps at {summary['images_per_s']:,.0f} images/s{best}; grids in "
+            f"{args.workdir}/samples, sample with `jaxgen sample --workdir {args.workdir} --num 64 --grid out.png`"
+        )
         return 0
     raise AssertionError(kind)
 
@@ -149,7 +171,9 @@ def check_out_path(flag: str, path: str, suffixes: tuple[str, ...] = ()) -> None
     if p.is_dir():
         raise UserError(f"{flag} {path!r} is a directory; name a file")
     if not p.parent.is_dir():
-        raise UserError(f"{flag} {path!r}: the folder {str(p.parent)!r} does not exist; create it first")
+        raise UserError(
+            f"{flag} {path!r}: the folder {str(p.parent)!r} does not exist; create it first"
+        )
     if not os.access(p.parent, os.W_OK | os.X_OK):
         raise UserError(f"{flag} {path!r}: the folder {str(p.parent)!r} is not writable")
     if suffixes and p.suffix.lower() not in suffixes:
@@ -159,8 +183,10 @@ def check_out_path(flag: str, path: str, suffixes: tuple[str, ...] = ()) -> None
 def check_sample_flags(args) -> None:
     """The sampling flags' ranges, checked before anything is loaded."""
     if not (args.temperature >= 0 and math.isfinite(args.temperature)):
-        raise UserError(f"--temperature must be >= 0 (0: greedy, always the most likely character), "
-                        f"got {args.temperature}")
+        raise UserError(
+            f"--temperature must be >= 0 (0: greedy, always the most likely character), "
+            f"got {args.temperature}"
+        )
     if args.top_k < 0:
         raise UserError(f"--top_k must be >= 0 (0: no top-k filter), got {args.top_k}")
     if not 0 < args.top_p <= 1:
@@ -172,7 +198,9 @@ def check_sample_flags(args) -> None:
     if args.out:
         check_out_path("--out", args.out)
     if args.grid:
-        check_out_path("--grid", args.grid, (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"))
+        check_out_path(
+            "--grid", args.grid, (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+        )
 
 
 def _sample(args, rest):
@@ -183,24 +211,38 @@ def _sample(args, rest):
 
     meta = read_meta(args.workdir)
     if meta is None:
-        raise UserError(f"{args.workdir!r} holds no trained model (no jaxgen.json); train one with `jaxgen train`")
+        raise UserError(
+            f"{args.workdir!r} holds no trained model (no jaxgen.json); train one with `jaxgen train`"
+        )
     if meta.get("model") == "gan":
         return _sample_images(args)
     if args.out or args.grid or args.num is not None:
-        raise UserError("--num/--out/--grid are for GAN workdirs; this workdir holds a char-RNN (use --length)")
+        raise UserError(
+            "--num/--out/--grid are for GAN workdirs; this workdir holds a char-RNN (use --length)"
+        )
     if "vocab" in meta:  # the prime and top_k against the vocabulary, before the model is loaded
         from jaxgen.charrnn.data import Vocab
 
         vocab = Vocab.from_json(meta["vocab"])
         vocab.encode(args.prime)
         if args.top_k > len(vocab):
-            raise UserError(f"--top_k must be between 0 (off) and the vocabulary size {len(vocab)}, got {args.top_k}")
-    from jaxgen.charrnn.sample import sample_text
+            raise UserError(
+                f"--top_k must be between 0 (off) and the vocabulary size {len(vocab)}, got {args.top_k}"
+            )
     from jaxgen import charrnn
+    from jaxgen.charrnn.sample import sample_text
 
     params, vocab, _ = charrnn.sample.load_for_sampling(args.workdir, which=args.checkpoint)
-    text = sample_text(params, vocab, prime=args.prime, length=args.length, temperature=args.temperature,
-                       top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    text = sample_text(
+        params,
+        vocab,
+        prime=args.prime,
+        length=args.length,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
     sys.stdout.write(text + ("\n" if not text.endswith("\n") else ""))
     return 0
 
@@ -212,11 +254,15 @@ def _sample_images(args):
     from jaxgen.gan import sampling
 
     if not (args.out or args.grid):
-        raise UserError("say where the images go: --out FILE.npy (float32 [N, H, W, C] in [-1, 1]) and/or "
-                        "--grid FILE.png")
+        raise UserError(
+            "say where the images go: --out FILE.npy (float32 [N, H, W, C] in [-1, 1]) and/or "
+            "--grid FILE.png"
+        )
     num = 64 if args.num is None else args.num
     model, gp, gs, cfg = sampling.load_generator(args.workdir, which=args.checkpoint)
-    images = sampling.generate(model, gp, gs, jax.random.key(args.seed), num, dist=cfg.model.latent_dist)
+    images = sampling.generate(
+        model, gp, gs, jax.random.key(args.seed), num, dist=cfg.model.latent_dist
+    )
     if args.out:
         out = Path(args.out)
         tmp = out.with_name(out.stem + ".tmp.npy")
@@ -240,8 +286,17 @@ def _eval(args, rest):
         check_out_path("--out", args.out)
     from jaxgen.gan.evaluate import run_eval
 
-    run_eval(workdir=args.workdir, samples=args.samples, data_path=args.data_path, data_source=args.data_source,
-             num=args.num, cache_dir=args.cache, out=args.out, seed=args.seed, checkpoint=args.checkpoint)
+    run_eval(
+        workdir=args.workdir,
+        samples=args.samples,
+        data_path=args.data_path,
+        data_source=args.data_source,
+        num=args.num,
+        cache_dir=args.cache,
+        out=args.out,
+        seed=args.seed,
+        checkpoint=args.checkpoint,
+    )
     return 0
 
 
@@ -250,7 +305,9 @@ def _analyze(args, rest):
         raise UserError(f"unrecognised arguments for analyze: {' '.join(rest)}")
     from jaxgen import analysis
 
-    fn = {"gradient-decay": analysis.run_gradient_decay, "memory-span": analysis.run_memory_span}[args.what]
+    fn = {"gradient-decay": analysis.run_gradient_decay, "memory-span": analysis.run_memory_span}[
+        args.what
+    ]
     fn(args.out, quick=args.quick)
     return 0
 
@@ -263,7 +320,9 @@ def _bench(args, rest):
     for name in names:
         script = root / f"{name}.py"
         if not script.exists():
-            raise UserError(f"no benchmark {name!r} in {root}; run from a source checkout (benchmarks/ is not installed)")
+            raise UserError(
+                f"no benchmark {name!r} in {root}; run from a source checkout (benchmarks/ is not installed)"
+            )
         sys.argv = [str(script), "--out", args.out] + (["--quick"] if args.quick else []) + rest
         print(f"== benchmark {name}", flush=True)
         runpy.run_path(str(script), run_name="__main__")
@@ -275,7 +334,12 @@ class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
     an empty string, an off switch): those helps say what the absence means."""
 
     def _get_help_string(self, action):
-        if action.default is None or action.default is False or action.default == "" or action.required:
+        if (
+            action.default is None
+            or action.default is False
+            or action.default == ""
+            or action.required
+        ):
             return action.help
         return super()._get_help_string(action)
 
@@ -284,50 +348,109 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jaxgen", description="Recurrent networks and GANs in JAX.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train (or resume) a model; --config.FIELD=VALUE overrides config fields",
-                       usage="jaxgen train --config FILE[:VARIANT] --workdir DIR [--quiet] "
-                             "[--config.FIELD=VALUE ...]",
-                       description="Train (or resume) the model a config file describes.", epilog=TRAIN_EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False)
-    t.add_argument("-h", "--help", action="store_true",
-                   help="show this help; with --config FILE, also list the config's fields and what they mean")
-    t.add_argument("--config", help="config file, with an optional variant after ':', "
-                   "e.g. configs/charrnn.py:cpu (required)")
-    t.add_argument("--workdir", help="where checkpoints, metrics and samples go; resumes if present (required)")
+    t = sub.add_parser(
+        "train",
+        help="train (or resume) a model; --config.FIELD=VALUE overrides config fields",
+        usage="jaxgen train --config FILE[:VARIANT] --workdir DIR [--quiet] "
+        "[--config.FIELD=VALUE ...]",
+        description="Train (or resume) the model a config file describes.",
+        epilog=TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,
+    )
+    t.add_argument(
+        "-h",
+        "--help",
+        action="store_true",
+        help="show this help; with --config FILE, also list the config's fields and what they mean",
+    )
+    t.add_argument(
+        "--config",
+        help="config file, with an optional variant after ':', "
+        "e.g. configs/charrnn.py:cpu (required)",
+    )
+    t.add_argument(
+        "--workdir", help="where checkpoints, metrics and samples go; resumes if present (required)"
+    )
     t.add_argument("--quiet", action="store_true", help="no progress line")
     t.set_defaults(fn=_train, parser=t)
 
     defaults = _DefaultsFormatter
-    s = sub.add_parser("sample", help="generate text from a char-RNN (to stdout) or images from a GAN (--out/--grid)",
-                       formatter_class=defaults)
+    s = sub.add_parser(
+        "sample",
+        help="generate text from a char-RNN (to stdout) or images from a GAN (--out/--grid)",
+        formatter_class=defaults,
+    )
     s.add_argument("--workdir", required=True, help="a trained workdir (from `jaxgen train`)")
-    s.add_argument("--prime", default="", help="text to start from ('': start after a newline, not shown)")
+    s.add_argument(
+        "--prime", default="", help="text to start from ('': start after a newline, not shown)"
+    )
     s.add_argument("--length", type=int, default=500, help="characters to generate")
-    s.add_argument("--temperature", type=float, default=0.8,
-                   help="divides the logits: < 1 safer, > 1 wilder; 0: greedy (always the most likely)")
+    s.add_argument(
+        "--temperature",
+        type=float,
+        default=0.8,
+        help="divides the logits: < 1 safer, > 1 wilder; 0: greedy (always the most likely)",
+    )
     s.add_argument("--top_k", type=int, default=0, help="sample from the k most likely (0: all)")
-    s.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling mass, in (0, 1] (1: all)")
-    s.add_argument("--seed", type=int, default=0, help="PRNG seed: the same seed gives the same output")
-    s.add_argument("--checkpoint", choices=("best", "latest"), default="best",
-                   help="which checkpoint (best falls back to latest)")
+    s.add_argument(
+        "--top_p", type=float, default=1.0, help="nucleus sampling mass, in (0, 1] (1: all)"
+    )
+    s.add_argument(
+        "--seed", type=int, default=0, help="PRNG seed: the same seed gives the same output"
+    )
+    s.add_argument(
+        "--checkpoint",
+        choices=("best", "latest"),
+        default="best",
+        help="which checkpoint (best falls back to latest)",
+    )
     s.add_argument("--num", type=int, default=None, help="GAN: images to generate (default 64)")
-    s.add_argument("--out", default="", help="GAN: write the images as float32 [N, H, W, C] in [-1, 1] to FILE.npy")
-    s.add_argument("--grid", default="", help="GAN: write a grid of (up to 256 of) the images to FILE.png")
+    s.add_argument(
+        "--out",
+        default="",
+        help="GAN: write the images as float32 [N, H, W, C] in [-1, 1] to FILE.npy",
+    )
+    s.add_argument(
+        "--grid", default="", help="GAN: write a grid of (up to 256 of) the images to FILE.png"
+    )
     s.set_defaults(fn=_sample)
 
-    e = sub.add_parser("eval", help="GAN sample quality: Frechet distance, classifier score, classes covered",
-                       formatter_class=defaults)
+    e = sub.add_parser(
+        "eval",
+        help="GAN sample quality: Frechet distance, classifier score, classes covered",
+        formatter_class=defaults,
+    )
     src = e.add_mutually_exclusive_group(required=True)
     src.add_argument("--workdir", help="a trained GAN workdir (samples --num images from it)")
-    src.add_argument("--samples", help="a .npy of images [N, H, W, C] in [-1, 1] (e.g. from `jaxgen sample --out`)")
-    e.add_argument("--data_path", default="", help="real images (IDX folder); '': the workdir's own data")
-    e.add_argument("--data_source", default="", help="real images: 'builtin' or 'tfds:NAME' ('': the workdir's)")
+    src.add_argument(
+        "--samples",
+        help="a .npy of images [N, H, W, C] in [-1, 1] (e.g. from `jaxgen sample --out`)",
+    )
+    e.add_argument(
+        "--data_path", default="", help="real images (IDX folder); '': the workdir's own data"
+    )
+    e.add_argument(
+        "--data_source",
+        default="",
+        help="real images: 'builtin' or 'tfds:NAME' ('': the workdir's)",
+    )
     e.add_argument("--num", type=int, default=10000, help="images to sample from a workdir")
-    e.add_argument("--cache", default="~/.cache/jaxgen/classifiers", help="where evaluation classifiers are cached")
+    e.add_argument(
+        "--cache",
+        default="~/.cache/jaxgen/classifiers",
+        help="where evaluation classifiers are cached",
+    )
     e.add_argument("--out", default="", help="also write the numbers as JSON here")
-    e.add_argument("--seed", type=int, default=0, help="PRNG seed for the samples and the real subset")
-    e.add_argument("--checkpoint", choices=("best", "latest"), default="best",
-                   help="which checkpoint of --workdir (best falls back to latest)")
+    e.add_argument(
+        "--seed", type=int, default=0, help="PRNG seed for the samples and the real subset"
+    )
+    e.add_argument(
+        "--checkpoint",
+        choices=("best", "latest"),
+        default="best",
+        help="which checkpoint of --workdir (best falls back to latest)",
+    )
     e.set_defaults(fn=_eval)
 
     a = sub.add_parser("analyze", help="vanishing-gradient and memory-span analyses")
@@ -337,7 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(fn=_analyze)
 
     b = sub.add_parser("bench", help="run the benchmark suite (from a source checkout)")
-    b.add_argument("names", nargs="*", help="benchmarks to run (default: rnn_step scan_vs_unroll kernels)")
+    b.add_argument(
+        "names", nargs="*", help="benchmarks to run (default: rnn_step scan_vs_unroll kernels)"
+    )
     b.add_argument("--out", default="benchmarks/results")
     b.add_argument("--quick", action="store_true", help="a couple of minutes in all")
     b.set_defaults(fn=_bench)

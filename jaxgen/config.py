@@ -40,13 +40,15 @@ def load_config(spec: str | Path) -> ml_collections.ConfigDict:
     p, variant = split_config_spec(spec)
     shipped = "see configs/ for the shipped ones"
     if p.is_dir():
-        raise UserError(f"{str(p)!r} is a directory, not a config file; name one, "
-                        "e.g. configs/charrnn.py:cpu")
+        raise UserError(
+            f"{str(p)!r} is a directory, not a config file; name one, e.g. configs/charrnn.py:cpu"
+        )
     if not p.is_file():
         raise UserError(f"config file {str(p)!r} does not exist; {shipped}")
     if p.suffix != ".py":
-        raise UserError(f"{str(p)!r} is not a Python config file (.py with a get_config() "
-                        f"function); {shipped}")
+        raise UserError(
+            f"{str(p)!r} is not a Python config file (.py with a get_config() function); {shipped}"
+        )
     loader_spec = importlib.util.spec_from_file_location(f"jaxgen_config_{p.stem}", p)
     if loader_spec is None or loader_spec.loader is None:
         raise UserError(f"config file {str(p)!r} cannot be loaded as Python; {shipped}")
@@ -71,11 +73,15 @@ def _check_variant(path: Path, variant: str, variants) -> str:
     """``variant`` if the config file at ``path`` lists it in its ``VARIANTS``, else one UserError
     that names the valid ones."""
     if not variants:
-        raise UserError(f"config file {str(path)!r} has no variants (no VARIANTS in it); "
-                        f"name it without ':{variant}'")
+        raise UserError(
+            f"config file {str(path)!r} has no variants (no VARIANTS in it); "
+            f"name it without ':{variant}'"
+        )
     if variant not in variants:
-        raise UserError(f"config file {str(path)!r} has no variant {variant!r}; valid variants: "
-                        f"{', '.join(variants)} (e.g. {path}:{variants[-1]})")
+        raise UserError(
+            f"config file {str(path)!r} has no variant {variant!r}; valid variants: "
+            f"{', '.join(variants)} (e.g. {path}:{variants[-1]})"
+        )
     return variant
 
 
@@ -94,15 +100,21 @@ def validate_run_length(train: ml_collections.ConfigDict) -> None:
     for name in ("steps", "epochs"):
         v = train[name]
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise UserError(f"config.train.{name} must be an integer >= 0 (train.steps=0: train "
-                            f"for train.epochs passes over the data), got {v!r}")
+            raise UserError(
+                f"config.train.{name} must be an integer >= 0 (train.steps=0: train "
+                f"for train.epochs passes over the data), got {v!r}"
+            )
     if train.steps == 0 and train.epochs == 0:
-        raise UserError("config.train.steps and config.train.epochs are both 0, so there is "
-                        "nothing to train; set one of them > 0")
+        raise UserError(
+            "config.train.steps and config.train.epochs are both 0, so there is "
+            "nothing to train; set one of them > 0"
+        )
     budget = train.get("time_budget_s", 0.0)
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget >= 0:
-        raise UserError(f"config.train.time_budget_s must be a number of seconds >= 0 "
-                        f"(0: no limit), got {budget!r}")
+        raise UserError(
+            f"config.train.time_budget_s must be a number of seconds >= 0 "
+            f"(0: no limit), got {budget!r}"
+        )
 
 
 def add_shared_fields(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -174,7 +186,11 @@ def describe_fields(cfg: ml_collections.ConfigDict, comments: dict[str, str] | N
     width = min(44, max((len(a) for a, _ in rows), default=0))
     lines = []
     for a, b in rows:  # a long setting gets its explanation on the next line
-        lines += [f"  {a:<{width}}  {b}".rstrip()] if len(a) <= width else [f"  {a}", f"  {'':<{width}}  {b}"]
+        lines += (
+            [f"  {a:<{width}}  {b}".rstrip()]
+            if len(a) <= width
+            else [f"  {a}", f"  {'':<{width}}  {b}"]
+        )
     return "\n".join(lines)
 
 
@@ -215,8 +231,9 @@ def apply_override(cfg: ml_collections.ConfigDict, name: str, raw: str) -> None:
             node = node[part]
     old = node[parts[-1]]
     if isinstance(old, ml_collections.ConfigDict):
-        raise UserError(f"config.{name} is a group; set one of its fields, "
-                        f"e.g. config.{name}.{next(iter(old))}")
+        raise UserError(
+            f"config.{name} is a group; set one of its fields, e.g. config.{name}.{next(iter(old))}"
+        )
     with node.unlocked():
         node[parts[-1]] = _parse(raw, old, name)
 
@@ -227,8 +244,10 @@ def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
     while i < len(args):
         a = args[i]
         if not a.startswith("--config."):
-            raise UserError(f"unrecognised argument {a!r}; config fields are set with --config.FIELD=VALUE")
-        body = a[len("--config."):]
+            raise UserError(
+                f"unrecognised argument {a!r}; config fields are set with --config.FIELD=VALUE"
+            )
+        body = a[len("--config.") :]
         if "=" in body:
             name, raw = body.split("=", 1)
         else:

@@ -47,8 +47,9 @@ class _RecurrentLayer(nn.Module):
     def __call__(self, xs, carry=None, *, reverse: bool = False, lengths=None) -> Any:
         fan_in = _input_size(xs, self.num_embeddings)
         params = self.param("cell", lambda k: self._init_cell(k, fan_in))
-        return self._run(params, xs, carry, mode=self.mode, unroll=self.unroll, reverse=reverse,
-                         lengths=lengths)
+        return self._run(
+            params, xs, carry, mode=self.mode, unroll=self.unroll, reverse=reverse, lengths=lengths
+        )
 
 
 class LSTM(_RecurrentLayer):

@@ -29,8 +29,9 @@ def sigmoid_bce_with_logits(logits: Array, labels: Array | float) -> Array:
     return jax.nn.softplus(logits) - logits * labels
 
 
-def discriminator_loss(real_logits: Array, fake_logits: Array, *, real_label: float = 0.9,
-                       fake_label: float = 0.0) -> tuple[Array, dict]:
+def discriminator_loss(
+    real_logits: Array, fake_logits: Array, *, real_label: float = 0.9, fake_label: float = 0.0
+) -> tuple[Array, dict]:
     """Mean BCE of real logits against ``real_label`` (one-sided label smoothing: 0.9, not 1) plus the
     mean BCE of generated logits against ``fake_label`` (0). Returns ``(loss, parts)``."""
     real = sigmoid_bce_with_logits(real_logits, real_label).mean()

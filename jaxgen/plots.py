@@ -36,11 +36,16 @@ def grid_array(images: np.ndarray, ncol: int | None = None, pad: int = 2) -> np.
     u8 = ((np.clip(x, -1, 1) + 1.0) * 127.5).round().astype(np.uint8)
     for i in range(n):
         r, q = divmod(i, ncol)
-        out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + q * (w + pad):pad + q * (w + pad) + w] = u8[i]
+        out[
+            pad + r * (h + pad) : pad + r * (h + pad) + h,
+            pad + q * (w + pad) : pad + q * (w + pad) + w,
+        ] = u8[i]
     return out
 
 
-def save_grid(images: np.ndarray, path: str | Path, ncol: int | None = None, scale: int = 2) -> None:
+def save_grid(
+    images: np.ndarray, path: str | Path, ncol: int | None = None, scale: int = 2
+) -> None:
     """A grid PNG of ``[N, H, W, C]`` images in [-1, 1], each pixel drawn ``scale`` times."""
     from PIL import Image
 
@@ -52,7 +57,9 @@ def save_grid(images: np.ndarray, path: str | Path, ncol: int | None = None, sca
     save_image_file(img, Path(path))
 
 
-def save_progress(history: list[tuple[int, np.ndarray]], path: str | Path, rows: int = 10, scale: int = 2) -> None:
+def save_progress(
+    history: list[tuple[int, np.ndarray]], path: str | Path, rows: int = 10, scale: int = 2
+) -> None:
     """One image of training progress: up to ``rows`` snapshots (evenly spaced), one row each.
 
     ``history`` is ``[(step, images [K, H, W, C]), ...]`` of the same fixed latent batch over training.
@@ -78,7 +85,9 @@ def save_progress(history: list[tuple[int, np.ndarray]], path: str | Path, rows:
     plt.close(fig)
 
 
-def save_loss_curves(metrics_jsonl: str | Path, path: str | Path, keys=("d_loss", "g_loss")) -> None:
+def save_loss_curves(
+    metrics_jsonl: str | Path, path: str | Path, keys=("d_loss", "g_loss")
+) -> None:
     """Loss curves PNG from a run's ``metrics.jsonl`` (with the quality metrics, when logged)."""
     import matplotlib
 
@@ -93,7 +102,9 @@ def save_loss_curves(metrics_jsonl: str | Path, path: str | Path, keys=("d_loss"
             continue
     series = {k: [(r["step"], r[k]) for r in rows if k in r] for k in keys}
     quality = [(r["step"], r["fid"]) for r in rows if "fid" in r]
-    fig, axes = plt.subplots(1, 2 if quality else 1, figsize=(10 if quality else 6, 3.5), squeeze=False)
+    fig, axes = plt.subplots(
+        1, 2 if quality else 1, figsize=(10 if quality else 6, 3.5), squeeze=False
+    )
     ax = axes[0, 0]
     for k, pts in series.items():
         if pts:
@@ -103,7 +114,10 @@ def save_loss_curves(metrics_jsonl: str | Path, path: str | Path, keys=("d_loss"
     if quality:
         s, v = zip(*quality)
         axes[0, 1].plot(s, v, "o-", ms=3)
-        axes[0, 1].set_xlabel("step"), axes[0, 1].set_ylabel("Frechet distance (classifier features)")
+        (
+            axes[0, 1].set_xlabel("step"),
+            axes[0, 1].set_ylabel("Frechet distance (classifier features)"),
+        )
         axes[0, 1].set_yscale("log"), axes[0, 1].set_title("sample quality (lower is better)")
     fig.tight_layout()
     save_image_file(fig, Path(path), dpi=100)

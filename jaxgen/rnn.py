@@ -69,9 +69,7 @@ RECURRENT_INITS = ("orthogonal", "uniform", "identity", "normal")
 def _recurrent_matrix(key, hidden_size, gates, kind, scale, dtype):
     """``[H, G*H]``: one ``[H, H]`` block per gate, each drawn independently."""
     if kind not in RECURRENT_INITS:
-        raise ValueError(
-            f"unknown recurrent_init {kind!r}; choose one of {RECURRENT_INITS}"
-        )
+        raise ValueError(f"unknown recurrent_init {kind!r}; choose one of {RECURRENT_INITS}")
     keys = jax.random.split(key, gates)
     blocks = []
     for k in keys:
@@ -80,7 +78,11 @@ def _recurrent_matrix(key, hidden_size, gates, kind, scale, dtype):
         elif kind == "identity":
             w = scale * jnp.eye(hidden_size, dtype=dtype)
         elif kind == "normal":
-            w = scale * jax.random.normal(k, (hidden_size, hidden_size), dtype) / np.sqrt(hidden_size)
+            w = (
+                scale
+                * jax.random.normal(k, (hidden_size, hidden_size), dtype)
+                / np.sqrt(hidden_size)
+            )
         else:  # PyTorch's default: U(-1/sqrt(H), 1/sqrt(H)), times scale
             bound = scale / np.sqrt(hidden_size)
             w = jax.random.uniform(k, (hidden_size, hidden_size), dtype, -bound, bound)
@@ -251,15 +253,23 @@ def _kernels(fn, mode, unroll, backward="fused"):
     from jaxgen import kernels  # deferred: importing Pallas takes time, only these modes need it
 
     if unroll != 1:
-        kernels.common.warn_once(f"{fn}:{mode}:unroll", (
-            f"rnn.{fn}: unroll={unroll} is ignored with mode={mode!r} (the fused kernel and its "
-            "scan fallback run their own time loop); use mode='scan' for a partial unroll "
-            "(warned once)"))
+        kernels.common.warn_once(
+            f"{fn}:{mode}:unroll",
+            (
+                f"rnn.{fn}: unroll={unroll} is ignored with mode={mode!r} (the fused kernel and its "
+                "scan fallback run their own time loop); use mode='scan' for a partial unroll "
+                "(warned once)"
+            ),
+        )
     if backward != "fused":
-        kernels.common.warn_once(f"{fn}:{mode}:backward", (
-            f"rnn.{fn}: backward={backward!r} is ignored with mode={mode!r} (the kernel has its "
-            "own backward pass, and 'auto' on CPU differentiates its scan reference); use "
-            "mode='scan' to choose the backward pass (warned once)"))
+        kernels.common.warn_once(
+            f"{fn}:{mode}:backward",
+            (
+                f"rnn.{fn}: backward={backward!r} is ignored with mode={mode!r} (the kernel has its "
+                "own backward pass, and 'auto' on CPU differentiates its scan reference); use "
+                "mode='scan' to choose the backward pass (warned once)"
+            ),
+        )
     return kernels
 
 
@@ -299,9 +309,19 @@ def unroll(
     if not time_major:
         xs = jnp.asarray(xs)
         if xs.ndim < 2:
-            raise ValueError(f"time_major=False needs batch-major xs [B, T, ...]; got shape {xs.shape}")
-        carry, ys = _time_loop(cell, params, carry, jnp.swapaxes(xs, 0, 1), mode=mode, unroll=unroll,
-                               reverse=reverse, lengths=lengths)
+            raise ValueError(
+                f"time_major=False needs batch-major xs [B, T, ...]; got shape {xs.shape}"
+            )
+        carry, ys = _time_loop(
+            cell,
+            params,
+            carry,
+            jnp.swapaxes(xs, 0, 1),
+            mode=mode,
+            unroll=unroll,
+            reverse=reverse,
+            lengths=lengths,
+        )
         return carry, jax.tree.map(lambda y: jnp.swapaxes(y, 0, 1), ys)
     if mode in ("pallas", "auto"):
         raise ValueError(
@@ -309,8 +329,9 @@ def unroll(
             "sequence functions (rnn.lstm, rnn.rnn); use mode='scan' with unroll()"
         )
     if mode == "scan":
-        return recurrence.masked_scan(cell, params, carry, xs, reverse=reverse, unroll=unroll,
-                                      lengths=lengths)
+        return recurrence.masked_scan(
+            cell, params, carry, xs, reverse=reverse, unroll=unroll, lengths=lengths
+        )
     xs = jnp.asarray(xs)
     num_steps = xs.shape[0]
     mask = recurrence.length_mask(lengths, num_steps)
@@ -353,9 +374,15 @@ def _check_seq(xs, time_major=True, lengths=None):
     """Shapes that cannot be right, with the layout named (a batch-major input is the usual cause)."""
     shape = tuple(jnp.shape(xs))
     if time_major:
-        layout, hint = "time-major [T, B, F] (or [T, F], or integer ids [T, B])", "; batch-major? pass time_major=False"
+        layout, hint = (
+            "time-major [T, B, F] (or [T, F], or integer ids [T, B])",
+            "; batch-major? pass time_major=False",
+        )
     else:
-        layout, hint = "batch-major [B, T, F] (time_major=False; or [T, F], or integer ids [B, T])", ""
+        layout, hint = (
+            "batch-major [B, T, F] (time_major=False; or [T, F], or integer ids [B, T])",
+            "",
+        )
     if len(shape) < 2:
         raise ValueError(f"xs must be {layout}; got shape {shape}{hint}")
     if lengths is None or jnp.ndim(lengths) == 0:
@@ -363,8 +390,10 @@ def _check_seq(xs, time_major=True, lengths=None):
     feat = shape if jnp.issubdtype(jnp.asarray(xs).dtype, jnp.integer) else shape[:-1]
     batch = feat[1:] if time_major or len(feat) < 2 else feat[:1] + feat[2:]
     if tuple(jnp.shape(lengths)) != batch:
-        raise ValueError(f"lengths has shape {tuple(jnp.shape(lengths))} but xs {shape}, read as {layout}, has "
-                         f"batch shape {batch}{hint}")
+        raise ValueError(
+            f"lengths has shape {tuple(jnp.shape(lengths))} but xs {shape}, read as {layout}, has "
+            f"batch shape {batch}{hint}"
+        )
 
 
 def _from_batch_major(fn, params, xs, carry, **kwargs):
@@ -491,15 +520,18 @@ def lstm(
             params, zx, carry, mode=mode, reverse=reverse, lengths=lengths
         )
     if mode == "scan" and backward == "fused":
-        return recurrence.lstm_scan(params, zx, carry, reverse=reverse, lengths=lengths,
-                                    unroll=unroll)
+        return recurrence.lstm_scan(
+            params, zx, carry, reverse=reverse, lengths=lengths, unroll=unroll
+        )
     return _time_loop(recurrence.lstm_step, params, carry, zx, **loop)
 
 
 # --------------------------------------------------------------------------- stacks
 
 
-def lstm_stack_init(key: Array, input_size: int, hidden_size: int, num_layers: int, **kwargs) -> list[Params]:
+def lstm_stack_init(
+    key: Array, input_size: int, hidden_size: int, num_layers: int, **kwargs
+) -> list[Params]:
     """A stacked LSTM: a list of ``num_layers`` layer dicts (layer 0 takes ``input_size``)."""
     if not isinstance(num_layers, (int, np.integer)) or num_layers < 1:
         raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
@@ -532,7 +564,9 @@ def lstm_stack(
     """
     if not time_major:
         _check_seq(xs, time_major, kwargs.get("lengths"))
-        return _from_batch_major(lstm_stack, layers, xs, carries, dropout_rate=dropout_rate, key=key, **kwargs)
+        return _from_batch_major(
+            lstm_stack, layers, xs, carries, dropout_rate=dropout_rate, key=key, **kwargs
+        )
     if carries is None:
         carries = [None] * len(layers)
     if len(carries) != len(layers):
@@ -572,7 +606,9 @@ def lstm_from_torch(arrays: dict[str, np.ndarray], num_layers: int) -> list[Para
         for n in names[2:]:
             if n in arrays:
                 b = b + np.asarray(arrays[n])
-        layers.append({"w_ih": jnp.asarray(w_ih.T), "w_hh": jnp.asarray(w_hh.T), "b": jnp.asarray(b)})
+        layers.append(
+            {"w_ih": jnp.asarray(w_ih.T), "w_hh": jnp.asarray(w_hh.T), "b": jnp.asarray(b)}
+        )
     return layers
 
 

@@ -19,7 +19,9 @@ _CACHE = Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax-compilatio
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))  # before any test imports jax
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
 if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+    ).strip()
 
 TEST_DATA = Path(__file__).resolve().parent / "data"
 

@@ -20,7 +20,7 @@ def lstm_seq(p, xs, h, c):
     ys = []
     for x in xs:
         z = x @ p["w_ih"] + h @ p["w_hh"] + p["b"]
-        i, f, g, o = (z[..., k * H:(k + 1) * H] for k in range(4))
+        i, f, g, o = (z[..., k * H : (k + 1) * H] for k in range(4))
         c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
         h = sigmoid(o) * np.tanh(c)
         ys.append(h)
@@ -34,8 +34,8 @@ def gru_seq(p, xs, h):
         a = x @ p["w_ih"] + p["b_ih"]
         b = h @ p["w_hh"] + p["b_hh"]
         r = sigmoid(a[..., :H] + b[..., :H])
-        z = sigmoid(a[..., H:2 * H] + b[..., H:2 * H])
-        n = np.tanh(a[..., 2 * H:] + r * b[..., 2 * H:])
+        z = sigmoid(a[..., H : 2 * H] + b[..., H : 2 * H])
+        n = np.tanh(a[..., 2 * H :] + r * b[..., 2 * H :])
         h = (1 - z) * n + z * h
         ys.append(h)
     return h, np.stack(ys)

@@ -10,13 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgen import cli
-from jaxgen.config import apply_override, load_with_overrides
+from jaxgen import charrnn, cli
 from jaxgen.charrnn import data as textdata
-from jaxgen.errors import UserError
 from jaxgen.charrnn import model
 from jaxgen.charrnn.sample import filter_logits, generate, sample_text
-from jaxgen import charrnn
+from jaxgen.config import apply_override, load_with_overrides
+from jaxgen.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / "configs" / "charrnn.py") + ":smoke"
@@ -27,7 +26,12 @@ def tiny_cfg(**train):
     cfg = charrnn.config.default_config()
     cfg.model.hidden, cfg.model.layers, cfg.model.dropout = 16, 2, 0.0
     cfg.train.batch, cfg.train.seq_len, cfg.train.steps = 4, 8, 12
-    cfg.train.lr, cfg.train.log_every, cfg.train.eval_every, cfg.train.checkpoint_every = 1e-2, 1, 6, 4
+    cfg.train.lr, cfg.train.log_every, cfg.train.eval_every, cfg.train.checkpoint_every = (
+        1e-2,
+        1,
+        6,
+        4,
+    )
     for k, v in train.items():
         cfg.train[k] = v
     return cfg
@@ -92,9 +96,12 @@ def test_builtin_corpus_is_tiny_shakespeare_and_pydoc_is_an_option(test_data):
     text = textdata.builtin_corpus()
     # the published tiny-shakespeare, byte for byte (sha256 of Karpathy's input.txt)
     assert hashlib.sha256(text.encode("utf-8")).hexdigest() == (
-        "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed")
+        "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+    )
     assert len(text) == 1115394 and len(textdata.Vocab.from_text(text)) == 65
-    default_is_builtin = textdata.load_corpus() == text  # (not inside assert: pytest would diff 1 MB strings)
+    default_is_builtin = (
+        textdata.load_corpus() == text
+    )  # (not inside assert: pytest would diff 1 MB strings)
     assert default_is_builtin, "load_corpus()'s default source is not the built-in corpus"
     assert _longest_non_letter_run(text) <= 5  # nothing like the old corpus's '*****' rules
     head = textdata.load_corpus(path=str(test_data / "tinyshakespeare_head.txt"))
@@ -137,8 +144,13 @@ def test_train_step_carries_state_and_resets():
     np.testing.assert_allclose(m3["loss"], loss_ref(params1, x2, y2, zeros)[0], rtol=1e-5)
     assert abs(float(m2["loss"]) - float(m3["loss"])) > 1e-6  # the carried state matters
     # truncated BPTT: the gradient does not flow into the carried state
-    g = jax.jit(jax.grad(lambda c: charrnn.train.train_step(state._replace(carries=c), x2, y2, jnp.asarray(False),
-                                              tx=tx, dropout_rate=0.0)[1]["loss"]))(carried)
+    g = jax.jit(
+        jax.grad(
+            lambda c: charrnn.train.train_step(
+                state._replace(carries=c), x2, y2, jnp.asarray(False), tx=tx, dropout_rate=0.0
+            )[1]["loss"]
+        )
+    )(carried)
     assert all(float(jnp.abs(l).max()) == 0.0 for l in jax.tree.leaves(g))
     assert int(state.step) == 1 and m1.keys() >= {"loss", "grad_norm", "param_norm", "update_norm"}
     assert step._cache_size() == 1
@@ -153,12 +165,20 @@ def test_train_step_updates_are_clipped():
 
     clip, lr = 1e-3, 1e-2
     rng = np.random.default_rng(2)
-    batches = [tuple(jnp.asarray(rng.integers(0, 26, (8, 4)), jnp.int32) for _ in range(2)) for _ in range(2)]
+    batches = [
+        tuple(jnp.asarray(rng.integers(0, 26, (8, 4)), jnp.int32) for _ in range(2))
+        for _ in range(2)
+    ]
     f64 = lambda tree: jax.tree.map(lambda a: np.asarray(a, np.float64), tree)
 
     def adam_state(state):
-        return [s for s in jax.tree.leaves(state.opt_state, is_leaf=lambda s: isinstance(s, optax.ScaleByAdamState))
-                if isinstance(s, optax.ScaleByAdamState)][0]
+        return [
+            s
+            for s in jax.tree.leaves(
+                state.opt_state, is_leaf=lambda s: isinstance(s, optax.ScaleByAdamState)
+            )
+            if isinstance(s, optax.ScaleByAdamState)
+        ][0]
 
     def run(clip_value, steps=2):
         cfg = tiny_cfg(clip=clip_value, lr=lr, lr_schedule="constant")
@@ -184,19 +204,27 @@ def test_train_step_updates_are_clipped():
         g = jax.tree.map(lambda a: a * clip / raw, g)
         mu = jax.tree.map(lambda m_, a: 0.9 * m_ + 0.1 * a, mu, g)
         nu = jax.tree.map(lambda v, a: 0.999 * v + 0.001 * a * a, nu, g)
-        p = jax.tree.map(lambda q, m_, v: q - lr * (m_ / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8),
-                         p, mu, nu)
+        p = jax.tree.map(
+            lambda q, m_, v: q - lr * (m_ / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8),
+            p,
+            mu,
+            nu,
+        )
         assert float(m["grad_norm"]) == pytest.approx(raw, rel=1e-4)  # the raw norm is reported
         adam = adam_state(state)
         for got, want in ((adam.mu, mu), (adam.nu, nu), (state.params, p)):
             for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-                np.testing.assert_allclose(np.asarray(a, np.float64), b, rtol=1e-4, atol=1e-5 * np.abs(b).max())
+                np.testing.assert_allclose(
+                    np.asarray(a, np.float64), b, rtol=1e-4, atol=1e-5 * np.abs(b).max()
+                )
         params = state.params
     # unclipped (clip above the norm): Adam's first moment holds 0.1 * the raw gradient, not the clipped one
     _, unclipped = run(1e9, steps=1)
     g1 = f64(grad(params0, *batches[0]))
     for a, b in zip(jax.tree.leaves(adam_state(unclipped[0][0]).mu), jax.tree.leaves(g1)):
-        np.testing.assert_allclose(np.asarray(a, np.float64), 0.1 * b, rtol=1e-4, atol=1e-5 * np.abs(0.1 * b).max())
+        np.testing.assert_allclose(
+            np.asarray(a, np.float64), 0.1 * b, rtol=1e-4, atol=1e-5 * np.abs(0.1 * b).max()
+        )
 
 
 # ----------------------------------------------------------------------------- runs, checkpoints, resume
@@ -225,8 +253,11 @@ def test_resume_gives_the_same_run(corpus, tmp_path):
     assert summary["start"] == 4
     for a, b in zip(jax.tree.leaves(final_params(whole)), jax.tree.leaves(final_params(split))):
         np.testing.assert_array_equal(a, b)
-    losses = lambda w: [r["loss"] for r in map(json.loads, (w / "metrics.jsonl").read_text().splitlines())
-                        if "loss" in r]
+    losses = lambda w: [
+        r["loss"]
+        for r in map(json.loads, (w / "metrics.jsonl").read_text().splitlines())
+        if "loss" in r
+    ]
     assert losses(whole) == losses(split) and len(losses(whole)) == 12
     assert sorted(int(p.name) for p in (split / "checkpoints").iterdir()) == [8, 12]
     assert len(list((split / "best").iterdir())) == 1
@@ -234,13 +265,30 @@ def test_resume_gives_the_same_run(corpus, tmp_path):
 
 def test_cli_train_then_sample_smoke(tmp_path, capsys):
     w = tmp_path / "run"
-    assert cli.main(["train", "--config", SMOKE, "--workdir", str(w), "--quiet", "--config.train.steps=20",
-                     "--config.train.checkpoint_every=10"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--config",
+                SMOKE,
+                "--workdir",
+                str(w),
+                "--quiet",
+                "--config.train.steps=20",
+                "--config.train.checkpoint_every=10",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "validation loss" in out
     assert (w / "metrics.jsonl").exists() and (w / "jaxgen.json").exists()
     assert any((w / "tb").iterdir())
-    val = [json.loads(l)["val_loss"] for l in (w / "metrics.jsonl").read_text().splitlines() if "val_loss" in l]
+    val = [
+        json.loads(l)["val_loss"]
+        for l in (w / "metrics.jsonl").read_text().splitlines()
+        if "val_loss" in l
+    ]
     vocab = textdata.Vocab.from_json(json.loads((w / "jaxgen.json").read_text())["vocab"])
     assert val[-1] < math.log(len(vocab))  # learned something beyond uniform
     args = ["sample", "--workdir", str(w), "--prime", "The ", "--length", "50", "--seed", "3"]
@@ -250,7 +298,12 @@ def test_cli_train_then_sample_smoke(tmp_path, capsys):
     assert cli.main(args) == 0
     assert capsys.readouterr().out == text  # same seed, same text
     # an existing, finished workdir resumes and does nothing more
-    assert cli.main(["train", "--config", SMOKE, "--workdir", str(w), "--quiet", "--config.train.steps=20"]) == 0
+    assert (
+        cli.main(
+            ["train", "--config", SMOKE, "--workdir", str(w), "--quiet", "--config.train.steps=20"]
+        )
+        == 0
+    )
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -263,8 +316,12 @@ def test_filter_logits_by_hand():
     kept = np.isfinite(np.asarray(filter_logits(logits, top_p=0.81)))
     np.testing.assert_array_equal(kept, [True, True, True, False])
     shuffled = jnp.log(jnp.array([0.15, 0.5, 0.05, 0.3]))
-    np.testing.assert_array_equal(np.isfinite(np.asarray(filter_logits(shuffled, top_k=2))), [False, True, False, True])
-    np.testing.assert_array_equal(np.isfinite(np.asarray(filter_logits(shuffled, top_p=0.6))), [False, True, False, True])
+    np.testing.assert_array_equal(
+        np.isfinite(np.asarray(filter_logits(shuffled, top_k=2))), [False, True, False, True]
+    )
+    np.testing.assert_array_equal(
+        np.isfinite(np.asarray(filter_logits(shuffled, top_p=0.6))), [False, True, False, True]
+    )
     np.testing.assert_allclose(filter_logits(logits, temperature=0.5), 2 * logits, rtol=1e-6)
 
 
@@ -307,29 +364,40 @@ def cli_error(capsys, argv):
     return err
 
 
-@pytest.mark.parametrize("content,match", [
-    (None, "does not exist"),
-    (b"", "is empty"),
-    (b"caf\xe9 au lait", "not valid UTF-8"),
-    (b"too short", "fewer than one batch needs"),
-])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (None, "does not exist"),
+        (b"", "is empty"),
+        (b"caf\xe9 au lait", "not valid UTF-8"),
+        (b"too short", "fewer than one batch needs"),
+    ],
+)
 def test_bad_corpus_files(tmp_path, capsys, content, match):
     p = tmp_path / "t.txt"
     if content is not None:
         p.write_bytes(content)
-    err = cli_error(capsys, ["train", "--config", SMOKE, "--workdir", str(tmp_path / "w"), f"--config.data.path={p}"])
+    err = cli_error(
+        capsys,
+        ["train", "--config", SMOKE, "--workdir", str(tmp_path / "w"), f"--config.data.path={p}"],
+    )
     assert match in err
 
 
-@pytest.mark.parametrize("override,match", [
-    ("--config.train.batch=0", "train.batch must be a positive integer"),
-    ("--config.model.hidden=-4", "model.hidden must be a positive integer"),
-    ("--config.train.sequence=5", "unknown config field 'train.sequence'"),
-    ("--config.train.lr=fast", "expects a number"),
-    ("--config.model.dropout=1.5", "model.dropout must be in"),
-])
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("--config.train.batch=0", "train.batch must be a positive integer"),
+        ("--config.model.hidden=-4", "model.hidden must be a positive integer"),
+        ("--config.train.sequence=5", "unknown config field 'train.sequence'"),
+        ("--config.train.lr=fast", "expects a number"),
+        ("--config.model.dropout=1.5", "model.dropout must be in"),
+    ],
+)
 def test_bad_configs(tmp_path, capsys, override, match):
-    assert match in cli_error(capsys, ["train", "--config", SMOKE, "--workdir", str(tmp_path / "w"), override])
+    assert match in cli_error(
+        capsys, ["train", "--config", SMOKE, "--workdir", str(tmp_path / "w"), override]
+    )
 
 
 def test_workdir_of_another_kind_is_left_alone(tmp_path, capsys):
@@ -337,23 +405,36 @@ def test_workdir_of_another_kind_is_left_alone(tmp_path, capsys):
     w.mkdir()
     meta = json.dumps({"model": "fc_gan", "config": {}})
     (w / "jaxgen.json").write_text(meta)
-    assert "holds a 'fc_gan' model" in cli_error(capsys, ["train", "--config", SMOKE, "--workdir", str(w)])
+    assert "holds a 'fc_gan' model" in cli_error(
+        capsys, ["train", "--config", SMOKE, "--workdir", str(w)]
+    )
     assert (w / "jaxgen.json").read_text() == meta
-    assert "holds no trained model" in cli_error(capsys, ["sample", "--workdir", str(tmp_path / "nothing")])
+    assert "holds no trained model" in cli_error(
+        capsys, ["sample", "--workdir", str(tmp_path / "nothing")]
+    )
 
 
 def test_resume_with_other_model_size_refused(tmp_path, capsys):
     w = tmp_path / "run"
-    assert cli.main(["train", "--config", SMOKE, "--workdir", str(w), "--quiet", "--config.train.steps=2"]) == 0
-    err = cli_error(capsys, ["train", "--config", SMOKE, "--workdir", str(w), "--config.model.hidden=64"])
+    assert (
+        cli.main(
+            ["train", "--config", SMOKE, "--workdir", str(w), "--quiet", "--config.train.steps=2"]
+        )
+        == 0
+    )
+    err = cli_error(
+        capsys, ["train", "--config", SMOKE, "--workdir", str(w), "--config.model.hidden=64"]
+    )
     assert "model.hidden=32" in err
     err = cli_error(capsys, ["sample", "--workdir", str(w), "--prime", "\u2603"])
     assert "not in the model's vocabulary" in err
 
 
 def test_config_overrides_are_typed():
-    cfg = load_with_overrides(SMOKE, ["--config.train.steps=7", "--config.model.dropout", "0.25",
-                                      "--config.data.path=x.txt"])
+    cfg = load_with_overrides(
+        SMOKE,
+        ["--config.train.steps=7", "--config.model.dropout", "0.25", "--config.data.path=x.txt"],
+    )
     assert cfg.train.steps == 7 and cfg.model.dropout == 0.25 and cfg.data.path == "x.txt"
     with pytest.raises(UserError, match="is a group"):
         apply_override(cfg, "train", "3")

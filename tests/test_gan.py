@@ -3,8 +3,6 @@
 import functools
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -14,10 +12,9 @@ import optax
 import pytest
 from jax.test_util import check_grads
 
-from jaxgen import losses
+from jaxgen import gan, losses
 from jaxgen.data import images as imdata
 from jaxgen.errors import UserError
-from jaxgen import gan
 from jaxgen.nn import layers as nn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,8 +31,12 @@ def _sigmoid64(x):
 def test_bce_matches_hand_values_and_naive_formula():
     # by hand: x=0 gives log 2 whatever the label; x=2, z=1 gives log(1 + e^-2)
     assert float(losses.sigmoid_bce_with_logits(0.0, 0.9)) == pytest.approx(np.log(2), rel=1e-6)
-    assert float(losses.sigmoid_bce_with_logits(2.0, 1.0)) == pytest.approx(np.log1p(np.exp(-2.0)), rel=1e-6)
-    assert float(losses.sigmoid_bce_with_logits(-3.0, 0.0)) == pytest.approx(np.log1p(np.exp(-3.0)), rel=1e-6)
+    assert float(losses.sigmoid_bce_with_logits(2.0, 1.0)) == pytest.approx(
+        np.log1p(np.exp(-2.0)), rel=1e-6
+    )
+    assert float(losses.sigmoid_bce_with_logits(-3.0, 0.0)) == pytest.approx(
+        np.log1p(np.exp(-3.0)), rel=1e-6
+    )
     x = np.linspace(-15, 15, 61)
     for z in (0.0, 0.9, 1.0):
         p = _sigmoid64(x)
@@ -71,13 +72,19 @@ def test_discriminator_loss_label_smoothing_and_generator_loss_by_hand():
     pr, pf = _sigmoid64(r), _sigmoid64(f)
     real = np.mean(-(0.9 * np.log(pr) + 0.1 * np.log(1 - pr)))
     fake = np.mean(-np.log(1 - pf))
-    loss, parts = losses.discriminator_loss(jnp.asarray(r, jnp.float32), jnp.asarray(f, jnp.float32))
+    loss, parts = losses.discriminator_loss(
+        jnp.asarray(r, jnp.float32), jnp.asarray(f, jnp.float32)
+    )
     assert float(loss) == pytest.approx(real + fake, rel=1e-5)
     assert float(parts["d_loss_real"]) == pytest.approx(real, rel=1e-5)
     # unsmoothed real labels give a different real part: -log p
-    loss1, parts1 = losses.discriminator_loss(jnp.asarray(r, jnp.float32), jnp.asarray(f, jnp.float32), real_label=1.0)
+    loss1, parts1 = losses.discriminator_loss(
+        jnp.asarray(r, jnp.float32), jnp.asarray(f, jnp.float32), real_label=1.0
+    )
     assert float(parts1["d_loss_real"]) == pytest.approx(np.mean(-np.log(pr)), rel=1e-5)
-    assert float(losses.generator_loss(jnp.asarray(f, jnp.float32))) == pytest.approx(np.mean(-np.log(pf)), rel=1e-5)
+    assert float(losses.generator_loss(jnp.asarray(f, jnp.float32))) == pytest.approx(
+        np.mean(-np.log(pf)), rel=1e-5
+    )
 
 
 # ----------------------------------------------------------------------------- layers
@@ -93,7 +100,7 @@ def _conv_ref(x, w, stride, pad):
     out = np.zeros((b, oh, ow, w.shape[-1]))
     for i in range(oh):
         for j in range(ow):
-            patch = x[:, i * stride:i * stride + k, j * stride:j * stride + k, :]
+            patch = x[:, i * stride : i * stride + k, j * stride : j * stride + k, :]
             out[:, i, j] = np.einsum("bhwc,hwco->bo", patch, w)
     return out
 
@@ -102,15 +109,20 @@ def test_dense_and_conv_against_numpy():
     k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
     p = nn.dense_init(k1, 5, 3)
     x = jax.random.normal(k2, (4, 5))
-    np.testing.assert_allclose(np.asarray(nn.dense(p, x)), np.asarray(x, np.float64) @ np.asarray(p["w"]) + 0.0,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(nn.dense(p, x)),
+        np.asarray(x, np.float64) @ np.asarray(p["w"]) + 0.0,
+        rtol=1e-5,
+        atol=1e-6,
+    )
     pc = nn.conv_init(k1, 4, 3, 2, std=0.5)
     pc["b"] = jnp.array([0.1, -0.2])
     xc = jax.random.normal(k3, (2, 8, 8, 3))
     got = nn.conv(pc, xc, stride=2, padding=1)
     assert got.shape == (2, 4, 4, 2)
-    np.testing.assert_allclose(np.asarray(got), _conv_ref(xc, pc["w"], 2, 1) + np.array([0.1, -0.2]), rtol=1e-4,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(got), _conv_ref(xc, pc["w"], 2, 1) + np.array([0.1, -0.2]), rtol=1e-4, atol=1e-5
+    )
 
 
 def _conv_transpose_ref(x, w, stride, pad):
@@ -122,8 +134,10 @@ def _conv_transpose_ref(x, w, stride, pad):
     full = np.zeros((b, (h - 1) * stride + k, (wd - 1) * stride + k, w.shape[-1]))
     for i in range(h):
         for j in range(wd):
-            full[:, i * stride:i * stride + k, j * stride:j * stride + k] += np.einsum("bc,hwco->bhwo", x[:, i, j], w)
-    return full[:, pad:pad + h * stride, pad:pad + wd * stride]
+            full[:, i * stride : i * stride + k, j * stride : j * stride + k] += np.einsum(
+                "bc,hwco->bhwo", x[:, i, j], w
+            )
+    return full[:, pad : pad + h * stride, pad : pad + wd * stride]
 
 
 @pytest.mark.parametrize("kernel,stride", [(4, 2), (8, 4), (3, 1)])
@@ -133,10 +147,14 @@ def test_conv_transpose_against_scatter_reference(kernel, stride):
     got = nn.conv_transpose(p, x, stride=stride)
     assert got.shape == (2, 5 * stride, 5 * stride, 2)
     pad = (kernel - stride) // 2  # PyTorch padding that gives exactly stride * size
-    np.testing.assert_allclose(np.asarray(got), _conv_transpose_ref(x, p["w"], stride, pad), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(got), _conv_transpose_ref(x, p["w"], stride, pad), rtol=1e-4, atol=1e-4
+    )
 
 
-@pytest.mark.parametrize("kernel,stride,c_in,c_out", [(4, 2, 3, 2), (4, 2, 16, 8), (4, 2, 8, 1), (8, 4, 5, 3)])
+@pytest.mark.parametrize(
+    "kernel,stride,c_in,c_out", [(4, 2, 3, 2), (4, 2, 16, 8), (4, 2, 8, 1), (8, 4, 5, 3)]
+)
 def test_conv_transpose_col2im_and_its_gradients(kernel, stride, c_in, c_out):
     """The CPU col2im form (hand-written VJP) against the float64 scatter reference and autodiff of
     the zero-dilated form, plus finite differences to second order; and it is what CPU runs."""
@@ -150,14 +168,23 @@ def test_conv_transpose_col2im_and_its_gradients(kernel, stride, c_in, c_out):
         out = jax.ShapeDtypeStruct(r.shape, jnp.float64)
 
         def slow(x, w):  # transpose of the strided convolution: XLA convolves a zero-dilated input
-            conv = lambda z: jax.lax.conv_general_dilated(z, jnp.swapaxes(w, 2, 3), (stride, stride), "SAME",
-                                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            conv = lambda z: jax.lax.conv_general_dilated(
+                z,
+                jnp.swapaxes(w, 2, 3),
+                (stride, stride),
+                "SAME",
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            )
             return jax.linear_transpose(conv, out)(x)[0]
 
         fast = lambda x, w: nn.conv_transpose({"w": w}, x, stride=stride)
-        np.testing.assert_allclose(np.asarray(fast(x, w)), _conv_transpose_ref(x, w, stride, (kernel - stride) // 2),
-                                   rtol=1e-10, atol=1e-10)
-        loss = lambda f: (lambda x, w: jnp.sum(f(x, w) * r))
+        np.testing.assert_allclose(
+            np.asarray(fast(x, w)),
+            _conv_transpose_ref(x, w, stride, (kernel - stride) // 2),
+            rtol=1e-10,
+            atol=1e-10,
+        )
+        loss = lambda f: lambda x, w: jnp.sum(f(x, w) * r)
         g_fast = jax.grad(loss(fast), (0, 1))(x, w)
         g_slow = jax.grad(loss(slow), (0, 1))(x, w)
         for a, b in zip(g_fast, g_slow):
@@ -167,7 +194,9 @@ def test_conv_transpose_col2im_and_its_gradients(kernel, stride, c_in, c_out):
         assert "convolution(" not in hlo  # forward and both gradients are matrix products on CPU
 
 
-@pytest.mark.parametrize("size,stride,padding", [(8, 2, 1), (8, 2, "SAME"), (8, 4, 2), (7, 2, 1), (8, 2, "VALID")])
+@pytest.mark.parametrize(
+    "size,stride,padding", [(8, 2, 1), (8, 2, "SAME"), (8, 4, 2), (7, 2, 1), (8, 2, "VALID")]
+)
 def test_conv_gradients_against_xla_autodiff(size, stride, padding):
     """``conv``'s CPU VJP (col2im input gradient for k = 2s, padding s/2, sizes divisible by s; XLA's
     own otherwise) equals autodiff of XLA's convolution in float64 and finite differences."""
@@ -179,19 +208,27 @@ def test_conv_gradients_against_xla_autodiff(size, stride, padding):
         p = nn.conv_init(jax.random.key(5), kernel, 3, 4, std=1.0, dtype=jnp.float64)
         x = jax.random.normal(jax.random.key(6), (2, size, size, 3), jnp.float64)
         pad = padding if isinstance(padding, str) else [(padding, padding)] * 2
-        ref = lambda p, x: jax.lax.conv_general_dilated(x, p["w"], (stride, stride), pad,
-                                                        dimension_numbers=("NHWC", "HWIO", "NHWC")) + p["b"]
+        ref = lambda p, x: (
+            jax.lax.conv_general_dilated(
+                x, p["w"], (stride, stride), pad, dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
+            + p["b"]
+        )
         fast = lambda p, x: nn.conv(p, x, stride=stride, padding=padding)
         y = fast(p, x)
         np.testing.assert_allclose(np.asarray(y), np.asarray(ref(p, x)), rtol=1e-12, atol=1e-12)
         r = jax.random.normal(jax.random.key(7), y.shape, jnp.float64)
-        loss = lambda f: (lambda p, x: jnp.sum(f(p, x) * r))
-        for a, b in zip(jax.tree.leaves(jax.grad(loss(fast), (0, 1))(p, x)),
-                        jax.tree.leaves(jax.grad(loss(ref), (0, 1))(p, x))):
+        loss = lambda f: lambda p, x: jnp.sum(f(p, x) * r)
+        for a, b in zip(
+            jax.tree.leaves(jax.grad(loss(fast), (0, 1))(p, x)),
+            jax.tree.leaves(jax.grad(loss(ref), (0, 1))(p, x)),
+        ):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-10)
         check_grads(fast, (p, x), order=2, modes=["rev"])
         hlo = jax.jit(jax.grad(loss(fast), 1)).lower(p, x).compile().as_text()
-        assert (" convolution(" not in hlo) == fast_path  # the input gradient: col2im, or XLA's convolution
+        assert (
+            " convolution(" not in hlo
+        ) == fast_path  # the input gradient: col2im, or XLA's convolution
 
 
 def test_conv_layers_keep_xla_convolutions_on_gpu_and_tpu():
@@ -202,13 +239,17 @@ def test_conv_layers_keep_xla_convolutions_on_gpu_and_tpu():
     pc = nn.conv_init(jax.random.key(0), 4, 8, 16)
     pt = nn.conv_transpose_init(jax.random.key(1), 4, 16, 8)
     x = jnp.ones((2, 8, 8, 8))
-    loss = lambda pc, pt, x: jnp.sum(nn.conv_transpose(pt, nn.conv(pc, x, stride=2, padding=1)) ** 2)
+    loss = lambda pc, pt, x: jnp.sum(
+        nn.conv_transpose(pt, nn.conv(pc, x, stride=2, padding=1)) ** 2
+    )
     grad = jax.jit(jax.grad(loss, (0, 1, 2)))
     for platform in ("cuda", "tpu"):
         mlir = export.export(grad, platforms=[platform])(pc, pt, x).mlir_module()
         assert mlir.count("stablehlo.convolution") == 6, platform
     cpu = grad.lower(pc, pt, x).compile().as_text()
-    assert cpu.count(" convolution(") == 2 and "lhs_dilate" not in cpu  # CPU: conv's forward and weight grad
+    assert (
+        cpu.count(" convolution(") == 2 and "lhs_dilate" not in cpu
+    )  # CPU: conv's forward and weight grad
 
 
 def test_batch_norm_train_and_eval_against_numpy_and_flax():
@@ -221,23 +262,34 @@ def test_batch_norm_train_and_eval_against_numpy_and_flax():
     y, new = nn.batch_norm(params, stats, x, train=True, momentum=0.9)
     xn = np.asarray(x, np.float64)
     mean, var = xn.mean((0, 1, 2)), xn.var((0, 1, 2))
-    ref = (xn - mean) / np.sqrt(var + 1e-5) * np.asarray(params["scale"]) + np.asarray(params["bias"])
+    ref = (xn - mean) / np.sqrt(var + 1e-5) * np.asarray(params["scale"]) + np.asarray(
+        params["bias"]
+    )
     np.testing.assert_allclose(np.asarray(y), ref, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(np.asarray(new["mean"]), 0.9 * np.asarray(stats["mean"]) + 0.1 * mean, rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(new["var"]), 0.9 * np.asarray(stats["var"]) + 0.1 * var, rtol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(new["mean"]), 0.9 * np.asarray(stats["mean"]) + 0.1 * mean, rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        np.asarray(new["var"]), 0.9 * np.asarray(stats["var"]) + 0.1 * var, rtol=1e-4
+    )
     # eval: running statistics, unchanged
     ye, same = nn.batch_norm(params, stats, x, train=False)
-    ref_e = ((xn - np.asarray(stats["mean"])) / np.sqrt(np.asarray(stats["var"]) + 1e-5) * np.asarray(params["scale"])
-             + np.asarray(params["bias"]))
+    ref_e = (xn - np.asarray(stats["mean"])) / np.sqrt(
+        np.asarray(stats["var"]) + 1e-5
+    ) * np.asarray(params["scale"]) + np.asarray(params["bias"])
     np.testing.assert_allclose(np.asarray(ye), ref_e, rtol=1e-4, atol=1e-4)
     assert same is stats
     # Flax's BatchNorm with the same momentum convention agrees on output and running statistics
     bn = fnn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5)
-    variables = {"params": {"scale": params["scale"], "bias": params["bias"]},
-                 "batch_stats": {"mean": stats["mean"], "var": stats["var"]}}
+    variables = {
+        "params": {"scale": params["scale"], "bias": params["bias"]},
+        "batch_stats": {"mean": stats["mean"], "var": stats["var"]},
+    }
     yf, upd = bn.apply(variables, x, mutable=["batch_stats"])
     np.testing.assert_allclose(np.asarray(y), np.asarray(yf), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(np.asarray(new["var"]), np.asarray(upd["batch_stats"]["var"]), rtol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(new["var"]), np.asarray(upd["batch_stats"]["var"]), rtol=1e-4
+    )
     # momentum 0 returns the batch statistics themselves
     _, batch_stats = nn.batch_norm(params, stats, x, train=True, momentum=0.0)
     np.testing.assert_allclose(np.asarray(batch_stats["mean"]), mean, rtol=1e-5)
@@ -255,7 +307,9 @@ def test_leaky_relu_and_dropout():
 # ----------------------------------------------------------------------------- models
 
 
-@pytest.mark.parametrize("arch,size,channels,out", [("fc", 28, 1, 28), ("dcgan", 28, 1, 28), ("dcgan", 32, 3, 32)])
+@pytest.mark.parametrize(
+    "arch,size,channels,out", [("fc", 28, 1, 28), ("dcgan", 28, 1, 28), ("dcgan", 32, 3, 32)]
+)
 def test_model_shapes_and_ranges(arch, size, channels, out):
     cfg = gan.config.default_config()
     cfg.model.arch, cfg.model.image_size, cfg.model.channels = arch, size, channels
@@ -306,8 +360,15 @@ def _setup(arch, batch=8, real_label=0.9, ema=0.0):
     tx_g, tx_d = gan.step.make_optimizers(cfg)
     state = gan.step.init_state(m, 0, tx_g, tx_d, ema=ema > 0)
     real = jax.random.uniform(jax.random.key(5), (batch, m.size, m.size, 1), minval=-1, maxval=1)
-    step = functools.partial(gan.step.train_step, model=m, tx_g=tx_g, tx_d=tx_d, real_label=real_label,
-                             latent_dist="normal", ema_decay=ema)
+    step = functools.partial(
+        gan.step.train_step,
+        model=m,
+        tx_g=tx_g,
+        tx_d=tx_d,
+        real_label=real_label,
+        latent_dist="normal",
+        ema_decay=ema,
+    )
     return m, tx_g, tx_d, state, real, step
 
 
@@ -329,7 +390,10 @@ def _bn64(p, s, x, momentum=0.9, eps=1e-5):
     var = ((x - mean) ** 2).mean(axes)
     y = (x - mean) / jnp.sqrt(var + eps) * p["scale"] + p["bias"]
     mean, var = jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
-    return y, {"mean": momentum * s["mean"] + (1 - momentum) * mean, "var": momentum * s["var"] + (1 - momentum) * var}
+    return y, {
+        "mean": momentum * s["mean"] + (1 - momentum) * mean,
+        "var": momentum * s["var"] + (1 - momentum) * var,
+    }
 
 
 def _leaky64(x):
@@ -347,8 +411,9 @@ def _conv64(w, x):
 def _deconv64(w, x):
     """PyTorch's ConvTranspose2d(k=4, stride=2, padding=1), weight [k, k, in, out]: the input
     zero-dilated by 2, padded by k - 1 - 1 = 2, convolved with the spatially flipped kernel."""
-    return jax.lax.conv_general_dilated(x, w[::-1, ::-1], (1, 1), [(2, 2), (2, 2)], lhs_dilation=(2, 2),
-                                        dimension_numbers=_NHWC)
+    return jax.lax.conv_general_dilated(
+        x, w[::-1, ::-1], (1, 1), [(2, 2), (2, 2)], lhs_dilation=(2, 2), dimension_numbers=_NHWC
+    )
 
 
 def _ref_generate(arch, gp, gs, z):
@@ -361,7 +426,9 @@ def _ref_generate(arch, gp, gs, z):
     x, new["in_bn"] = _bn64(gp["in_bn"], gs["in_bn"], z @ gp["in"]["w"])
     x = jax.nn.relu(x).reshape(z.shape[0], 4, 4, -1)
     for i in (0, 1):
-        x, new[f"up{i}_bn"] = _bn64(gp[f"up{i}_bn"], gs[f"up{i}_bn"], _deconv64(gp[f"up{i}"]["w"], x))
+        x, new[f"up{i}_bn"] = _bn64(
+            gp[f"up{i}_bn"], gs[f"up{i}_bn"], _deconv64(gp[f"up{i}"]["w"], x)
+        )
         x = jax.nn.relu(x)
     return jnp.tanh(_deconv64(gp["up2"]["w"], x) + gp["up2"]["b"]), new
 
@@ -376,7 +443,9 @@ def _ref_discriminate(arch, dp, ds, x, masks):
     new = {}  # conv (bias, no BN) -> leaky, then 2 x (conv -> BN -> leaky), then a dense logit
     x = _leaky64(_conv64(dp["down0"]["w"], x) + dp["down0"]["b"])
     for i in (1, 2):
-        x, new[f"down{i}_bn"] = _bn64(dp[f"down{i}_bn"], ds[f"down{i}_bn"], _conv64(dp[f"down{i}"]["w"], x))
+        x, new[f"down{i}_bn"] = _bn64(
+            dp[f"down{i}_bn"], ds[f"down{i}_bn"], _conv64(dp[f"down{i}"]["w"], x)
+        )
         x = _leaky64(x)
     return (x.reshape(x.shape[0], -1) @ dp["out"]["w"] + dp["out"]["b"])[:, 0], new
 
@@ -385,7 +454,9 @@ def _adam64(p, g, st, t, lr, b1, b2, eps=1e-8):
     """Adam (Kingma & Ba, optax's eps placement) at 1-based step ``t``."""
     mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, st["mu"], g)
     nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, st["nu"], g)
-    new = jax.tree.map(lambda p, m, v: p - lr * (m / (1 - b1 ** t)) / (jnp.sqrt(v / (1 - b2 ** t)) + eps), p, mu, nu)
+    new = jax.tree.map(
+        lambda p, m, v: p - lr * (m / (1 - b1**t)) / (jnp.sqrt(v / (1 - b2**t)) + eps), p, mu, nu
+    )
     return new, {"mu": mu, "nu": nu}
 
 
@@ -413,8 +484,14 @@ def _ref_step(arch, lr, b1, b2, params, stats, adam, real, z, masks, t):
     gl, gg = jax.value_and_grad(g_loss)(gp)
     gp_new, adam_g = _adam64(gp, gg, adam["g"], t, lr, b1, b2)
     norm = lambda tree: jnp.sqrt(sum(jnp.sum(x * x) for x in jax.tree.leaves(tree)))
-    out = {"d_loss": dl, "g_loss": gl, "d_loss_real": dl_real, "d_loss_fake": dl_fake, "d_grad_norm": norm(dg),
-           "g_grad_norm": norm(gg)}
+    out = {
+        "d_loss": dl,
+        "g_loss": gl,
+        "d_loss_real": dl_real,
+        "d_loss_fake": dl_fake,
+        "d_grad_norm": norm(dg),
+        "g_grad_norm": norm(gg),
+    }
     return {"g": gp_new, "d": dp_new}, {"g": gs_new, "d": ds_new}, {"g": adam_g, "d": adam_d}, out
 
 
@@ -428,8 +505,14 @@ def _step_inputs(m, arch, state, step, batch):
     masks = {}
     for name, k in (("dr", k_dr), ("df", k_df), ("dg", k_dg)):
         keys = jax.random.split(k, 4)
-        masks[name] = ([np.asarray(jax.random.bernoulli(kk, 0.7, (batch, n)), np.float64) / 0.7
-                        for kk, n in zip(keys, (128, 64, 32))] if arch == "fc" else [])
+        masks[name] = (
+            [
+                np.asarray(jax.random.bernoulli(kk, 0.7, (batch, n)), np.float64) / 0.7
+                for kk, n in zip(keys, (128, 64, 32))
+            ]
+            if arch == "fc"
+            else []
+        )
     return z, masks
 
 
@@ -437,8 +520,13 @@ def _assert_close(got, want, name, rtol, rel_atol=0.0, atol=0.0):
     """Leafwise ``|got - want| <= rtol * |want| + rel_atol * max|want| + atol``."""
     for i, (a, b) in enumerate(zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True)):
         b = np.asarray(b, np.float64)
-        np.testing.assert_allclose(np.asarray(a, np.float64), b, rtol=rtol,
-                                   atol=rel_atol * np.abs(b).max() + atol + 1e-12, err_msg=f"{name} leaf {i}")
+        np.testing.assert_allclose(
+            np.asarray(a, np.float64),
+            b,
+            rtol=rtol,
+            atol=rel_atol * np.abs(b).max() + atol + 1e-12,
+            err_msg=f"{name} leaf {i}",
+        )
 
 
 @pytest.mark.parametrize("arch", ["fc", "dcgan"])
@@ -454,7 +542,9 @@ def test_train_step_equals_reference_updates(arch):
     lr, b1, b2 = cfg.train.lr_g, cfg.train.beta1, cfg.train.beta2
     assert cfg.train.lr_d == lr and cfg.train.lr_decay_steps == 0
     batch, steps = 8, 3
-    reals = jax.random.uniform(jax.random.key(6), (steps, batch, m.size, m.size, 1), minval=-1, maxval=1)
+    reals = jax.random.uniform(
+        jax.random.key(6), (steps, batch, m.size, m.size, 1), minval=-1, maxval=1
+    )
     f = jax.jit(step)  # no donation: the initial state stays readable for the reference
     st0, lib, inputs = state, [], []
     for s in range(steps):
@@ -464,12 +554,19 @@ def test_train_step_equals_reference_updates(arch):
     with jax.enable_x64(True):
         to64 = lambda tree: jax.tree.map(lambda a: jnp.asarray(np.asarray(a), jnp.float64), tree)
         params, stats = to64(st0.params), to64(st0.stats)
-        adam = {k: {"mu": jax.tree.map(jnp.zeros_like, params[k]), "nu": jax.tree.map(jnp.zeros_like, params[k])}
-                for k in "gd"}
+        adam = {
+            k: {
+                "mu": jax.tree.map(jnp.zeros_like, params[k]),
+                "nu": jax.tree.map(jnp.zeros_like, params[k]),
+            }
+            for k in "gd"
+        }
         ref = jax.jit(functools.partial(_ref_step, arch, lr, b1, b2))
         for s in range(steps):
             z, masks = inputs[s]
-            params, stats, adam, out = ref(params, stats, adam, to64(reals[s]), z, masks, jnp.float64(s + 1))
+            params, stats, adam, out = ref(
+                params, stats, adam, to64(reals[s]), z, masks, jnp.float64(s + 1)
+            )
             got, metrics = lib[s]
             for k, v in out.items():
                 assert float(metrics[k]) == pytest.approx(float(v), rel=1e-4), (s, k)
@@ -480,7 +577,9 @@ def test_train_step_equals_reference_updates(arch):
                 _assert_close(opt.nu, adam[k]["nu"], f"step {s + 1} {k} Adam nu", 1e-3, 1e-4)
                 # float32 against float64: an element whose gradient is near zero may move by a few
                 # percent of lr differently (Adam divides by |g|); measured worst 2% of lr
-                _assert_close(got.params[k], params[k], f"step {s + 1} {k} params", 1e-5, atol=0.05 * lr)
+                _assert_close(
+                    got.params[k], params[k], f"step {s + 1} {k} params", 1e-5, atol=0.05 * lr
+                )
             _assert_close(got.stats, stats, f"step {s + 1} running statistics", 1e-4, 1e-5)
             assert int(got.step) == s + 1
 
@@ -492,8 +591,12 @@ def test_real_and_fake_batch_statistics_are_separate():
     assert float(metrics["d_loss"]) == pytest.approx(float(sep), rel=1e-5)
     assert abs(float(sep) - float(mixed)) > 1e-3
     # the discriminator's first batch-norm layer saw the real batch, then the fake batch
-    np.testing.assert_allclose(np.asarray(new.stats["d"]["down1_bn"]["mean"]),
-                               0.9 * 0.1 * np.asarray(mr) + 0.1 * np.asarray(mf), rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(new.stats["d"]["down1_bn"]["mean"]),
+        0.9 * 0.1 * np.asarray(mr) + 0.1 * np.asarray(mf),
+        rtol=1e-3,
+        atol=1e-6,
+    )
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -509,10 +612,15 @@ def _separate_vs_mixed(m, state, real):
     sep, _ = losses.discriminator_loss(rl, fl)
     # one mixed batch: what it must not do
     both, _ = m.discriminate(dp, ds, jnp.concatenate([real, fake]), train=True)
-    mixed, _ = losses.discriminator_loss(both[:len(real)], both[len(real):])
+    mixed, _ = losses.discriminator_loss(both[: len(real)], both[len(real) :])
     x_real = nn.leaky_relu(nn.conv(dp["down0"], real, stride=2, padding=1))
     x_real = nn.conv(dp["down1"], x_real, stride=2, padding=1)
-    x_fake = nn.conv(dp["down1"], nn.leaky_relu(nn.conv(dp["down0"], fake, stride=2, padding=1)), stride=2, padding=1)
+    x_fake = nn.conv(
+        dp["down1"],
+        nn.leaky_relu(nn.conv(dp["down0"], fake, stride=2, padding=1)),
+        stride=2,
+        padding=1,
+    )
     return sep, mixed, x_real.mean((0, 1, 2)), x_fake.mean((0, 1, 2))
 
 
@@ -529,7 +637,9 @@ def test_label_smoothing_reaches_the_step():
     _, masks = _step_inputs(m, "fc", state, 0, real.shape[0])
     with jax.enable_x64(True):
         dp = jax.tree.map(lambda a: jnp.asarray(np.asarray(a), jnp.float64), state.params["d"])
-        logits, _ = _ref_discriminate("fc", dp, {}, jnp.asarray(np.asarray(real), jnp.float64), masks["dr"])
+        logits, _ = _ref_discriminate(
+            "fc", dp, {}, jnp.asarray(np.asarray(real), jnp.float64), masks["dr"]
+        )
         want = 0.1 * float(logits.mean())
     gap = float(m09["d_loss_real"]) - float(m10["d_loss_real"])
     assert abs(want) > 0.1  # not a vanishing gap
@@ -545,10 +655,16 @@ def test_each_optimiser_changes_only_its_network():
         lr[frozen] = 0.0
         txg, txd = optax.adam(lr["g"]), optax.adam(lr["d"])
         st = gan.step.init_state(m, 0, txg, txd, ema=False)
-        new, _ = jax.jit(functools.partial(gan.step.train_step, model=m, tx_g=txg, tx_d=txd))(st, real)
+        new, _ = jax.jit(functools.partial(gan.step.train_step, model=m, tx_g=txg, tx_d=txd))(
+            st, real
+        )
         other = "d" if frozen == "g" else "g"
-        same = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), st.params[frozen], new.params[frozen])
-        moved = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), st.params[other], new.params[other])
+        same = jax.tree.map(
+            lambda a, b: bool(jnp.array_equal(a, b)), st.params[frozen], new.params[frozen]
+        )
+        moved = jax.tree.map(
+            lambda a, b: bool(jnp.array_equal(a, b)), st.params[other], new.params[other]
+        )
         assert all(jax.tree.leaves(same)), f"{frozen} changed though its learning rate is 0"
         assert not any(jax.tree.leaves(moved)), f"{other} did not change"
 
@@ -560,7 +676,9 @@ def test_ema_and_one_compilation_per_shape():
     s1, _ = f(state, real)
     # warm-up decay at step 0: min(0.99, 1/10) = 0.1 -> ema = 0.1 * g0 + 0.9 * g1
     ref = jax.tree.map(lambda a, b: 0.1 * a + 0.9 * np.asarray(b), g0, s1.params["g"])
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), b, rtol=1e-5, atol=1e-7), s1.ema, ref)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(np.asarray(a), b, rtol=1e-5, atol=1e-7), s1.ema, ref
+    )
     before = f._cache_size()
     s2, _ = f(s1, real)
     assert f._cache_size() == before == 1
@@ -576,8 +694,10 @@ def test_idx_loader_reads_committed_mnist_slice(test_data):
     d = imdata.load_images(path=str(test_data / "mnist"))
     raw_x = gzip.open(test_data / "mnist" / "t10k-images-idx3-ubyte.gz", "rb").read()
     raw_y = gzip.open(test_data / "mnist" / "t10k-labels-idx1-ubyte.gz", "rb").read()
-    assert raw_x[:4] == bytes([0, 0, 8, 3]) and raw_y[:4] == bytes([0, 0, 8, 1])  # ubyte, 3 and 1 dims
-    dims = [int.from_bytes(raw_x[4 + 4 * i:8 + 4 * i], "big") for i in range(3)]
+    assert raw_x[:4] == bytes([0, 0, 8, 3]) and raw_y[:4] == bytes(
+        [0, 0, 8, 1]
+    )  # ubyte, 3 and 1 dims
+    dims = [int.from_bytes(raw_x[4 + 4 * i : 8 + 4 * i], "big") for i in range(3)]
     assert dims == [500, 28, 28] and int.from_bytes(raw_y[4:8], "big") == 500
     assert len(raw_x) == 16 + 500 * 28 * 28 and len(raw_y) == 8 + 500
     pixels = np.frombuffer(raw_x[16:], np.uint8).reshape(500, 28, 28, 1)
@@ -596,7 +716,9 @@ def test_builtin_digits_and_fit_to_model():
     assert d.images.shape == (1797, 28, 28, 1) and set(np.unique(d.labels)) == set(range(10))
     padded = imdata.fit_to_model(d, 32, 1)
     assert padded.images.shape == (1797, 32, 32, 1)
-    assert (padded.images[:, :2] == -1).all() and np.array_equal(padded.images[:, 2:30, 2:30], d.images)
+    assert (padded.images[:, :2] == -1).all() and np.array_equal(
+        padded.images[:, 2:30, 2:30], d.images
+    )
     with pytest.raises(UserError, match="channel"):
         imdata.fit_to_model(d, 32, 3)
     with pytest.raises(UserError, match="image_size"):
@@ -608,7 +730,9 @@ def test_batches_are_reproducible_by_step():
     b1, b2 = imdata.ImageBatches(x, 8, seed=3), imdata.ImageBatches(x, 8, seed=3)
     assert len(b1) == 6
     seen = np.concatenate([b1[s] for s in range(6)]).ravel()
-    assert len(set(seen.tolist())) == 48  # an epoch is a permutation (the last partial batch dropped)
+    assert (
+        len(set(seen.tolist())) == 48
+    )  # an epoch is a permutation (the last partial batch dropped)
     np.testing.assert_array_equal(b1[13], b2[13])  # random access gives the same batch
     assert not np.array_equal(b1[0], b1[6])  # a new epoch is reshuffled
 
@@ -618,7 +742,9 @@ def test_bad_image_files(tmp_path):
         imdata.load_images(path=str(tmp_path / "nope"))
     with pytest.raises(UserError, match="no MNIST-format"):
         imdata.load_images(path=str(tmp_path))
-    (tmp_path / "x-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03\x00\x00\x00\x05\x00\x00\x00\x02\x00\x00\x00\x02xx")
+    (tmp_path / "x-images-idx3-ubyte").write_bytes(
+        b"\x00\x00\x08\x03\x00\x00\x00\x05\x00\x00\x00\x02\x00\x00\x00\x02xx"
+    )
     with pytest.raises(UserError, match="truncated"):
         imdata.load_images(path=str(tmp_path))
     (tmp_path / "x-images-idx3-ubyte").write_bytes(b"GIF89a....")
@@ -652,28 +778,65 @@ def _cli(*args, cwd=ROOT, check=True):
         os.chdir(here)
     r = types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
     if check and r.returncode != 0:
-        raise AssertionError(f"jaxgen {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+        raise AssertionError(
+            f"jaxgen {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+        )
     return r
 
 
 @pytest.mark.slow
 def test_fc_gan_cli_train_resume_sample(tmp_path):
     w = tmp_path / "run"
-    _cli("train", "--config", "configs/gan_mnist.py:smoke", "--workdir", str(w), "--config.train.steps=12",
-         "--config.train.checkpoint_every=6", "--config.train.sample_every=6", "--config.train.log_every=6",
-         "--quiet")
-    for f in ("jaxgen.json", "metrics.jsonl", "losses.png", "progress.png", "samples/latest.png",
-              "samples/step_0000012.png"):
+    _cli(
+        "train",
+        "--config",
+        "configs/gan_mnist.py:smoke",
+        "--workdir",
+        str(w),
+        "--config.train.steps=12",
+        "--config.train.checkpoint_every=6",
+        "--config.train.sample_every=6",
+        "--config.train.log_every=6",
+        "--quiet",
+    )
+    for f in (
+        "jaxgen.json",
+        "metrics.jsonl",
+        "losses.png",
+        "progress.png",
+        "samples/latest.png",
+        "samples/step_0000012.png",
+    ):
         assert (w / f).exists(), f
     rows = [json.loads(line) for line in (w / "metrics.jsonl").read_text().splitlines()]
     assert {"d_loss", "g_loss", "d_grad_norm", "g_grad_norm", "images_per_s"} <= set(rows[-1])
     # resume to 16 steps
-    r = _cli("train", "--config", "configs/gan_mnist.py:smoke", "--workdir", str(w), "--config.train.steps=16",
-             "--config.train.checkpoint_every=6", "--config.train.sample_every=6", "--config.train.log_every=6",
-             "--quiet")
+    r = _cli(
+        "train",
+        "--config",
+        "configs/gan_mnist.py:smoke",
+        "--workdir",
+        str(w),
+        "--config.train.steps=16",
+        "--config.train.checkpoint_every=6",
+        "--config.train.sample_every=6",
+        "--config.train.log_every=6",
+        "--quiet",
+    )
     assert "resumed from step 12" in r.stdout
-    r = _cli("sample", "--workdir", str(w), "--num", "37", "--out", str(tmp_path / "s.npy"), "--grid",
-             str(tmp_path / "g.png"), "--checkpoint", "latest")
+    r = _cli(
+        "sample",
+        "--workdir",
+        str(w),
+        "--num",
+        "37",
+        "--out",
+        str(tmp_path / "s.npy"),
+        "--grid",
+        str(tmp_path / "g.png"),
+        "--checkpoint",
+        "latest",
+    )
     x = np.load(tmp_path / "s.npy")
     assert x.shape == (37, 28, 28, 1) and x.dtype == np.float32
     assert x.min() >= -1.0 and x.max() <= 1.0 and x.std() > 0.01
@@ -719,7 +882,9 @@ def test_non_finite_loss_stops_with_step_named_and_keeps_checkpoint(tmp_path):
     _run_inprocess(cfg, tmp_path)
     bad = _smoke_cfg(30)
     bad.train.lr_g = bad.train.lr_d = 1e38  # parameters overflow within a few steps
-    with pytest.raises(UserError, match=r"non-finite at step (\d+).*last good checkpoint \(step 6\)"):
+    with pytest.raises(
+        UserError, match=r"non-finite at step (\d+).*last good checkpoint \(step 6\)"
+    ):
         _run_inprocess(bad, tmp_path)
     steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
     assert steps[-1] == 6
@@ -746,9 +911,20 @@ def test_bad_configs_and_shapes(tmp_path):
     cfg.train.real_label = 1.5
     with pytest.raises(UserError, match="real_label"):
         gan.train.train(cfg, tmp_path / "d", quiet=True)
-    r = _cli("train", "--config", "configs/gan_mnist.py:smoke", "--workdir", str(tmp_path / "e"),
-             "--config.train.lr=0.1", check=False)
-    assert r.returncode == 2 and "unknown config field 'train.lr'" in r.stderr and "train.lr_g" in r.stderr
+    r = _cli(
+        "train",
+        "--config",
+        "configs/gan_mnist.py:smoke",
+        "--workdir",
+        str(tmp_path / "e"),
+        "--config.train.lr=0.1",
+        check=False,
+    )
+    assert (
+        r.returncode == 2
+        and "unknown config field 'train.lr'" in r.stderr
+        and "train.lr_g" in r.stderr
+    )
     assert "Traceback" not in r.stderr
 
 
@@ -767,11 +943,16 @@ def test_learning_rate_decay_schedule_reaches_adam(tmp_path):
         opt = tx.init(p)
         for t in range(10):
             u, opt = tx.update(g, opt, p)
-            np.testing.assert_allclose(np.asarray(u["w"]), -expect(lr, t) * np.sign(g["w"]), rtol=1e-4)
+            np.testing.assert_allclose(
+                np.asarray(u["w"]), -expect(lr, t) * np.sign(g["w"]), rtol=1e-4
+            )
     cfg.train.lr_decay_steps = 0  # off: a plain float learning rate
     assert gan.step.lr_schedule(1e-3, cfg) == 1e-3
-    for field, value, msg in (("lr_decay_steps", -1, "lr_decay_steps"), ("lr_decay_start", -5, "lr_decay_start"),
-                              ("lr_final", 2.0, "lr_final")):
+    for field, value, msg in (
+        ("lr_decay_steps", -1, "lr_decay_steps"),
+        ("lr_decay_start", -5, "lr_decay_start"),
+        ("lr_final", 2.0, "lr_final"),
+    ):
         bad = _smoke_cfg(2)
         bad.train[field] = value
         with pytest.raises(UserError, match=msg):
@@ -793,20 +974,37 @@ def test_eval_cli_scores_real_above_noise(tmp_path, monkeypatch):
     d = imdata.load_images()
     real = d.images[:300]
     np.save(tmp_path / "real.npy", real)
-    np.save(tmp_path / "noise.npy", np.random.default_rng(0).uniform(-1, 1, real.shape).astype(np.float32))
+    np.save(
+        tmp_path / "noise.npy",
+        np.random.default_rng(0).uniform(-1, 1, real.shape).astype(np.float32),
+    )
     cache = tmp_path / "cache"
-    r_real = run_eval(samples=str(tmp_path / "real.npy"), data_source="builtin", cache_dir=str(cache), quiet=True,
-                      out=str(tmp_path / "r.json"))
-    r_noise = run_eval(samples=str(tmp_path / "noise.npy"), data_source="builtin", cache_dir=str(cache), quiet=True)
+    r_real = run_eval(
+        samples=str(tmp_path / "real.npy"),
+        data_source="builtin",
+        cache_dir=str(cache),
+        quiet=True,
+        out=str(tmp_path / "r.json"),
+    )
+    r_noise = run_eval(
+        samples=str(tmp_path / "noise.npy"), data_source="builtin", cache_dir=str(cache), quiet=True
+    )
     assert r_real["generated"]["fd"] < r_noise["generated"]["fd"] / 10
     assert r_real["generated"]["classifier_score"] > 2 * r_noise["generated"]["classifier_score"]
     assert r_real["generated"]["covered"] == 10
-    assert json.loads((tmp_path / "r.json").read_text())["generated"]["fd"] == pytest.approx(r_real["generated"]["fd"])
+    assert json.loads((tmp_path / "r.json").read_text())["generated"]["fd"] == pytest.approx(
+        r_real["generated"]["fd"]
+    )
     with pytest.raises(UserError, match="say which real images"):
         run_eval(samples=str(tmp_path / "real.npy"), cache_dir=str(cache), quiet=True)
     np.save(tmp_path / "rgb.npy", np.zeros((200, 32, 32, 3), np.float32))
     with pytest.raises(UserError):
-        run_eval(samples=str(tmp_path / "rgb.npy"), data_source="builtin", cache_dir=str(cache), quiet=True)
+        run_eval(
+            samples=str(tmp_path / "rgb.npy"),
+            data_source="builtin",
+            cache_dir=str(cache),
+            quiet=True,
+        )
 
 
 @pytest.mark.slow
@@ -843,8 +1041,12 @@ def test_recalibrate_pools_chunk_statistics():
     pooled = gan.sampling.recalibrate(m, gp, gs, key, num=512, chunk=128)
     assert jax.tree.structure(pooled) == jax.tree.structure(gs)
     for k in ("mean", "var"):
-        np.testing.assert_allclose(np.asarray(pooled["in_bn"][k]), np.asarray(whole["in_bn"][k]), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            np.asarray(pooled["in_bn"][k]), np.asarray(whole["in_bn"][k]), rtol=1e-4, atol=1e-5
+        )
         for name in gs:
-            np.testing.assert_allclose(np.asarray(pooled[name][k]), np.asarray(whole[name][k]), rtol=0.1, atol=0.05)
+            np.testing.assert_allclose(
+                np.asarray(pooled[name][k]), np.asarray(whole[name][k]), rtol=0.1, atol=0.05
+            )
     with pytest.raises(ValueError, match="multiple of chunk"):
         gan.sampling.recalibrate(m, gp, gs, key, num=500, chunk=128)

@@ -10,8 +10,8 @@ import pytest
 
 from jaxgen import evaluation
 from jaxgen.data.images import Images, load_images
-from jaxgen.evaluation import classifier
 from jaxgen.errors import UserError
+from jaxgen.evaluation import classifier
 
 
 def _random_cov(rng, d, n=None):

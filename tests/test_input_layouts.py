@@ -25,11 +25,15 @@ def _random_like(init, *args, seed=0):
 
 def _zeros_like_init(model):
     """Parameters and statistics of ``model`` as NumPy zeros: the right shapes without compiling an init."""
-    return jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), jax.eval_shape(model.init, jax.random.key(0)))
+    return jax.tree.map(
+        lambda a: np.zeros(a.shape, a.dtype), jax.eval_shape(model.init, jax.random.key(0))
+    )
 
 
 def _close(a, b):
-    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6), _np(a), _np(b))
+    jax.tree.map(
+        lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6), _np(a), _np(b)
+    )
 
 
 @pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
@@ -37,11 +41,16 @@ def test_batch_major_equals_transposed_time_major(kind):
     """``time_major=False`` on ``[B, T, F]`` (and ids ``[B, T]``) gives the time-major result transposed;
     the batch-major call is also checked against the cell stepped over ``xs[:, t]`` in a Python loop, so a
     swapped axis anywhere shows up. One compilation: every variant runs inside one jitted function."""
-    init, seq, cell = {"rnn": (rnn.rnn_init, rnn.rnn, rnn.rnn_cell), "gru": (rnn.gru_init, rnn.gru, rnn.gru_cell),
-                       "lstm": (rnn.lstm_init, rnn.lstm, rnn.lstm_cell)}[kind]
+    init, seq, cell = {
+        "rnn": (rnn.rnn_init, rnn.rnn, rnn.rnn_cell),
+        "gru": (rnn.gru_init, rnn.gru, rnn.gru_cell),
+        "lstm": (rnn.lstm_init, rnn.lstm, rnn.lstm_cell),
+    }[kind]
     p = _random_like(init, F, H)
     rng = np.random.default_rng(0)
-    xs_bt = jnp.asarray(rng.normal(size=(B, T, F)), jnp.float32)  # T != B != F: a mix-up changes a shape
+    xs_bt = jnp.asarray(
+        rng.normal(size=(B, T, F)), jnp.float32
+    )  # T != B != F: a mix-up changes a shape
     ids_bt = jnp.asarray(rng.integers(0, F, (B, T)), jnp.int32)  # token ids [B, T]
     lengths = jnp.array([5, 2, 4])
 
@@ -67,7 +76,9 @@ def test_batch_major_equals_transposed_time_major(kind):
         _close(out[bm][0], out[tm][0])
         _close(out[bm][1], np.swapaxes(out[tm][1], 0, 1))
     # a batch-major input read as time-major: the lengths cannot fit, and the message names the layout
-    with pytest.raises(ValueError, match=r"read as time-major .*batch-major\? pass time_major=False"):
+    with pytest.raises(
+        ValueError, match=r"read as time-major .*batch-major\? pass time_major=False"
+    ):
         seq(p, xs_bt, lengths=lengths)
 
 
@@ -80,10 +91,12 @@ def test_unroll_and_lstm_stack_batch_major():
     @jax.jit
     def run(xs_bt, xs_tb):
         c0 = rnn.lstm_zero_carry(p, (B,))
-        return {"tm": rnn.unroll(rnn.lstm_cell, p, c0, xs_tb, reverse=True),
-                "bm": rnn.unroll(rnn.lstm_cell, p, c0, xs_bt, reverse=True, time_major=False),
-                "stack_tm": rnn.lstm_stack(layers, xs_tb, dropout_rate=0.5, key=key),
-                "stack_bm": rnn.lstm_stack(layers, xs_bt, dropout_rate=0.5, key=key, time_major=False)}
+        return {
+            "tm": rnn.unroll(rnn.lstm_cell, p, c0, xs_tb, reverse=True),
+            "bm": rnn.unroll(rnn.lstm_cell, p, c0, xs_bt, reverse=True, time_major=False),
+            "stack_tm": rnn.lstm_stack(layers, xs_tb, dropout_rate=0.5, key=key),
+            "stack_bm": rnn.lstm_stack(layers, xs_bt, dropout_rate=0.5, key=key, time_major=False),
+        }
 
     out = run(xs_bt, jnp.swapaxes(xs_bt, 0, 1))
     for tm, bm in (("tm", "bm"), ("stack_tm", "stack_bm")):
@@ -97,8 +110,11 @@ def test_gan_models_refuse_wrong_image_and_latent_shapes():
     m = models.dcgan(image_size=28, features=(4, 8, 8))
     params, stats = _zeros_like_init(m)
     x28 = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, 28, 28, 1)), jnp.float32)
-    with pytest.raises(UserError, match=r"takes images \[B, 32, 32, 1\].*got \[2, 28, 28, 1\].*"
-                                        r"jaxgen\.gan\.models\.pad\(model, images\)"):
+    with pytest.raises(
+        UserError,
+        match=r"takes images \[B, 32, 32, 1\].*got \[2, 28, 28, 1\].*"
+        r"jaxgen\.gan\.models\.pad\(model, images\)",
+    ):
         m.discriminate(params["d"], stats["d"], x28, train=False)
     with pytest.raises(UserError, match=r"channels-first"):
         m.discriminate(params["d"], stats["d"], jnp.zeros((2, 1, 32, 32)), train=False)
@@ -116,7 +132,9 @@ def test_gan_models_refuse_wrong_image_and_latent_shapes():
     assert logits.shape == (2,)
     fc = models.fc_gan(g_hidden=(8,), d_hidden=(8,))
     fp, fs = _zeros_like_init(fc)
-    with pytest.raises(UserError, match=r"FC GAN discriminator takes images \[B, 28, 28, 1\].*got \[2, 32, 32, 1\]"):
+    with pytest.raises(
+        UserError, match=r"FC GAN discriminator takes images \[B, 28, 28, 1\].*got \[2, 32, 32, 1\]"
+    ):
         fc.discriminate(fp["d"], fs["d"], jnp.zeros((2, 32, 32, 1)), train=False)
     with pytest.raises(UserError, match=r"add the channel axis"):
         fc.discriminate(fp["d"], fs["d"], jnp.zeros((2, 28, 28)), train=False)

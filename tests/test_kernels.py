@@ -49,15 +49,18 @@ def _outputs_and_grads(fn, kw, w, zx, carry):
             total = total + (1.3 + n) * jnp.sum(leaf.astype(jnp.float32))
         return total, (final, ys)
 
-    (_, out), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(w, zx, carry)
+    (_, out), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(
+        w, zx, carry
+    )
     return out, grads
 
 
 def _lstm_autodiff(params, zx, carry, *, reverse, lengths):
     """The LSTM scan differentiated by JAX: a gradient reference that shares no code with the
     hand-written gate gradients (``recurrence.lstm_gate_grads``) of the kernel and of the scan."""
-    return recurrence.masked_scan(recurrence.lstm_step, params, carry, zx, reverse=reverse,
-                                  lengths=lengths)
+    return recurrence.masked_scan(
+        recurrence.lstm_step, params, carry, zx, reverse=reverse, lengths=lengths
+    )
 
 
 def _rel_err(a, b):
@@ -78,8 +81,14 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(
-    str(v if not hasattr(v, "dtype") else jnp.dtype(v).name) for v in c[:6]) + ("-gpu" if c[7] else ""))
+@pytest.mark.parametrize(
+    "case",
+    CASES,
+    ids=lambda c: (
+        "-".join(str(v if not hasattr(v, "dtype") else jnp.dtype(v).name) for v in c[:6])
+        + ("-gpu" if c[7] else "")
+    ),
+)
 def test_kernel_matches_scan(case):
     kind, T, B, H, dtype, rev, lengths, force, act = case
     w, zx, carry = _inputs(kind, T, B, H, dtype, seed=T * 100 + B * 10 + H)
@@ -110,7 +119,7 @@ def test_kernel_matches_scan(case):
     if lengths is not None:  # padded steps output exactly zero
         ys = np.asarray(out_k[1], np.float32)
         for b_, n in enumerate(lengths):
-            assert not ys[max(n, 0):, b_].any()
+            assert not ys[max(n, 0) :, b_].any()
 
 
 def test_rnn_module_dispatch_and_auto():
@@ -147,15 +156,23 @@ def test_bad_inputs_raise_clear_errors():
 def test_block_sizes_are_validated_and_frozen():
     layout = common.padded_layout(20, 5, 33)  # Tp = 32: two 16-step blocks; Bp = 16; Hp = 128
     assert BlockSizes.tpu(layout).grid == (1, 2) and BlockSizes.gpu(layout).grid == (1,)
-    good = dict(kind="tpu", batch_block=16, time_block=16, hidden_chunk=128, num_batch_blocks=1,
-                num_time_blocks=2)
+    good = dict(
+        kind="tpu",
+        batch_block=16,
+        time_block=16,
+        hidden_chunk=128,
+        num_batch_blocks=1,
+        num_time_blocks=2,
+    )
     BlockSizes(**good)
-    for bad, match in [({"kind": "cpu"}, "kind must be one of"),
-                       ({"batch_block": 8}, "batch_block must be a multiple of 16"),
-                       ({"hidden_chunk": 64}, "hidden_chunk must be a multiple of 128"),
-                       ({"time_block": 0}, "time_block must be a positive integer"),
-                       ({"num_batch_blocks": 1.0}, "num_batch_blocks must be a positive integer"),
-                       ({"kind": "gpu"}, "num_time_blocks must be 1 for kind='gpu'")]:
+    for bad, match in [
+        ({"kind": "cpu"}, "kind must be one of"),
+        ({"batch_block": 8}, "batch_block must be a multiple of 16"),
+        ({"hidden_chunk": 64}, "hidden_chunk must be a multiple of 128"),
+        ({"time_block": 0}, "time_block must be a positive integer"),
+        ({"num_batch_blocks": 1.0}, "num_batch_blocks must be a positive integer"),
+        ({"kind": "gpu"}, "num_time_blocks must be 1 for kind='gpu'"),
+    ]:
         with pytest.raises(ValueError, match=match):
             BlockSizes(**{**good, **bad})
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -181,7 +198,9 @@ def test_export_holds_the_real_kernel(kind, platform):
 
     def f(w, zx, carry):
         final, ys = seq({"w_hh": w}, zx, carry, lengths=lens, reverse=True)
-        return jnp.sum(ys.astype(jnp.float32)) + sum(jnp.sum(c.astype(jnp.float32)) for c in jax.tree.leaves(final))
+        return jnp.sum(ys.astype(jnp.float32)) + sum(
+            jnp.sum(c.astype(jnp.float32)) for c in jax.tree.leaves(final)
+        )
 
     target = TARGETS[platform]
     checks = [export.DisabledSafetyCheck.custom_call(TARGETS["cuda"])] if platform == "cuda" else []

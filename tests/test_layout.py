@@ -72,7 +72,7 @@ def find_cycle(graph):
         stack.append(node)
         for succ in sorted(graph.get(node, ())):
             if state.get(succ) == 1:
-                return stack[stack.index(succ):] + [succ]
+                return stack[stack.index(succ) :] + [succ]
             if succ not in state:
                 found = visit(succ)
                 if found:
@@ -113,6 +113,10 @@ def test_the_kernels_know_only_arrays():
 
 def test_only_the_cli_imports_the_analyses():
     graph = import_graph()
-    importers = {name for name, edges in graph.items() if not name.startswith("jaxgen.analysis")
-                 and any(e == "jaxgen.analysis" or e.startswith("jaxgen.analysis.") for e in edges)}
+    importers = {
+        name
+        for name, edges in graph.items()
+        if not name.startswith("jaxgen.analysis")
+        and any(e == "jaxgen.analysis" or e.startswith("jaxgen.analysis.") for e in edges)
+    }
     assert importers <= {"jaxgen.cli"}, importers

@@ -46,15 +46,25 @@ def _lower(kind, platform, T, B, H, grad=False):
     checks = [export.DisabledSafetyCheck.custom_call(TARGETS["cuda"])] if platform == "cuda" else []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        exp = export.export(jax.jit(fn), platforms=[platform], disabled_checks=checks)(*_abstract(kind, T, B, H))
+        exp = export.export(jax.jit(fn), platforms=[platform], disabled_checks=checks)(
+            *_abstract(kind, T, B, H)
+        )
     calls = re.findall(r"stablehlo\.custom_call @([\w$.]+)", exp.mlir_module())
-    return calls.count(TARGETS[platform]), [str(w.message) for w in caught if w.category is UserWarning]
+    return calls.count(TARGETS[platform]), [
+        str(w.message) for w in caught if w.category is UserWarning
+    ]
 
 
 def test_gpu_above_hidden_1024_warns_and_runs_scan(fresh):
     fresh("gpu")
     n, msgs = _lower("lstm", "cuda", 4, 2, 1025)
-    assert n == 0 and len(msgs) == 1 and "lax.scan" in msgs[0] and "1152" in msgs[0] and "GPU" in msgs[0]
+    assert (
+        n == 0
+        and len(msgs) == 1
+        and "lax.scan" in msgs[0]
+        and "1152" in msgs[0]
+        and "GPU" in msgs[0]
+    )
     n, msgs = _lower("lstm", "cuda", 4, 2, 1100)  # same reason again: silent
     assert n == 0 and msgs == []
     n, msgs = _lower("rnn", "cuda", 4, 2, 1025)  # another kernel: its own reason
@@ -85,9 +95,13 @@ def test_no_fallback_warning_on_cpu_or_for_auto(fresh):
     w, zx, carry = _abstract("lstm", 2, 1, 1025)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        jax.eval_shape(lambda w, zx, c: kernels.lstm_sequence({"w_hh": w}, zx, c, mode="pallas"), w, zx, carry)
+        jax.eval_shape(
+            lambda w, zx, c: kernels.lstm_sequence({"w_hh": w}, zx, c, mode="pallas"), w, zx, carry
+        )
         fresh("gpu")
-        jax.eval_shape(lambda w, zx, c: kernels.lstm_sequence({"w_hh": w}, zx, c, mode="auto"), w, zx, carry)
+        jax.eval_shape(
+            lambda w, zx, c: kernels.lstm_sequence({"w_hh": w}, zx, c, mode="auto"), w, zx, carry
+        )
     assert [str(x.message) for x in caught] == []
 
 
@@ -102,11 +116,18 @@ def test_unroll_and_backward_are_ignored_with_a_warning(fresh, mode):
         jax.eval_shape(lambda x: rnn.lstm(params, x, mode=mode), xs)
         assert caught == []  # defaults: nothing to say
         jax.eval_shape(lambda x: rnn.lstm(params, x, mode=mode, unroll=4, backward="autodiff"), xs)
-        jax.eval_shape(lambda x: rnn.lstm(params, x, mode=mode, unroll=3, backward="autodiff"), xs)  # silent
+        jax.eval_shape(
+            lambda x: rnn.lstm(params, x, mode=mode, unroll=3, backward="autodiff"), xs
+        )  # silent
         jax.eval_shape(lambda x: rnn.rnn(rparams, x, mode=mode, unroll=2), xs)
-        jax.eval_shape(lambda x: rnn.lstm(params, x, mode="scan", unroll=4, backward="autodiff"), xs)
+        jax.eval_shape(
+            lambda x: rnn.lstm(params, x, mode="scan", unroll=4, backward="autodiff"), xs
+        )
     msgs = sorted(str(x.message) for x in caught)
     assert len(msgs) == 3, msgs
-    assert msgs[0].startswith("rnn.lstm: backward='autodiff' is ignored") and f"mode={mode!r}" in msgs[0]
+    assert (
+        msgs[0].startswith("rnn.lstm: backward='autodiff' is ignored")
+        and f"mode={mode!r}" in msgs[0]
+    )
     assert msgs[1].startswith("rnn.lstm: unroll=4 is ignored") and f"mode={mode!r}" in msgs[1]
     assert msgs[2].startswith("rnn.rnn: unroll=2 is ignored") and f"mode={mode!r}" in msgs[2]

@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SCRIPT = textwrap.dedent('''
+SCRIPT = textwrap.dedent("""
     import functools, jax, jax.numpy as jnp, numpy as np
     assert jax.device_count() == 8, jax.devices()
     from jaxgen.training import parallel
@@ -65,22 +65,33 @@ SCRIPT = textwrap.dedent('''
     step = functools.partial(charrnn.train.train_step, tx=tx, dropout_rate=0.1)
     compare("charrnn", step, state, (ids, tgt, jnp.asarray(True)), (2, 2, 0), (1, 1, None))
     print("ALL OK")
-''')
+""")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("models", ["fc charrnn", "dcgan"])  # two subprocesses, so both test workers share them
+@pytest.mark.parametrize(
+    "models", ["fc charrnn", "dcgan"]
+)  # two subprocesses, so both test workers share them
 def test_sharded_steps_equal_single_device_steps(models):
-    env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8",
-           "JAX_PLATFORMS": "cpu"}
-    r = subprocess.run([sys.executable, "-c", SCRIPT, *models.split()], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=600)
+    env = {
+        **os.environ,
+        "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8",
+        "JAX_PLATFORMS": "cpu",
+    }
+    r = subprocess.run(
+        [sys.executable, "-c", SCRIPT, *models.split()],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0 and "ALL OK" in r.stdout, f"{r.stdout}\n{r.stderr[-4000:]}"
     for name in models.split():
         assert f"{'gan-' if name != 'charrnn' else ''}{name} ok" in r.stdout, r.stdout
 
 
-WORKER = textwrap.dedent('''
+WORKER = textwrap.dedent("""
     import sys, functools, jax, numpy as np
     port, pid, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=pid)
@@ -103,7 +114,7 @@ WORKER = textwrap.dedent('''
     np.savez(f"{out}/params{pid}.npz", *leaves, d_loss=np.asarray(metrics["d_loss"].addressable_data(0)))
     print("RESULT", pid, repr(float(sum(np.abs(l).sum() for l in leaves))), float(metrics["d_loss"]), flush=True)
     jax.distributed.shutdown()
-''')
+""")
 
 
 @pytest.mark.slow
@@ -121,10 +132,21 @@ def test_two_processes_on_localhost_agree(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     # one device per process; otherwise the same XLA flags as this process, which runs the reference
-    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "host_platform_device_count" not in f]
+    flags = [
+        f for f in os.environ.get("XLA_FLAGS", "").split() if "host_platform_device_count" not in f
+    ]
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": " ".join(flags)}
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(port), str(i), str(tmp_path)], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(port), str(i), str(tmp_path)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outs = []
     for p in procs:
         try:
@@ -153,4 +175,6 @@ def test_two_processes_on_localhost_agree(tmp_path):
         assert float(got["d_loss"]) == pytest.approx(float(metrics["d_loss"]), rel=1e-5)
         for i, w in enumerate(want):
             # atol 5% of the learning rate: Adam's step on a near-zero gradient follows its rounding
-            np.testing.assert_allclose(got[f"arr_{i}"], w, rtol=2e-4, atol=1e-4, err_msg=f"process {pid} leaf {i}")
+            np.testing.assert_allclose(
+                got[f"arr_{i}"], w, rtol=2e-4, atol=1e-4, err_msg=f"process {pid} leaf {i}"
+            )

@@ -15,10 +15,23 @@ from jaxgen import cli
 DATA = Path(__file__).parent / "data" / "premove"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 EXPECTED = json.loads((DATA / "expected.json").read_text())
-CHARRNN = ["--config.model.hidden=8", "--config.model.layers=1", "--config.train.batch=2", "--config.train.seq_len=8",
-           "--config.train.log_every=2", "--config.train.eval_every=4", "--config.train.checkpoint_every=2"]
-DCGAN = ["--config.model.features=(2,2,2)", "--config.train.batch=4", "--config.train.log_every=1",
-         "--config.train.sample_every=2", "--config.train.checkpoint_every=2", "--config.train.grid=4"]
+CHARRNN = [
+    "--config.model.hidden=8",
+    "--config.model.layers=1",
+    "--config.train.batch=2",
+    "--config.train.seq_len=8",
+    "--config.train.log_every=2",
+    "--config.train.eval_every=4",
+    "--config.train.checkpoint_every=2",
+]
+DCGAN = [
+    "--config.model.features=(2,2,2)",
+    "--config.train.batch=4",
+    "--config.train.log_every=1",
+    "--config.train.sample_every=2",
+    "--config.train.checkpoint_every=2",
+    "--config.train.grid=4",
+]
 
 
 def _rows(path: Path) -> dict:
@@ -33,19 +46,38 @@ def _rows(path: Path) -> dict:
 def workdir(tmp_path):
     def copy(name):
         return Path(shutil.copytree(DATA / name, tmp_path / name))
+
     return copy
 
 
 def test_premove_charrnn_samples_the_same_text(workdir, capsys):
     w = workdir("charrnn")
-    assert cli.main(["sample", "--workdir", str(w), "--prime", "The ", "--length", "60", "--seed", "0"]) == 0
+    assert (
+        cli.main(
+            ["sample", "--workdir", str(w), "--prime", "The ", "--length", "60", "--seed", "0"]
+        )
+        == 0
+    )
     assert capsys.readouterr().out == EXPECTED["charrnn_sample_seed0"]
 
 
 def test_premove_charrnn_resumes_to_the_same_losses(workdir):
     w = workdir("charrnn")
-    assert cli.main(["train", "--config", f"{CONFIGS / 'charrnn.py'}:smoke", "--workdir", str(w),
-                     "--quiet", "--config.train.steps=6", *CHARRNN]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--config",
+                f"{CONFIGS / 'charrnn.py'}:smoke",
+                "--workdir",
+                str(w),
+                "--quiet",
+                "--config.train.steps=6",
+                *CHARRNN,
+            ]
+        )
+        == 0
+    )
     row = _rows(w / "metrics.jsonl")[6]
     want = EXPECTED["charrnn_resumed_to_6"]
     # The suite compiles without LLVM optimisation (conftest.py), which rounds differently from the CLI
@@ -57,11 +89,31 @@ def test_premove_charrnn_resumes_to_the_same_losses(workdir):
 def test_premove_dcgan_samples_and_resumes(workdir, tmp_path):
     w = workdir("dcgan")
     out = tmp_path / "s.npy"
-    assert cli.main(["sample", "--workdir", str(w), "--num", "4", "--out", str(out), "--seed", "0"]) == 0
-    np.testing.assert_allclose(np.load(out), np.load(DATA / "dcgan_sample_seed0.npy"), rtol=0, atol=1e-6)
-    assert cli.main(["train", "--config", f"{CONFIGS / 'dcgan_mnist.py'}:smoke", "--workdir", str(w),
-                     "--quiet", "--config.train.steps=4", *DCGAN]) == 0
+    assert (
+        cli.main(["sample", "--workdir", str(w), "--num", "4", "--out", str(out), "--seed", "0"])
+        == 0
+    )
+    np.testing.assert_allclose(
+        np.load(out), np.load(DATA / "dcgan_sample_seed0.npy"), rtol=0, atol=1e-6
+    )
+    assert (
+        cli.main(
+            [
+                "train",
+                "--config",
+                f"{CONFIGS / 'dcgan_mnist.py'}:smoke",
+                "--workdir",
+                str(w),
+                "--quiet",
+                "--config.train.steps=4",
+                *DCGAN,
+            ]
+        )
+        == 0
+    )
     rows = _rows(w / "metrics.jsonl")
     for step, want in EXPECTED["dcgan_resumed_to_4"].items():
         got = rows[int(step)]
-        assert (got["d_loss"], got["g_loss"]) == pytest.approx((want["d_loss"], want["g_loss"]), rel=1e-6)
+        assert (got["d_loss"], got["g_loss"]) == pytest.approx(
+            (want["d_loss"], want["g_loss"]), rel=1e-6
+        )

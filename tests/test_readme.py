@@ -49,9 +49,13 @@ def test_commands_name_only_what_a_clone_has():
     commands = [ln for ln in lines if re.search(r"(^|&&|\")\s*(jaxgen|python|pip) ", ln)]
     assert len(commands) > 10
     for cmd in commands:
-        assert "shared/data" not in cmd, cmd  # data beside the development checkout, not on a user's clone
+        assert "shared/data" not in cmd, (
+            cmd
+        )  # data beside the development checkout, not on a user's clone
         for path, variant in NAMED_FILE.findall(cmd):
-            assert (ROOT / path).is_file(), f"{cmd!r} names {path}, which the repository does not have"
+            assert (ROOT / path).is_file(), (
+                f"{cmd!r} names {path}, which the repository does not have"
+            )
             if variant:  # configs/F.py:VARIANT: F must have that variant
                 try:
                     load_config(f"{ROOT / path}{variant}")

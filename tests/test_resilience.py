@@ -19,9 +19,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _start(workdir, *overrides):
-    return subprocess.Popen([sys.executable, "-u", "-m", "jaxgen.cli", "train", "--config", "configs/gan_mnist.py:smoke",
-                             "--workdir", str(workdir), "--quiet", *overrides], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-u",
+            "-m",
+            "jaxgen.cli",
+            "train",
+            "--config",
+            "configs/gan_mnist.py:smoke",
+            "--workdir",
+            str(workdir),
+            "--quiet",
+            *overrides,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for_step(workdir, at_least, proc, timeout=240):
@@ -41,37 +57,68 @@ def _wait_for_step(workdir, at_least, proc, timeout=240):
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     w = tmp_path / "run"
-    proc = _start(w, "--config.train.steps=1000000", "--config.train.checkpoint_every=100000",
-                  "--config.train.log_every=5", "--config.train.sample_every=100000")
+    proc = _start(
+        w,
+        "--config.train.steps=1000000",
+        "--config.train.checkpoint_every=100000",
+        "--config.train.log_every=5",
+        "--config.train.sample_every=100000",
+    )
     _wait_for_step(w, 5, proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "SIGTERM received" in out
     saved = sorted(int(p.name) for p in (w / "checkpoints").iterdir() if p.name.isdigit())
-    assert saved and saved[-1] >= 5  # saved at the step it stopped, not at a checkpoint_every multiple
+    assert (
+        saved and saved[-1] >= 5
+    )  # saved at the step it stopped, not at a checkpoint_every multiple
     stopped = saved[-1]
-    from tests.test_gan import _cli  # in this process: the signal needed a subprocess, the resume does not
+    from tests.test_gan import (
+        _cli,
+    )  # in this process: the signal needed a subprocess, the resume does not
 
-    r = _cli("train", "--config", "configs/gan_mnist.py:smoke", "--workdir", str(w), "--quiet",
-             f"--config.train.steps={stopped + 3}", "--config.train.sample_every=100000")
+    r = _cli(
+        "train",
+        "--config",
+        "configs/gan_mnist.py:smoke",
+        "--workdir",
+        str(w),
+        "--quiet",
+        f"--config.train.steps={stopped + 3}",
+        "--config.train.sample_every=100000",
+    )
     assert f"resumed from step {stopped}" in r.stdout
 
 
 @pytest.mark.slow
 def test_sigkill_then_restart_equals_an_unbroken_run(tmp_path):
-    common = ["--config.train.steps=16", "--config.train.checkpoint_every=5", "--config.train.log_every=1",
-              "--config.train.sample_every=1000"]
+    common = [
+        "--config.train.steps=16",
+        "--config.train.checkpoint_every=5",
+        "--config.train.log_every=1",
+        "--config.train.sample_every=1000",
+    ]
     from tests.test_gan import _cli  # in this process: only the killed run needs a subprocess
 
-    _cli("train", "--config", "configs/gan_mnist.py:smoke", "--workdir", str(tmp_path / "ref"), "--quiet", *common)
+    _cli(
+        "train",
+        "--config",
+        "configs/gan_mnist.py:smoke",
+        "--workdir",
+        str(tmp_path / "ref"),
+        "--quiet",
+        *common,
+    )
     w = tmp_path / "killed"
     proc = _start(w, *common)
     _wait_for_step(w, 7, proc)  # past the first checkpoint
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    r = _cli("train", "--config", "configs/gan_mnist.py:smoke", "--workdir", str(w), "--quiet", *common)
+    r = _cli(
+        "train", "--config", "configs/gan_mnist.py:smoke", "--workdir", str(w), "--quiet", *common
+    )
     assert "resumed from step" in r.stdout
     _, pa, _, _ = gan.sampling.load_generator(tmp_path / "ref", which="latest")
     _, pb, _, _ = gan.sampling.load_generator(w, which="latest")
@@ -97,8 +144,8 @@ def test_nonfinite_skip_mode_keeps_the_parameters_finite(tmp_path):
     _, gp, _, _ = gan.sampling.load_generator(tmp_path / "gan", which="latest")
     assert _all_finite(gp)
 
-    from jaxgen.config import load_config
     from jaxgen import charrnn
+    from jaxgen.config import load_config
 
     c = load_config(ROOT / "configs" / "charrnn.py:smoke")
     c.train.steps, c.train.lr, c.train.clip, c.train.on_nonfinite = 6, 1e38, 1e38, "skip"
@@ -132,20 +179,55 @@ def test_corrupt_latest_checkpoint_and_leftover_temporary_folder(tmp_path, capfd
     assert "could not be restored" in err.err and "trying the previous one" in err.err
     assert summary["steps"] == 12
     assert not (ck / "18.orbax-checkpoint-tmp-1234567").exists() or 18 not in [
-        int(p.name) for p in ck.iterdir() if p.name.isdigit()]
+        int(p.name) for p in ck.iterdir() if p.name.isdigit()
+    ]
     # the corrupt step-12 checkpoint was replaced: it now restores, with no warning, to the re-trained state
     _, gp, _, _ = gan.sampling.load_generator(tmp_path, which="latest")
     err = capfd.readouterr()
     assert "could not be restored" not in err.err
-    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), gp, before)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), gp, before
+    )
 
 
 def test_sample_and_eval_on_an_empty_workdir(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "jaxgen.cli", "sample", "--workdir", str(tmp_path), "--num", "4",
-                        "--out", str(tmp_path / "x.npy")], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "holds no trained model" in r.stderr and "Traceback" not in r.stderr
-    r = subprocess.run([sys.executable, "-m", "jaxgen.cli", "eval", "--samples", str(tmp_path / "none.npy"),
-                        "--data_source", "builtin"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jaxgen.cli",
+            "sample",
+            "--workdir",
+            str(tmp_path),
+            "--num",
+            "4",
+            "--out",
+            str(tmp_path / "x.npy"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        r.returncode == 2 and "holds no trained model" in r.stderr and "Traceback" not in r.stderr
+    )
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jaxgen.cli",
+            "eval",
+            "--samples",
+            str(tmp_path / "none.npy"),
+            "--data_source",
+            "builtin",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -164,20 +246,25 @@ def test_resume_with_another_state_shape_is_refused_and_changes_nothing(tmp_path
     """Another batch size (carried LSTM state) or learning-rate schedule (optimiser state) changes
     the saved tree: the resume is refused with the differing fields named, before any file is touched
     (it used to be read as corruption: the run restarted at step 0 and pruned the old checkpoints)."""
+    from jaxgen import charrnn
     from jaxgen.config import load_config
     from jaxgen.errors import UserError
-    from jaxgen import charrnn
 
     cfg = load_config(ROOT / "configs" / "charrnn.py:smoke")
-    cfg.data.source, cfg.data.path = "file", str(ROOT / "tests" / "data" / "tinyshakespeare_head.txt")
+    cfg.data.source, cfg.data.path = (
+        "file",
+        str(ROOT / "tests" / "data" / "tinyshakespeare_head.txt"),
+    )
     cfg.model.hidden, cfg.train.batch, cfg.train.seq_len, cfg.train.steps = 8, 2, 8, 2
     w = tmp_path / "run"
     charrnn.train.train(cfg, w, quiet=True)
     from tests.test_cli import tree_hash
 
     before = tree_hash(w)
-    for field, value, what in (("batch", 4, "train.batch 2 -> 4"),
-                               ("lr_schedule", "cosine", "train.lr_schedule 'constant' -> 'cosine'")):
+    for field, value, what in (
+        ("batch", 4, "train.batch 2 -> 4"),
+        ("lr_schedule", "cosine", "train.lr_schedule 'constant' -> 'cosine'"),
+    ):
         changed = cfg.copy_and_resolve_references()
         changed.train[field] = value
         with pytest.raises(UserError, match="cannot resume") as e:
@@ -206,7 +293,9 @@ def test_a_signal_saves_the_current_step_before_any_sampling(tmp_path, monkeypat
     from tests.test_gan import _smoke_cfg
 
     drawn = []
-    monkeypatch.setattr(gan.train.plots, "save_grid", lambda grid, path: drawn.append(Path(path).name))
+    monkeypatch.setattr(
+        gan.train.plots, "save_grid", lambda grid, path: drawn.append(Path(path).name)
+    )
     for reason in ("preempted", "interrupted"):
         w = tmp_path / reason
         summary = gan.train.train(_smoke_cfg(12), w, quiet=True, stop=_StopAt(3, reason))
@@ -222,10 +311,24 @@ def test_a_signal_saves_the_current_step_before_any_sampling(tmp_path, monkeypat
 
 
 def _train_cmd(workdir, *overrides):
-    return [sys.executable, "-u", "-m", "jaxgen", "train", "--config", "configs/charrnn.py:smoke", "--workdir",
-            str(workdir), "--quiet", "--config.data.path=tests/data/tinyshakespeare_head.txt",
-            "--config.train.steps=100000", "--config.train.eval_every=100000",
-            "--config.train.checkpoint_every=100000", "--config.train.log_every=1", *overrides]
+    return [
+        sys.executable,
+        "-u",
+        "-m",
+        "jaxgen",
+        "train",
+        "--config",
+        "configs/charrnn.py:smoke",
+        "--workdir",
+        str(workdir),
+        "--quiet",
+        "--config.data.path=tests/data/tinyshakespeare_head.txt",
+        "--config.train.steps=100000",
+        "--config.train.eval_every=100000",
+        "--config.train.checkpoint_every=100000",
+        "--config.train.log_every=1",
+        *overrides,
+    ]
 
 
 @pytest.mark.slow
@@ -235,14 +338,18 @@ def test_ctrl_c_during_compilation_and_mid_run_saves_and_resumes(tmp_path):
     no traceback, and a rerun resumes from that step."""
     import re
 
-    from jaxgen.config import load_config
     from jaxgen import charrnn
+    from jaxgen.config import load_config
 
     for when in ("compile", "mid-run"):
         w = tmp_path / when
-        proc = subprocess.Popen(_train_cmd(w), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            _train_cmd(w), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         first = ""
-        if when == "compile":  # the trainer's first line comes just before the first step is traced and compiled
+        if (
+            when == "compile"
+        ):  # the trainer's first line comes just before the first step is traced and compiled
             first = proc.stdout.readline()
             assert first.startswith("char-rnn:"), first
             time.sleep(0.3)
@@ -261,7 +368,11 @@ def test_ctrl_c_during_compilation_and_mid_run_saves_and_resumes(tmp_path):
         assert [int(p.name) for p in (w / "checkpoints").iterdir() if p.name.isdigit()] == [stopped]
         cfg = load_config(ROOT / "configs" / "charrnn.py:smoke")
         cfg.data.path = str(ROOT / "tests" / "data" / "tinyshakespeare_head.txt")
-        cfg.train.steps, cfg.train.eval_every, cfg.train.checkpoint_every = stopped + 1, 100000, 100000
+        cfg.train.steps, cfg.train.eval_every, cfg.train.checkpoint_every = (
+            stopped + 1,
+            100000,
+            100000,
+        )
         assert charrnn.train.train(cfg, w, quiet=True)["start"] == stopped
 
 
@@ -277,7 +388,10 @@ def test_restore_refuses_another_state_instead_of_skipping_it(tmp_path):
     c = ckpt.Checkpoints(tmp_path)
     c.save(1, state)
     c.save(2, state)
-    with pytest.raises(UserError, match=r"checkpoint .*2 holds a different train state \(w: shape \(4, 3\) -> \(8, 3\)"):
+    with pytest.raises(
+        UserError,
+        match=r"checkpoint .*2 holds a different train state \(w: shape \(4, 3\) -> \(8, 3\)",
+    ):
         c.restore(ckpt.abstract({"w": jnp.ones((8, 3)), "step": jnp.zeros((), jnp.int32)}))
     step, got = c.restore(ckpt.abstract(state))
     assert step == 2 and np.array_equal(np.asarray(got["w"]), np.ones((4, 3)))

@@ -31,13 +31,19 @@ def randomise(params, seed=2, scale=0.5):
     """Non-trivial biases, so tests see every term."""
     leaves, tree = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(seed), len(leaves))
-    leaves = [l + scale * jax.random.normal(k, l.shape, l.dtype) / max(1, l.shape[0]) ** 0.5
-              for l, k in zip(leaves, keys)]
+    leaves = [
+        l + scale * jax.random.normal(k, l.shape, l.dtype) / max(1, l.shape[0]) ** 0.5
+        for l, k in zip(leaves, keys)
+    ]
     return jax.tree.unflatten(tree, leaves)
 
 
 def np_carry(kind, carry):
-    return tuple(np.asarray(c, np.float64) for c in carry) if kind == "lstm" else np.asarray(carry, np.float64)
+    return (
+        tuple(np.asarray(c, np.float64) for c in carry)
+        if kind == "lstm"
+        else np.asarray(carry, np.float64)
+    )
 
 
 def reference_seq(kind, p, xs, carry, act=np.tanh):
@@ -57,7 +63,9 @@ def random_carry(kind, params, seed=3):
 
 def assert_tree_close(a, b, rtol=1e-5, atol=1e-6):
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=rtol, atol=atol)
+        np.testing.assert_allclose(
+            np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=rtol, atol=atol
+        )
 
 
 # ----------------------------------------------------------------------------- equations
@@ -88,7 +96,9 @@ def test_cell_matches_one_numpy_step(kind):
     assert_tree_close(new_carry, want_carry)
 
 
-@pytest.mark.parametrize("activation,fn", [("relu", lambda x: np.maximum(x, 0)), ("sigmoid", ref.sigmoid)])
+@pytest.mark.parametrize(
+    "activation,fn", [("relu", lambda x: np.maximum(x, 0)), ("sigmoid", ref.sigmoid)]
+)
 def test_rnn_activations(activation, fn):
     p = randomise(rnn.rnn_init(jax.random.key(0), F, H))
     carry = random_carry("rnn", p)
@@ -99,10 +109,12 @@ def test_rnn_activations(activation, fn):
 
 def test_lstm_init_forget_bias_and_shapes():
     p = rnn.lstm_init(jax.random.key(0), F, H, forget_bias=2.5)
-    assert p["w_ih"].shape == (F, 4 * H) and p["w_hh"].shape == (H, 4 * H) and p["b"].shape == (4 * H,)
-    np.testing.assert_array_equal(p["b"][H:2 * H], 2.5)
+    assert (
+        p["w_ih"].shape == (F, 4 * H) and p["w_hh"].shape == (H, 4 * H) and p["b"].shape == (4 * H,)
+    )
+    np.testing.assert_array_equal(p["b"][H : 2 * H], 2.5)
     np.testing.assert_array_equal(p["b"][:H], 0.0)
-    np.testing.assert_array_equal(p["b"][2 * H:], 0.0)
+    np.testing.assert_array_equal(p["b"][2 * H :], 0.0)
     # orthogonal recurrent blocks by default
     blk = np.asarray(p["w_hh"][:, :H])
     np.testing.assert_allclose(blk.T @ blk, np.eye(H), atol=1e-5)
@@ -122,7 +134,9 @@ def test_lstm_matches_flax_lstm_cell():
     p = randomise(rnn.lstm_init(jax.random.key(0), F, H))
     flax_cell = nn.LSTMCell(features=H)
     x = data()[0]
-    variables = flax_cell.init(jax.random.key(9), flax_cell.initialize_carry(jax.random.key(9), x.shape), x)
+    variables = flax_cell.init(
+        jax.random.key(9), flax_cell.initialize_carry(jax.random.key(9), x.shape), x
+    )
     names = "ifgo"
     fp = {}
     for k, g in enumerate(names):
@@ -147,7 +161,7 @@ def test_lstm_matches_flax_lstm_cell():
 def seq_loss(seq, p, xs, carry, **kw):
     c, ys = seq(p, xs, carry, **kw)
     w = jnp.linspace(-1.0, 1.0, ys.shape[-1])
-    return jnp.sum(jnp.sin(ys) * w) + sum(jnp.sum(l ** 2) for l in jax.tree.leaves(c))
+    return jnp.sum(jnp.sin(ys) * w) + sum(jnp.sum(l**2) for l in jax.tree.leaves(c))
 
 
 @pytest.mark.parametrize("kind", CELLS)
@@ -164,8 +178,10 @@ def test_scan_partial_unroll_python_agree(kind, reverse):
     results = []
     for v in variants:
         out = seq(p, xs, carry, reverse=reverse, lengths=lengths, **v)
-        grads = jax.grad(functools.partial(seq_loss, seq, reverse=reverse, lengths=lengths, **v),
-                         argnums=(0, 1, 2))(p, xs, carry)
+        grads = jax.grad(
+            functools.partial(seq_loss, seq, reverse=reverse, lengths=lengths, **v),
+            argnums=(0, 1, 2),
+        )(p, xs, carry)
         results.append((out, grads))
     for other in results[1:]:
         assert_tree_close(results[0], other, rtol=2e-5, atol=2e-6)
@@ -181,13 +197,13 @@ def test_length_masking_matches_truncated_sequences(kind):
     final, ys = seq(p, xs, carry, lengths=jnp.asarray(lengths))
     rfinal, rys = seq(p, xs, carry, lengths=jnp.asarray(lengths), reverse=True)
     for b, n in enumerate(lengths):
-        one = jax.tree.map(lambda a: a[b:b + 1], carry)
-        want_c, want_y = reference_seq(kind, p, xs[:n, b:b + 1], one)
+        one = jax.tree.map(lambda a: a[b : b + 1], carry)
+        want_c, want_y = reference_seq(kind, p, xs[:n, b : b + 1], one)
         assert_tree_close(ys[:n, b], want_y[:, 0])
         np.testing.assert_array_equal(ys[n:, b], 0.0)
         assert_tree_close(jax.tree.map(lambda a: a[b], final), jax.tree.map(lambda a: a[0], want_c))
         # reversed: starts at the sequence's last real step, outputs aligned with inputs
-        rev_c, rev_y = reference_seq(kind, p, xs[:n, b:b + 1][::-1], one)
+        rev_c, rev_y = reference_seq(kind, p, xs[:n, b : b + 1][::-1], one)
         assert_tree_close(rys[:n, b], rev_y[::-1, 0])
         np.testing.assert_array_equal(rys[n:, b], 0.0)
         assert_tree_close(jax.tree.map(lambda a: a[b], rfinal), jax.tree.map(lambda a: a[0], rev_c))
@@ -217,8 +233,13 @@ def test_fused_lstm_backward_with_and_without_lengths(reverse):
     carry = random_carry("lstm", p)
     xs = data()
     for lengths in (None, jnp.array([7, 2, 5])):
-        grads = [jax.grad(functools.partial(seq_loss, rnn.lstm, reverse=reverse, lengths=lengths, backward=b),
-                          argnums=(0, 1, 2))(p, xs, carry) for b in ("fused", "autodiff")]
+        grads = [
+            jax.grad(
+                functools.partial(seq_loss, rnn.lstm, reverse=reverse, lengths=lengths, backward=b),
+                argnums=(0, 1, 2),
+            )(p, xs, carry)
+            for b in ("fused", "autodiff")
+        ]
         assert_tree_close(grads[0], grads[1], rtol=2e-5, atol=2e-6)
     final, ys = rnn.lstm(p, xs, carry, reverse=reverse)
     want_c, want_ys = reference_seq("lstm", p, xs[::-1] if reverse else xs, carry)
@@ -349,15 +370,20 @@ def test_torch_layout_round_trip_and_equations():
     want = xs
     z = np.zeros((B, H))
     for k in range(L):
-        _, want = ref.torch_lstm_seq({n: a.astype(np.float64) for n, a in arrays.items()}, k, want, z, z)
+        _, want = ref.torch_lstm_seq(
+            {n: a.astype(np.float64) for n, a in arrays.items()}, k, want, z, z
+        )
     assert_tree_close(ys, want)
     back = rnn.lstm_to_torch(layers)
     assert set(back) == set(arrays)
     for k in range(L):
         np.testing.assert_array_equal(back[f"weight_ih_l{k}"], arrays[f"weight_ih_l{k}"])
         np.testing.assert_array_equal(back[f"weight_hh_l{k}"], arrays[f"weight_hh_l{k}"])
-        np.testing.assert_allclose(back[f"bias_ih_l{k}"] + back[f"bias_hh_l{k}"],
-                                   arrays[f"bias_ih_l{k}"] + arrays[f"bias_hh_l{k}"], rtol=1e-6)
+        np.testing.assert_allclose(
+            back[f"bias_ih_l{k}"] + back[f"bias_hh_l{k}"],
+            arrays[f"bias_ih_l{k}"] + arrays[f"bias_hh_l{k}"],
+            rtol=1e-6,
+        )
     again = rnn.lstm_from_torch(back, L)
     for a, b in zip(layers, again):
         for k in a:

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from jaxgen.charrnn import data as textdata
-from jaxgen.errors import UserError
 from jaxgen.charrnn import model
 from jaxgen.charrnn.sample import filter_logits, generate, greedy_or_sample, sample_text
+from jaxgen.errors import UserError
 
 
 def ref_keep(logits, temperature=1.0, top_k=0, top_p=1.0):
@@ -40,23 +40,32 @@ def test_top_p_one_keeps_every_token():
     assert kept(logits, top_p=1.0).sum() == 65
     assert kept(logits).sum() == 65
     assert ref_keep(logits, top_p=1.0).sum() == 65
-    np.testing.assert_array_equal(kept(logits, top_p=0.999), ref_keep(logits, top_p=0.999))  # top token only
+    np.testing.assert_array_equal(
+        kept(logits, top_p=0.999), ref_keep(logits, top_p=0.999)
+    )  # top token only
 
 
 def test_top_k_keeps_exactly_k_with_ties_broken_by_index():
     np.testing.assert_array_equal(kept([1.0, 1.0, 0.0], top_k=1), [True, False, False])
-    np.testing.assert_array_equal(kept([0.0, 2.0, 1.0, 2.0, 2.0], top_k=2), [False, True, False, True, False])
+    np.testing.assert_array_equal(
+        kept([0.0, 2.0, 1.0, 2.0, 2.0], top_k=2), [False, True, False, True, False]
+    )
     np.testing.assert_array_equal(kept([3.0, 3.0, 3.0, 3.0], top_k=3), [True, True, True, False])
 
 
-@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (0.7, 0, 0.9), (1.3, 5, 1.0),
-                                                     (0.5, 10, 0.6), (2.0, 0, 0.3), (1.0, 1, 0.5)])
+@pytest.mark.parametrize(
+    "temperature,top_k,top_p",
+    [(1.0, 0, 1.0), (0.7, 0, 0.9), (1.3, 5, 1.0), (0.5, 10, 0.6), (2.0, 0, 0.3), (1.0, 1, 0.5)],
+)
 def test_filter_matches_numpy_reference(temperature, top_k, top_p):
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(6, 65)) * 2.0
     logits[0, :8] = logits[0, 8]  # a row with ties
-    got = np.asarray(filter_logits(jnp.asarray(logits, jnp.float32), temperature=temperature, top_k=top_k,
-                                   top_p=top_p))
+    got = np.asarray(
+        filter_logits(
+            jnp.asarray(logits, jnp.float32), temperature=temperature, top_k=top_k, top_p=top_p
+        )
+    )
     for row, g in zip(logits, got):
         want = ref_keep(row, temperature, top_k, top_p)
         np.testing.assert_array_equal(np.isfinite(g), want)
@@ -70,19 +79,26 @@ def test_sampling_frequencies_follow_the_filtered_distribution():
     p = np.where(keep, np.exp(logits / temperature), 0.0)
     p /= p.sum()
     keys = jax.random.split(jax.random.key(0), 20000)
-    draws = jax.vmap(lambda k: greedy_or_sample(k, jnp.asarray(logits, jnp.float32), temperature=temperature,
-                                                top_k=top_k))(keys)
+    draws = jax.vmap(
+        lambda k: greedy_or_sample(
+            k, jnp.asarray(logits, jnp.float32), temperature=temperature, top_k=top_k
+        )
+    )(keys)
     freq = np.bincount(np.asarray(draws), minlength=5) / len(keys)
     np.testing.assert_allclose(freq, p, atol=0.015)
 
 
 def test_temperature_zero_is_argmax_with_ties_to_the_lower_index():
     logits = jnp.array([1.0, 3.0, 3.0, -2.0])
-    np.testing.assert_array_equal(np.isfinite(np.asarray(filter_logits(logits, temperature=0.0))),
-                                  [False, True, False, False])
+    np.testing.assert_array_equal(
+        np.isfinite(np.asarray(filter_logits(logits, temperature=0.0))), [False, True, False, False]
+    )
     for seed in range(5):
         assert int(greedy_or_sample(jax.random.key(seed), logits, temperature=0.0)) == 1
-        assert int(greedy_or_sample(jax.random.key(seed), logits, temperature=0.0, top_k=3, top_p=0.2)) == 1
+        assert (
+            int(greedy_or_sample(jax.random.key(seed), logits, temperature=0.0, top_k=3, top_p=0.2))
+            == 1
+        )
 
 
 def test_greedy_generation_matches_a_python_argmax_loop_for_every_seed():
@@ -119,7 +135,9 @@ class WithAndWithoutJit(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     def test_filter_logits_matches_the_reference(self):
         logits = np.array([2.0, 1.0, 1.0, -1.0, 0.5, 3.0], np.float32)
-        filtered = self.variant(lambda z: filter_logits(z, temperature=0.7, top_k=4, top_p=0.9))(logits)
+        filtered = self.variant(lambda z: filter_logits(z, temperature=0.7, top_k=4, top_p=0.9))(
+            logits
+        )
         chex.assert_shape(filtered, logits.shape)
         np.testing.assert_array_equal(np.isfinite(filtered), ref_keep(logits, 0.7, 4, 0.9))
 

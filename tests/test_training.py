@@ -33,14 +33,22 @@ def test_gan_decay_fitted_to_a_shorter_run_ends_with_it():
     assert gan.step.lr_schedule(1.0, cfg, fit=1.0)(700) == full(700)  # fit 1: unchanged
 
 
-def test_budgeted_run_fits_the_cosine_schedule_to_the_steps_that_fit(corpus, tmp_path, monkeypatch,
-                                                                     capsys):
+def test_budgeted_run_fits_the_cosine_schedule_to_the_steps_that_fit(
+    corpus, tmp_path, monkeypatch, capsys
+):
     """A budget far shorter than the planned steps: the loop measures the rate after warm-up,
     rebuilds the step for the steps that fit (its cosine then ends at the fitted step, at the
     floor), logs the decision, and the run ends there."""
     monkeypatch.setattr(loop, "FIT_MIN_S", 1.0)
-    cfg = tiny_cfg(steps=1_000_000, lr_schedule="cosine", warmup_steps=2, time_budget_s=4.0,
-                   eval_every=1_000_000, checkpoint_every=1_000_000, log_every=1_000_000)
+    cfg = tiny_cfg(
+        steps=1_000_000,
+        lr_schedule="cosine",
+        warmup_steps=2,
+        time_budget_s=4.0,
+        eval_every=1_000_000,
+        checkpoint_every=1_000_000,
+        log_every=1_000_000,
+    )
     cfg.data.path = str(corpus)
     recipe = charrnn.train.recipe(cfg, tmp_path / "w")
     horizons = []
@@ -52,6 +60,9 @@ def test_budgeted_run_fits_the_cosine_schedule_to_the_steps_that_fit(corpus, tmp
     assert 10 < fitted < 1_000_000 and summary.horizon == fitted
     assert summary.stopped == "budget" and summary.steps <= fitted
     assert f"schedules now end at step {fitted:,}" in capsys.readouterr().out
-    schedule = optax.warmup_cosine_decay_schedule(0.0, cfg.train.lr, 2, fitted,
-                                                  end_value=cfg.train.lr * cfg.train.final_lr_fraction)
-    assert math.isclose(float(schedule(fitted)), cfg.train.lr * cfg.train.final_lr_fraction, rel_tol=1e-6)
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, cfg.train.lr, 2, fitted, end_value=cfg.train.lr * cfg.train.final_lr_fraction
+    )
+    assert math.isclose(
+        float(schedule(fitted)), cfg.train.lr * cfg.train.final_lr_fraction, rel_tol=1e-6
+    )

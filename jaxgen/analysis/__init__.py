@@ -26,7 +26,19 @@ from .tasks import adding_problem, adding_target, latch_target, latch_task, latc
 from .train import make_task, train_seeds
 
 __all__ = [
-    "adding_problem", "adding_target", "decay_fit", "gate_sigma_max", "grad_norms_by_lag",
-    "hidden_state_grads", "latch_target", "latch_task", "latch_vocab_size", "make_task",
-    "model_grad_norms", "pascanu_check", "run_gradient_decay", "run_memory_span", "train_seeds",
+    "adding_problem",
+    "adding_target",
+    "decay_fit",
+    "gate_sigma_max",
+    "grad_norms_by_lag",
+    "hidden_state_grads",
+    "latch_target",
+    "latch_task",
+    "latch_vocab_size",
+    "make_task",
+    "model_grad_norms",
+    "pascanu_check",
+    "run_gradient_decay",
+    "run_memory_span",
+    "train_seeds",
 ]

@@ -102,7 +102,7 @@ def decay_fit(norms_by_lag, *, ratio: float = 1e-3, floor_log10: float = UNDERFL
     finite = rel[np.isfinite(rel)]
     return {
         "slope": slope,
-        "factor": float(10.0 ** slope) if np.isfinite(slope) else float("nan"),
+        "factor": float(10.0**slope) if np.isfinite(slope) else float("nan"),
         "horizon": horizon,
         "censored": horizon is None,
         "horizon_extrapolated": extrap,
@@ -121,11 +121,14 @@ def gate_sigma_max(w_hh, gates: int) -> list[float]:
     """Largest singular value of each ``[H, H]`` gate block of ``w_hh [H, G*H]``."""
     w = np.asarray(w_hh, np.float64)
     h = w.shape[0]
-    return [float(np.linalg.svd(w[:, g * h:(g + 1) * h], compute_uv=False)[0]) for g in range(gates)]
+    return [
+        float(np.linalg.svd(w[:, g * h : (g + 1) * h], compute_uv=False)[0]) for g in range(gates)
+    ]
 
 
-def model_grad_norms(kind: str, params: dict, xs: Array, y: Array, *, activation: str = "tanh",
-                     loss: str = "mse") -> Array:
+def model_grad_norms(
+    kind: str, params: dict, xs: Array, y: Array, *, activation: str = "tanh", loss: str = "mse"
+) -> Array:
     """``‖∂L/∂h_t‖`` by lag ``[T]`` for a :mod:`models` model on a batch.
 
     ``L`` is the batch-mean loss of the last step's readout against ``y``:

@@ -36,7 +36,9 @@ def init_cell(kind: str, key: Array, input_size: int, hidden_size: int, **init_k
     return _INITS[kind](key, input_size, hidden_size, **init_kwargs)
 
 
-def init_model(kind: str, key: Array, input_size: int, hidden_size: int, output_size: int, **init_kwargs) -> dict:
+def init_model(
+    kind: str, key: Array, input_size: int, hidden_size: int, output_size: int, **init_kwargs
+) -> dict:
     """Recurrent layer plus a LeCun-normal linear readout ``[H, O]``."""
     k1, k2 = jax.random.split(key)
     return {
@@ -52,8 +54,11 @@ def cell_fn(kind: str, activation: str = "tanh") -> Callable:
     ``x`` is ``[B, F]`` floats or ``[B]`` token ids (one-hot semantics).
     """
     _check_kind(kind)
-    base = {"rnn": functools.partial(rnn.rnn_cell, activation=activation),
-            "lstm": rnn.lstm_cell, "gru": rnn.gru_cell}[kind]
+    base = {
+        "rnn": functools.partial(rnn.rnn_cell, activation=activation),
+        "lstm": rnn.lstm_cell,
+        "gru": rnn.gru_cell,
+    }[kind]
 
     def cell(params, carry, x):
         if jnp.issubdtype(x.dtype, jnp.integer):
@@ -79,7 +84,9 @@ def set_h(carry, h):
     return (h, *carry[1:]) if isinstance(carry, tuple) else h
 
 
-def last_hidden(kind: str, cell_params: dict, xs: Array, activation: str = "tanh", unroll: int = 1) -> Array:
+def last_hidden(
+    kind: str, cell_params: dict, xs: Array, activation: str = "tanh", unroll: int = 1
+) -> Array:
     """``h_T`` ``[B, H]`` from the library's sequence functions (``lax.scan``, partial ``unroll``)."""
     _check_kind(kind)
     if kind == "rnn":
@@ -92,6 +99,11 @@ def last_hidden(kind: str, cell_params: dict, xs: Array, activation: str = "tanh
     return carry
 
 
-def apply_model(kind: str, params: dict, xs: Array, activation: str = "tanh", unroll: int = 1) -> Array:
+def apply_model(
+    kind: str, params: dict, xs: Array, activation: str = "tanh", unroll: int = 1
+) -> Array:
     """Readout of the last step: ``[B, O]``."""
-    return last_hidden(kind, params["cell"], xs, activation, unroll) @ params["w_out"] + params["b_out"]
+    return (
+        last_hidden(kind, params["cell"], xs, activation, unroll) @ params["w_out"]
+        + params["b_out"]
+    )

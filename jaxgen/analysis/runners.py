@@ -58,12 +58,33 @@ def gradient_decay_configs(hidden_size: int) -> list[dict]:
     cfgs = []
     for act in RNN_ACTIVATIONS:
         for init, scale, label in RNN_INITS:
-            cfgs.append({"name": f"rnn-{act} {init}x{scale:g}", "kind": "rnn", "activation": act,
-                         "init": {"recurrent_init": init, "recurrent_scale": scale}, "init_label": label})
-    cfgs.append({"name": "lstm", "kind": "lstm", "activation": "tanh", "init": {},
-                 "init_label": "orthogonal x1, forget bias 1 (jaxgen default)"})
-    cfgs.append({"name": "gru", "kind": "gru", "activation": "tanh", "init": {},
-                 "init_label": "orthogonal x1 (jaxgen default)"})
+            cfgs.append(
+                {
+                    "name": f"rnn-{act} {init}x{scale:g}",
+                    "kind": "rnn",
+                    "activation": act,
+                    "init": {"recurrent_init": init, "recurrent_scale": scale},
+                    "init_label": label,
+                }
+            )
+    cfgs.append(
+        {
+            "name": "lstm",
+            "kind": "lstm",
+            "activation": "tanh",
+            "init": {},
+            "init_label": "orthogonal x1, forget bias 1 (jaxgen default)",
+        }
+    )
+    cfgs.append(
+        {
+            "name": "gru",
+            "kind": "gru",
+            "activation": "tanh",
+            "init": {},
+            "init_label": "orthogonal x1 (jaxgen default)",
+        }
+    )
     return cfgs
 
 
@@ -71,9 +92,12 @@ def _spectral(kind, activation, w_hh):
     if kind == "rnn":
         return gradient_decay.pascanu_check(w_hh, activation)
     gates = 4 if kind == "lstm" else 3
-    return {"sigma_max": float(np.linalg.svd(np.asarray(w_hh), compute_uv=False)[0]),
-            "gate_sigma_max": gradient_decay.gate_sigma_max(w_hh, gates), "bound": None,
-            "vanishing_guaranteed": None}
+    return {
+        "sigma_max": float(np.linalg.svd(np.asarray(w_hh), compute_uv=False)[0]),
+        "gate_sigma_max": gradient_decay.gate_sigma_max(w_hh, gates),
+        "bound": None,
+        "vanishing_guaranteed": None,
+    }
 
 
 def run_gradient_decay(
@@ -125,14 +149,26 @@ def run_gradient_decay(
             fit = gradient_decay.decay_fit(norms)
             fit["nonfinite"] = bool(not np.isfinite(norms).all())
             per_T[str(T)] = {**fit, "norm_lag0": float(norms[0]), "log10_rel_norm": _curve(norms)}
-        results.append({"config": cfg["name"], "kind": cfg["kind"], "activation": cfg["activation"],
-                        "init": cfg["init"], "init_label": cfg["init_label"], "phase": phase,
-                        "spectral": spec, "by_length": per_T})
+        results.append(
+            {
+                "config": cfg["name"],
+                "kind": cfg["kind"],
+                "activation": cfg["activation"],
+                "init": cfg["init"],
+                "init_label": cfg["init_label"],
+                "phase": phase,
+                "spectral": spec,
+                "by_length": per_T,
+            }
+        )
         longest = per_T[str(lengths[-1])]
         horizon = report.format_horizon(longest, lengths[-1])
-        _log(verbose, f"[gradient-decay] {phase:7s} {cfg['name']:28s} "
-                      f"sigma_max={spec['sigma_max']:.3f} T={lengths[-1]}: "
-                      f"slope={longest['slope']:.4f}/step horizon={horizon}")
+        _log(
+            verbose,
+            f"[gradient-decay] {phase:7s} {cfg['name']:28s} "
+            f"sigma_max={spec['sigma_max']:.3f} T={lengths[-1]}: "
+            f"slope={longest['slope']:.4f}/step horizon={horizon}",
+        )
 
     for cfg in gradient_decay_configs(hidden_size):
         params = models.init_model(cfg["kind"], k_model, 2, hidden_size, 1, **cfg["init"])
@@ -143,23 +179,44 @@ def run_gradient_decay(
     for cfg in gradient_decay_configs(hidden_size):
         if cfg["name"] not in ("rnn-tanh orthogonalx1", "lstm", "gru"):
             continue
-        out = train_seeds(cfg["kind"], task, k_train, num_seeds=1, hidden_size=hidden_size,
-                          batch_size=32, learning_rate=1e-2, max_steps=train_steps,
-                          eval_every=min(train_steps, 150), stop_when_solved=False,
-                          activation=cfg["activation"], init_kwargs=cfg["init"])
+        out = train_seeds(
+            cfg["kind"],
+            task,
+            k_train,
+            num_seeds=1,
+            hidden_size=hidden_size,
+            batch_size=32,
+            learning_rate=1e-2,
+            max_steps=train_steps,
+            eval_every=min(train_steps, 150),
+            stop_when_solved=False,
+            activation=cfg["activation"],
+            init_kwargs=cfg["init"],
+        )
         params = jax.tree.map(lambda a: a[0], out["params"])
         trained[cfg["name"]] = {"final_mae": out["final_metric"][0], "steps": out["steps_run"]}
-        _log(verbose, f"[gradient-decay] trained {cfg['name']} on adding T={train_length}: "
-                      f"MAE {out['final_metric'][0]:.4f} after {out['steps_run']} steps")
+        _log(
+            verbose,
+            f"[gradient-decay] trained {cfg['name']} on adding T={train_length}: "
+            f"MAE {out['final_metric'][0]:.4f} after {out['steps_run']} steps",
+        )
         measure(cfg, params, "trained")
 
     payload = {
         "what": "||dL/dh_t|| against lag T-t, L = squared error of a linear readout of h_T on the "
-                "adding problem; one backward pass with zero probes added to every h_t",
-        "settings": {"seed": seed, "hidden_size": hidden_size, "batch_size": batch_size,
-                     "lengths": list(lengths), "train_task": f"adding, T={train_length}",
-                     "train_steps": train_steps, "learning_rate": 1e-2, "quick": quick,
-                     "horizon_ratio": 1e-3, "fit_floor_log10": gradient_decay.UNDERFLOW_LOG10},
+        "adding problem; one backward pass with zero probes added to every h_t",
+        "settings": {
+            "seed": seed,
+            "hidden_size": hidden_size,
+            "batch_size": batch_size,
+            "lengths": list(lengths),
+            "train_task": f"adding, T={train_length}",
+            "train_steps": train_steps,
+            "learning_rate": 1e-2,
+            "quick": quick,
+            "horizon_ratio": 1e-3,
+            "fit_floor_log10": gradient_decay.UNDERFLOW_LOG10,
+        },
         "trained": trained,
         "results": results,
         "seconds": time.perf_counter() - t_start,
@@ -214,21 +271,45 @@ def run_memory_span(
             task = make_task(name, lag)
             key = jax.random.fold_in(jax.random.fold_in(base, ti), lag)  # same data for every cell
             for kind in kinds:
-                out = train_seeds(kind, task, key, num_seeds=num_seeds, hidden_size=hidden_size,
-                                  batch_size=batch_size, learning_rate=learning_rate,
-                                  max_steps=max_steps, eval_every=eval_every)
+                out = train_seeds(
+                    kind,
+                    task,
+                    key,
+                    num_seeds=num_seeds,
+                    hidden_size=hidden_size,
+                    batch_size=batch_size,
+                    learning_rate=learning_rate,
+                    max_steps=max_steps,
+                    eval_every=eval_every,
+                )
                 out.pop("params")
                 runs.append({"task": name, "lag": lag, "kind": kind, **out})
-                _log(verbose, f"[memory-span] {name:6s} lag={lag:4d} {kind:4s} solved {sum(out['success'])}/"
-                              f"{num_seeds} steps {out['steps_to_solve']} best {task.metric_name} "
-                              f"{np.round(out['best_metric'], 3).tolist()} ({out['seconds']:.1f} s + "
-                              f"{out['compile_seconds']:.1f} s compile)")
-    settings = {"seed": seed, "lags": list(lags), "tasks": list(task_names), "kinds": list(kinds),
-                "num_seeds": num_seeds, "hidden_size": hidden_size, "batch_size": batch_size,
-                "learning_rate": learning_rate, "optimizer": "adam, clip_by_global_norm(1.0)",
-                "max_steps": max_steps, "eval_every": eval_every, "eval_size": 1000, "quick": quick,
-                "criteria": {"adding": "MAE < 0.04 (lag = sequence length T)",
-                             "latch": "accuracy >= 0.95 (4 symbols, 4 distractor tokens, lag = distractor steps)"}}
+                _log(
+                    verbose,
+                    f"[memory-span] {name:6s} lag={lag:4d} {kind:4s} solved {sum(out['success'])}/"
+                    f"{num_seeds} steps {out['steps_to_solve']} best {task.metric_name} "
+                    f"{np.round(out['best_metric'], 3).tolist()} ({out['seconds']:.1f} s + "
+                    f"{out['compile_seconds']:.1f} s compile)",
+                )
+    settings = {
+        "seed": seed,
+        "lags": list(lags),
+        "tasks": list(task_names),
+        "kinds": list(kinds),
+        "num_seeds": num_seeds,
+        "hidden_size": hidden_size,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "optimizer": "adam, clip_by_global_norm(1.0)",
+        "max_steps": max_steps,
+        "eval_every": eval_every,
+        "eval_size": 1000,
+        "quick": quick,
+        "criteria": {
+            "adding": "MAE < 0.04 (lag = sequence length T)",
+            "latch": "accuracy >= 0.95 (4 symbols, 4 distractor tokens, lag = distractor steps)",
+        },
+    }
     payload = {"settings": settings, "runs": runs, "seconds": time.perf_counter() - t_start}
     md = report.memory_span_markdown(runs, settings)
     path = write_results("memory_span", payload, md, out_dir)

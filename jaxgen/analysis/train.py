@@ -23,15 +23,15 @@ Array = jax.Array
 class Task(NamedTuple):
     """A long-lag task at one lag."""
 
-    name: str                 # "adding" or "latch"
-    lag: int                  # the task's lag parameter (adding: sequence length T)
-    sample: Callable          # sample(key, batch) -> (xs [T, B, ...], y [B])
-    input_size: int           # F (or vocabulary size for token ids)
-    output_size: int          # readout width O
-    loss: Callable            # loss(out [B, O], y [B]) -> scalar
-    metric: Callable          # metric(out, y) -> scalar (MAE or accuracy)
+    name: str  # "adding" or "latch"
+    lag: int  # the task's lag parameter (adding: sequence length T)
+    sample: Callable  # sample(key, batch) -> (xs [T, B, ...], y [B])
+    input_size: int  # F (or vocabulary size for token ids)
+    output_size: int  # readout width O
+    loss: Callable  # loss(out [B, O], y [B]) -> scalar
+    metric: Callable  # metric(out, y) -> scalar (MAE or accuracy)
     metric_name: str
-    solved: Callable          # solved(metric) -> bool
+    solved: Callable  # solved(metric) -> bool
     threshold: float
 
 
@@ -39,23 +39,31 @@ def make_task(name: str, lag: int, *, num_symbols: int = 4, num_distractors: int
     """The adding problem (``lag`` = sequence length) or the latch task (``lag`` distractors)."""
     if name == "adding":
         return Task(
-            name, lag,
+            name,
+            lag,
             sample=lambda key, batch: tasks.adding_problem(key, batch, lag),
-            input_size=2, output_size=1,
+            input_size=2,
+            output_size=1,
             loss=lambda out, y: jnp.mean((out[:, 0] - y) ** 2),
             metric=lambda out, y: jnp.mean(jnp.abs(out[:, 0] - y)),
-            metric_name="MAE", solved=lambda m: m < 0.04, threshold=0.04,
+            metric_name="MAE",
+            solved=lambda m: m < 0.04,
+            threshold=0.04,
         )
     if name == "latch":
         return Task(
-            name, lag,
+            name,
+            lag,
             sample=lambda key, batch: tasks.latch_task(
-                key, batch, lag, num_symbols=num_symbols, num_distractors=num_distractors),
+                key, batch, lag, num_symbols=num_symbols, num_distractors=num_distractors
+            ),
             input_size=tasks.latch_vocab_size(num_symbols, num_distractors),
             output_size=num_symbols,
             loss=lambda out, y: optax.softmax_cross_entropy_with_integer_labels(out, y).mean(),
             metric=lambda out, y: jnp.mean(jnp.argmax(out, -1) == y),
-            metric_name="accuracy", solved=lambda m: m >= 0.95, threshold=0.95,
+            metric_name="accuracy",
+            solved=lambda m: m >= 0.95,
+            threshold=0.95,
         )
     raise ValueError(f"unknown task {name!r}; choose 'adding' or 'latch'")
 
@@ -93,8 +101,11 @@ def train_seeds(
     k_init, k_data, k_eval = jax.random.split(key, 3)
     init_keys = jax.random.split(k_init, num_seeds)
     data_keys = jax.random.split(k_data, num_seeds)
-    params = jax.vmap(lambda k: models.init_model(
-        kind, k, task.input_size, hidden_size, task.output_size, **init_kwargs))(init_keys)
+    params = jax.vmap(
+        lambda k: models.init_model(
+            kind, k, task.input_size, hidden_size, task.output_size, **init_kwargs
+        )
+    )(init_keys)
     opt = optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(learning_rate))
     opt_state = jax.vmap(opt.init)(params)
     xs_eval, y_eval = task.sample(k_eval, eval_size)

@@ -17,7 +17,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.seed = 0  # base PRNG seed: init and dropout keys (fold_in(key, step) per step)
 
     c.data = ml_collections.ConfigDict()
-    c.data.source = "builtin"  # 'builtin' (tiny-shakespeare, in jaxgen), 'pydoc' (CPython help), 'tfds', 'file'
+    c.data.source = (
+        "builtin"  # 'builtin' (tiny-shakespeare, in jaxgen), 'pydoc' (CPython help), 'tfds', 'file'
+    )
     c.data.path = ""  # a UTF-8 text file; when set it wins over data.source
     c.data.tfds_name = "tiny_shakespeare"  # the tensorflow-datasets name for data.source='tfds'
     c.data.val_fraction = 0.1  # last 10% of the text is the validation split
@@ -46,8 +48,18 @@ def default_config() -> ml_collections.ConfigDict:
 
 def validate_config(cfg) -> None:
     """Every check of a char-RNN config that needs no data: one UserError naming the field."""
-    require_positive_ints(cfg, ("model.hidden", "model.layers", "train.batch", "train.seq_len",
-                                "train.checkpoint_every", "train.eval_every", "train.log_every"))
+    require_positive_ints(
+        cfg,
+        (
+            "model.hidden",
+            "model.layers",
+            "train.batch",
+            "train.seq_len",
+            "train.checkpoint_every",
+            "train.eval_every",
+            "train.log_every",
+        ),
+    )
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise UserError(f"config.model.dropout must be in [0, 1), got {cfg.model.dropout}")
     if cfg.train.lr <= 0:

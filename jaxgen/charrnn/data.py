@@ -71,7 +71,7 @@ def read_text_file(path: str | Path) -> str:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise UserError(
-            f"{str(p)!r} is not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r}); "
+            f"{str(p)!r} is not valid UTF-8 (byte {e.start}: {raw[e.start : e.start + 1]!r}); "
             "convert it, e.g. `iconv -f latin1 -t utf-8 IN > OUT`"
         ) from None
     if not text:
@@ -87,8 +87,12 @@ def _reachable(host: str = "storage.googleapis.com", port: int = 443, timeout: f
         return False
 
 
-def tfds_text(name: str = "tiny_shakespeare", split: str = "train", data_dir: str | None = None,
-              check_network: bool = True) -> str:
+def tfds_text(
+    name: str = "tiny_shakespeare",
+    split: str = "train",
+    data_dir: str | None = None,
+    check_network: bool = True,
+) -> str:
     """The text of a tensorflow-datasets text dataset, without TensorFlow.
 
     Uses ``tfds.data_source`` (array_record, random access). Checks that the
@@ -106,7 +110,9 @@ def tfds_text(name: str = "tiny_shakespeare", split: str = "train", data_dir: st
     try:
         ds = tfds.data_source(name, split=split, data_dir=data_dir)
     except Exception as e:  # tfds raises many types; one clear message instead
-        raise UserError(f"tensorflow-datasets could not provide {name!r} split {split!r}: {e}") from e
+        raise UserError(
+            f"tensorflow-datasets could not provide {name!r} split {split!r}: {e}"
+        ) from e
     parts = []
     for i in range(len(ds)):
         t = ds[i]["text"]
@@ -114,8 +120,12 @@ def tfds_text(name: str = "tiny_shakespeare", split: str = "train", data_dir: st
     return "".join(parts)
 
 
-def load_corpus(source: str = "builtin", path: str = "", tfds_name: str = "tiny_shakespeare",
-                data_dir: str | None = None) -> str:
+def load_corpus(
+    source: str = "builtin",
+    path: str = "",
+    tfds_name: str = "tiny_shakespeare",
+    data_dir: str | None = None,
+) -> str:
     """The corpus text: ``path`` if given, else the named ``source``: 'builtin' (tiny-shakespeare,
     shipped with jaxgen), 'pydoc' (CPython's help topics) or 'tfds' (tensorflow-datasets)."""
     if path:
@@ -176,7 +186,7 @@ def split_corpus(ids: np.ndarray, val_fraction: float = 0.1) -> tuple[np.ndarray
     if not 0.0 < val_fraction < 1.0:
         raise UserError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
     n_val = int(round(len(ids) * val_fraction))
-    return ids[: len(ids) - n_val], ids[len(ids) - n_val:]
+    return ids[: len(ids) - n_val], ids[len(ids) - n_val :]
 
 
 class CharBatches:
@@ -202,7 +212,9 @@ class CharBatches:
                 "config.train.batch / config.train.seq_len"
             )
         self.batch, self.seq_len, self.num_batches = batch, seq_len, n
-        self.rows = np.ascontiguousarray(np.asarray(ids[: batch * row_len], np.int32).reshape(batch, row_len))
+        self.rows = np.ascontiguousarray(
+            np.asarray(ids[: batch * row_len], np.int32).reshape(batch, row_len)
+        )
 
     def __len__(self) -> int:
         return self.num_batches
@@ -212,8 +224,8 @@ class CharBatches:
         if not 0 <= k < self.num_batches:
             raise IndexError(k)
         s = k * self.seq_len
-        x = self.rows[:, s: s + self.seq_len]
-        y = self.rows[:, s + 1: s + self.seq_len + 1]
+        x = self.rows[:, s : s + self.seq_len]
+        y = self.rows[:, s + 1 : s + self.seq_len + 1]
         return np.ascontiguousarray(x.T), np.ascontiguousarray(y.T)
 
     def position(self, step: int) -> tuple[int, int]:

@@ -14,7 +14,9 @@ import optax
 from jaxgen import nn, rnn
 
 
-def init(key: jax.Array, vocab_size: int, hidden: int, layers: int, *, forget_bias: float = 1.0) -> dict:
+def init(
+    key: jax.Array, vocab_size: int, hidden: int, layers: int, *, forget_bias: float = 1.0
+) -> dict:
     k_lstm, k_out = jax.random.split(key)
     return {
         # Layer 0 takes token ids, i.e. one-hot vectors of size vocab_size.
@@ -28,13 +30,22 @@ def zero_carries(params: dict, batch: int) -> list[tuple[jax.Array, jax.Array]]:
     return [rnn.lstm_zero_carry(p, (batch,)) for p in params["lstm"]]
 
 
-def apply(params: dict, ids: jax.Array, carries, *, dropout_rate: float = 0.0, key: jax.Array | None = None,
-          mode: str = "scan"):
+def apply(
+    params: dict,
+    ids: jax.Array,
+    carries,
+    *,
+    dropout_rate: float = 0.0,
+    key: jax.Array | None = None,
+    mode: str = "scan",
+):
     """``ids`` ``[T, B]`` -> ``(carries, logits [T, B, V])``. Dropout only when ``key`` is given."""
     k_stack = k_out = None
     if key is not None:
         k_stack, k_out = jax.random.split(key)
-    carries, ys = rnn.lstm_stack(params["lstm"], ids, carries, dropout_rate=dropout_rate, key=k_stack, mode=mode)
+    carries, ys = rnn.lstm_stack(
+        params["lstm"], ids, carries, dropout_rate=dropout_rate, key=k_stack, mode=mode
+    )
     ys = nn.dropout(k_out, ys, dropout_rate)
     return carries, ys @ params["w_out"] + params["b_out"]
 

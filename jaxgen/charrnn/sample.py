@@ -8,7 +8,6 @@ seed gives the same text.
 from __future__ import annotations
 
 import functools
-
 from pathlib import Path
 
 import jax
@@ -20,13 +19,17 @@ from jaxgen.charrnn.config import KIND
 from jaxgen.errors import UserError
 from jaxgen.training import loop
 
-
 # Masses within this of ``top_p`` count as reaching it (float32 softmax sums are ~1e-7 off).
 TOP_P_TOL = 1e-6
 
 
-def filter_logits(logits: jax.Array, *, temperature: float | jax.Array = 1.0, top_k: int = 0,
-                  top_p: float | jax.Array = 1.0) -> jax.Array:
+def filter_logits(
+    logits: jax.Array,
+    *,
+    temperature: float | jax.Array = 1.0,
+    top_k: int = 0,
+    top_p: float | jax.Array = 1.0,
+) -> jax.Array:
     """Logits ``[..., V]`` scaled by ``1/temperature``, keeping exactly the ``top_k`` largest (0: all)
     and, of those, the smallest set whose renormalised probability reaches ``top_p``; the others
     are set to ``-inf``.
@@ -44,7 +47,9 @@ def filter_logits(logits: jax.Array, *, temperature: float | jax.Array = 1.0, to
     greedy = temperature == 0
     logits = logits / jnp.where(greedy, jnp.ones_like(temperature), temperature)
     V = logits.shape[-1]
-    order = jnp.argsort(-logits, axis=-1, stable=True)  # rank -> vocab index; ties: lower index first
+    order = jnp.argsort(
+        -logits, axis=-1, stable=True
+    )  # rank -> vocab index; ties: lower index first
     sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
     rank = jnp.arange(V)
     keep = rank < (top_k if top_k > 0 else V)  # exactly k ranks
@@ -59,8 +64,9 @@ def filter_logits(logits: jax.Array, *, temperature: float | jax.Array = 1.0, to
     return jnp.where(keep, logits, -jnp.inf)
 
 
-def greedy_or_sample(key: jax.Array, logits: jax.Array, *, temperature=1.0, top_k: int = 0,
-                     top_p=1.0) -> jax.Array:
+def greedy_or_sample(
+    key: jax.Array, logits: jax.Array, *, temperature=1.0, top_k: int = 0, top_p=1.0
+) -> jax.Array:
     """One token id per row of ``logits [..., V]``: the argmax (lowest index among ties, no
     randomness) when ``temperature == 0``, else a draw from :func:`filter_logits`."""
     filtered = filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p)
@@ -69,8 +75,16 @@ def greedy_or_sample(key: jax.Array, logits: jax.Array, *, temperature=1.0, top_
 
 
 @functools.partial(jax.jit, static_argnames=("length", "top_k"))
-def generate(params: dict, prime_ids: jax.Array, key: jax.Array, *, length: int, temperature=1.0,
-             top_k: int = 0, top_p=1.0) -> jax.Array:
+def generate(
+    params: dict,
+    prime_ids: jax.Array,
+    key: jax.Array,
+    *,
+    length: int,
+    temperature=1.0,
+    top_k: int = 0,
+    top_p=1.0,
+) -> jax.Array:
     """``length`` new ids after the prime ``[P]`` (P >= 1), as ``[length]`` int32.
 
     ``temperature == 0`` is greedy decoding (argmax at every step; ``key`` is unused)."""
@@ -79,8 +93,9 @@ def generate(params: dict, prime_ids: jax.Array, key: jax.Array, *, length: int,
 
     def body(c, t):
         carries, last = c
-        nxt = greedy_or_sample(jax.random.fold_in(key, t), last, temperature=temperature, top_k=top_k,
-                               top_p=top_p)
+        nxt = greedy_or_sample(
+            jax.random.fold_in(key, t), last, temperature=temperature, top_k=top_k, top_p=top_p
+        )
         carries, lg = model.apply(params, nxt.reshape(1, 1), carries)
         return (carries, lg[0, 0]), nxt
 
@@ -88,8 +103,17 @@ def generate(params: dict, prime_ids: jax.Array, key: jax.Array, *, length: int,
     return ids.astype(jnp.int32)
 
 
-def sample_text(params, vocab, *, prime: str = "\n", length: int = 500, temperature: float = 1.0,
-                top_k: int = 0, top_p: float = 1.0, seed: int = 0) -> str:
+def sample_text(
+    params,
+    vocab,
+    *,
+    prime: str = "\n",
+    length: int = 500,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int = 0,
+) -> str:
     """The prime followed by ``length`` generated characters; ``temperature=0`` is greedy (argmax
     at every step, the same text for every seed)."""
     if length < 0:
@@ -99,7 +123,9 @@ def sample_text(params, vocab, *, prime: str = "\n", length: int = 500, temperat
     if not 0 < top_p <= 1:
         raise UserError(f"top_p must be in (0, 1], got {top_p}")
     if top_k < 0 or top_k > len(vocab):
-        raise UserError(f"top_k must be between 0 (off) and the vocabulary size {len(vocab)}, got {top_k}")
+        raise UserError(
+            f"top_k must be between 0 (off) and the vocabulary size {len(vocab)}, got {top_k}"
+        )
     if not prime:
         prime = "\n" if "\n" in vocab.chars else vocab.chars[0]
         shown = ""
@@ -108,8 +134,15 @@ def sample_text(params, vocab, *, prime: str = "\n", length: int = 500, temperat
     prime_ids = jnp.asarray(vocab.encode(prime))
     if length == 0:
         return shown
-    ids = generate(params, prime_ids, jax.random.key(seed), length=length, temperature=temperature,
-                   top_k=top_k, top_p=top_p)
+    ids = generate(
+        params,
+        prime_ids,
+        jax.random.key(seed),
+        length=length,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+    )
     return shown + vocab.decode(np.asarray(ids))
 
 

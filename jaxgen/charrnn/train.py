@@ -38,7 +38,9 @@ class TrainState(NamedTuple):
     key: jax.Array  # uint32 [2] raw PRNG key data; step s uses fold_in(key, s)
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+def make_optimizer(
+    cfg: ml_collections.ConfigDict, total_steps: int
+) -> optax.GradientTransformation:
     """Global-norm clipping, then Adam at ``train.lr``: constant, or warmup + cosine decay to
     ``lr * train.final_lr_fraction`` at ``total_steps``."""
     t = cfg.train
@@ -46,26 +48,43 @@ def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Gr
         lr = t.lr
     elif t.lr_schedule == "cosine":
         lr = optax.warmup_cosine_decay_schedule(
-            0.0, t.lr, max(1, t.warmup_steps), max(t.warmup_steps + 1, total_steps),
-            end_value=t.lr * t.final_lr_fraction)
+            0.0,
+            t.lr,
+            max(1, t.warmup_steps),
+            max(t.warmup_steps + 1, total_steps),
+            end_value=t.lr * t.final_lr_fraction,
+        )
     else:
-        raise UserError(f"unknown config.train.lr_schedule {t.lr_schedule!r}; choose 'constant' "
-                        "or 'cosine'")
+        raise UserError(
+            f"unknown config.train.lr_schedule {t.lr_schedule!r}; choose 'constant' or 'cosine'"
+        )
     return optax.chain(optax.clip_by_global_norm(t.clip), optax.adam(lr))
 
 
 def init_state(cfg, vocab_size: int, tx: optax.GradientTransformation) -> TrainState:
     k_init, k_train = jax.random.split(jax.random.key(cfg.seed))
-    params = model.init(k_init, vocab_size, cfg.model.hidden, cfg.model.layers,
-                        forget_bias=cfg.model.forget_bias)
-    return TrainState(params=params, opt_state=tx.init(params),
-                      carries=model.zero_carries(params, cfg.train.batch),
-                      step=jnp.zeros((), jnp.int32), key=jax.random.key_data(k_train))
+    params = model.init(
+        k_init, vocab_size, cfg.model.hidden, cfg.model.layers, forget_bias=cfg.model.forget_bias
+    )
+    return TrainState(
+        params=params,
+        opt_state=tx.init(params),
+        carries=model.zero_carries(params, cfg.train.batch),
+        step=jnp.zeros((), jnp.int32),
+        key=jax.random.key_data(k_train),
+    )
 
 
-def train_step(state: TrainState, ids: jax.Array, targets: jax.Array, reset: jax.Array, *,
-               tx: optax.GradientTransformation, dropout_rate: float,
-               skip_nonfinite: bool = False) -> tuple[TrainState, dict]:
+def train_step(
+    state: TrainState,
+    ids: jax.Array,
+    targets: jax.Array,
+    reset: jax.Array,
+    *,
+    tx: optax.GradientTransformation,
+    dropout_rate: float,
+    skip_nonfinite: bool = False,
+) -> tuple[TrainState, dict]:
     """One truncated-BPTT step on ``ids``/``targets`` ``[T, B]``; ``reset`` zeroes the carries.
 
     Returns ``(new_state, metrics)``. Bind ``tx`` and ``dropout_rate`` with
@@ -143,14 +162,19 @@ def recipe(cfg: ml_collections.ConfigDict, workdir: str | Path) -> loop.Recipe:
             if old[k] != cfg.model[k]:
                 raise UserError(
                     f"workdir {str(workdir)!r} holds a model with config.model.{k}={old[k]}, but "
-                    f"the config says {cfg.model[k]}; use the same config to resume, or a new workdir")
+                    f"the config says {cfg.model[k]}; use the same config to resume, or a new workdir"
+                )
     vocab, train_b, val_b = prepare_data(cfg, vocab)
     steps = total_steps(cfg, train_b)
     skip = _on_nonfinite(cfg) == "skip"
 
     def make_step(horizon: int):
-        return functools.partial(train_step, tx=make_optimizer(cfg, horizon),
-                                 dropout_rate=cfg.model.dropout, skip_nonfinite=skip)
+        return functools.partial(
+            train_step,
+            tx=make_optimizer(cfg, horizon),
+            dropout_rate=cfg.model.dropout,
+            skip_nonfinite=skip,
+        )
 
     def batch(step: int) -> tuple:
         _, window = train_b.position(step)
@@ -161,27 +185,53 @@ def recipe(cfg: ml_collections.ConfigDict, workdir: str | Path) -> loop.Recipe:
         val_loss = evaluate(state.params, val_b)
         bits = val_loss / math.log(2)
         return loop.Evaluation(
-            val_loss, {"val_loss": val_loss, "val_bpc": bits},
+            val_loss,
+            {"val_loss": val_loss, "val_bpc": bits},
             f"step {step}: validation loss {val_loss:.4f} nats/char ({bits:.3f} bits/char), "
-            "best {best:.4f}, {elapsed:.0f}s")
+            "best {best:.4f}, {elapsed:.0f}s",
+        )
 
     return loop.Recipe(
-        kind=KIND, cfg=cfg, meta={"vocab": vocab.to_json()}, total_steps=steps,
+        kind=KIND,
+        cfg=cfg,
+        meta={"vocab": vocab.to_json()},
+        total_steps=steps,
         init_state=lambda: init_state(cfg, len(vocab), make_optimizer(cfg, steps)),
-        make_step=make_step, batch=batch, batch_axes=(1, 1, None),
-        items_per_step=cfg.train.batch * cfg.train.seq_len, unit="tok", loss_keys=("loss",),
-        describe=(f"char-rnn: {len(vocab)} characters, {train_b.rows.size:,} training / "
-                  f"{val_b.rows.size:,} validation ids, {len(train_b)} batches per epoch"),
+        make_step=make_step,
+        batch=batch,
+        batch_axes=(1, 1, None),
+        items_per_step=cfg.train.batch * cfg.train.seq_len,
+        unit="tok",
+        loss_keys=("loss",),
+        describe=(
+            f"char-rnn: {len(vocab)} characters, {train_b.rows.size:,} training / "
+            f"{val_b.rows.size:,} validation ids, {len(train_b)} batches per epoch"
+        ),
         nonfinite_advice="Lower config.train.lr or config.train.clip",
-        evaluate=evaluation, eval_every=cfg.train.eval_every, best_key="val_loss",
-        fits_schedule=cfg.train.lr_schedule != "constant")
+        evaluate=evaluation,
+        eval_every=cfg.train.eval_every,
+        best_key="val_loss",
+        fits_schedule=cfg.train.lr_schedule != "constant",
+    )
 
 
-def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, quiet: bool = False,
-          stop: StopOnSignal | None = None) -> dict:
+def train(
+    cfg: ml_collections.ConfigDict,
+    workdir: str | Path,
+    *,
+    quiet: bool = False,
+    stop: StopOnSignal | None = None,
+) -> dict:
     """Train (or resume) a char-RNN in ``workdir``; returns a summary dict (``steps`` reached,
     ``start``, ``val_loss``, ``best_val_loss``, ``tokens_per_s``, ``wall_s``, ``stopped``)."""
     s = loop.run(recipe(cfg, workdir), workdir, quiet=quiet, stop=stop)
-    return {"steps": s.steps, "start": s.start, "val_loss": s.last_eval.get("val_loss"),
-            "best_val_loss": s.best, "tokens_per_s": s.rate, "wall_s": s.wall_s,
-            "stopped": s.stopped, "horizon": s.horizon}
+    return {
+        "steps": s.steps,
+        "start": s.start,
+        "val_loss": s.last_eval.get("val_loss"),
+        "best_val_loss": s.best,
+        "tokens_per_s": s.rate,
+        "wall_s": s.wall_s,
+        "stopped": s.stopped,
+        "horizon": s.horizon,
+    }

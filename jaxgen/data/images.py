@@ -21,8 +21,10 @@ import numpy as np
 
 from jaxgen.errors import UserError
 
-BUILTIN_DESCRIPTION = ("scikit-learn's UCI handwritten digits (1,797 images, 8x8 upsampled to 28x28; "
-                       "offline, shipped in the scikit-learn package)")
+BUILTIN_DESCRIPTION = (
+    "scikit-learn's UCI handwritten digits (1,797 images, 8x8 upsampled to 28x28; "
+    "offline, shipped in the scikit-learn package)"
+)
 TFDS_NAMES = ("mnist", "fashion_mnist", "kmnist", "emnist", "svhn_cropped", "cifar10", "celeb_a")
 
 
@@ -59,14 +61,18 @@ def read_idx(path: str | Path) -> np.ndarray:
     except (OSError, EOFError) as e:
         raise UserError(f"cannot read IDX file {str(p)!r} ({e}); re-download it") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise UserError(f"{str(p)!r} is not an unsigned-byte IDX file (bad magic number); "
-                        "expected MNIST-format files such as train-images-idx3-ubyte.gz")
+        raise UserError(
+            f"{str(p)!r} is not an unsigned-byte IDX file (bad magic number); "
+            "expected MNIST-format files such as train-images-idx3-ubyte.gz"
+        )
     ndim = raw[3]
-    dims = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
+    dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
     body = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
-        raise UserError(f"IDX file {str(p)!r} is truncated: header says {dims}, found {body.size} values; "
-                        "re-download it")
+        raise UserError(
+            f"IDX file {str(p)!r} is truncated: header says {dims}, found {body.size} values; "
+            "re-download it"
+        )
     return body.reshape(dims)
 
 
@@ -76,13 +82,17 @@ def load_idx_dir(path: str | Path) -> Images:
     if not d.exists():
         raise UserError(f"image directory {str(d)!r} does not exist; check config.data.path")
     if not d.is_dir():
-        raise UserError(f"{str(d)!r} is not a directory; config.data.path must name a directory "
-                        "holding MNIST-format IDX files (e.g. t10k-images-idx3-ubyte.gz)")
+        raise UserError(
+            f"{str(d)!r} is not a directory; config.data.path must name a directory "
+            "holding MNIST-format IDX files (e.g. t10k-images-idx3-ubyte.gz)"
+        )
     image_files = sorted(d.glob("*-images-idx3-ubyte*"))
     if not image_files:
-        raise UserError(f"no MNIST-format image files (*-images-idx3-ubyte[.gz]) in {str(d)!r}; "
-                        "point config.data.path at the folder holding them, "
-                        "or use config.data.source=builtin")
+        raise UserError(
+            f"no MNIST-format image files (*-images-idx3-ubyte[.gz]) in {str(d)!r}; "
+            "point config.data.path at the folder holding them, "
+            "or use config.data.source=builtin"
+        )
     xs, ys = [], []
     for f in image_files:
         x = read_idx(f)
@@ -92,11 +102,15 @@ def load_idx_dir(path: str | Path) -> Images:
         lab = f.with_name(f.name.replace("-images-idx3-", "-labels-idx1-"))
         ys.append(read_idx(lab).astype(np.int32) if lab.exists() else None)
     if len({x.shape[1:] for x in xs}) != 1:
-        raise UserError(f"the IDX files in {str(d)!r} hold images of different sizes; keep one dataset per folder")
+        raise UserError(
+            f"the IDX files in {str(d)!r} hold images of different sizes; keep one dataset per folder"
+        )
     labels = np.concatenate(ys) if all(y is not None for y in ys) else None
     images = np.concatenate(xs)
     if labels is not None and len(labels) != len(images):
-        raise UserError(f"{str(d)!r}: {len(images)} images but {len(labels)} labels; the files do not match")
+        raise UserError(
+            f"{str(d)!r}: {len(images)} images but {len(labels)} labels; the files do not match"
+        )
     if len(images) == 0:
         raise UserError(f"the IDX files in {str(d)!r} hold no images")
     return Images(_to_unit_range(images)[..., None], labels, f"idx:{d}")
@@ -110,31 +124,48 @@ def builtin_digits(size: int = 28) -> Images:
     try:
         from sklearn.datasets import load_digits
     except ImportError as e:
-        raise UserError("the built-in digits need scikit-learn (`pip install scikit-learn`); or point "
-                        "config.data.path at MNIST IDX files") from e
+        raise UserError(
+            "the built-in digits need scikit-learn (`pip install scikit-learn`); or point "
+            "config.data.path at MNIST IDX files"
+        ) from e
     from PIL import Image
 
     d = load_digits()
     small = (d.images / 16.0 * 255.0).clip(0, 255).astype(np.uint8)
-    big = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in small])
-    return Images(_to_unit_range(big)[..., None], d.target.astype(np.int32), "builtin:sklearn_digits")
+    big = np.stack(
+        [np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in small]
+    )
+    return Images(
+        _to_unit_range(big)[..., None], d.target.astype(np.int32), "builtin:sklearn_digits"
+    )
 
 
-def tfds_images(name: str, split: str = "train", *, image_size: int = 0, data_dir: str | None = None,
-                check_network: bool = True, limit: int = 0) -> Images:
+def tfds_images(
+    name: str,
+    split: str = "train",
+    *,
+    image_size: int = 0,
+    data_dir: str | None = None,
+    check_network: bool = True,
+    limit: int = 0,
+) -> Images:
     """A tensorflow-datasets image dataset via ``tfds.data_source`` (no TensorFlow needed)."""
     import tensorflow_datasets as tfds
 
     from jaxgen.charrnn.data import _reachable
 
     if check_network and not _reachable():
-        raise UserError(f"cannot reach the tensorflow-datasets download host to fetch {name!r}; "
-                        "offline, use config.data.source=builtin or config.data.path=DIR with "
-                        "MNIST-format IDX files")
+        raise UserError(
+            f"cannot reach the tensorflow-datasets download host to fetch {name!r}; "
+            "offline, use config.data.source=builtin or config.data.path=DIR with "
+            "MNIST-format IDX files"
+        )
     try:
         src = tfds.data_source(name, split=split, data_dir=data_dir, download=True)
     except Exception as e:
-        raise UserError(f"tensorflow-datasets could not provide {name!r} split {split!r}: {type(e).__name__}: {e}")
+        raise UserError(
+            f"tensorflow-datasets could not provide {name!r} split {split!r}: {type(e).__name__}: {e}"
+        )
     n = len(src) if not limit else min(limit, len(src))
     xs, ys = [], []
     for i in range(n):
@@ -143,14 +174,18 @@ def tfds_images(name: str, split: str = "train", *, image_size: int = 0, data_di
         if image_size and im.shape[:2] != (image_size, image_size):
             from PIL import Image
 
-            im = np.asarray(Image.fromarray(im.squeeze()).resize((image_size, image_size), Image.BILINEAR))
+            im = np.asarray(
+                Image.fromarray(im.squeeze()).resize((image_size, image_size), Image.BILINEAR)
+            )
             im = im.reshape(image_size, image_size, -1)
         xs.append(im)
         ys.append(int(ex["label"]) if "label" in ex else -1)
     if not xs:
         raise UserError(f"tensorflow-datasets {name!r} split {split!r} is empty")
     labels = np.asarray(ys, np.int32)
-    return Images(_to_unit_range(np.stack(xs)), None if (labels < 0).any() else labels, f"tfds:{name}")
+    return Images(
+        _to_unit_range(np.stack(xs)), None if (labels < 0).any() else labels, f"tfds:{name}"
+    )
 
 
 def load_npy(path: str | Path) -> Images:
@@ -163,21 +198,33 @@ def load_npy(path: str | Path) -> Images:
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4:
-        raise UserError(f"{str(p)!r} holds an array of shape {x.shape}; expected images [N, H, W, C]")
+        raise UserError(
+            f"{str(p)!r} holds an array of shape {x.shape}; expected images [N, H, W, C]"
+        )
     if len(x) == 0:
-        raise UserError(f"{str(p)!r} holds no images (shape {x.shape}); give a dataset with some images in it")
+        raise UserError(
+            f"{str(p)!r} holds no images (shape {x.shape}); give a dataset with some images in it"
+        )
     if x.dtype == np.uint8:
         x = _to_unit_range(x)
     else:
         x = x.astype(np.float32)
         if not np.isfinite(x).all() or x.min() < -1.0001 or x.max() > 1.0001:
-            raise UserError(f"{str(p)!r}: float images must be finite and in [-1, 1] "
-                            f"(found [{np.nanmin(x):.3g}, {np.nanmax(x):.3g}])")
+            raise UserError(
+                f"{str(p)!r}: float images must be finite and in [-1, 1] "
+                f"(found [{np.nanmin(x):.3g}, {np.nanmax(x):.3g}])"
+            )
     return Images(x, None, f"npy:{p}")
 
 
-def load_images(source: str = "builtin", path: str = "", tfds_name: str = "mnist", *, image_size: int = 0,
-                split: str = "train") -> Images:
+def load_images(
+    source: str = "builtin",
+    path: str = "",
+    tfds_name: str = "mnist",
+    *,
+    image_size: int = 0,
+    split: str = "train",
+) -> Images:
     """The dataset named by a config's ``data`` group. ``path`` (a directory of IDX files, or a
     ``.npy`` file) wins over ``source``."""
     if path:
@@ -188,7 +235,9 @@ def load_images(source: str = "builtin", path: str = "", tfds_name: str = "mnist
     elif source == "tfds":
         data = tfds_images(tfds_name, split, image_size=image_size)
     else:
-        raise UserError(f"unknown data.source {source!r}; choose 'builtin', 'tfds', or set data.path")
+        raise UserError(
+            f"unknown data.source {source!r}; choose 'builtin', 'tfds', or set data.path"
+        )
     if len(data) == 0:
         raise UserError(f"the dataset {data.name} is empty; give one with some images in it")
     return data
@@ -202,20 +251,26 @@ def fit_to_model(data: Images, size: int, channels: int) -> Images:
     """
     n, h, w, c = data.images.shape
     if c != channels:
-        raise UserError(f"the dataset {data.name} has {c} channel(s) but the model takes {channels}; set "
-                        f"config.model.channels={c} (or use a dataset with {channels} channels)")
+        raise UserError(
+            f"the dataset {data.name} has {c} channel(s) but the model takes {channels}; set "
+            f"config.model.channels={c} (or use a dataset with {channels} channels)"
+        )
     if h != w:
-        raise UserError(f"the dataset {data.name} has {h}x{w} images; the models take square images")
+        raise UserError(
+            f"the dataset {data.name} has {h}x{w} images; the models take square images"
+        )
     if h == size:
         return data
     if h < size and (size - h) % 2 == 0:
         p = (size - h) // 2
         x = np.pad(data.images, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=-1.0)
         return Images(x, data.labels, data.name)
-    raise UserError(f"the dataset {data.name} has {h}x{w} images but the model makes "
-                    f"{size}x{size}; set config.model.image_size={h} (the DCGAN takes 28 (padded "
-                    f"to 32) or 32; the FC GAN takes 28), or resize the data "
-                    f"(config.data.image_size={size} for tensorflow-datasets)")
+    raise UserError(
+        f"the dataset {data.name} has {h}x{w} images but the model makes "
+        f"{size}x{size}; set config.model.image_size={h} (the DCGAN takes 28 (padded "
+        f"to 32) or 32; the FC GAN takes 28), or resize the data "
+        f"(config.data.image_size={size} for tensorflow-datasets)"
+    )
 
 
 class ImageBatches:
@@ -227,8 +282,10 @@ class ImageBatches:
         if batch <= 0:
             raise UserError(f"config.train.batch must be a positive integer, got {batch}")
         if len(images) < batch:
-            raise UserError(f"the dataset has {len(images)} images, fewer than one batch of {batch}; lower "
-                            "config.train.batch or use more data")
+            raise UserError(
+                f"the dataset has {len(images)} images, fewer than one batch of {batch}; lower "
+                "config.train.batch or use more data"
+            )
         self.images = images
         self.batch = batch
         self.seed = seed
@@ -246,4 +303,4 @@ class ImageBatches:
         if epoch != self._epoch:
             rng = np.random.default_rng([self.seed, epoch])
             self._perm, self._epoch = rng.permutation(len(self.images)), epoch
-        return self.images[self._perm[k * self.batch:(k + 1) * self.batch]]
+        return self.images[self._perm[k * self.batch : (k + 1) * self.batch]]

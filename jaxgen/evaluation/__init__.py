@@ -31,8 +31,19 @@ from jaxgen.evaluation.scores import (
 )
 
 __all__ = [
-    "CACHE_VERSION", "MIN_SAMPLES", "SampleQuality", "class_histogram", "classifier_apply",
-    "classifier_init", "classifier_num_classes", "classifier_score", "evaluate_samples",
-    "features_and_probs", "format_report", "frechet_distance", "gaussian_stats", "get_classifier",
+    "CACHE_VERSION",
+    "MIN_SAMPLES",
+    "SampleQuality",
+    "class_histogram",
+    "classifier_apply",
+    "classifier_init",
+    "classifier_num_classes",
+    "classifier_score",
+    "evaluate_samples",
+    "features_and_probs",
+    "format_report",
+    "frechet_distance",
+    "gaussian_stats",
+    "get_classifier",
     "train_classifier",
 ]

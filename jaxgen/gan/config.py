@@ -17,9 +17,15 @@ def default_config() -> ml_collections.ConfigDict:
     c.seed = 0  # base PRNG seed: init, data order, latents, dropout (fold_in(key, step) per step)
 
     c.data = ml_collections.ConfigDict()
-    c.data.source = "builtin"  # 'builtin' (scikit-learn digits, offline) or 'tfds' (set data.tfds_name)
-    c.data.path = ""  # a folder of MNIST-format IDX files (or a .npy [N, H, W, C]); wins over data.source
-    c.data.tfds_name = "mnist"  # tensorflow-datasets name: mnist, fashion_mnist, svhn_cropped, celeb_a, ...
+    c.data.source = (
+        "builtin"  # 'builtin' (scikit-learn digits, offline) or 'tfds' (set data.tfds_name)
+    )
+    c.data.path = (
+        ""  # a folder of MNIST-format IDX files (or a .npy [N, H, W, C]); wins over data.source
+    )
+    c.data.tfds_name = (
+        "mnist"  # tensorflow-datasets name: mnist, fashion_mnist, svhn_cropped, celeb_a, ...
+    )
     c.data.image_size = 0  # resize tfds images to this side (celeb_a: 32 or 64); 0 keeps their size
     c.data.limit = 0  # use only the first N images (0: all)
 
@@ -94,33 +100,56 @@ def dcgan_smoke_config(image_size: int = 28, channels: int = 1) -> ml_collection
 
 def validate_config(cfg) -> None:
     """Every check of a GAN config that needs no data: one UserError naming the field."""
-    require_positive_ints(cfg, ("model.latent", "model.image_size", "model.channels", "train.batch",
-                                "train.log_every", "train.checkpoint_every", "train.grid"))
+    require_positive_ints(
+        cfg,
+        (
+            "model.latent",
+            "model.image_size",
+            "model.channels",
+            "train.batch",
+            "train.log_every",
+            "train.checkpoint_every",
+            "train.grid",
+        ),
+    )
     t = cfg.train
     for name in ("lr_g", "lr_d"):
         if not t[name] > 0:
             raise UserError(f"config.train.{name} must be positive, got {t[name]}")
-    if not (isinstance(t.lr_decay_start, int) and isinstance(t.lr_decay_steps, int)
-            and t.lr_decay_start >= 0 and t.lr_decay_steps >= 0):
-        raise UserError(f"config.train.lr_decay_start and lr_decay_steps must be integers >= 0 "
-                        f"(lr_decay_steps 0: constant learning rate), got {t.lr_decay_start!r}, "
-                        f"{t.lr_decay_steps!r}")
+    if not (
+        isinstance(t.lr_decay_start, int)
+        and isinstance(t.lr_decay_steps, int)
+        and t.lr_decay_start >= 0
+        and t.lr_decay_steps >= 0
+    ):
+        raise UserError(
+            f"config.train.lr_decay_start and lr_decay_steps must be integers >= 0 "
+            f"(lr_decay_steps 0: constant learning rate), got {t.lr_decay_start!r}, "
+            f"{t.lr_decay_steps!r}"
+        )
     if not 0.0 <= t.lr_final <= 1.0:
-        raise UserError(f"config.train.lr_final is the final fraction of the learning rate, in "
-                        f"[0, 1], got {t.lr_final}")
+        raise UserError(
+            f"config.train.lr_final is the final fraction of the learning rate, in "
+            f"[0, 1], got {t.lr_final}"
+        )
     if not 0.0 < t.real_label <= 1.0:
-        raise UserError(f"config.train.real_label must be in (0, 1] (0.9 is one-sided label "
-                        f"smoothing), got {t.real_label}")
+        raise UserError(
+            f"config.train.real_label must be in (0, 1] (0.9 is one-sided label "
+            f"smoothing), got {t.real_label}"
+        )
     if not 0.0 <= t.ema_decay < 1.0:
-        raise UserError(f"config.train.ema_decay must be in [0, 1) (0 turns the EMA off), "
-                        f"got {t.ema_decay}")
+        raise UserError(
+            f"config.train.ema_decay must be in [0, 1) (0 turns the EMA off), got {t.ema_decay}"
+        )
     for name in ("g_dropout", "d_dropout"):
         if not 0.0 <= cfg.model[name] < 1.0:
             raise UserError(f"config.model.{name} must be in [0, 1), got {cfg.model[name]}")
     if t.on_nonfinite not in ("stop", "skip"):
-        raise UserError(f"config.train.on_nonfinite must be 'stop' or 'skip', "
-                        f"got {t.on_nonfinite!r}")
+        raise UserError(
+            f"config.train.on_nonfinite must be 'stop' or 'skip', got {t.on_nonfinite!r}"
+        )
     if cfg.model.latent_dist not in ("normal", "uniform"):
-        raise UserError(f"config.model.latent_dist must be 'normal' or 'uniform', "
-                        f"got {cfg.model.latent_dist!r}")
+        raise UserError(
+            f"config.model.latent_dist must be 'normal' or 'uniform', got {cfg.model.latent_dist!r}"
+        )
     validate_run_length(t)

@@ -27,14 +27,28 @@ def _real_images(data_path: str, data_source: str, meta_cfg: dict | None):
         raise UserError(f"--data_source must be 'builtin' or 'tfds:NAME', got {data_source!r}")
     if meta_cfg is not None:
         d = meta_cfg["data"]
-        return load_images(d["source"], d["path"], d["tfds_name"], image_size=d.get("image_size", 0))
-    raise UserError("say which real images to compare the samples with: --data_path DIR (MNIST IDX files) or "
-                    "--data_source builtin|tfds:NAME")
+        return load_images(
+            d["source"], d["path"], d["tfds_name"], image_size=d.get("image_size", 0)
+        )
+    raise UserError(
+        "say which real images to compare the samples with: --data_path DIR (MNIST IDX files) or "
+        "--data_source builtin|tfds:NAME"
+    )
 
 
-def run_eval(*, workdir: str | None = None, samples: str | None = None, data_path: str = "", data_source: str = "",
-             num: int = 10000, cache_dir: str = "~/.cache/jaxgen/classifiers", out: str = "", seed: int = 0,
-             checkpoint: str = "best", quiet: bool = False) -> dict:
+def run_eval(
+    *,
+    workdir: str | None = None,
+    samples: str | None = None,
+    data_path: str = "",
+    data_source: str = "",
+    num: int = 10000,
+    cache_dir: str = "~/.cache/jaxgen/classifiers",
+    out: str = "",
+    seed: int = 0,
+    checkpoint: str = "best",
+    quiet: bool = False,
+) -> dict:
     """Evaluate a GAN workdir (``num`` fresh samples) or a ``.npy`` of samples; returns the result dict."""
     import jax
 
@@ -47,19 +61,25 @@ def run_eval(*, workdir: str | None = None, samples: str | None = None, data_pat
         from jaxgen.gan import sampling
 
         if num < evaluation.MIN_SAMPLES:
-            raise UserError(f"--num must be at least {evaluation.MIN_SAMPLES} for the statistics to "
-                            f"mean anything, got {num}")
+            raise UserError(
+                f"--num must be at least {evaluation.MIN_SAMPLES} for the statistics to "
+                f"mean anything, got {num}"
+            )
         meta = read_meta(workdir)
         if meta is not None:
             meta_cfg = meta.get("config")
         model, gp, gs, cfg = sampling.load_generator(workdir, which=checkpoint)
-        x = sampling.generate(model, gp, gs, jax.random.key(seed + 1), num, dist=cfg.model.latent_dist)
+        x = sampling.generate(
+            model, gp, gs, jax.random.key(seed + 1), num, dist=cfg.model.latent_dist
+        )
         what = f"{num} samples from {workdir} ({checkpoint} checkpoint)"
     else:
         p = Path(samples)
         if not p.is_file():
-            raise UserError(f"samples file {str(p)!r} does not exist; write one with `jaxgen sample --workdir W "
-                            "--num 10000 --out samples.npy`")
+            raise UserError(
+                f"samples file {str(p)!r} does not exist; write one with `jaxgen sample --workdir W "
+                "--num 10000 --out samples.npy`"
+            )
         try:
             x = np.load(p, allow_pickle=False)
         except (OSError, ValueError) as e:
@@ -67,8 +87,10 @@ def run_eval(*, workdir: str | None = None, samples: str | None = None, data_pat
         what = f"{len(x)} samples from {p}"
     real = _real_images(data_path, data_source, meta_cfg)
     if real.labels is None:
-        raise UserError(f"the real dataset {real.name} has no labels, which the evaluation classifier needs; use "
-                        "a labelled dataset (MNIST IDX files with their labels files, builtin, or tfds)")
+        raise UserError(
+            f"the real dataset {real.name} has no labels, which the evaluation classifier needs; use "
+            "a labelled dataset (MNIST IDX files with their labels files, builtin, or tfds)"
+        )
     cache = Path(cache_dir).expanduser()
     params, info = evaluation.get_classifier(real, cache, seed=0, quiet=quiet)
     result = evaluation.evaluate_samples(x, real, params, seed=seed, classifier_info=info)

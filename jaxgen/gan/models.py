@@ -24,7 +24,7 @@ discriminator's flattened features; nothing else changes.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +42,9 @@ class GanModel(NamedTuple):
     latent: int  # size of z
     size: int  # side of the images the networks make and take
     channels: int
-    crop: int  # pixels to crop from each side of generated images for the data's shape (28 in 32: 2)
+    crop: (
+        int  # pixels to crop from each side of generated images for the data's shape (28 in 32: 2)
+    )
 
 
 def sample_latent(key: Array, batch: int, latent: int, dist: str = "normal") -> Array:
@@ -58,8 +60,10 @@ def _check_latent(z, latent: int, arch: str) -> None:
     """``z`` must be ``[B, latent]``: a wrong shape would otherwise fail deep inside XLA."""
     shape = tuple(jnp.shape(z))
     if len(shape) != 2 or shape[1] != latent:
-        raise UserError(f"the {arch} generator takes z of shape [B, {latent}] (batch, latent), got {list(shape)}; "
-                        f"draw it with jaxgen.gan.models.sample_latent(key, B, {latent})")
+        raise UserError(
+            f"the {arch} generator takes z of shape [B, {latent}] (batch, latent), got {list(shape)}; "
+            f"draw it with jaxgen.gan.models.sample_latent(key, B, {latent})"
+        )
 
 
 def _check_images(images, size: int, channels: int, crop: int, arch: str) -> None:
@@ -71,10 +75,14 @@ def _check_images(images, size: int, channels: int, crop: int, arch: str) -> Non
     msg = f"the {arch} discriminator takes images {want} in [-1, 1] (batch, height, width, channels), got {list(shape)}"
     data = size - 2 * crop
     if len(shape) == 4 and shape[1:] == (data, data, channels) and crop:
-        msg += (f"; pad the {data}x{data} images to {size}x{size} with jaxgen.gan.models.pad(model, images) "
-                f"(background -1, as training does), or give it {size}x{size} images")
+        msg += (
+            f"; pad the {data}x{data} images to {size}x{size} with jaxgen.gan.models.pad(model, images) "
+            f"(background -1, as training does), or give it {size}x{size} images"
+        )
     elif len(shape) == 4 and shape[1] == shape[2] and shape[3] == channels:
-        msg += f"; build the model with image_size={shape[1]}, or resize the images to {size}x{size}"
+        msg += (
+            f"; build the model with image_size={shape[1]}, or resize the images to {size}x{size}"
+        )
     elif len(shape) == 4 and shape[1:3] == (size, size):
         msg += f"; build the model with channels={shape[3]}"
     elif len(shape) == 4 and shape[1] == channels and shape[2] == shape[3]:
@@ -87,9 +95,18 @@ def _check_images(images, size: int, channels: int, crop: int, arch: str) -> Non
 # ----------------------------------------------------------------------------- fully connected GAN
 
 
-def fc_gan(*, latent: int = 100, image_size: int = 28, channels: int = 1, g_hidden=(32, 64, 128),
-           d_hidden=(128, 64, 32), slope: float = 0.2, g_dropout: float = 0.0, d_dropout: float = 0.3,
-           init_std: float | None = None) -> GanModel:
+def fc_gan(
+    *,
+    latent: int = 100,
+    image_size: int = 28,
+    channels: int = 1,
+    g_hidden=(32, 64, 128),
+    d_hidden=(128, 64, 32),
+    slope: float = 0.2,
+    g_dropout: float = 0.0,
+    d_dropout: float = 0.3,
+    init_std: float | None = None,
+) -> GanModel:
     """Generator ``latent -> g_hidden... -> S*S*C`` (tanh), discriminator ``S*S*C -> d_hidden... -> 1``.
 
     Leaky ReLU (``slope``) after every hidden layer, then dropout. The defaults are the classic
@@ -101,10 +118,14 @@ def fc_gan(*, latent: int = 100, image_size: int = 28, channels: int = 1, g_hidd
 
     def init(key):
         kg, kd = jax.random.split(key)
-        g = [nn.dense_init(k, a, b, std=init_std) for k, a, b in
-             zip(jax.random.split(kg, len(g_sizes) - 1), g_sizes[:-1], g_sizes[1:])]
-        d = [nn.dense_init(k, a, b, std=init_std) for k, a, b in
-             zip(jax.random.split(kd, len(d_sizes) - 1), d_sizes[:-1], d_sizes[1:])]
+        g = [
+            nn.dense_init(k, a, b, std=init_std)
+            for k, a, b in zip(jax.random.split(kg, len(g_sizes) - 1), g_sizes[:-1], g_sizes[1:])
+        ]
+        d = [
+            nn.dense_init(k, a, b, std=init_std)
+            for k, a, b in zip(jax.random.split(kd, len(d_sizes) - 1), d_sizes[:-1], d_sizes[1:])
+        ]
         return {"g": g, "d": d}, {"g": {}, "d": {}}
 
     def mlp(layers, x, key, rate):
@@ -129,8 +150,15 @@ def fc_gan(*, latent: int = 100, image_size: int = 28, channels: int = 1, g_hidd
 # ----------------------------------------------------------------------------- DCGAN
 
 
-def dcgan(*, latent: int = 100, image_size: int = 32, channels: int = 1, features=(32, 64, 128),
-          slope: float = 0.2, init_std: float = 0.02) -> GanModel:
+def dcgan(
+    *,
+    latent: int = 100,
+    image_size: int = 32,
+    channels: int = 1,
+    features=(32, 64, 128),
+    slope: float = 0.2,
+    init_std: float = 0.02,
+) -> GanModel:
     """DCGAN (Radford et al. 2015) sized by ``features``.
 
     Discriminator: 4x4 convolutions with stride 2 and ``features`` filters (size halves each time down
@@ -144,13 +172,17 @@ def dcgan(*, latent: int = 100, image_size: int = 32, channels: int = 1, feature
     """
     size = 32 if image_size == 28 else image_size
     n_up = int(round(math.log2(size / 4))) if size >= 8 else 0
-    if size < 8 or 4 * 2 ** n_up != size:
-        raise UserError(f"the DCGAN takes square images of 28 or 4*2^k pixels (8, 16, 32, 64, ...), not {image_size}; "
-                        "set config.model.image_size accordingly")
+    if size < 8 or 4 * 2**n_up != size:
+        raise UserError(
+            f"the DCGAN takes square images of 28 or 4*2^k pixels (8, 16, 32, 64, ...), not {image_size}; "
+            "set config.model.image_size accordingly"
+        )
     features = tuple(features)
     if len(features) != n_up:
-        raise UserError(f"a {size}x{size} DCGAN needs {n_up} feature sizes (one per stride-2 layer), got "
-                        f"model.features={features}")
+        raise UserError(
+            f"a {size}x{size} DCGAN needs {n_up} feature sizes (one per stride-2 layer), got "
+            f"model.features={features}"
+        )
     top = features[-1]
 
     def init(key):
@@ -163,7 +195,9 @@ def dcgan(*, latent: int = 100, image_size: int = 32, channels: int = 1, feature
         chans = list(reversed(features)) + [channels]
         for i in range(n_up):
             last = i == n_up - 1
-            g[f"up{i}"] = nn.conv_transpose_init(kgs[i + 1], 4, chans[i], chans[i + 1], std=init_std, bias=last)
+            g[f"up{i}"] = nn.conv_transpose_init(
+                kgs[i + 1], 4, chans[i], chans[i + 1], std=init_std, bias=last
+            )
             if not last:
                 g[f"up{i}_bn"], g_stats[f"up{i}_bn"] = nn.batch_norm_init(chans[i + 1])
         d, d_stats = {}, {}
@@ -180,13 +214,17 @@ def dcgan(*, latent: int = 100, image_size: int = 32, channels: int = 1, feature
         _check_latent(z, latent, "DCGAN")
         new = {}
         x = nn.dense(params["in"], z)
-        x, new["in_bn"] = nn.batch_norm(params["in_bn"], stats["in_bn"], x, train=train, momentum=bn_momentum)
+        x, new["in_bn"] = nn.batch_norm(
+            params["in_bn"], stats["in_bn"], x, train=train, momentum=bn_momentum
+        )
         x = jax.nn.relu(x).reshape(z.shape[0], 4, 4, top)
         for i in range(n_up):
             x = nn.conv_transpose(params[f"up{i}"], x, stride=2)
             if i < n_up - 1:
                 name = f"up{i}_bn"
-                x, new[name] = nn.batch_norm(params[name], stats[name], x, train=train, momentum=bn_momentum)
+                x, new[name] = nn.batch_norm(
+                    params[name], stats[name], x, train=train, momentum=bn_momentum
+                )
                 x = jax.nn.relu(x)
         return jnp.tanh(x), new
 
@@ -198,7 +236,9 @@ def dcgan(*, latent: int = 100, image_size: int = 32, channels: int = 1, feature
             x = nn.conv(params[f"down{i}"], x, stride=2, padding=1)
             if i > 0:
                 name = f"down{i}_bn"
-                x, new[name] = nn.batch_norm(params[name], stats[name], x, train=train, momentum=bn_momentum)
+                x, new[name] = nn.batch_norm(
+                    params[name], stats[name], x, train=train, momentum=bn_momentum
+                )
             x = nn.leaky_relu(x, slope)
         return nn.dense(params["out"], x.reshape(x.shape[0], -1))[:, 0], new
 
@@ -209,12 +249,26 @@ def build(model_cfg) -> GanModel:
     """The :class:`GanModel` a config's ``model`` group describes (``model.arch``: 'fc' or 'dcgan')."""
     m = model_cfg
     if m.arch == "fc":
-        return fc_gan(latent=m.latent, image_size=m.image_size, channels=m.channels, g_hidden=tuple(m.g_hidden),
-                      d_hidden=tuple(m.d_hidden), slope=m.slope, g_dropout=m.g_dropout, d_dropout=m.d_dropout,
-                      init_std=m.init_std if m.init_std > 0 else None)
+        return fc_gan(
+            latent=m.latent,
+            image_size=m.image_size,
+            channels=m.channels,
+            g_hidden=tuple(m.g_hidden),
+            d_hidden=tuple(m.d_hidden),
+            slope=m.slope,
+            g_dropout=m.g_dropout,
+            d_dropout=m.d_dropout,
+            init_std=m.init_std if m.init_std > 0 else None,
+        )
     if m.arch == "dcgan":
-        return dcgan(latent=m.latent, image_size=m.image_size, channels=m.channels, features=tuple(m.features),
-                     slope=m.slope, init_std=m.init_std if m.init_std > 0 else 0.02)
+        return dcgan(
+            latent=m.latent,
+            image_size=m.image_size,
+            channels=m.channels,
+            features=tuple(m.features),
+            slope=m.slope,
+            init_std=m.init_std if m.init_std > 0 else 0.02,
+        )
     raise UserError(f"unknown model.arch {m.arch!r}; choose 'fc' or 'dcgan'")
 
 
@@ -233,6 +287,8 @@ def pad(model: GanModel, images: Array) -> Array:
     data = model.size - 2 * c
     shape = tuple(jnp.shape(images))
     if len(shape) != 4 or shape[1:3] != (data, data):
-        raise UserError(f"pad takes images [B, {data}, {data}, C] for this {model.size}x{model.size} model, "
-                        f"got {list(shape)}")
+        raise UserError(
+            f"pad takes images [B, {data}, {data}, C] for this {model.size}x{model.size} model, "
+            f"got {list(shape)}"
+        )
     return jnp.pad(jnp.asarray(images), ((0, 0), (c, c), (c, c), (0, 0)), constant_values=-1.0)

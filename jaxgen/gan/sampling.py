@@ -33,8 +33,16 @@ def sampling_generator(model: GanModel, state: TrainState, key, dist: str) -> tu
 
 
 @functools.partial(jax.jit, static_argnames=("model", "num", "dist", "chunk"))
-def recalibrate(model: GanModel, g_params, g_stats, key, *, num: int = 16384, dist: str = "normal",
-                chunk: int = 2048):
+def recalibrate(
+    model: GanModel,
+    g_params,
+    g_stats,
+    key,
+    *,
+    num: int = 16384,
+    dist: str = "normal",
+    chunk: int = 2048,
+):
     """Batch-norm statistics of ``g_params`` measured on ``num`` fresh latents. An averaged (EMA)
     generator's weights never produced the running statistics of the training run, so they are
     re-estimated before sampling. No-op for models without batch norm.
@@ -48,9 +56,13 @@ def recalibrate(model: GanModel, g_params, g_stats, key, *, num: int = 16384, di
         return g_stats
     if num % chunk:
         raise ValueError(f"recalibrate: num ({num}) must be a multiple of chunk ({chunk})")
-    z = models.sample_latent(key, num, model.latent, dist).reshape(num // chunk, chunk, model.latent)
-    per_chunk = jax.lax.map(lambda zc: model.generate(g_params, g_stats, zc, train=True, key=None,
-                                                      bn_momentum=0.0)[1], z)
+    z = models.sample_latent(key, num, model.latent, dist).reshape(
+        num // chunk, chunk, model.latent
+    )
+    per_chunk = jax.lax.map(
+        lambda zc: model.generate(g_params, g_stats, zc, train=True, key=None, bn_momentum=0.0)[1],
+        z,
+    )
 
     def pool(layer):
         mean = layer["mean"].mean(0)
@@ -65,8 +77,9 @@ def _generate_eval(model: GanModel, g_params, g_stats, z):
     return models.crop(model, images)
 
 
-def generate(model: GanModel, g_params, g_stats, key, num: int, *, dist: str = "normal",
-             batch: int = 500) -> np.ndarray:
+def generate(
+    model: GanModel, g_params, g_stats, key, num: int, *, dist: str = "normal", batch: int = 500
+) -> np.ndarray:
     """``num`` images ``[num, H, W, C]`` float32 in [-1, 1] (cropped to the data's shape), in batches
     of ``batch`` (one compilation)."""
     out = []
@@ -85,8 +98,9 @@ def load_generator(workdir: str | Path, which: str = "best"):
 
     def template(cfg, meta):
         tx_g, tx_d = make_optimizers(cfg)
-        return init_state(models.build(cfg.model), cfg.seed, tx_g, tx_d,
-                          ema=cfg.train.ema_decay > 0)
+        return init_state(
+            models.build(cfg.model), cfg.seed, tx_g, tx_d, ema=cfg.train.ema_decay > 0
+        )
 
     state, _, cfg = loop.load_trained(workdir, KIND, template, which, name="GAN")
     model = models.build(cfg.model)

@@ -16,7 +16,6 @@ from jaxgen.gan.models import GanModel
 from jaxgen.training.metrics import keep_if_finite
 
 
-
 class TrainState(NamedTuple):
     """The GAN train state (a pytree; orbax saves it field by field)."""
 
@@ -28,7 +27,9 @@ class TrainState(NamedTuple):
     ema: Any = None  # generator params averaged over training (train.ema_decay > 0), else None
 
 
-_norm = optax.tree.norm if hasattr(optax, "tree") and hasattr(optax.tree, "norm") else optax.global_norm
+_norm = (
+    optax.tree.norm if hasattr(optax, "tree") and hasattr(optax.tree, "norm") else optax.global_norm
+)
 
 
 def lr_schedule(lr: float, cfg, fit: float = 1.0) -> float | optax.Schedule:
@@ -47,13 +48,16 @@ def lr_schedule(lr: float, cfg, fit: float = 1.0) -> float | optax.Schedule:
     return optax.linear_schedule(lr, lr * float(t.get("lr_final", 0.1)), steps, start)
 
 
-def make_optimizers(cfg, fit: float = 1.0) -> tuple[optax.GradientTransformation,
-                                                    optax.GradientTransformation]:
+def make_optimizers(
+    cfg, fit: float = 1.0
+) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
     """``(tx_g, tx_d)``: one Adam per network (``train.lr_g``/``lr_d``, ``beta1``, ``beta2``, and
     the optional linear decay of :func:`lr_schedule`, fitted by ``fit``)."""
     t = cfg.train
-    return (optax.adam(lr_schedule(t.lr_g, cfg, fit), b1=t.beta1, b2=t.beta2),
-            optax.adam(lr_schedule(t.lr_d, cfg, fit), b1=t.beta1, b2=t.beta2))
+    return (
+        optax.adam(lr_schedule(t.lr_g, cfg, fit), b1=t.beta1, b2=t.beta2),
+        optax.adam(lr_schedule(t.lr_d, cfg, fit), b1=t.beta1, b2=t.beta2),
+    )
 
 
 def init_state(model: GanModel, seed: int, tx_g, tx_d, *, ema: bool) -> TrainState:
@@ -65,14 +69,27 @@ def _init_state(model: GanModel, seed, *, tx_g, tx_d, ema: bool) -> TrainState:
     k_init, k_train = jax.random.split(jax.random.key(seed))
     params, stats = model.init(k_init)
     return TrainState(
-        params=params, stats=stats,
+        params=params,
+        stats=stats,
         opt_state={"g": tx_g.init(params["g"]), "d": tx_d.init(params["d"])},
-        step=jnp.zeros((), jnp.int32), key=jax.random.key_data(k_train),
-        ema=jax.tree.map(jnp.copy, params["g"]) if ema else None)
+        step=jnp.zeros((), jnp.int32),
+        key=jax.random.key_data(k_train),
+        ema=jax.tree.map(jnp.copy, params["g"]) if ema else None,
+    )
 
 
-def train_step(state: TrainState, real: jax.Array, *, model: GanModel, tx_g, tx_d, real_label: float = 0.9,
-               latent_dist: str = "normal", ema_decay: float = 0.0, skip_nonfinite: bool = False) -> tuple[TrainState, dict]:
+def train_step(
+    state: TrainState,
+    real: jax.Array,
+    *,
+    model: GanModel,
+    tx_g,
+    tx_d,
+    real_label: float = 0.9,
+    latent_dist: str = "normal",
+    ema_decay: float = 0.0,
+    skip_nonfinite: bool = False,
+) -> tuple[TrainState, dict]:
     """One GAN step on a real batch ``[B, S, S, C]`` in [-1, 1]: the discriminator, then the generator.
 
     1. ``z ~ p(z)``; ``fake = G(z)`` (one generator forward, kept with its VJP).
@@ -101,11 +118,15 @@ def train_step(state: TrainState, real: jax.Array, *, model: GanModel, tx_g, tx_
 
     def d_loss_fn(p):
         real_logits, ds1 = model.discriminate(p, ds, real, train=True, key=k_dr)
-        fake_logits, ds2 = model.discriminate(p, ds1, jax.lax.stop_gradient(fake), train=True, key=k_df)
+        fake_logits, ds2 = model.discriminate(
+            p, ds1, jax.lax.stop_gradient(fake), train=True, key=k_df
+        )
         loss, parts = losses.discriminator_loss(real_logits, fake_logits, real_label=real_label)
         return loss, (ds2, parts, real_logits, fake_logits)
 
-    (d_loss, (ds_new, parts, real_logits, fake_logits)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(dp)
+    (d_loss, (ds_new, parts, real_logits, fake_logits)), d_grads = jax.value_and_grad(
+        d_loss_fn, has_aux=True
+    )(dp)
     d_updates, d_opt = tx_d.update(d_grads, state.opt_state["d"], dp)
     dp_new = optax.apply_updates(dp, d_updates)
 
@@ -124,17 +145,29 @@ def train_step(state: TrainState, real: jax.Array, *, model: GanModel, tx_g, tx_
         t = step.astype(jnp.float32)
         decay = jnp.minimum(ema_decay, (1.0 + t) / (10.0 + t))
         ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema, gp_new)
-    new_state = TrainState(params={"g": gp_new, "d": dp_new}, stats={"g": gs_new, "d": ds_new},
-                           opt_state={"g": g_opt, "d": d_opt}, step=step + 1, key=state.key,
-                           ema=ema)
+    new_state = TrainState(
+        params={"g": gp_new, "d": dp_new},
+        stats={"g": gs_new, "d": ds_new},
+        opt_state={"g": g_opt, "d": d_opt},
+        step=step + 1,
+        key=state.key,
+        ema=ema,
+    )
     metrics = {
-        "d_loss": d_loss, "g_loss": g_loss, **parts,
+        "d_loss": d_loss,
+        "g_loss": g_loss,
+        **parts,
         "d_real": jax.nn.sigmoid(real_logits).mean(),  # D's mean belief that real images are real
-        "d_fake": jax.nn.sigmoid(fake_logits).mean(),  # ... that generated ones are (before its update)
+        "d_fake": jax.nn.sigmoid(
+            fake_logits
+        ).mean(),  # ... that generated ones are (before its update)
         "d_fake_after": jax.nn.sigmoid(g_logits).mean(),  # ... after its update
-        "g_grad_norm": _norm(g_grads), "d_grad_norm": _norm(d_grads),
-        "g_param_norm": _norm(gp_new), "d_param_norm": _norm(dp_new),
-        "g_update_norm": _norm(g_updates), "d_update_norm": _norm(d_updates),
+        "g_grad_norm": _norm(g_grads),
+        "d_grad_norm": _norm(d_grads),
+        "g_param_norm": _norm(gp_new),
+        "d_param_norm": _norm(dp_new),
+        "g_update_norm": _norm(g_updates),
+        "d_update_norm": _norm(d_updates),
     }
     if skip_nonfinite:
         new_state, metrics["skipped"] = keep_if_finite(state, new_state, d_loss, g_loss)

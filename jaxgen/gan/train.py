@@ -49,7 +49,8 @@ def _check_same_model(cfg, meta: dict, workdir: Path) -> None:
         if k in old and list(np.atleast_1d(old[k])) != list(np.atleast_1d(cfg.model[k])):
             raise UserError(
                 f"workdir {str(workdir)!r} holds a GAN with config.model.{k}={old[k]}, but the "
-                f"config says {cfg.model[k]}; use the same config to resume, or a new workdir")
+                f"config says {cfg.model[k]}; use the same config to resume, or a new workdir"
+            )
     old_t = meta["config"].get("train", {})
     for k, what in (("ema_decay", "a generator EMA"), ("lr_decay_steps", "a learning-rate decay")):
         # both change the saved state's structure (an EMA copy of G; the schedule's step count)
@@ -58,7 +59,8 @@ def _check_same_model(cfg, meta: dict, workdir: Path) -> None:
             raise UserError(
                 f"workdir {str(workdir)!r} was trained {'with' if was else 'without'} {what} "
                 f"(config.train.{k}={old_t.get(k, 0)}), but the config says config.train.{k}="
-                f"{cfg.train[k]}; resume with it {'on' if was else 'off'}, or use a new workdir")
+                f"{cfg.train[k]}; resume with it {'on' if was else 'off'}, or use a new workdir"
+            )
 
 
 def recipe(cfg: ml_collections.ConfigDict, workdir: str | Path) -> loop.Recipe:
@@ -75,7 +77,8 @@ def recipe(cfg: ml_collections.ConfigDict, workdir: str | Path) -> loop.Recipe:
         raise UserError(
             f"the dataset {data.name} has images of shape {data.shape} but the FC GAN makes "
             f"{(model.size, model.size, model.channels)}; set config.model.image_size and "
-            "config.model.channels to match")
+            "config.model.channels to match"
+        )
     batches = ImageBatches(fitted.images, cfg.train.batch, cfg.seed)
     steps = total_steps(cfg, batches)
     t, dist = cfg.train, cfg.model.latent_dist
@@ -87,9 +90,16 @@ def recipe(cfg: ml_collections.ConfigDict, workdir: str | Path) -> loop.Recipe:
 
     def make_step(horizon: int):
         tx_g, tx_d = make_optimizers(cfg, fit=min(1.0, horizon / steps))
-        return functools.partial(train_step, model=model, tx_g=tx_g, tx_d=tx_d,
-                                 real_label=t.real_label, latent_dist=dist,
-                                 ema_decay=t.ema_decay, skip_nonfinite=t.on_nonfinite == "skip")
+        return functools.partial(
+            train_step,
+            model=model,
+            tx_g=tx_g,
+            tx_d=tx_d,
+            real_label=t.real_label,
+            latent_dist=dist,
+            ema_decay=t.ema_decay,
+            skip_nonfinite=t.on_nonfinite == "skip",
+        )
 
     def on_start(log, start: int) -> None:
         run["primary"] = log.primary
@@ -97,11 +107,16 @@ def recipe(cfg: ml_collections.ConfigDict, workdir: str | Path) -> loop.Recipe:
         run["history"] = _load_history(hist_path, start)
         if t.eval_every > 0:
             if data.labels is None:
-                log.message("quality: the dataset has no labels, so no evaluation classifier; "
-                            "best/ is not kept")
+                log.message(
+                    "quality: the dataset has no labels, so no evaluation classifier; "
+                    "best/ is not kept"
+                )
             else:
-                cache = (Path(t.classifier_cache).expanduser() if t.classifier_cache
-                         else workdir / "eval")
+                cache = (
+                    Path(t.classifier_cache).expanduser()
+                    if t.classifier_cache
+                    else workdir / "eval"
+                )
                 run["quality"] = SampleQuality(data, t.eval_samples, cache, cfg.seed, log)
 
     def sampler(done: int, state):
@@ -123,15 +138,18 @@ def recipe(cfg: ml_collections.ConfigDict, workdir: str | Path) -> loop.Recipe:
         quality = run["quality"]
         if quality is None:
             return None
-        samples = generate(model, *sampler(done, state), jax.random.fold_in(eval_key, done),
-                           quality.n, dist=dist)
+        samples = generate(
+            model, *sampler(done, state), jax.random.fold_in(eval_key, done), quality.n, dist=dist
+        )
         q = quality(samples)
         return loop.Evaluation(
-            q["fid"], q,
+            q["fid"],
+            q,
             f"step {done} (epoch {done / len(batches):.1f}): Frechet distance {q['fid']:.2f} "
             f"(best {{best:.2f}}), classifier score {q['classifier_score']:.2f}, "
             f"{q['classes_covered']:.0f} classes, largest {q['top_class_fraction']:.0%}, "
-            "{elapsed:.0f}s")
+            "{elapsed:.0f}s",
+        )
 
     def on_close() -> None:
         if run["primary"] and (workdir / "metrics.jsonl").exists():
@@ -146,30 +164,57 @@ def recipe(cfg: ml_collections.ConfigDict, workdir: str | Path) -> loop.Recipe:
         return init_state(model, cfg.seed, tx_g, tx_d, ema=t.ema_decay > 0)
 
     return loop.Recipe(
-        kind=KIND, cfg=cfg,
+        kind=KIND,
+        cfg=cfg,
         meta={"arch": cfg.model.arch, "data": data.name, "image_shape": list(data.shape)},
-        total_steps=steps, init_state=fresh_state, make_step=make_step,
-        batch=lambda step: (batches[step],), batch_axes=(0,), items_per_step=t.batch, unit="img",
+        total_steps=steps,
+        init_state=fresh_state,
+        make_step=make_step,
+        batch=lambda step: (batches[step],),
+        batch_axes=(0,),
+        items_per_step=t.batch,
+        unit="img",
         loss_keys=("d_loss", "g_loss"),
-        describe=(f"{cfg.model.arch} GAN: {len(data):,} images {data.shape} from {data.name}, "
-                  f"{len(batches)} batches of {t.batch} per epoch"),
+        describe=(
+            f"{cfg.model.arch} GAN: {len(data):,} images {data.shape} from {data.name}, "
+            f"{len(batches)} batches of {t.batch} per epoch"
+        ),
         nonfinite_advice="Lower config.train.lr_g / lr_d",
-        evaluate=evaluation, eval_every=t.eval_every, best_key="fid",
-        draw=draw, draw_every=t.sample_every if t.sample_every > 0 else len(batches),
+        evaluate=evaluation,
+        eval_every=t.eval_every,
+        best_key="fid",
+        draw=draw,
+        draw_every=t.sample_every if t.sample_every > 0 else len(batches),
         log_extra=lambda step: {"epoch": step / len(batches)},
-        on_start=on_start, on_close=on_close, fits_schedule=t.lr_decay_steps > 0)
+        on_start=on_start,
+        on_close=on_close,
+        fits_schedule=t.lr_decay_steps > 0,
+    )
 
 
-def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, quiet: bool = False,
-          stop: StopOnSignal | None = None) -> dict:
+def train(
+    cfg: ml_collections.ConfigDict,
+    workdir: str | Path,
+    *,
+    quiet: bool = False,
+    stop: StopOnSignal | None = None,
+) -> dict:
     """Train (or resume) a GAN in ``workdir``; returns a summary dict (``steps`` reached,
     ``start``, ``images_per_s``, ``best_fid``, ``last`` metrics, ``wall_s``, ``stopped``).
 
     SIGTERM and Ctrl-C stop the run after the current step: the checkpoint at that step is
     saved first; the sample grid is drawn only when the time budget ends the run."""
     s = loop.run(recipe(cfg, workdir), workdir, quiet=quiet, stop=stop)
-    return {"steps": s.steps, "start": s.start, "images_per_s": s.rate, "best_fid": s.best,
-            "wall_s": s.wall_s, "last": s.last, "stopped": s.stopped, "horizon": s.horizon}
+    return {
+        "steps": s.steps,
+        "start": s.start,
+        "images_per_s": s.rate,
+        "best_fid": s.best,
+        "wall_s": s.wall_s,
+        "last": s.last,
+        "stopped": s.stopped,
+        "horizon": s.horizon,
+    }
 
 
 def _load_history(path: Path, upto: int) -> list:

@@ -56,6 +56,11 @@ lstm_sequence_reference = recurrence.lstm_scan
 rnn_sequence_reference = recurrence.rnn_scan
 
 __all__ = [
-    "AUTO", "BlockSizes", "common", "lstm_sequence", "lstm_sequence_reference", "rnn_sequence",
+    "AUTO",
+    "BlockSizes",
+    "common",
+    "lstm_sequence",
+    "lstm_sequence_reference",
+    "rnn_sequence",
     "rnn_sequence_reference",
 ]

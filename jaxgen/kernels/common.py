@@ -95,8 +95,15 @@ def padded_layout(T: int, B: int, H: int) -> Layout:
     Bp = round_up(B, SUBLANE)
     if Bp > TPU_MAX_BATCH_TILE:
         Bp = round_up(B, TPU_MAX_BATCH_TILE)
-    return Layout(T=T, B=B, H=H, Tp=round_up(T, time_block), Bp=Bp, Hp=round_up(H, LANE),
-                  time_block=time_block)
+    return Layout(
+        T=T,
+        B=B,
+        H=H,
+        Tp=round_up(T, time_block),
+        Bp=Bp,
+        Hp=round_up(H, LANE),
+        time_block=time_block,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,16 +138,23 @@ class BlockSizes:
             value = getattr(self, field.name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(
-                    f"BlockSizes.{field.name} must be a positive integer, got {value!r}")
+                    f"BlockSizes.{field.name} must be a positive integer, got {value!r}"
+                )
         if self.batch_block % SUBLANE:
-            raise ValueError(f"BlockSizes.batch_block must be a multiple of {SUBLANE} (the batch "
-                             f"padding unit), got {self.batch_block}")
+            raise ValueError(
+                f"BlockSizes.batch_block must be a multiple of {SUBLANE} (the batch "
+                f"padding unit), got {self.batch_block}"
+            )
         if self.hidden_chunk % LANE:
-            raise ValueError(f"BlockSizes.hidden_chunk must be a multiple of {LANE} (the hidden "
-                             f"padding unit), got {self.hidden_chunk}")
+            raise ValueError(
+                f"BlockSizes.hidden_chunk must be a multiple of {LANE} (the hidden "
+                f"padding unit), got {self.hidden_chunk}"
+            )
         if self.kind == "gpu" and self.num_time_blocks != 1:
-            raise ValueError("BlockSizes.num_time_blocks must be 1 for kind='gpu' (one program "
-                             f"runs the whole time loop), got {self.num_time_blocks}")
+            raise ValueError(
+                "BlockSizes.num_time_blocks must be 1 for kind='gpu' (one program "
+                f"runs the whole time loop), got {self.num_time_blocks}"
+            )
 
     @property
     def grid(self):
@@ -151,22 +165,34 @@ class BlockSizes:
     @classmethod
     def tpu(cls, layout: Layout) -> BlockSizes:
         batch_block = min(layout.Bp, TPU_MAX_BATCH_TILE)
-        return cls("tpu", batch_block=batch_block, time_block=layout.time_block,
-                   hidden_chunk=layout.Hp, num_batch_blocks=layout.Bp // batch_block,
-                   num_time_blocks=layout.Tp // layout.time_block)
+        return cls(
+            "tpu",
+            batch_block=batch_block,
+            time_block=layout.time_block,
+            hidden_chunk=layout.Hp,
+            num_batch_blocks=layout.Bp // batch_block,
+            num_time_blocks=layout.Tp // layout.time_block,
+        )
 
     @classmethod
     def gpu(cls, layout: Layout) -> BlockSizes:
-        return cls("gpu", batch_block=GPU_BATCH_TILE, time_block=layout.Tp, hidden_chunk=LANE,
-                   num_batch_blocks=layout.Bp // GPU_BATCH_TILE, num_time_blocks=1)
+        return cls(
+            "gpu",
+            batch_block=GPU_BATCH_TILE,
+            time_block=layout.Tp,
+            hidden_chunk=LANE,
+            num_batch_blocks=layout.Bp // GPU_BATCH_TILE,
+            num_time_blocks=1,
+        )
 
     @classmethod
     def of_kind(cls, kind: str, layout: Layout) -> BlockSizes:
         return cls.tpu(layout) if kind == "tpu" else cls.gpu(layout)
 
 
-def tpu_vmem_estimate(layout: Layout, block_sizes: BlockSizes, gates: int, in_bytes: int,
-                      residual_cols: int) -> int:
+def tpu_vmem_estimate(
+    layout: Layout, block_sizes: BlockSizes, gates: int, in_bytes: int, residual_cols: int
+) -> int:
     """Bytes of VMEM the TPU kernel's blocks take (streamed blocks double-buffered,
     the resident weights single-buffered)."""
     width = gates * layout.Hp
@@ -189,8 +215,9 @@ def gpu_fits(layout: Layout) -> bool:
     return layout.Hp <= GPU_MAX_HIDDEN
 
 
-def compiler_params(block_sizes: BlockSizes, layout: Layout, gates: int, in_bytes: int,
-                    residual_cols: int):
+def compiler_params(
+    block_sizes: BlockSizes, layout: Layout, gates: int, in_bytes: int, residual_cols: int
+):
     """TPU: the VMEM limit from the estimate; GPU: the Triton launch parameters."""
     if block_sizes.kind == "gpu":
         return pltriton.CompilerParams(num_warps=4, num_stages=1)
@@ -242,8 +269,9 @@ def padded_lengths(lengths, layout: Layout):
 def dot(a, w_block, wdtype):
     """``a @ w_block`` with float32 accumulation (full float32 precision for f32)."""
     precision = jax.lax.Precision.HIGHEST if wdtype == jnp.float32 else jax.lax.Precision.DEFAULT
-    return jax.lax.dot(a.astype(wdtype), w_block, precision=precision,
-                       preferred_element_type=jnp.float32)
+    return jax.lax.dot(
+        a.astype(wdtype), w_block, precision=precision, preferred_element_type=jnp.float32
+    )
 
 
 def columns(block_sizes: BlockSizes, chunk: int):
@@ -299,8 +327,10 @@ def load_carry(block_sizes, time_block, num_chunks, initial_refs, scratch_refs):
 
         return tuple((scratch_ref[...],) for scratch_ref in scratch_refs)  # [bb, Hp]
     return tuple(
-        tuple(initial_ref[:, columns(block_sizes, q)].astype(F32)  # [bb, hc]
-              for q in range(num_chunks))
+        tuple(
+            initial_ref[:, columns(block_sizes, q)].astype(F32)  # [bb, hc]
+            for q in range(num_chunks)
+        )
         for initial_ref in initial_refs
     )
 
@@ -342,6 +372,7 @@ def block_specs(block_sizes: BlockSizes, reverse: bool):
     ``whole(shape)`` for arrays read whole."""
     num_time_blocks = block_sizes.num_time_blocks
     if block_sizes.kind == "gpu":
+
         def sequence_index(b):
             return 0, b, 0
 
@@ -351,6 +382,7 @@ def block_specs(block_sizes: BlockSizes, reverse: bool):
         def whole_index(b):
             return 0, 0
     else:
+
         def sequence_index(b, t):
             return (num_time_blocks - 1 - t if reverse else t), b, 0
 

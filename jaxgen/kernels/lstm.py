@@ -49,23 +49,42 @@ RESIDUALS = 6
 # --------------------------------------------------------------------------- kernels
 
 
-def _forward_kernel(lengths_ref, zx_ref, w_ref, h0_ref, c0_ref, ys_ref, h_final_ref, c_final_ref,
-                    *rest, block_sizes, reverse, save_residuals, wdtype):
+def _forward_kernel(
+    lengths_ref,
+    zx_ref,
+    w_ref,
+    h0_ref,
+    c0_ref,
+    ys_ref,
+    h_final_ref,
+    c_final_ref,
+    *rest,
+    block_sizes,
+    reverse,
+    save_residuals,
+    wdtype,
+):
     if save_residuals:
         gates_ref, h_prev_ref, c_prev_ref, *scratch_refs = rest
     else:
         scratch_refs = rest
     num_chunks, cols, time_block, carry = common.begin_kernel(
-        block_sizes, w_ref.shape[0], (h0_ref, c0_ref), scratch_refs)
+        block_sizes, w_ref.shape[0], (h0_ref, c0_ref), scratch_refs
+    )
     lengths = lengths_ref[...]  # [bb, 1]
 
     def step(s, carry):
         h, c = carry
         t, local = common.time_index(block_sizes, reverse, time_block, s)
         real = t < lengths  # [bb, 1]: a real step of this row, not padding
-        z = [[zx_ref[local, :, cols(k * num_chunks + q)].astype(F32)  # [bb, hc]
-              + common.chunked_dot(h, w_ref, cols, k * num_chunks + q, wdtype)
-              for q in range(num_chunks)] for k in range(GATES)]
+        z = [
+            [
+                zx_ref[local, :, cols(k * num_chunks + q)].astype(F32)  # [bb, hc]
+                + common.chunked_dot(h, w_ref, cols, k * num_chunks + q, wdtype)
+                for q in range(num_chunks)
+            ]
+            for k in range(GATES)
+        ]
         h_out, c_out = [], []
         for q in range(num_chunks):
             gates = recurrence.lstm_activate(z[0][q], z[1][q], z[2][q], z[3][q])
@@ -84,11 +103,25 @@ def _forward_kernel(lengths_ref, zx_ref, w_ref, h0_ref, c0_ref, ys_ref, h_final_
     common.store_carry(block_sizes, time_block, carry, scratch_refs, (h_final_ref, c_final_ref))
 
 
-def _backward_kernel(lengths_ref, dys_ref, gates_ref, c_prev_ref, w_t_ref, dh_final_ref,
-                     dc_final_ref, dz_ref, dh0_ref, dc0_ref, *scratch_refs, block_sizes, reverse,
-                     wdtype):
+def _backward_kernel(
+    lengths_ref,
+    dys_ref,
+    gates_ref,
+    c_prev_ref,
+    w_t_ref,
+    dh_final_ref,
+    dc_final_ref,
+    dz_ref,
+    dh0_ref,
+    dc0_ref,
+    *scratch_refs,
+    block_sizes,
+    reverse,
+    wdtype,
+):
     num_chunks, cols, time_block, carry = common.begin_kernel(
-        block_sizes, w_t_ref.shape[1], (dh_final_ref, dc_final_ref), scratch_refs)
+        block_sizes, w_t_ref.shape[1], (dh_final_ref, dc_final_ref), scratch_refs
+    )
     lengths = lengths_ref[...]  # [bb, 1]
 
     def step(s, carry):
@@ -98,14 +131,17 @@ def _backward_kernel(lengths_ref, dys_ref, gates_ref, c_prev_ref, w_t_ref, dh_fi
         dz = [[None] * num_chunks for _ in range(GATES)]
         dc_out = []
         for q in range(num_chunks):
-            gates = tuple(gates_ref[local, :, cols(k * num_chunks + q)]  # [bb, hc] each
-                          for k in range(GATES))
+            gates = tuple(
+                gates_ref[local, :, cols(k * num_chunks + q)]  # [bb, hc] each
+                for k in range(GATES)
+            )
             c_prev = c_prev_ref[local, :, cols(q)]  # [bb, hc]
             tanh_c = jnp.tanh(recurrence.lstm_new_cell(gates, c_prev))
             dy = dys_ref[local, :, cols(q)].astype(F32)  # [bb, hc]
             dh_new = jnp.where(real, dh[q] + dy, 0.0)
-            dz_q, dc_prev = recurrence.lstm_gate_grads(gates, c_prev, tanh_c, dh_new,
-                                                       jnp.where(real, dc[q], 0.0))
+            dz_q, dc_prev = recurrence.lstm_gate_grads(
+                gates, c_prev, tanh_c, dh_new, jnp.where(real, dc[q], 0.0)
+            )
             for k in range(GATES):
                 dz[k][q] = dz_q[k]
                 dz_ref[local, :, cols(k * num_chunks + q)] = dz_q[k]
@@ -124,60 +160,86 @@ def _backward_kernel(lengths_ref, dys_ref, gates_ref, c_prev_ref, w_t_ref, dh_fi
 # --------------------------------------------------------------------------- pallas_call wrappers
 
 
-def forward_call(block_sizes, interpret, lengths, zx, w, h0, c0, *, layout, reverse,
-                 save_residuals):
+def forward_call(
+    block_sizes, interpret, lengths, zx, w, h0, c0, *, layout, reverse, save_residuals
+):
     """The forward ``pallas_call``: ``(ys, h_final, c_final[, gates, h_prev, c_prev])``."""
     sequence, rows, whole = common.block_specs(block_sizes, reverse)
     Tp, Bp, Hp = layout.Tp, layout.Bp, layout.Hp
     out_dtype = w.dtype
-    out_shape = [jax.ShapeDtypeStruct((Tp, Bp, Hp), out_dtype),
-                 jax.ShapeDtypeStruct((Bp, Hp), out_dtype),
-                 jax.ShapeDtypeStruct((Bp, Hp), out_dtype)]
+    out_shape = [
+        jax.ShapeDtypeStruct((Tp, Bp, Hp), out_dtype),
+        jax.ShapeDtypeStruct((Bp, Hp), out_dtype),
+        jax.ShapeDtypeStruct((Bp, Hp), out_dtype),
+    ]
     out_specs = [sequence(Hp), rows(Hp), rows(Hp)]
     if save_residuals:
-        out_shape += [jax.ShapeDtypeStruct((Tp, Bp, GATES * Hp), F32),
-                      jax.ShapeDtypeStruct((Tp, Bp, Hp), F32),
-                      jax.ShapeDtypeStruct((Tp, Bp, Hp), F32)]
+        out_shape += [
+            jax.ShapeDtypeStruct((Tp, Bp, GATES * Hp), F32),
+            jax.ShapeDtypeStruct((Tp, Bp, Hp), F32),
+            jax.ShapeDtypeStruct((Tp, Bp, Hp), F32),
+        ]
         out_specs += [sequence(GATES * Hp), sequence(Hp), sequence(Hp)]
-    kernel = functools.partial(_forward_kernel, block_sizes=block_sizes, reverse=reverse,
-                               save_residuals=save_residuals, wdtype=w.dtype)
+    kernel = functools.partial(
+        _forward_kernel,
+        block_sizes=block_sizes,
+        reverse=reverse,
+        save_residuals=save_residuals,
+        wdtype=w.dtype,
+    )
     residual_cols = RESIDUALS * Hp if save_residuals else 0
     item_bytes = max(jnp.dtype(out_dtype).itemsize, zx.dtype.itemsize)
-    return tuple(pl.pallas_call(
-        kernel,
-        out_shape=out_shape,
-        grid=block_sizes.grid,
-        in_specs=[rows(1), sequence(GATES * Hp), whole((Hp, GATES * Hp)), rows(Hp), rows(Hp)],
-        out_specs=out_specs,
-        scratch_shapes=common.scratch_shapes(block_sizes, layout, 2),
-        compiler_params=common.compiler_params(block_sizes, layout, GATES, item_bytes,
-                                               residual_cols),
-        interpret=interpret,
-        name="jaxgen_lstm_fwd",
-    )(lengths, zx, w, h0, c0))
+    return tuple(
+        pl.pallas_call(
+            kernel,
+            out_shape=out_shape,
+            grid=block_sizes.grid,
+            in_specs=[rows(1), sequence(GATES * Hp), whole((Hp, GATES * Hp)), rows(Hp), rows(Hp)],
+            out_specs=out_specs,
+            scratch_shapes=common.scratch_shapes(block_sizes, layout, 2),
+            compiler_params=common.compiler_params(
+                block_sizes, layout, GATES, item_bytes, residual_cols
+            ),
+            interpret=interpret,
+            name="jaxgen_lstm_fwd",
+        )(lengths, zx, w, h0, c0)
+    )
 
 
-def backward_call(block_sizes, interpret, lengths, dys, gates, c_prev, w_t, dh_final, dc_final,
-                  *, layout, reverse):
+def backward_call(
+    block_sizes, interpret, lengths, dys, gates, c_prev, w_t, dh_final, dc_final, *, layout, reverse
+):
     """The backward ``pallas_call``: ``(dz, dh0, dc0)``, all float32."""
     sequence, rows, whole = common.block_specs(block_sizes, not reverse)
     Tp, Bp, Hp = layout.Tp, layout.Bp, layout.Hp
-    kernel = functools.partial(_backward_kernel, block_sizes=block_sizes, reverse=reverse,
-                               wdtype=w_t.dtype)
-    return tuple(pl.pallas_call(
-        kernel,
-        out_shape=[jax.ShapeDtypeStruct((Tp, Bp, GATES * Hp), F32),
-                   jax.ShapeDtypeStruct((Bp, Hp), F32),
-                   jax.ShapeDtypeStruct((Bp, Hp), F32)],
-        grid=block_sizes.grid,
-        in_specs=[rows(1), sequence(Hp), sequence(GATES * Hp), sequence(Hp),
-                  whole((GATES * Hp, Hp)), rows(Hp), rows(Hp)],
-        out_specs=[sequence(GATES * Hp), rows(Hp), rows(Hp)],
-        scratch_shapes=common.scratch_shapes(block_sizes, layout, 2),
-        compiler_params=common.compiler_params(block_sizes, layout, GATES, 4, RESIDUALS * Hp),
-        interpret=interpret,
-        name="jaxgen_lstm_bwd",
-    )(lengths, dys, gates, c_prev, w_t, dh_final, dc_final))
+    kernel = functools.partial(
+        _backward_kernel, block_sizes=block_sizes, reverse=reverse, wdtype=w_t.dtype
+    )
+    return tuple(
+        pl.pallas_call(
+            kernel,
+            out_shape=[
+                jax.ShapeDtypeStruct((Tp, Bp, GATES * Hp), F32),
+                jax.ShapeDtypeStruct((Bp, Hp), F32),
+                jax.ShapeDtypeStruct((Bp, Hp), F32),
+            ],
+            grid=block_sizes.grid,
+            in_specs=[
+                rows(1),
+                sequence(Hp),
+                sequence(GATES * Hp),
+                sequence(Hp),
+                whole((GATES * Hp, Hp)),
+                rows(Hp),
+                rows(Hp),
+            ],
+            out_specs=[sequence(GATES * Hp), rows(Hp), rows(Hp)],
+            scratch_shapes=common.scratch_shapes(block_sizes, layout, 2),
+            compiler_params=common.compiler_params(block_sizes, layout, GATES, 4, RESIDUALS * Hp),
+            interpret=interpret,
+            name="jaxgen_lstm_bwd",
+        )(lengths, dys, gates, c_prev, w_t, dh_final, dc_final)
+    )
 
 
 # --------------------------------------------------------------------------- jnp mirrors
@@ -200,7 +262,8 @@ def forward_scan(lengths, zx, w, h0, c0, *, layout, reverse, save_residuals):
         return (jnp.where(real, h_new, h), jnp.where(real, c_new, c)), (y, residuals)
 
     (h, c), (ys, residuals) = jax.lax.scan(
-        step, (h0.astype(F32), c0.astype(F32)), (zx, jnp.arange(layout.Tp)), reverse=reverse)
+        step, (h0.astype(F32), c0.astype(F32)), (zx, jnp.arange(layout.Tp)), reverse=reverse
+    )
     return (ys, h.astype(out_dtype), c.astype(out_dtype), *residuals)
 
 
@@ -212,12 +275,17 @@ def backward_scan(lengths, dys, gates, c_prev, w_t, dh_final, dc_final, *, layou
         gates_t = jnp.split(gates_t, GATES, axis=-1)
         tanh_c = jnp.tanh(recurrence.lstm_new_cell(gates_t, c_prev_t))
         dh_new = jnp.where(real, dh + dy.astype(F32), 0.0)
-        dz, dc_prev = recurrence.lstm_gate_grads(gates_t, c_prev_t, tanh_c, dh_new,
-                                                 jnp.where(real, dc, 0.0))
+        dz, dc_prev = recurrence.lstm_gate_grads(
+            gates_t, c_prev_t, tanh_c, dh_new, jnp.where(real, dc, 0.0)
+        )
         dz = jnp.concatenate(dz, -1)
         dh_prev = common.dot(dz, w_t, w_t.dtype)
         return (jnp.where(real, dh_prev, dh), jnp.where(real, dc_prev, dc)), dz
 
-    (dh, dc), dz = jax.lax.scan(step, (dh_final.astype(F32), dc_final.astype(F32)),
-                                (dys, gates, c_prev, jnp.arange(layout.Tp)), reverse=not reverse)
+    (dh, dc), dz = jax.lax.scan(
+        step,
+        (dh_final.astype(F32), dc_final.astype(F32)),
+        (dys, gates, c_prev, jnp.arange(layout.Tp)),
+        reverse=not reverse,
+    )
     return dz, dh, dc

@@ -60,13 +60,19 @@ def lstm_sequence(params, zx, carry, *, mode="pallas", reverse=False, lengths=No
         raise ValueError(f"lstm_sequence: h0 and c0 shapes differ: {h0.shape} vs {c0.shape}")
     options = dict(reverse=reverse, lengths=lengths)
     if mode == "auto":
-        return _auto(functools.partial(_lstm_sequence, warn=False, **options),
-                     functools.partial(recurrence.lstm_scan, **options), params, zx, (h0, c0))
+        return _auto(
+            functools.partial(_lstm_sequence, warn=False, **options),
+            functools.partial(recurrence.lstm_scan, **options),
+            params,
+            zx,
+            (h0, c0),
+        )
     return _lstm_sequence(params, zx, (h0, c0), **options)
 
 
-def rnn_sequence(params, zx, carry, *, mode="pallas", activation="tanh", reverse=False,
-                 lengths=None):
+def rnn_sequence(
+    params, zx, carry, *, mode="pallas", activation="tanh", reverse=False, lengths=None
+):
     """Fused simple RNN ``h' = act(zx[t] + h @ w_hh)`` over ``zx`` ``[T, B, H]``.
 
     Same semantics as ``rnn.rnn(..., mode="scan")``; returns ``(h_T, ys)``.
@@ -88,27 +94,35 @@ def rnn_sequence(params, zx, carry, *, mode="pallas", activation="tanh", reverse
     _check_shapes(zx, h0, params["w_hh"], simple_rnn.GATES, "rnn_sequence")
     options = dict(activation=activation, reverse=reverse, lengths=lengths)
     if mode == "auto":
-        return _auto(functools.partial(_rnn_sequence, warn=False, **options),
-                     functools.partial(recurrence.rnn_scan, **options), params, zx, h0)
+        return _auto(
+            functools.partial(_rnn_sequence, warn=False, **options),
+            functools.partial(recurrence.rnn_scan, **options),
+            params,
+            zx,
+            h0,
+        )
     return _rnn_sequence(params, zx, h0, **options)
 
 
 def _lstm_sequence(params, zx, carry, *, reverse=False, lengths=None, warn=True, force=None):
     """:func:`lstm_sequence` on the kernel path (no ``mode="auto"`` table)."""
     w = params["w_hh"]
-    layout, arrays, unpad = _padded_call("lstm_sequence", lstm, zx, w, carry, lengths,
-                                         warn and force is None)
+    layout, arrays, unpad = _padded_call(
+        "lstm_sequence", lstm, zx, w, carry, lengths, warn and force is None
+    )
     ys, h_final, c_final = _lstm_padded(layout, bool(reverse), force, *arrays)
     ys, (h_final, c_final) = unpad(ys, h_final, c_final)
     return (h_final, c_final), ys
 
 
-def _rnn_sequence(params, zx, carry, *, activation="tanh", reverse=False, lengths=None,
-                  warn=True, force=None):
+def _rnn_sequence(
+    params, zx, carry, *, activation="tanh", reverse=False, lengths=None, warn=True, force=None
+):
     """:func:`rnn_sequence` on the kernel path (no ``mode="auto"`` table)."""
     w = params["w_hh"]
-    layout, arrays, unpad = _padded_call("rnn_sequence", simple_rnn, zx, w, (carry,), lengths,
-                                         warn and force is None)
+    layout, arrays, unpad = _padded_call(
+        "rnn_sequence", simple_rnn, zx, w, (carry,), lengths, warn and force is None
+    )
     ys, h_final = _rnn_padded(layout, bool(reverse), activation, force, *arrays)
     ys, (h_final,) = unpad(ys, h_final)
     return h_final, ys
@@ -129,7 +143,8 @@ def _check_shapes(zx, h0, w, gates, name):
     if zx.ndim not in (2, 3) or zx.shape[-1] != gates * H:
         raise ValueError(
             f"{name}: zx must be time-major [T, B, {gates}*H] (or [T, {gates}*H]) with H={H}, "
-            f"got {tuple(zx.shape)}")
+            f"got {tuple(zx.shape)}"
+        )
     if zx.shape[0] == 0:
         raise ValueError(f"{name}: empty sequence (T = 0)")
     if h0.shape != zx.shape[1:-1] + (H,):
@@ -181,21 +196,33 @@ def _warn_fallback(name, layout, gates, residual_cols):
         block_sizes = BlockSizes.tpu(layout)
         if not common.tpu_fits(layout, gates, 0):
             estimate = common.tpu_vmem_estimate(layout, block_sizes, gates, 4, 0) / 2**20
-            common.warn_once(f"{name}:tpu-vmem", (
-                f"{name}: mode='pallas' runs lax.scan, not the kernel, on TPU for {shape}: its "
-                f"estimated VMEM ({estimate:.0f} MiB) exceeds the {budget:.0f} MiB budget "
-                "(warned once)"))
+            common.warn_once(
+                f"{name}:tpu-vmem",
+                (
+                    f"{name}: mode='pallas' runs lax.scan, not the kernel, on TPU for {shape}: its "
+                    f"estimated VMEM ({estimate:.0f} MiB) exceeds the {budget:.0f} MiB budget "
+                    "(warned once)"
+                ),
+            )
         elif not common.tpu_fits(layout, gates, residual_cols):
             estimate = common.tpu_vmem_estimate(layout, block_sizes, gates, 4, residual_cols)
-            common.warn_once(f"{name}:tpu-vmem-grad", (
-                f"{name}: mode='pallas' on TPU for {shape} runs lax.scan, not the kernel, when "
-                f"differentiated: with its saved residuals the estimated VMEM "
-                f"({estimate / 2**20:.0f} MiB) exceeds the {budget:.0f} MiB budget (warned once)"))
+            common.warn_once(
+                f"{name}:tpu-vmem-grad",
+                (
+                    f"{name}: mode='pallas' on TPU for {shape} runs lax.scan, not the kernel, when "
+                    f"differentiated: with its saved residuals the estimated VMEM "
+                    f"({estimate / 2**20:.0f} MiB) exceeds the {budget:.0f} MiB budget (warned once)"
+                ),
+            )
     elif platform == "gpu" and not common.gpu_fits(layout):
-        common.warn_once(f"{name}:gpu-hidden", (
-            f"{name}: mode='pallas' runs lax.scan, not the kernel, on GPU for {shape}: the Triton "
-            f"kernel takes padded hidden sizes up to {common.GPU_MAX_HIDDEN}, this one is "
-            f"{layout.Hp} (warned once)"))
+        common.warn_once(
+            f"{name}:gpu-hidden",
+            (
+                f"{name}: mode='pallas' runs lax.scan, not the kernel, on GPU for {shape}: the Triton "
+                f"kernel takes padded hidden sizes up to {common.GPU_MAX_HIDDEN}, this one is "
+                f"{layout.Hp} (warned once)"
+            ),
+        )
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -229,8 +256,9 @@ def _dispatch(kernel_call, scan, layout, gates, residual_cols, force, *args):
 
 def _weight_gradient(h_prev, dz):
     """``sum_t h_prev[t]^T dz[t]``: one ``[Hp, Tp*Bp] x [Tp*Bp, G*Hp]`` GEMM over all steps."""
-    return jnp.einsum("tbh,tbg->hg", h_prev, dz, precision=jax.lax.Precision.HIGHEST,
-                      preferred_element_type=F32)
+    return jnp.einsum(
+        "tbh,tbg->hg", h_prev, dz, precision=jax.lax.Precision.HIGHEST, preferred_element_type=F32
+    )
 
 
 # --------------------------------------------------------------------------- LSTM custom_vjp
@@ -239,9 +267,15 @@ def _weight_gradient(h_prev, dz):
 def _lstm_forward(layout, reverse, save_residuals, force, *args):
     options = dict(layout=layout, reverse=reverse, save_residuals=save_residuals)
     residual_cols = lstm.RESIDUALS * layout.Hp if save_residuals else 0
-    return _dispatch(functools.partial(lstm.forward_call, **options),
-                     functools.partial(lstm.forward_scan, **options),
-                     layout, lstm.GATES, residual_cols, force, *args)
+    return _dispatch(
+        functools.partial(lstm.forward_call, **options),
+        functools.partial(lstm.forward_scan, **options),
+        layout,
+        lstm.GATES,
+        residual_cols,
+        force,
+        *args,
+    )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
@@ -255,7 +289,8 @@ def _lstm_padded(layout, reverse, force, lengths, zx, w, h0, c0):
 
 def _lstm_padded_fwd(layout, reverse, force, lengths, zx, w, h0, c0):
     ys, h_final, c_final, gates, h_prev, c_prev = _lstm_forward(
-        layout, reverse, True, force, lengths, zx, w, h0, c0)
+        layout, reverse, True, force, lengths, zx, w, h0, c0
+    )
     return (ys, h_final, c_final), (lengths, w, gates, h_prev, c_prev)
 
 
@@ -263,10 +298,21 @@ def _lstm_padded_bwd(layout, reverse, force, residuals, cotangents):
     lengths, w, gates, h_prev, c_prev = residuals
     dys, dh_final, dc_final = cotangents
     options = dict(layout=layout, reverse=reverse)
-    dz, dh0, dc0 = _dispatch(functools.partial(lstm.backward_call, **options),
-                             functools.partial(lstm.backward_scan, **options),
-                             layout, lstm.GATES, lstm.RESIDUALS * layout.Hp, force,
-                             lengths, dys, gates, c_prev, w.T, dh_final, dc_final)
+    dz, dh0, dc0 = _dispatch(
+        functools.partial(lstm.backward_call, **options),
+        functools.partial(lstm.backward_scan, **options),
+        layout,
+        lstm.GATES,
+        lstm.RESIDUALS * layout.Hp,
+        force,
+        lengths,
+        dys,
+        gates,
+        c_prev,
+        w.T,
+        dh_final,
+        dc_final,
+    )
     dw = _weight_gradient(h_prev, dz)
     dtype = w.dtype
     return None, dz.astype(dtype), dw.astype(dtype), dh0.astype(dtype), dc0.astype(dtype)
@@ -279,12 +325,19 @@ _lstm_padded.defvjp(_lstm_padded_fwd, _lstm_padded_bwd)
 
 
 def _rnn_forward(layout, reverse, activation, save_residuals, force, *args):
-    options = dict(layout=layout, reverse=reverse, save_residuals=save_residuals,
-                   activation=activation)
+    options = dict(
+        layout=layout, reverse=reverse, save_residuals=save_residuals, activation=activation
+    )
     residual_cols = simple_rnn.RESIDUALS * layout.Hp if save_residuals else 0
-    return _dispatch(functools.partial(simple_rnn.forward_call, **options),
-                     functools.partial(simple_rnn.forward_scan, **options),
-                     layout, simple_rnn.GATES, residual_cols, force, *args)
+    return _dispatch(
+        functools.partial(simple_rnn.forward_call, **options),
+        functools.partial(simple_rnn.forward_scan, **options),
+        layout,
+        simple_rnn.GATES,
+        residual_cols,
+        force,
+        *args,
+    )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
@@ -295,7 +348,8 @@ def _rnn_padded(layout, reverse, activation, force, lengths, zx, w, h0):
 
 def _rnn_padded_fwd(layout, reverse, activation, force, lengths, zx, w, h0):
     ys, h_final, h_prev, h_new = _rnn_forward(
-        layout, reverse, activation, True, force, lengths, zx, w, h0)
+        layout, reverse, activation, True, force, lengths, zx, w, h0
+    )
     return (ys, h_final), (lengths, w, h_prev, h_new)
 
 
@@ -303,10 +357,19 @@ def _rnn_padded_bwd(layout, reverse, activation, force, residuals, cotangents):
     lengths, w, h_prev, h_new = residuals
     dys, dh_final = cotangents
     options = dict(layout=layout, reverse=reverse, activation=activation)
-    dz, dh0 = _dispatch(functools.partial(simple_rnn.backward_call, **options),
-                        functools.partial(simple_rnn.backward_scan, **options),
-                        layout, simple_rnn.GATES, simple_rnn.RESIDUALS * layout.Hp, force,
-                        lengths, dys, h_new, w.T, dh_final)
+    dz, dh0 = _dispatch(
+        functools.partial(simple_rnn.backward_call, **options),
+        functools.partial(simple_rnn.backward_scan, **options),
+        layout,
+        simple_rnn.GATES,
+        simple_rnn.RESIDUALS * layout.Hp,
+        force,
+        lengths,
+        dys,
+        h_new,
+        w.T,
+        dh_final,
+    )
     dw = _weight_gradient(h_prev, dz)
     dtype = w.dtype
     return None, dz.astype(dtype), dw.astype(dtype), dh0.astype(dtype)

@@ -36,23 +36,38 @@ ACTIVATIONS = {
 # --------------------------------------------------------------------------- kernels
 
 
-def _forward_kernel(lengths_ref, zx_ref, w_ref, h0_ref, ys_ref, h_final_ref, *rest,
-                    block_sizes, reverse, save_residuals, activation, wdtype):
+def _forward_kernel(
+    lengths_ref,
+    zx_ref,
+    w_ref,
+    h0_ref,
+    ys_ref,
+    h_final_ref,
+    *rest,
+    block_sizes,
+    reverse,
+    save_residuals,
+    activation,
+    wdtype,
+):
     if save_residuals:
         h_prev_ref, h_new_ref, *scratch_refs = rest
     else:
         scratch_refs = rest
     act = ACTIVATIONS[activation][0]
     num_chunks, cols, time_block, (h,) = common.begin_kernel(
-        block_sizes, w_ref.shape[0], (h0_ref,), scratch_refs)
+        block_sizes, w_ref.shape[0], (h0_ref,), scratch_refs
+    )
     lengths = lengths_ref[...]  # [bb, 1]
 
     def step(s, h):
         t, local = common.time_index(block_sizes, reverse, time_block, s)
         real = t < lengths  # [bb, 1]: a real step of this row, not padding
-        z = [zx_ref[local, :, cols(q)].astype(F32)  # [bb, hc]
-             + common.chunked_dot(h, w_ref, cols, q, wdtype)
-             for q in range(num_chunks)]
+        z = [
+            zx_ref[local, :, cols(q)].astype(F32)  # [bb, hc]
+            + common.chunked_dot(h, w_ref, cols, q, wdtype)
+            for q in range(num_chunks)
+        ]
         h_out = []
         for q in range(num_chunks):
             h_new = act(z[q])
@@ -67,11 +82,24 @@ def _forward_kernel(lengths_ref, zx_ref, w_ref, h0_ref, ys_ref, h_final_ref, *re
     common.store_carry(block_sizes, time_block, (h,), scratch_refs, (h_final_ref,))
 
 
-def _backward_kernel(lengths_ref, dys_ref, h_new_ref, w_t_ref, dh_final_ref, dz_ref, dh0_ref,
-                     *scratch_refs, block_sizes, reverse, activation, wdtype):
+def _backward_kernel(
+    lengths_ref,
+    dys_ref,
+    h_new_ref,
+    w_t_ref,
+    dh_final_ref,
+    dz_ref,
+    dh0_ref,
+    *scratch_refs,
+    block_sizes,
+    reverse,
+    activation,
+    wdtype,
+):
     act_grad = ACTIVATIONS[activation][1]
     num_chunks, cols, time_block, (dh,) = common.begin_kernel(
-        block_sizes, w_t_ref.shape[0], (dh_final_ref,), scratch_refs)
+        block_sizes, w_t_ref.shape[0], (dh_final_ref,), scratch_refs
+    )
     lengths = lengths_ref[...]  # [bb, 1]
 
     def step(s, dh):
@@ -84,8 +112,10 @@ def _backward_kernel(lengths_ref, dys_ref, h_new_ref, w_t_ref, dh_final_ref, dz_
             dz_q = dh_new * act_grad(h_new_ref[local, :, cols(q)])  # [bb, hc]
             dz_ref[local, :, cols(q)] = dz_q
             dz.append(dz_q)
-        return tuple(jnp.where(real, common.chunked_dot(dz, w_t_ref, cols, p, wdtype), dh[p])
-                     for p in range(num_chunks))
+        return tuple(
+            jnp.where(real, common.chunked_dot(dz, w_t_ref, cols, p, wdtype), dh[p])
+            for p in range(num_chunks)
+        )
 
     dh = jax.lax.fori_loop(0, block_sizes.time_block, step, dh)
     common.store_carry(block_sizes, time_block, (dh,), scratch_refs, (dh0_ref,))
@@ -94,8 +124,9 @@ def _backward_kernel(lengths_ref, dys_ref, h_new_ref, w_t_ref, dh_final_ref, dz_
 # --------------------------------------------------------------------------- pallas_call wrappers
 
 
-def forward_call(block_sizes, interpret, lengths, zx, w, h0, *, layout, reverse, save_residuals,
-                 activation):
+def forward_call(
+    block_sizes, interpret, lengths, zx, w, h0, *, layout, reverse, save_residuals, activation
+):
     """The forward ``pallas_call``: ``(ys, h_final[, h_prev, h_new])``."""
     sequence, rows, whole = common.block_specs(block_sizes, reverse)
     Tp, Bp, Hp = layout.Tp, layout.Bp, layout.Hp
@@ -105,36 +136,61 @@ def forward_call(block_sizes, interpret, lengths, zx, w, h0, *, layout, reverse,
     if save_residuals:
         out_shape += [jax.ShapeDtypeStruct((Tp, Bp, Hp), F32)] * 2
         out_specs += [sequence(Hp), sequence(Hp)]
-    kernel = functools.partial(_forward_kernel, block_sizes=block_sizes, reverse=reverse,
-                               save_residuals=save_residuals, activation=activation, wdtype=dtype)
+    kernel = functools.partial(
+        _forward_kernel,
+        block_sizes=block_sizes,
+        reverse=reverse,
+        save_residuals=save_residuals,
+        activation=activation,
+        wdtype=dtype,
+    )
     residual_cols = RESIDUALS * Hp if save_residuals else 0
-    return tuple(pl.pallas_call(
-        kernel, out_shape=out_shape, grid=block_sizes.grid,
-        in_specs=[rows(1), sequence(Hp), whole((Hp, Hp)), rows(Hp)], out_specs=out_specs,
-        scratch_shapes=common.scratch_shapes(block_sizes, layout, 1),
-        compiler_params=common.compiler_params(block_sizes, layout, GATES, dtype.itemsize,
-                                               residual_cols),
-        interpret=interpret, name="jaxgen_rnn_fwd",
-    )(lengths, zx, w, h0))
+    return tuple(
+        pl.pallas_call(
+            kernel,
+            out_shape=out_shape,
+            grid=block_sizes.grid,
+            in_specs=[rows(1), sequence(Hp), whole((Hp, Hp)), rows(Hp)],
+            out_specs=out_specs,
+            scratch_shapes=common.scratch_shapes(block_sizes, layout, 1),
+            compiler_params=common.compiler_params(
+                block_sizes, layout, GATES, dtype.itemsize, residual_cols
+            ),
+            interpret=interpret,
+            name="jaxgen_rnn_fwd",
+        )(lengths, zx, w, h0)
+    )
 
 
-def backward_call(block_sizes, interpret, lengths, dys, h_new, w_t, dh_final, *, layout,
-                  reverse, activation):
+def backward_call(
+    block_sizes, interpret, lengths, dys, h_new, w_t, dh_final, *, layout, reverse, activation
+):
     """The backward ``pallas_call``: ``(dz, dh0)``, float32."""
     sequence, rows, whole = common.block_specs(block_sizes, not reverse)
     Tp, Bp, Hp = layout.Tp, layout.Bp, layout.Hp
-    kernel = functools.partial(_backward_kernel, block_sizes=block_sizes, reverse=reverse,
-                               activation=activation, wdtype=w_t.dtype)
-    return tuple(pl.pallas_call(
-        kernel,
-        out_shape=[jax.ShapeDtypeStruct((Tp, Bp, Hp), F32), jax.ShapeDtypeStruct((Bp, Hp), F32)],
-        grid=block_sizes.grid,
-        in_specs=[rows(1), sequence(Hp), sequence(Hp), whole((Hp, Hp)), rows(Hp)],
-        out_specs=[sequence(Hp), rows(Hp)],
-        scratch_shapes=common.scratch_shapes(block_sizes, layout, 1),
-        compiler_params=common.compiler_params(block_sizes, layout, GATES, 4, RESIDUALS * Hp),
-        interpret=interpret, name="jaxgen_rnn_bwd",
-    )(lengths, dys, h_new, w_t, dh_final))
+    kernel = functools.partial(
+        _backward_kernel,
+        block_sizes=block_sizes,
+        reverse=reverse,
+        activation=activation,
+        wdtype=w_t.dtype,
+    )
+    return tuple(
+        pl.pallas_call(
+            kernel,
+            out_shape=[
+                jax.ShapeDtypeStruct((Tp, Bp, Hp), F32),
+                jax.ShapeDtypeStruct((Bp, Hp), F32),
+            ],
+            grid=block_sizes.grid,
+            in_specs=[rows(1), sequence(Hp), sequence(Hp), whole((Hp, Hp)), rows(Hp)],
+            out_specs=[sequence(Hp), rows(Hp)],
+            scratch_shapes=common.scratch_shapes(block_sizes, layout, 1),
+            compiler_params=common.compiler_params(block_sizes, layout, GATES, 4, RESIDUALS * Hp),
+            interpret=interpret,
+            name="jaxgen_rnn_bwd",
+        )(lengths, dys, h_new, w_t, dh_final)
+    )
 
 
 # --------------------------------------------------------------------------- jnp mirrors
@@ -150,8 +206,9 @@ def forward_scan(lengths, zx, w, h0, *, layout, reverse, save_residuals, activat
         residuals = (h, h_new) if save_residuals else ()
         return jnp.where(real, h_new, h), (jnp.where(real, h_new, 0.0).astype(w.dtype), residuals)
 
-    h, (ys, residuals) = jax.lax.scan(step, h0.astype(F32), (zx, jnp.arange(layout.Tp)),
-                                      reverse=reverse)
+    h, (ys, residuals) = jax.lax.scan(
+        step, h0.astype(F32), (zx, jnp.arange(layout.Tp)), reverse=reverse
+    )
     return (ys, h.astype(w.dtype), *residuals)
 
 
@@ -164,6 +221,7 @@ def backward_scan(lengths, dys, h_new, w_t, dh_final, *, layout, reverse, activa
         dz = jnp.where(real, dh + dy.astype(F32), 0.0) * act_grad(h_new_t)
         return jnp.where(real, common.dot(dz, w_t, w_t.dtype), dh), dz
 
-    dh, dz = jax.lax.scan(step, dh_final.astype(F32), (dys, h_new, jnp.arange(layout.Tp)),
-                          reverse=not reverse)
+    dh, dz = jax.lax.scan(
+        step, dh_final.astype(F32), (dys, h_new, jnp.arange(layout.Tp)), reverse=not reverse
+    )
     return dz, dh

@@ -18,6 +18,14 @@ from jaxgen.nn.layers import (
 )
 
 __all__ = [
-    "batch_norm", "batch_norm_init", "conv", "conv_init", "conv_transpose", "conv_transpose_init", "dense",
-    "dense_init", "dropout", "leaky_relu",
+    "batch_norm",
+    "batch_norm_init",
+    "conv",
+    "conv_init",
+    "conv_transpose",
+    "conv_transpose_init",
+    "dense",
+    "dense_init",
+    "dropout",
+    "leaky_relu",
 ]

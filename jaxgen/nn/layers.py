@@ -20,8 +20,18 @@ import jax.numpy as jnp
 Array = jax.Array
 Params = dict[str, Any]
 
-__all__ = ["dense_init", "dense", "conv_init", "conv", "conv_transpose_init", "conv_transpose", "batch_norm_init",
-           "batch_norm", "leaky_relu", "dropout"]
+__all__ = [
+    "dense_init",
+    "dense",
+    "conv_init",
+    "conv",
+    "conv_transpose_init",
+    "conv_transpose",
+    "batch_norm_init",
+    "batch_norm",
+    "leaky_relu",
+    "dropout",
+]
 
 
 def _init_weight(key, shape, fan_in, std, dtype):
@@ -36,8 +46,15 @@ def _init_weight(key, shape, fan_in, std, dtype):
     return (std * jax.random.normal(key, (n,), dtype)).reshape(shape)
 
 
-def dense_init(key: Array, d_in: int, d_out: int, *, std: float | None = None, bias: bool = True,
-               dtype=jnp.float32) -> Params:
+def dense_init(
+    key: Array,
+    d_in: int,
+    d_out: int,
+    *,
+    std: float | None = None,
+    bias: bool = True,
+    dtype=jnp.float32,
+) -> Params:
     """Weights ``w [d_in, d_out]`` and bias ``b [d_out]`` (zeros; omitted with ``bias=False``)."""
     if d_in <= 0 or d_out <= 0:
         raise ValueError(f"dense sizes must be positive, got {d_in} -> {d_out}")
@@ -53,8 +70,16 @@ def dense(params: Params, x: Array) -> Array:
     return y + params["b"] if "b" in params else y
 
 
-def conv_init(key: Array, kernel: int, c_in: int, c_out: int, *, std: float | None = None, bias: bool = True,
-              dtype=jnp.float32) -> Params:
+def conv_init(
+    key: Array,
+    kernel: int,
+    c_in: int,
+    c_out: int,
+    *,
+    std: float | None = None,
+    bias: bool = True,
+    dtype=jnp.float32,
+) -> Params:
     """A square ``kernel x kernel`` convolution: ``w [k, k, c_in, c_out]``, ``b [c_out]``."""
     p = {"w": _init_weight(key, (kernel, kernel, c_in, c_out), kernel * kernel * c_in, std, dtype)}
     if bias:
@@ -85,17 +110,30 @@ def conv(params: Params, x: Array, *, stride: int = 1, padding: str | int = "SAM
     w = params["w"].astype(x.dtype)
     k = w.shape[0]
     pad = _pad(padding, k, stride)
-    if (k == 2 * stride and stride % 2 == 0 and pad in ("SAME", [(stride // 2, stride // 2)] * 2)
-            and x.shape[1] % stride == 0 and x.shape[2] % stride == 0):
-        y = jax.lax.platform_dependent(x, w, cpu=lambda x, w: _conv_k2s(x, w, stride),
-                                       default=lambda x, w: _xla_conv(x, w, stride))
+    if (
+        k == 2 * stride
+        and stride % 2 == 0
+        and pad in ("SAME", [(stride // 2, stride // 2)] * 2)
+        and x.shape[1] % stride == 0
+        and x.shape[2] % stride == 0
+    ):
+        y = jax.lax.platform_dependent(
+            x,
+            w,
+            cpu=lambda x, w: _conv_k2s(x, w, stride),
+            default=lambda x, w: _xla_conv(x, w, stride),
+        )
     else:
-        y = jax.lax.conv_general_dilated(x, w, (stride, stride), pad, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = jax.lax.conv_general_dilated(
+            x, w, (stride, stride), pad, dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
     return y + params["b"] if "b" in params else y
 
 
 def _xla_conv(x, w, s):
-    return jax.lax.conv_general_dilated(x, w, (s, s), [(s // 2, s // 2)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jax.lax.conv_general_dilated(
+        x, w, (s, s), [(s // 2, s // 2)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -119,8 +157,16 @@ def _conv_k2s_bwd(s, res, dy):
 _conv_k2s.defvjp(_conv_k2s_fwd, _conv_k2s_bwd)
 
 
-def conv_transpose_init(key: Array, kernel: int, c_in: int, c_out: int, *, std: float | None = None,
-                        bias: bool = True, dtype=jnp.float32) -> Params:
+def conv_transpose_init(
+    key: Array,
+    kernel: int,
+    c_in: int,
+    c_out: int,
+    *,
+    std: float | None = None,
+    bias: bool = True,
+    dtype=jnp.float32,
+) -> Params:
     """A transposed convolution: ``w [k, k, c_in, c_out]``, ``b [c_out]``."""
     p = {"w": _init_weight(key, (kernel, kernel, c_in, c_out), kernel * kernel * c_in, std, dtype)}
     if bias:
@@ -149,8 +195,12 @@ def conv_transpose(params: Params, x: Array, *, stride: int = 2) -> Array:
     w = params["w"].astype(x.dtype)
     k = w.shape[0]
     if k == 2 * stride and stride % 2 == 0:
-        y = jax.lax.platform_dependent(x, w, cpu=lambda x, w: _conv_transpose_col2im(x, w, stride),
-                                       default=lambda x, w: _conv_transpose_xla(x, w, stride))
+        y = jax.lax.platform_dependent(
+            x,
+            w,
+            cpu=lambda x, w: _conv_transpose_col2im(x, w, stride),
+            default=lambda x, w: _conv_transpose_xla(x, w, stride),
+        )
     else:
         y = _conv_transpose_xla(x, w, stride)
     return y + params["b"] if "b" in params else y
@@ -161,7 +211,9 @@ def _conv_transpose_xla(x, w, s):
     wt = jnp.swapaxes(w, 2, 3)  # the forward conv maps C_out -> C_in
 
     def forward(z):
-        return jax.lax.conv_general_dilated(z, wt, (s, s), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jax.lax.conv_general_dilated(
+            z, wt, (s, s), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
 
     zero = jax.ShapeDtypeStruct((b, h * s, wd * s, w.shape[-1]), x.dtype)
     (y,) = jax.linear_transpose(forward, zero)(x)
@@ -217,7 +269,11 @@ def _conv_transpose_col2im(x, w, s):
     for a in range(s):
         row = []
         for bb in range(s):
-            terms = [_shift(cols[:, :, :, ky, kx], dy, dx) for ky, dy in _taps(a, s) for kx, dx in _taps(bb, s)]
+            terms = [
+                _shift(cols[:, :, :, ky, kx], dy, dx)
+                for ky, dy in _taps(a, s)
+                for kx, dx in _taps(bb, s)
+            ]
             row.append(sum(terms[1:], terms[0]))
         phases.append(row)
     return _interleave(phases, s)
@@ -232,8 +288,19 @@ def _col2im_bwd(s, res, g):
     k, _, c_in, c_out = w.shape
     # kernel row ky feeds exactly one phase (ky - s/2) mod s, from input row m - d
     tap = {ky: (a, d) for a in range(s) for ky, d in _taps(a, s)}
-    dcols = jnp.stack([jnp.stack([_shift(g[:, tap[ky][0]::s, tap[kx][0]::s], -tap[ky][1], -tap[kx][1])
-                                  for kx in range(k)], axis=3) for ky in range(k)], axis=3)
+    dcols = jnp.stack(
+        [
+            jnp.stack(
+                [
+                    _shift(g[:, tap[ky][0] :: s, tap[kx][0] :: s], -tap[ky][1], -tap[kx][1])
+                    for kx in range(k)
+                ],
+                axis=3,
+            )
+            for ky in range(k)
+        ],
+        axis=3,
+    )
     dcols = dcols.reshape(-1, k * k * c_out)
     dx = (dcols @ _col2im_weights(w).T).reshape(x.shape)
     dw = (x.reshape(-1, c_in).T @ dcols).reshape(c_in, k, k, c_out).transpose(1, 2, 0, 3)
@@ -245,12 +312,22 @@ _conv_transpose_col2im.defvjp(_col2im_fwd, _col2im_bwd)
 
 def batch_norm_init(channels: int, dtype=jnp.float32) -> tuple[Params, Params]:
     """``(params, stats)``: scale ones, bias zeros; running mean zeros, running variance ones."""
-    return ({"scale": jnp.ones((channels,), dtype), "bias": jnp.zeros((channels,), dtype)},
-            {"mean": jnp.zeros((channels,), jnp.float32), "var": jnp.ones((channels,), jnp.float32)})
+    return (
+        {"scale": jnp.ones((channels,), dtype), "bias": jnp.zeros((channels,), dtype)},
+        {"mean": jnp.zeros((channels,), jnp.float32), "var": jnp.ones((channels,), jnp.float32)},
+    )
 
 
-def batch_norm(params: Params, stats: Params, x: Array, *, train: bool, momentum: float = 0.9, eps: float = 1e-5,
-               axis_name: str | None = None) -> tuple[Array, Params]:
+def batch_norm(
+    params: Params,
+    stats: Params,
+    x: Array,
+    *,
+    train: bool,
+    momentum: float = 0.9,
+    eps: float = 1e-5,
+    axis_name: str | None = None,
+) -> tuple[Array, Params]:
     """Batch norm over every axis but the last (``[B, C]`` or ``[B, H, W, C]``); returns ``(y, new_stats)``.
 
     * ``train=True``: normalise with this batch's mean and (biased) variance, and return running
@@ -271,8 +348,10 @@ def batch_norm(params: Params, stats: Params, x: Array, *, train: bool, momentum
         if axis_name is not None:
             mean, mean_sq = jax.lax.pmean((mean, mean_sq), axis_name)
         var = jnp.maximum(mean_sq - jnp.square(mean), 0.0)
-        new_stats = {"mean": momentum * stats["mean"] + (1.0 - momentum) * jax.lax.stop_gradient(mean),
-                     "var": momentum * stats["var"] + (1.0 - momentum) * jax.lax.stop_gradient(var)}
+        new_stats = {
+            "mean": momentum * stats["mean"] + (1.0 - momentum) * jax.lax.stop_gradient(mean),
+            "var": momentum * stats["var"] + (1.0 - momentum) * jax.lax.stop_gradient(var),
+        }
     else:
         mean, var = stats["mean"], stats["var"]
         new_stats = stats

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,9 @@ def read_meta(workdir: str | Path) -> dict | None:
     try:
         return json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{p} is unreadable ({e}); restore it from a backup or use a new workdir") from None
+        raise UserError(
+            f"{p} is unreadable ({e}); restore it from a backup or use a new workdir"
+        ) from None
 
 
 def check_workdir_kind(workdir: str | Path, kind: str) -> dict | None:
@@ -68,7 +69,9 @@ def _saved_layout(step_dir: Path) -> dict | None:
     """The layout a checkpoint folder holds, or ``None`` when its metadata cannot be read."""
     absl = logging.getLogger("absl")
     level = absl.level
-    absl.setLevel(logging.ERROR)  # orbax warns about optional files; a failure is reported by the caller
+    absl.setLevel(
+        logging.ERROR
+    )  # orbax warns about optional files; a failure is reported by the caller
     try:
         md = ocp.StandardCheckpointer().metadata(step_dir / "default")
         tree = md.item_metadata.tree if hasattr(md, "item_metadata") else md.tree
@@ -100,7 +103,9 @@ def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
         a, b = old.get(k), new.get(k)
         if isinstance(a, dict) and isinstance(b, dict):
             out += config_differences(a, b, f"{prefix}{k}.")
-        elif (list(a) if isinstance(a, (list, tuple)) else a) != (list(b) if isinstance(b, (list, tuple)) else b):
+        elif (list(a) if isinstance(a, (list, tuple)) else a) != (
+            list(b) if isinstance(b, (list, tuple)) else b
+        ):
             out.append(f"{prefix}{k} {a!r} -> {b!r}")
     return out
 
@@ -110,11 +115,17 @@ def saved_steps(directory: Path) -> list[int]:
     so nothing is created or cleaned up)."""
     if not directory.is_dir():
         return []
-    return sorted((int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True)
+    return sorted(
+        (int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True
+    )
 
 
-def check_resumable(workdir: str | Path, abstract_state: Any, old_config: dict | None = None,
-                    new_config: dict | None = None) -> None:
+def check_resumable(
+    workdir: str | Path,
+    abstract_state: Any,
+    old_config: dict | None = None,
+    new_config: dict | None = None,
+) -> None:
     """Refuse (:class:`UserError`) to resume ``workdir`` when its newest readable checkpoint holds a
     train state whose tree, shapes or dtypes differ from ``abstract_state``: restoring would fail,
     and treating that as corruption would retrain from scratch over the old run. Reads only, so a
@@ -129,8 +140,12 @@ def check_resumable(workdir: str | Path, abstract_state: Any, old_config: dict |
         if saved != now:
             diffs = "; ".join(_state_differences(saved, now))
             cfg = config_differences(old_config or {}, new_config or {})
-            why = (f"the config differs from the saved run's in {', '.join(cfg[:4])}"
-                   + (f" and {len(cfg) - 4} more" if len(cfg) > 4 else "") if cfg else "the code or config changed")
+            why = (
+                f"the config differs from the saved run's in {', '.join(cfg[:4])}"
+                + (f" and {len(cfg) - 4} more" if len(cfg) > 4 else "")
+                if cfg
+                else "the code or config changed"
+            )
             raise UserError(
                 f"cannot resume {str(workdir)!r}: its checkpoint {step} holds a different train state ({diffs}); "
                 f"{why}. Resume with the settings it was trained with (in {META}), or use a new workdir"
@@ -147,7 +162,9 @@ class Checkpoints:
         self.latest = ocp.CheckpointManager(
             root / "checkpoints", options=ocp.CheckpointManagerOptions(max_to_keep=keep, **opts)
         )
-        self.best = ocp.CheckpointManager(root / "best", options=ocp.CheckpointManagerOptions(max_to_keep=1, **opts))
+        self.best = ocp.CheckpointManager(
+            root / "best", options=ocp.CheckpointManagerOptions(max_to_keep=1, **opts)
+        )
         self._unreadable = {"latest": set(), "best": set()}  # steps restore() had to skip
 
     def save(self, step: int, state: Any, *, best: bool = False) -> None:
@@ -183,8 +200,11 @@ class Checkpoints:
                 return step, mgr.restore(step, args=ocp.args.StandardRestore(abstract_state))
             except Exception as e:  # unreadable files: fall back to the one before
                 self._unreadable[which].add(step)
-                print(f"warning: checkpoint {mgr.directory}/{step} could not be restored ({type(e).__name__}: "
-                      f"{str(e)[:200]}); trying the previous one", file=sys.stderr)
+                print(
+                    f"warning: checkpoint {mgr.directory}/{step} could not be restored ({type(e).__name__}: "
+                    f"{str(e)[:200]}); trying the previous one",
+                    file=sys.stderr,
+                )
         return None
 
     def steps(self, which: str = "latest") -> list[int]:

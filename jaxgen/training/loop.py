@@ -102,8 +102,9 @@ class Summary:
     horizon: int
 
 
-def run(recipe: Recipe, workdir: str | Path, *, quiet: bool = False,
-        stop: StopOnSignal | None = None) -> Summary:
+def run(
+    recipe: Recipe, workdir: str | Path, *, quiet: bool = False, stop: StopOnSignal | None = None
+) -> Summary:
     """Train (or resume) ``recipe`` in ``workdir``. SIGTERM and Ctrl-C stop it after the current
     step with a checkpoint at that step; pass ``stop`` when the handlers must be in place before
     this call (the CLI installs them before the heavy imports)."""
@@ -117,8 +118,9 @@ def _fit_after(budget_s: float) -> float:
     return min(FIT_MAX_S, max(FIT_MIN_S, FIT_AFTER_FRACTION * budget_s))
 
 
-def steps_that_fit(done: int, steps_per_s: float, budget_s: float, elapsed_s: float,
-                   recompile_s: float) -> int:
+def steps_that_fit(
+    done: int, steps_per_s: float, budget_s: float, elapsed_s: float, recompile_s: float
+) -> int:
     """The last step a run at ``done`` reaches within its budget: the seconds left (less one
     recompilation of the step) at the measured rate."""
     return done + int(steps_per_s * max(0.0, budget_s - elapsed_s - recompile_s))
@@ -137,9 +139,12 @@ def _run(recipe: Recipe, workdir: Path, *, quiet: bool, stop: StopOnSignal) -> S
     cfg, t = recipe.cfg, recipe.cfg.train
     meta = checkpoint.check_workdir_kind(workdir, recipe.kind)
     state = recipe.init_state()
-    if meta is not None:  # before anything is written: a refused resume leaves the workdir as it was
-        checkpoint.check_resumable(workdir, checkpoint.abstract(state), meta.get("config"),
-                                   cfg.to_dict())
+    if (
+        meta is not None
+    ):  # before anything is written: a refused resume leaves the workdir as it was
+        checkpoint.check_resumable(
+            workdir, checkpoint.abstract(state), meta.get("config"), cfg.to_dict()
+        )
     workdir.mkdir(parents=True, exist_ok=True)
     ckpts = checkpoint.Checkpoints(workdir)
     start = 0
@@ -147,13 +152,18 @@ def _run(recipe: Recipe, workdir: Path, *, quiet: bool, stop: StopOnSignal) -> S
     if restored is not None:
         start, state = restored
     if jax.process_index() == 0:
-        checkpoint.write_json_atomic(workdir / checkpoint.META,
-                                     {"model": recipe.kind, **recipe.meta, "config": cfg.to_dict()})
+        checkpoint.write_json_atomic(
+            workdir / checkpoint.META,
+            {"model": recipe.kind, **recipe.meta, "config": cfg.to_dict()},
+        )
     horizon = recipe.total_steps
     budget = float(t.time_budget_s or 0.0)
     log = RunLog(workdir, horizon, unit=recipe.unit, quiet=quiet, time_budget_s=budget)
-    log.message(recipe.describe + f", steps {start} -> {horizon}"
-                + (f" (resumed from step {start})" if start else ""))
+    log.message(
+        recipe.describe
+        + f", steps {start} -> {horizon}"
+        + (f" (resumed from step {start})" if start else "")
+    )
     best = best_logged(workdir, recipe.best_key) if recipe.best_key else None
     recipe.on_start(log, start)
     if stop.requested:  # a signal during set-up: stop before compiling anything
@@ -168,16 +178,19 @@ def _run(recipe: Recipe, workdir: Path, *, quiet: bool, stop: StopOnSignal) -> S
         mesh = parallel.make_mesh()
         parallel.check_batch(t.batch, mesh)
         rows = parallel.local_rows(t.batch)
-        log.message(f"data parallel over {mesh.devices.size} devices ({jax.process_count()} "
-                    f"processes); global batch {t.batch}")
+        log.message(
+            f"data parallel over {mesh.devices.size} devices ({jax.process_count()} "
+            f"processes); global batch {t.batch}"
+        )
 
     def compile_step(horizon: int):
         nonlocal state
         pure = recipe.make_step(horizon)
         if mesh is None:
             return jax.jit(pure, donate_argnums=0)
-        fn, state = parallel.jit_data_parallel(pure, mesh, state, tuple(np.ndim(b) for b in first),
-                                               recipe.batch_axes)
+        fn, state = parallel.jit_data_parallel(
+            pure, mesh, state, tuple(np.ndim(b) for b in first), recipe.batch_axes
+        )
         return fn
 
     def place(batch: tuple) -> tuple:
@@ -198,7 +211,9 @@ def _run(recipe: Recipe, workdir: Path, *, quiet: bool, stop: StopOnSignal) -> S
     rate, t_mark, mark_step, compile_s = 0.0, None, start, 0.0
     fitted = budget <= 0 or not recipe.fits_schedule
     last_saved, last, last_eval = start, {}, {}
-    pending: tuple[int, Any] | None = None  # the last step's (step, device metrics), not yet checked
+    pending: tuple[int, Any] | None = (
+        None  # the last step's (step, device metrics), not yet checked
+    )
     stopped = None
 
     def check() -> None:
@@ -211,13 +226,16 @@ def _run(recipe: Recipe, workdir: Path, *, quiet: bool, stop: StopOnSignal) -> S
         m = {k: float(v) for k, v in jax.device_get(metrics).items()}
         losses = {k: m[k] for k in recipe.loss_keys}
         if m.get("skipped"):
-            log.message(f"step {s}: non-finite loss; update skipped (config.train.on_nonfinite='skip')")
+            log.message(
+                f"step {s}: non-finite loss; update skipped (config.train.on_nonfinite='skip')"
+            )
         elif not all(math.isfinite(v) for v in losses.values()):
             what = ", ".join(f"{k} {v}" for k, v in losses.items())
             raise UserError(
                 f"the training loss became non-finite at step {s} ({what}); stopped without saving "
                 f"it. The last good checkpoint (step {last_saved}) is kept in {str(workdir)!r}. "
-                f"{recipe.nonfinite_advice} and resume")
+                f"{recipe.nonfinite_advice} and resume"
+            )
         last = m
 
     def save(done: int) -> None:
@@ -235,43 +253,72 @@ def _run(recipe: Recipe, workdir: Path, *, quiet: bool, stop: StopOnSignal) -> S
             pending = (done, metrics)
             if t_mark is None:  # the first step includes compilation: time from its end
                 jax.block_until_ready(state)
-                t_mark, mark_step, compile_s = time.perf_counter(), done, time.perf_counter() - t_start
+                t_mark, mark_step, compile_s = (
+                    time.perf_counter(),
+                    done,
+                    time.perf_counter() - t_start,
+                )
             elapsed = time.perf_counter() - t_start
-            if not fitted and done > mark_step and time.perf_counter() - t_mark >= _fit_after(budget):
+            if (
+                not fitted
+                and done > mark_step
+                and time.perf_counter() - t_mark >= _fit_after(budget)
+            ):
                 jax.block_until_ready(state)
                 now = time.perf_counter()
                 steps_per_s = (done - mark_step) / (now - t_mark)
                 fit = _agree(steps_that_fit(done, steps_per_s, budget, now - t_start, compile_s))
                 fitted = True
                 if fit < horizon:
-                    log.message(f"time budget {budget:g} s: {steps_per_s:.2f} steps/s after warm-up, "
-                                f"so {fit:,} of {horizon:,} steps fit; schedules now end at step "
-                                f"{fit:,}")
+                    log.message(
+                        f"time budget {budget:g} s: {steps_per_s:.2f} steps/s after warm-up, "
+                        f"so {fit:,} of {horizon:,} steps fit; schedules now end at step "
+                        f"{fit:,}"
+                    )
                     horizon = log.total = max(fit, done)
                     step_fn = compile_step(horizon)
                 else:
-                    log.message(f"time budget {budget:g} s: {steps_per_s:.2f} steps/s after warm-up; "
-                                f"all {horizon:,} steps fit")
+                    log.message(
+                        f"time budget {budget:g} s: {steps_per_s:.2f} steps/s after warm-up; "
+                        f"all {horizon:,} steps fit"
+                    )
             out_of_time = (budget > 0 and elapsed >= budget and jax.process_count() == 1) or (
-                budget > 0 and fitted and done == horizon < recipe.total_steps)
+                budget > 0 and fitted and done == horizon < recipe.total_steps
+            )
             preempted = stop.should_stop(done, ckpts.latest)
             if preempted:
                 stopped = stop.reason or "preempted"
             elif out_of_time:
                 stopped = "budget"
             ending = stopped is not None
-            if itstime(done, t.log_every, horizon) or ending or itstime(done, t.checkpoint_every,
-                                                                        horizon):
+            if (
+                itstime(done, t.log_every, horizon)
+                or ending
+                or itstime(done, t.checkpoint_every, horizon)
+            ):
                 check()
                 if done > mark_step:
-                    rate = ((done - mark_step) * recipe.items_per_step
-                            / max(time.perf_counter() - t_mark, 1e-9))
-                log.write(done, {**last, f"{'tokens' if recipe.unit == 'tok' else 'images'}_per_s": rate,
-                                 **recipe.log_extra(done)})
+                    rate = (
+                        (done - mark_step)
+                        * recipe.items_per_step
+                        / max(time.perf_counter() - t_mark, 1e-9)
+                    )
+                log.write(
+                    done,
+                    {
+                        **last,
+                        f"{'tokens' if recipe.unit == 'tok' else 'images'}_per_s": rate,
+                        **recipe.log_extra(done),
+                    },
+                )
             if last:
-                log.progress(done, last[recipe.loss_keys[0]], rate,
-                             (horizon - done) * recipe.items_per_step / max(rate, 1e-9),
-                             elapsed_s=time.perf_counter() - t_start)
+                log.progress(
+                    done,
+                    last[recipe.loss_keys[0]],
+                    rate,
+                    (horizon - done) * recipe.items_per_step / max(rate, 1e-9),
+                    elapsed_s=time.perf_counter() - t_start,
+                )
             if ending:  # save first: a preempted run may have seconds left
                 save(done)
             final = done == horizon or (ending and not preempted)
@@ -287,8 +334,9 @@ def _run(recipe: Recipe, workdir: Path, *, quiet: bool, stop: StopOnSignal) -> S
                         ckpts.save(done, state, best=True)
                     log.write(done, result.row)
                     last_eval = result.row
-                    log.message(result.message.format(best=best,
-                                                      elapsed=time.perf_counter() - t_start))
+                    log.message(
+                        result.message.format(best=best, elapsed=time.perf_counter() - t_start)
+                    )
             if itstime(done, t.checkpoint_every, horizon) and not ending:
                 save(done)
             step = done
@@ -300,12 +348,27 @@ def _run(recipe: Recipe, workdir: Path, *, quiet: bool, stop: StopOnSignal) -> S
         log.close()
         ckpts.close()
         recipe.on_close()
-    return Summary(int(step), start, rate, best, last, last_eval, time.perf_counter() - t_start,
-                   stopped, horizon)
+    return Summary(
+        int(step),
+        start,
+        rate,
+        best,
+        last,
+        last_eval,
+        time.perf_counter() - t_start,
+        stopped,
+        horizon,
+    )
 
 
-def load_trained(workdir: str | Path, kind: str, template: Callable[[Any, dict], Any],
-                 which: str = "best", *, name: str = "") -> tuple[Any, dict, Any]:
+def load_trained(
+    workdir: str | Path,
+    kind: str,
+    template: Callable[[Any, dict], Any],
+    which: str = "best",
+    *,
+    name: str = "",
+) -> tuple[Any, dict, Any]:
     """``(state, meta, cfg)`` from a trained workdir of ``kind`` (``name``: how messages call it):
     the ``which`` checkpoint ("best" falls back to "latest"). ``template(cfg, meta)`` builds a
     state of the saved layout."""
@@ -314,11 +377,14 @@ def load_trained(workdir: str | Path, kind: str, template: Callable[[Any, dict],
     workdir = Path(workdir)
     meta = checkpoint.read_meta(workdir)
     if meta is None:
-        raise UserError(f"{str(workdir)!r} holds no trained model (no {checkpoint.META}); train one "
-                        "with `jaxgen train`")
+        raise UserError(
+            f"{str(workdir)!r} holds no trained model (no {checkpoint.META}); train one "
+            "with `jaxgen train`"
+        )
     if meta.get("model") != kind:
-        raise UserError(f"workdir {str(workdir)!r} holds a {meta.get('model')!r} model, not a "
-                        f"{name or kind}")
+        raise UserError(
+            f"workdir {str(workdir)!r} holds a {meta.get('model')!r} model, not a {name or kind}"
+        )
     cfg = ml_collections.ConfigDict(meta["config"])
     abstract = checkpoint.abstract(template(cfg, meta))
     ckpts = checkpoint.Checkpoints(workdir)
@@ -329,5 +395,7 @@ def load_trained(workdir: str | Path, kind: str, template: Callable[[Any, dict],
                 return got[1], meta, cfg
     finally:
         ckpts.close()
-    raise UserError(f"no checkpoint could be restored from {str(workdir)!r}; train (or resume) with "
-                    "`jaxgen train`")
+    raise UserError(
+        f"no checkpoint could be restored from {str(workdir)!r}; train (or resume) with "
+        "`jaxgen train`"
+    )

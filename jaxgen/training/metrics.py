@@ -6,14 +6,14 @@ import json
 import sys
 import time
 from pathlib import Path
-
 from typing import Any
 
 import jax
 import optax
 
-
-_norm = optax.tree.norm if hasattr(optax, "tree") and hasattr(optax.tree, "norm") else optax.global_norm
+_norm = (
+    optax.tree.norm if hasattr(optax, "tree") and hasattr(optax.tree, "norm") else optax.global_norm
+)
 
 
 def global_norms(grads, params, updates) -> dict:
@@ -73,7 +73,9 @@ def _summary_writer():
         from tensorboardX import SummaryWriter
 
         return SummaryWriter
-    sys.modules["torch"] = None  # makes `import torch` raise ImportError, which tensorboardX handles
+    sys.modules["torch"] = (
+        None  # makes `import torch` raise ImportError, which tensorboardX handles
+    )
     try:
         from tensorboardX import SummaryWriter
     finally:
@@ -87,8 +89,15 @@ class RunLog:
     ``time_budget_s`` (0: none) is the run's ``train.time_budget_s``: the line's time left is the
     sooner of the steps' end and the budget's (pass ``elapsed_s``, the clock the budget runs on)."""
 
-    def __init__(self, workdir: str | Path, total_steps: int, *, unit: str = "tok", quiet: bool = False,
-                 time_budget_s: float = 0.0):
+    def __init__(
+        self,
+        workdir: str | Path,
+        total_steps: int,
+        *,
+        unit: str = "tok",
+        quiet: bool = False,
+        time_budget_s: float = 0.0,
+    ):
         self.workdir = Path(workdir)
         self.total = total_steps
         self.time_budget_s = float(time_budget_s or 0.0)
@@ -96,7 +105,9 @@ class RunLog:
         # On multi-host runs only process 0 writes (the workdir is shared); the others stay silent.
         self.primary = jax.process_index() == 0
         self.quiet = quiet or not self.primary
-        self.jsonl = open(self.workdir / "metrics.jsonl", "a", buffering=1) if self.primary else None
+        self.jsonl = (
+            open(self.workdir / "metrics.jsonl", "a", buffering=1) if self.primary else None
+        )
         self.tb = None
         if self.primary:
             try:
@@ -117,7 +128,9 @@ class RunLog:
             for k, v in metrics.items():
                 self.tb.add_scalar(k, float(v), int(step))
 
-    def progress(self, step: int, loss: float, rate: float, eta_s: float, *, elapsed_s: float | None = None) -> None:
+    def progress(
+        self, step: int, loss: float, rate: float, eta_s: float, *, elapsed_s: float | None = None
+    ) -> None:
         """Draw the progress line; ``eta_s`` is the steps' time left at ``rate`` (ignored while the
         rate is 0), ``elapsed_s`` the seconds the time budget has run."""
         if self.quiet:
@@ -129,11 +142,22 @@ class RunLog:
         width = 24
         done = int(width * step / max(1, self.total))
         bar = "#" * done + "." * (width - done)
-        budget_left = self.time_budget_s - elapsed_s if self.time_budget_s > 0 and elapsed_s is not None else None
-        line = (f"[{bar}] step {step}/{self.total}  loss {loss:.3f}  {rate:,.0f} {self.unit}/s  "
-                + format_eta(eta_s if rate > 0 else None, budget_left))
+        budget_left = (
+            self.time_budget_s - elapsed_s
+            if self.time_budget_s > 0 and elapsed_s is not None
+            else None
+        )
+        line = (
+            f"[{bar}] step {step}/{self.total}  loss {loss:.3f}  {rate:,.0f} {self.unit}/s  "
+            + format_eta(eta_s if rate > 0 else None, budget_left)
+        )
         # on a terminal: redraw in place, clearing what a longer previous line left (ESC [K)
-        print(("\r" + line + "\x1b[K") if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+        print(
+            ("\r" + line + "\x1b[K") if self.tty else line,
+            end="" if self.tty else "\n",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def message(self, text: str) -> None:
         if not self.primary:

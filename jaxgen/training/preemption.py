@@ -45,8 +45,12 @@ class StopOnSignal:
         if signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C ends the process at once
             if first:
-                print("\njaxgen: Ctrl-C: stopping after this step and saving a checkpoint (Ctrl-C again quits at "
-                      "once, losing the steps since the last checkpoint)", file=sys.stderr, flush=True)
+                print(
+                    "\njaxgen: Ctrl-C: stopping after this step and saving a checkpoint (Ctrl-C again quits at "
+                    "once, losing the steps since the last checkpoint)",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():  # handlers can only be set there
@@ -89,4 +93,6 @@ def stop_message(step: int, reason: str | None, budget_s: float, workdir=None) -
 def not_started_message(reason: str | None) -> str:
     """What a trainer prints when a signal arrived before its first step."""
     what = "SIGTERM received" if reason == "preempted" else "interrupted (Ctrl-C)"
-    return f"stopping before the first step: {what}; nothing was trained and no checkpoint was written"
+    return (
+        f"stopping before the first step: {what}; nothing was trained and no checkpoint was written"
+    )
