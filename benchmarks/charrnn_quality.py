@@ -43,7 +43,7 @@ def main(argv=None):
         cfg.train.time_budget_s = 60.0 * minutes
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="charrnn_quality_"))
     summary = charrnn.train.train(cfg, workdir)
-    rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     curve = [(r["wall_s"], r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
     rates = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r][1:]
     params, vocab, _ = charrnn.sample.load_for_sampling(workdir)
@@ -87,7 +87,8 @@ def main(argv=None):
         ["recipe", "minutes", "steps", "tokens/s", "best val loss (nats/char)", "bits/char"],
         [
             [
-                f"{m.layers}x{m.hidden} LSTM, dropout {m.dropout}, batch {t.batch}, seq {t.seq_len}, "
+                f"{m.layers}x{m.hidden} LSTM, dropout {m.dropout}, batch {t.batch}, "
+                f"seq {t.seq_len}, "
                 f"Adam {t.lr:g} {t.lr_schedule}",
                 minutes,
                 payload["steps"],

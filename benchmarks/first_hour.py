@@ -291,7 +291,8 @@ def _markdown(res: dict) -> str:
     out = [
         "# A new user's first hour, replayed",
         "",
-        f"`python benchmarks/first_hour.py` on fresh clones ({os.cpu_count()} CPU cores; each part names "
+        "`python benchmarks/first_hour.py` on fresh clones "
+        f"({os.cpu_count()} CPU cores; each part names "
         f"the commit it ran on). Every check: **{'passed' if res['ok'] else 'FAILED'}**.",
         "",
     ]
@@ -301,7 +302,8 @@ def _markdown(res: dict) -> str:
             "## Quick start (README's first command, 3 minutes)",
             "",
             _ran(q),
-            f"{q['steps']} steps in {q['train_wall_s']:.0f} s, validation loss {q['val_loss']:.4f} nats/char; longest run "
+            f"{q['steps']} steps in {q['train_wall_s']:.0f} s, "
+            f"validation loss {q['val_loss']:.4f} nats/char; longest run "
             f"of one non-letter character in the sample: {q['longest_non_letter_run']} "
             f"({q['run_char']!r}); limit 5.",
             "",
@@ -316,7 +318,8 @@ def _markdown(res: dict) -> str:
             "## The README's test command, no ../shared",
             "",
             _ran(t),
-            f"`{t['summary']}` in {t['wall_s']:.0f} s wall (exit {'0' if t['ok'] else 'non-zero'}).",
+            f"`{t['summary']}` in {t['wall_s']:.0f} s wall "
+            f"(exit {'0' if t['ok'] else 'non-zero'}).",
             "",
         ]
     if "ctrl_c" in res:

@@ -22,7 +22,7 @@ shows the median of each side and the median of the per-round ratios (never the 
 
     python benchmarks/gan_quality.py --speed-only --rounds 1 --reps 2   # quickest check of the speed part
     python benchmarks/gan_quality.py --only fc_classic --budget 100 --no-speed   # the classic FC probe
-"""
+"""  # noqa: E501  (printed verbatim by --help: the long example lines stay as they are)
 
 from __future__ import annotations
 
@@ -175,9 +175,11 @@ def _worker_layers(reps: int, batch: int = 128) -> dict:
             f = functools.partial(nn.conv, stride=2, padding=1)
         else:
             f = functools.partial(nn.conv_transpose, stride=2)
-        grad = jax.jit(jax.grad(lambda w, x: jnp.sum(f(w, x) ** 2), argnums=(0, 1)))
+        grad = jax.jit(jax.grad(lambda w, x, f=f: jnp.sum(f(w, x) ** 2), argnums=(0, 1)))
         times = bm.interleaved(
-            {"jaxgen": lambda: [grad(w, x) for _ in range(n)][-1]}, reps=reps, warmup=2
+            {"jaxgen": lambda grad=grad, w=w, x=x: [grad(w, x) for _ in range(n)][-1]},
+            reps=reps,
+            warmup=2,
         )
         samples = [t / n * 1e3 for t in times["jaxgen"]]
         rows.append(
@@ -222,9 +224,9 @@ def _commands(jax_args: list[str], torch_args: list[str], reps: int) -> dict[str
 
 
 def speed(reps: int, rounds: int) -> dict:
-    """Images/s of one train step, jaxgen and PyTorch each in its own process, alternating for ``rounds``
-    rounds; each process reports the median of ``reps`` repetitions; the ratio is the median over rounds
-    of the per-round ratios."""
+    """Images/s of one train step, jaxgen and PyTorch each in its own process, alternating for
+    ``rounds`` rounds; each process reports the median of ``reps`` repetitions; the ratio is the
+    median over rounds of the per-round ratios."""
     out = {}
     for arch in ("fc", "dcgan"):
         batch = tref.DEFAULT_BATCH[arch]
@@ -358,13 +360,17 @@ def markdown(payload: dict) -> str:
             "### Train-step throughput (CPU)\n\n"
             + bm.md_table(hdr, rows)
             + (
-                f"\njaxgen and PyTorch (torch {first.get('torch_version')}, {first.get('torch_threads')} "
-                f"threads) each in its own process, {first.get('rounds', '?')} alternating rounds of "
-                f"{first.get('reps_per_round', '?')} repetitions; images/s: median of the per-round medians; "
+                f"\njaxgen and PyTorch (torch {first.get('torch_version')}, "
+                f"{first.get('torch_threads')} threads) each in its own process, "
+                f"{first.get('rounds', '?')} alternating rounds of "
+                f"{first.get('reps_per_round', '?')} repetitions; "
+                "images/s: median of the per-round medians; "
                 "ratio: median of the per-round ratios.\n"
                 if torch_cols
-                else f"\ntorch not installed: no PyTorch column. {first.get('rounds', '?')} rounds of "
-                f"{first.get('reps_per_round', '?')} repetitions, median of the per-round medians.\n"
+                else "\ntorch not installed: no PyTorch column. "
+                f"{first.get('rounds', '?')} rounds of "
+                f"{first.get('reps_per_round', '?')} repetitions, "
+                "median of the per-round medians.\n"
             )
         )
     lay = payload.get("dcgan_layers", [])
@@ -443,8 +449,10 @@ def main(argv=None):
             )
             r = payload["quality"][name]
             print(
-                f"{name}: classifier score {r['classifier_score']:.2f}, {r['classes_covered']} classes, smallest "
-                f"{r['min_class_fraction']:.1%}, FD {r['fd']:.1f} (real vs real {r['fd_real_vs_real']:.1f})",
+                f"{name}: classifier score {r['classifier_score']:.2f}, "
+                f"{r['classes_covered']} classes, smallest "
+                f"{r['min_class_fraction']:.1%}, FD {r['fd']:.1f} "
+                f"(real vs real {r['fd_real_vs_real']:.1f})",
                 flush=True,
             )
     if not args.no_speed:

@@ -47,7 +47,8 @@ ARCHS = ("fc", "dcgan")
 DEFAULT_BATCH = {"fc": 64, "dcgan": 128}
 EXPECTED_PARAMS = {"fc": (114_800, 110_849), "dcgan": (373_441, 166_817)}
 STEPS_PER_REP = {"fc": 200, "dcgan": 8}  # train steps per timed repetition
-# (kind, input size, in channels, out channels) of each DCGAN convolution; kernel 4, stride 2, padding 1.
+# (kind, input size, in channels, out channels) of each DCGAN convolution; kernel 4, stride 2,
+# padding 1.
 DCGAN_LAYERS = (
     ("D conv", 32, 1, 32),
     ("D conv", 16, 32, 64),
@@ -152,7 +153,8 @@ def _count(module) -> int:
 
 
 def param_counts(arch: str) -> tuple[int, int]:
-    """``(generator, discriminator)`` trainable parameter counts (batch-norm scale and bias included)."""
+    """``(generator, discriminator)`` trainable parameter counts (batch-norm scale and bias
+    included)."""
     g, d, _, _ = _build(arch)
     return _count(g), _count(d)
 
@@ -218,7 +220,8 @@ def make_step(
 def time_step(
     arch: str, reps: int, *, batch: int | None = None, threads: int = 2, warmup: int = 3
 ) -> dict:
-    """Seconds per train step: median (and all samples) of ``reps`` repetitions of ``STEPS_PER_REP`` steps."""
+    """Seconds per train step: median (and all samples) of ``reps`` repetitions of
+    ``STEPS_PER_REP`` steps."""
     import torch
 
     batch = batch or DEFAULT_BATCH[arch]
@@ -243,7 +246,8 @@ def time_step(
 
 
 def time_layers(reps: int, *, batch: int = 128, threads: int = 2) -> dict:
-    """Forward + input and weight gradients of each DCGAN convolution (PyTorch module), ms per call, medians."""
+    """Forward + input and weight gradients of each DCGAN convolution (PyTorch module), ms per
+    call, medians."""
     import torch
 
     torch.set_num_threads(threads)
@@ -255,7 +259,7 @@ def time_layers(reps: int, *, batch: int = 128, threads: int = 2) -> dict:
         )
         xt = torch.randn(batch, c_in, size, size, requires_grad=True)
 
-        def fb():
+        def fb(mod=mod, xt=xt):
             for _ in range(LAYER_CALLS_PER_REP):
                 y = mod(xt)
                 (y * y).sum().backward()

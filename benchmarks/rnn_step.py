@@ -172,7 +172,7 @@ def jax_worker(shape: str, reps: int) -> dict:
     }
 
 
-# --------------------------------------------------------------------------- PyTorch process (no JAX here)
+# ------------------------------------------------------------------ PyTorch process (no JAX here)
 
 
 def torch_worker(shape: str, reps: int, threads: int = TORCH_THREADS) -> dict:
@@ -353,7 +353,8 @@ def main(argv=None):
         )
     table += (
         f"\nGEMM ceiling (2048³ float32 matmul, median of before/after): {ceil:.0f} GFLOP/s. "
-        f"{first['rounds']} alternating rounds of JAX / PyTorch processes; medians over rounds, ratios are "
+        f"{first['rounds']} alternating rounds of JAX / PyTorch processes; "
+        "medians over rounds, ratios are "
         f'medians of per-round ratios.{torch_note} "compile s" is the first step (for PyTorch: no '
         "compilation, the first step's time).\n"
     )

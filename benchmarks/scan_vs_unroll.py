@@ -193,7 +193,8 @@ def main(argv=None):
                         {"variant": v, "T": T, "predicted_compile_s": pred, "cap_s": cap}
                     )
                     print(
-                        f"T={T:4d} {v:18s} skipped: predicted compile {pred:.0f} s > cap {cap:.0f} s",
+                        f"T={T:4d} {v:18s} skipped: predicted compile {pred:.0f} s "
+                        f"> cap {cap:.0f} s",
                         flush=True,
                     )
                     continue
@@ -211,8 +212,10 @@ def main(argv=None):
                 rec["step_ms"] = 1e3 * statistics.median(ts)
                 rec["step_ms_min"] = 1e3 * min(ts)
                 print(
-                    f"T={T:4d} {rec['variant']:18s} compile {rec['lower_s'] + rec['compile_s']:6.2f} s  "
-                    f"step {rec['step_ms']:8.2f} ms  temp {rec.get('temp_bytes', 0) / 2**20:7.2f} MiB  "
+                    f"T={T:4d} {rec['variant']:18s} "
+                    f"compile {rec['lower_s'] + rec['compile_s']:6.2f} s  "
+                    f"step {rec['step_ms']:8.2f} ms  "
+                    f"temp {rec.get('temp_bytes', 0) / 2**20:7.2f} MiB  "
                     f"HLO instr {rec['instructions']:6d}",
                     flush=True,
                 )
@@ -245,7 +248,8 @@ def _get(records, v, T):
 def markdown(records, skipped, lengths, reps, cap):
     lines = [
         "# lax.scan vs Python-unrolled loop, and rematerialisation (LSTM train step)\n",
-        f"One LSTM layer, hidden {CFG['hidden']}, batch {CFG['batch']}, {CFG['features']} input features; "
+        f"One LSTM layer, hidden {CFG['hidden']}, batch {CFG['batch']}, "
+        f"{CFG['features']} input features; "
         "forward + backward + Adam. Compile = lowering + XLA compile. Step time = median of "
         f"{reps} interleaved calls. Temp = `compiled.memory_analysis().temp_size_in_bytes` "
         "(scratch buffers of the step, excluding parameters and inputs). HLO = instructions in "
@@ -334,7 +338,8 @@ def markdown(records, skipped, lengths, reps, cap):
         lines.append(
             "\nSkipped: "
             + "; ".join(
-                f"{s['variant']} at T={s['T']} (predicted compile {s['predicted_compile_s']:.0f} s > cap {s['cap_s']:.0f} s)"
+                f"{s['variant']} at T={s['T']} "
+                f"(predicted compile {s['predicted_compile_s']:.0f} s > cap {s['cap_s']:.0f} s)"
                 for s in skipped
             )
             + ".\n"

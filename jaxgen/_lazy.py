@@ -8,7 +8,8 @@ from typing import Callable
 
 
 def submodules(package: str, names: tuple[str, ...]) -> Callable[[str], object]:
-    """A module ``__getattr__`` that imports ``package.NAME`` for each of ``names`` on first access."""
+    """A module ``__getattr__`` that imports ``package.NAME`` for each of ``names`` on first
+    access."""
 
     def __getattr__(name: str):
         if name in names:

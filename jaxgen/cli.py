@@ -157,8 +157,9 @@ def _train(args, rest):
             else ""
         )
         print(
-            f"done: {summary['steps']} steps at {summary['images_per_s']:,.0f} images/s{best}; grids in "
-            f"{args.workdir}/samples, sample with `jaxgen sample --workdir {args.workdir} --num 64 --grid out.png`"
+            f"done: {summary['steps']} steps at {summary['images_per_s']:,.0f} images/s{best}; "
+            f"grids in {args.workdir}/samples, sample with "
+            f"`jaxgen sample --workdir {args.workdir} --num 64 --grid out.png`"
         )
         return 0
     raise AssertionError(kind)
@@ -212,7 +213,8 @@ def _sample(args, rest):
     meta = read_meta(args.workdir)
     if meta is None:
         raise UserError(
-            f"{args.workdir!r} holds no trained model (no jaxgen.json); train one with `jaxgen train`"
+            f"{args.workdir!r} holds no trained model (no jaxgen.json); "
+            "train one with `jaxgen train`"
         )
     if meta.get("model") == "gan":
         return _sample_images(args)
@@ -227,7 +229,8 @@ def _sample(args, rest):
         vocab.encode(args.prime)
         if args.top_k > len(vocab):
             raise UserError(
-                f"--top_k must be between 0 (off) and the vocabulary size {len(vocab)}, got {args.top_k}"
+                f"--top_k must be between 0 (off) and the vocabulary size {len(vocab)}, "
+                f"got {args.top_k}"
             )
     from jaxgen import charrnn
     from jaxgen.charrnn.sample import sample_text
@@ -252,6 +255,7 @@ def _sample_images(args):
     import numpy as np
 
     from jaxgen.gan import sampling
+    from jaxgen.training.io import write_atomic
 
     if not (args.out or args.grid):
         raise UserError(
@@ -265,9 +269,7 @@ def _sample_images(args):
     )
     if args.out:
         out = Path(args.out)
-        tmp = out.with_name(out.stem + ".tmp.npy")
-        np.save(tmp, images)
-        tmp.replace(out)
+        write_atomic(out, lambda f: np.save(f, images))
         print(f"wrote {out}: {images.shape} float32 in [-1, 1]")
     if args.grid:
         from jaxgen.plots import save_grid
@@ -321,7 +323,8 @@ def _bench(args, rest):
         script = root / f"{name}.py"
         if not script.exists():
             raise UserError(
-                f"no benchmark {name!r} in {root}; run from a source checkout (benchmarks/ is not installed)"
+                f"no benchmark {name!r} in {root}; "
+                "run from a source checkout (benchmarks/ is not installed)"
             )
         sys.argv = [str(script), "--out", args.out] + (["--quick"] if args.quick else []) + rest
         print(f"== benchmark {name}", flush=True)

@@ -94,9 +94,9 @@ def _fields(cfg, prefix=""):
 
 
 def validate_run_length(train: ml_collections.ConfigDict) -> None:
-    """``train.steps`` and ``train.epochs`` are integers >= 0 (``steps`` 0: ``epochs`` passes over the
-    data; not both 0), ``train.time_budget_s`` >= 0 (0: no limit). A negative value used to mean
-    'train for ever' in disguise; here it is one clear error."""
+    """``train.steps`` and ``train.epochs`` are integers >= 0 (``steps`` 0: ``epochs`` passes over
+    the data; not both 0), ``train.time_budget_s`` >= 0 (0: no limit). A negative value used to
+    mean 'train for ever' in disguise; here it is one clear error."""
     for name in ("steps", "epochs"):
         v = train[name]
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
@@ -174,7 +174,8 @@ def field_comments(*sources: str) -> dict[str, str]:
 
 
 def describe_fields(cfg: ml_collections.ConfigDict, comments: dict[str, str] | None = None) -> str:
-    """One line per field: ``--config.FIELD=VALUE`` (the config's current value) and what it means."""
+    """One line per field: ``--config.FIELD=VALUE`` (the config's current value) and what it
+    means."""
     comments = comments or {}
     rows = []
     for name in _fields(cfg):

@@ -17,12 +17,13 @@ __all__ = ["sigmoid_bce_with_logits", "discriminator_loss", "generator_loss", "s
 
 
 def sigmoid_bce_with_logits(logits: Array, labels: Array | float) -> Array:
-    """Elementwise ``-(z log sigmoid(x) + (1 - z) log(1 - sigmoid(x)))`` for logits ``x``, labels ``z``.
+    """Elementwise ``-(z log sigmoid(x) + (1 - z) log(1 - sigmoid(x)))`` for logits ``x``, labels
+    ``z``.
 
     Computed as ``softplus(x) - x z`` (``softplus(x) = log(1 + e^x) = max(x, 0) + log1p(e^-|x|)``,
     evaluated stably by ``logaddexp``): no overflow, no ``log(0)``, and the gradient is exactly
-    ``sigmoid(x) - z`` everywhere, ``x = 0`` and ``x = +-1e4`` included (the ``max``/``abs`` form has a
-    kink in its autodiff gradient at 0).
+    ``sigmoid(x) - z`` everywhere, ``x = 0`` and ``x = +-1e4`` included (the ``max``/``abs`` form
+    has a kink in its autodiff gradient at 0).
     """
     logits = jnp.asarray(logits)
     labels = jnp.broadcast_to(jnp.asarray(labels, logits.dtype), logits.shape)
@@ -32,8 +33,8 @@ def sigmoid_bce_with_logits(logits: Array, labels: Array | float) -> Array:
 def discriminator_loss(
     real_logits: Array, fake_logits: Array, *, real_label: float = 0.9, fake_label: float = 0.0
 ) -> tuple[Array, dict]:
-    """Mean BCE of real logits against ``real_label`` (one-sided label smoothing: 0.9, not 1) plus the
-    mean BCE of generated logits against ``fake_label`` (0). Returns ``(loss, parts)``."""
+    """Mean BCE of real logits against ``real_label`` (one-sided label smoothing: 0.9, not 1) plus
+    the mean BCE of generated logits against ``fake_label`` (0). Returns ``(loss, parts)``."""
     real = sigmoid_bce_with_logits(real_logits, real_label).mean()
     fake = sigmoid_bce_with_logits(fake_logits, fake_label).mean()
     return real + fake, {"d_loss_real": real, "d_loss_fake": fake}

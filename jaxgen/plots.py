@@ -27,7 +27,8 @@ def save_image_file(figure_or_image, path: Path, **save_kw) -> None:
 
 
 def grid_array(images: np.ndarray, ncol: int | None = None, pad: int = 2) -> np.ndarray:
-    """``[N, H, W, C]`` in [-1, 1] -> one uint8 ``[rows*(H+pad)+pad, ncol*(W+pad)+pad, C]`` mosaic."""
+    """``[N, H, W, C]`` in [-1, 1] -> one uint8 ``[rows*(H+pad)+pad, ncol*(W+pad)+pad, C]``
+    mosaic."""
     x = np.asarray(images, np.float32)
     n, h, w, c = x.shape
     ncol = ncol or int(np.ceil(np.sqrt(n)))
@@ -62,7 +63,8 @@ def save_progress(
 ) -> None:
     """One image of training progress: up to ``rows`` snapshots (evenly spaced), one row each.
 
-    ``history`` is ``[(step, images [K, H, W, C]), ...]`` of the same fixed latent batch over training.
+    ``history`` is ``[(step, images [K, H, W, C]), ...]`` of the same fixed latent batch over
+    training.
     """
     import matplotlib
 

@@ -256,7 +256,8 @@ def _kernels(fn, mode, unroll, backward="fused"):
         kernels.common.warn_once(
             f"{fn}:{mode}:unroll",
             (
-                f"rnn.{fn}: unroll={unroll} is ignored with mode={mode!r} (the fused kernel and its "
+                f"rnn.{fn}: unroll={unroll} is ignored with mode={mode!r} "
+                "(the fused kernel and its "
                 "scan fallback run their own time loop); use mode='scan' for a partial unroll "
                 "(warned once)"
             ),
@@ -265,7 +266,8 @@ def _kernels(fn, mode, unroll, backward="fused"):
         kernels.common.warn_once(
             f"{fn}:{mode}:backward",
             (
-                f"rnn.{fn}: backward={backward!r} is ignored with mode={mode!r} (the kernel has its "
+                f"rnn.{fn}: backward={backward!r} is ignored with mode={mode!r} "
+                "(the kernel has its "
                 "own backward pass, and 'auto' on CPU differentiates its scan reference); use "
                 "mode='scan' to choose the backward pass (warned once)"
             ),
@@ -371,7 +373,8 @@ def input_projection(params: Params, xs: Array) -> Array:
 
 
 def _check_seq(xs, time_major=True, lengths=None):
-    """Shapes that cannot be right, with the layout named (a batch-major input is the usual cause)."""
+    """Shapes that cannot be right, with the layout named (a batch-major input is the usual
+    cause)."""
     shape = tuple(jnp.shape(xs))
     if time_major:
         layout, hint = (
@@ -397,7 +400,8 @@ def _check_seq(xs, time_major=True, lengths=None):
 
 
 def _from_batch_major(fn, params, xs, carry, **kwargs):
-    """``fn`` (time-major) on batch-major ``xs`` ``[B, T, ...]``: swap the first two axes in and out.
+    """``fn`` (time-major) on batch-major ``xs`` ``[B, T, ...]``: swap the first two axes in and
+    out.
 
     An unbatched float sequence ``[T, F]`` reads the same in both layouts and is passed unchanged.
     """

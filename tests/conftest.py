@@ -13,6 +13,7 @@ takes about 40% less time; results agree with the references to the same toleran
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 _CACHE = Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax-compilation-cache"
@@ -30,3 +31,12 @@ TEST_DATA = Path(__file__).resolve().parent / "data"
 def test_data():
     """The small real data committed with the tests (tests/data: 500 MNIST digits, 4 KB of text)."""
     return TEST_DATA
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    p = tmp_path / "corpus.txt"
+    rng = np.random.default_rng(0)
+    words = ["the ", "cat ", "sat ", "on ", "a ", "mat. ", "and ", "dog\n"]
+    p.write_text("".join(rng.choice(words, size=1500)))
+    return p

@@ -37,15 +37,6 @@ def tiny_cfg(**train):
     return cfg
 
 
-@pytest.fixture
-def corpus(tmp_path):
-    p = tmp_path / "corpus.txt"
-    rng = np.random.default_rng(0)
-    words = ["the ", "cat ", "sat ", "on ", "a ", "mat. ", "and ", "dog\n"]
-    p.write_text("".join(rng.choice(words, size=1500)))
-    return p
-
-
 # ----------------------------------------------------------------------------- data
 
 
@@ -56,18 +47,18 @@ def test_batches_by_hand():
     b = textdata.CharBatches(ids, batch=2, seq_len=3)
     # rows: 0..12 and 13..25; (13 - 1) // 3 = 4 windows
     assert len(b) == 4
-    x, y = b[0]
+    x, y = b.window(0)
     np.testing.assert_array_equal(x, [[0, 13], [1, 14], [2, 15]])  # time-major [T, B]
     np.testing.assert_array_equal(y, [[1, 14], [2, 15], [3, 16]])
-    x, y = b[3]
+    x, y = b.window(3)
     np.testing.assert_array_equal(x.T, [[9, 10, 11], [22, 23, 24]])
     np.testing.assert_array_equal(y.T, [[10, 11, 12], [23, 24, 25]])
     # window k+1 continues window k in every row
     for k in range(3):
-        np.testing.assert_array_equal(b[k][0][-1] + 1, b[k + 1][0][0])
+        np.testing.assert_array_equal(b.window(k)[0][-1] + 1, b.window(k + 1)[0][0])
     assert b.position(9) == (2, 1)
     with pytest.raises(IndexError):
-        b[4]
+        b.window(4)
 
 
 def test_vocab_round_trip_split_and_errors():
@@ -151,16 +142,17 @@ def test_train_step_carries_state_and_resets():
             )[1]["loss"]
         )
     )(carried)
-    assert all(float(jnp.abs(l).max()) == 0.0 for l in jax.tree.leaves(g))
+    assert all(float(jnp.abs(leaf).max()) == 0.0 for leaf in jax.tree.leaves(g))
     assert int(state.step) == 1 and m1.keys() >= {"loss", "grad_norm", "param_norm", "update_norm"}
     assert step._cache_size() == 1
 
 
 def test_train_step_updates_are_clipped():
-    """Two steps against clip-by-global-norm then Adam worked in float64: the gradient (autodiff of the
-    model's loss) scaled to norm ``clip`` is what Adam's moments hold (``mu_1 = 0.1 * clipped g``), the
-    parameters move by Adam's bias-corrected step on it, ``grad_norm`` reports the raw norm; and a run
-    with a clip above the gradient norm holds the unclipped moments."""
+    """Two steps against clip-by-global-norm then Adam worked in float64: the gradient (autodiff of
+    the model's loss) scaled to norm ``clip`` is what Adam's moments hold
+    (``mu_1 = 0.1 * clipped g``), the parameters move by Adam's bias-corrected step on it,
+    ``grad_norm`` reports the raw norm; and a run with a clip above the gradient norm holds the
+    unclipped moments."""
     import optax
 
     clip, lr = 1e-3, 1e-2
@@ -201,11 +193,13 @@ def test_train_step_updates_are_clipped():
         g = f64(grad(params, x, y))
         raw = math.sqrt(sum(float(np.sum(a * a)) for a in jax.tree.leaves(g)))
         assert raw > 100 * clip  # the clip acts
-        g = jax.tree.map(lambda a: a * clip / raw, g)
+        g = jax.tree.map(lambda a, raw=raw: a * clip / raw, g)
         mu = jax.tree.map(lambda m_, a: 0.9 * m_ + 0.1 * a, mu, g)
         nu = jax.tree.map(lambda v, a: 0.999 * v + 0.001 * a * a, nu, g)
         p = jax.tree.map(
-            lambda q, m_, v: q - lr * (m_ / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8),
+            lambda q, m_, v, t=t: (
+                q - lr * (m_ / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+            ),
             p,
             mu,
             nu,
@@ -218,7 +212,8 @@ def test_train_step_updates_are_clipped():
                     np.asarray(a, np.float64), b, rtol=1e-4, atol=1e-5 * np.abs(b).max()
                 )
         params = state.params
-    # unclipped (clip above the norm): Adam's first moment holds 0.1 * the raw gradient, not the clipped one
+    # unclipped (clip above the norm): Adam's first moment holds 0.1 * the raw gradient, not the
+    # clipped one
     _, unclipped = run(1e9, steps=1)
     g1 = f64(grad(params0, *batches[0]))
     for a, b in zip(jax.tree.leaves(adam_state(unclipped[0][0]).mu), jax.tree.leaves(g1)):
@@ -227,7 +222,7 @@ def test_train_step_updates_are_clipped():
         )
 
 
-# ----------------------------------------------------------------------------- runs, checkpoints, resume
+# ------------------------------------------------------------------------ runs, checkpoints, resume
 
 
 def run(cfg, workdir):
@@ -285,9 +280,9 @@ def test_cli_train_then_sample_smoke(tmp_path, capsys):
     assert (w / "metrics.jsonl").exists() and (w / "jaxgen.json").exists()
     assert any((w / "tb").iterdir())
     val = [
-        json.loads(l)["val_loss"]
-        for l in (w / "metrics.jsonl").read_text().splitlines()
-        if "val_loss" in l
+        json.loads(line)["val_loss"]
+        for line in (w / "metrics.jsonl").read_text().splitlines()
+        if "val_loss" in line
     ]
     vocab = textdata.Vocab.from_json(json.loads((w / "jaxgen.json").read_text())["vocab"])
     assert val[-1] < math.log(len(vocab))  # learned something beyond uniform
@@ -441,7 +436,8 @@ def test_config_overrides_are_typed():
 
 
 def test_builtin_corpus_ships_as_package_data():
-    """A non-editable install copies only declared package data: the corpus must be declared in pyproject.toml."""
+    """A non-editable install copies only declared package data: the corpus must be declared in
+    pyproject.toml."""
     import fnmatch
 
     tomllib = pytest.importorskip("tomllib")

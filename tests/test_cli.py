@@ -1,6 +1,6 @@
 """The command line before any work starts: bad inputs give one line and exit 2 and touch nothing,
-help that lists the config fields, sampling flags checked before the model loads, ``python -m jaxgen``,
-and the progress line's time left under a time budget."""
+help that lists the config fields, sampling flags checked before the model loads,
+``python -m jaxgen``, and the progress line's time left under a time budget."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ README = ROOT / "README.md"
 
 
 def tree_hash(*roots: Path) -> str:
-    """A digest of every path, file's bytes and mode under ``roots`` (what "touch nothing" means)."""
+    """A digest of every path, file's bytes and mode under ``roots`` (what "touch nothing"
+    means)."""
     h = hashlib.sha256()
     for root in roots:
         paths = [root] + (sorted(root.rglob("*")) if root.is_dir() else [])
@@ -316,8 +317,14 @@ def test_split_config_spec(tmp_path):
             "did you mean --config.train.steps or --config.train.epochs?",
         ),
         (
-            "set config.model.image_size=28 (or resize the data (config.data.image_size=32 for tfds)",
-            "set --config.model.image_size=28 (or resize the data (--config.data.image_size=32 for tfds)",
+            (
+                "set config.model.image_size=28 (or resize the data "
+                "(config.data.image_size=32 for tfds)"
+            ),
+            (
+                "set --config.model.image_size=28 (or resize the data "
+                "(--config.data.image_size=32 for tfds)"
+            ),
         ),
         (
             "--config.train.batch=60 (the global batch)",
@@ -361,7 +368,12 @@ def test_sample_and_eval_help_show_defaults(capsys, cmd, shown):
 
 
 def test_field_comments_and_listing():
-    src = 'def d():\n    c.train.steps = 0  # total steps; 0: epochs\n    c.train.lr = 0.1\n    x = "# c.no = 1"\n'
+    src = (
+        "def d():\n"
+        "    c.train.steps = 0  # total steps; 0: epochs\n"
+        "    c.train.lr = 0.1\n"
+        '    x = "# c.no = 1"\n'
+    )
     comments = field_comments(
         src, "c.train.lr = 1  # from the file\nc.train.steps = 3  # not this one\n"
     )

@@ -49,7 +49,7 @@ def test_bce_finite_with_exact_gradient_at_huge_logits():
     x = jnp.array([-1e4, -50.0, 0.0, 50.0, 1e4])
     for z in (0.0, 0.9, 1.0):
         val = losses.sigmoid_bce_with_logits(x, z)
-        grad = jax.grad(lambda v: losses.sigmoid_bce_with_logits(v, z).sum())(x)
+        grad = jax.grad(lambda v, z=z: losses.sigmoid_bce_with_logits(v, z).sum())(x)
         assert np.isfinite(np.asarray(val)).all() and np.isfinite(np.asarray(grad)).all()
         # d/dx = sigmoid(x) - z, exactly
         np.testing.assert_allclose(np.asarray(grad), _sigmoid64(np.asarray(x)) - z, atol=1e-6)
@@ -126,7 +126,8 @@ def test_dense_and_conv_against_numpy():
 
 
 def _conv_transpose_ref(x, w, stride, pad):
-    """float64 scatter form of PyTorch's ConvTranspose2d (weight [k, k, in, out], padding ``pad``)."""
+    """float64 scatter form of PyTorch's ConvTranspose2d (weight [k, k, in, out], padding
+    ``pad``)."""
     x = np.asarray(x, np.float64)
     w = np.asarray(w, np.float64)
     b, h, wd, _ = x.shape
@@ -198,8 +199,8 @@ def test_conv_transpose_col2im_and_its_gradients(kernel, stride, c_in, c_out):
     "size,stride,padding", [(8, 2, 1), (8, 2, "SAME"), (8, 4, 2), (7, 2, 1), (8, 2, "VALID")]
 )
 def test_conv_gradients_against_xla_autodiff(size, stride, padding):
-    """``conv``'s CPU VJP (col2im input gradient for k = 2s, padding s/2, sizes divisible by s; XLA's
-    own otherwise) equals autodiff of XLA's convolution in float64 and finite differences."""
+    """``conv``'s CPU VJP (col2im input gradient for k = 2s, padding s/2, sizes divisible by s;
+    XLA's own otherwise) equals autodiff of XLA's convolution in float64 and finite differences."""
     from jax.test_util import check_grads
 
     kernel = 2 * stride
@@ -233,7 +234,8 @@ def test_conv_gradients_against_xla_autodiff(size, stride, padding):
 
 def test_conv_layers_keep_xla_convolutions_on_gpu_and_tpu():
     """The col2im forms are CPU-only (``lax.platform_dependent``): a DCGAN-style layer pair's
-    gradient lowers for CUDA and TPU with XLA's convolutions (forward and both gradients of each)."""
+    gradient lowers for CUDA and TPU with XLA's convolutions (forward and both gradients of
+    each)."""
     from jax import export
 
     pc = nn.conv_init(jax.random.key(0), 4, 8, 16)
@@ -422,7 +424,8 @@ def _ref_generate(arch, gp, gs, z):
         for p in gp[:-1]:
             x = _leaky64(x @ p["w"] + p["b"])
         return jnp.tanh(x @ gp[-1]["w"] + gp[-1]["b"]).reshape(z.shape[0], 28, 28, 1), gs
-    new = {}  # dense (no bias) -> BN -> ReLU -> 4x4x32, then 3 transposed convs (BN + ReLU but the last)
+    # dense (no bias) -> BN -> ReLU -> 4x4x32, then 3 transposed convs (BN + ReLU but the last)
+    new = {}
     x, new["in_bn"] = _bn64(gp["in_bn"], gs["in_bn"], z @ gp["in"]["w"])
     x = jax.nn.relu(x).reshape(z.shape[0], 4, 4, -1)
     for i in (0, 1):
@@ -463,7 +466,8 @@ def _adam64(p, g, st, t, lr, b1, b2, eps=1e-8):
 def _ref_step(arch, lr, b1, b2, params, stats, adam, real, z, masks, t):
     """One GAN step: D on real and fake passed separately (label 0.9 / 0) with Adam, then G's
     non-saturating loss against the updated D (batch statistics, running ones untouched), two
-    generator forwards. Returns the new params, stats, Adam states, and losses and gradient norms."""
+    generator forwards. Returns the new params, stats, Adam states, and losses and gradient
+    norms."""
     gp, dp, gs, ds = params["g"], params["d"], stats["g"], stats["d"]
     fake, gs_new = _ref_generate(arch, gp, gs, z)
 
@@ -632,8 +636,9 @@ def test_label_smoothing_reaches_the_step():
     _, m09 = jax.jit(step09)(state, real)
     _, m10 = jax.jit(step10)(state, real)
     # same logits, so the smoothed real loss exceeds the unsmoothed one by a worked amount:
-    # BCE(x, 0.9) - BCE(x, 1) = (softplus(x) - 0.9 x) - (softplus(x) - x) = 0.1 x (elementwise), so the gap is
-    # 0.1 * mean(real logits), the logits taken from the float64 reference discriminator (same dropout masks)
+    # BCE(x, 0.9) - BCE(x, 1) = (softplus(x) - 0.9 x) - (softplus(x) - x) = 0.1 x (elementwise), so
+    # the gap is 0.1 * mean(real logits), the logits taken from the float64 reference discriminator
+    # (same dropout masks)
     _, masks = _step_inputs(m, "fc", state, 0, real.shape[0])
     with jax.enable_x64(True):
         dp = jax.tree.map(lambda a: jnp.asarray(np.asarray(a), jnp.float64), state.params["d"])
@@ -688,7 +693,8 @@ def test_ema_and_one_compilation_per_shape():
 
 
 def test_idx_loader_reads_committed_mnist_slice(test_data):
-    """The IDX loader on the 500 MNIST test digits in tests/data, against a raw parse of the bytes."""
+    """The IDX loader on the 500 MNIST test digits in tests/data, against a raw parse of the
+    bytes."""
     import gzip
 
     d = imdata.load_images(path=str(test_data / "mnist"))
@@ -729,12 +735,13 @@ def test_batches_are_reproducible_by_step():
     x = np.arange(50, dtype=np.float32)[:, None, None, None]
     b1, b2 = imdata.ImageBatches(x, 8, seed=3), imdata.ImageBatches(x, 8, seed=3)
     assert len(b1) == 6
-    seen = np.concatenate([b1[s] for s in range(6)]).ravel()
+    seen = np.concatenate([b1.for_step(s) for s in range(6)]).ravel()
     assert (
         len(set(seen.tolist())) == 48
     )  # an epoch is a permutation (the last partial batch dropped)
-    np.testing.assert_array_equal(b1[13], b2[13])  # random access gives the same batch
-    assert not np.array_equal(b1[0], b1[6])  # a new epoch is reshuffled
+    # random access gives the same batch
+    np.testing.assert_array_equal(b1.for_step(13), b2.for_step(13))
+    assert not np.array_equal(b1.for_step(0), b1.for_step(6))  # a new epoch is reshuffled
 
 
 def test_bad_image_files(tmp_path):
@@ -961,8 +968,9 @@ def test_learning_rate_decay_schedule_reaches_adam(tmp_path):
 
 @pytest.mark.slow
 def test_eval_cli_scores_real_above_noise(tmp_path, monkeypatch):
-    """`jaxgen eval --samples`: real held-out digits score far better than noise, on a tiny classifier
-    (2 epochs instead of the recipe's 10: the plumbing is under test here, not the classifier)."""
+    """`jaxgen eval --samples`: real held-out digits score far better than noise, on a tiny
+    classifier (2 epochs instead of the recipe's 10: the plumbing is under test here, not the
+    classifier)."""
     import functools
 
     from jaxgen.evaluation import classifier

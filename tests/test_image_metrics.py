@@ -50,7 +50,8 @@ def test_frechet_distance_diagonal_closed_form():
 
 
 def _fd_reference(mu1, cov1, mu2, cov2):
-    """Independent computation: FID's tr sqrtm(cov1 @ cov2) via scipy, else eigenvalues of cov1 @ cov2."""
+    """Independent computation: FID's tr sqrtm(cov1 @ cov2) via scipy, else eigenvalues of
+    cov1 @ cov2."""
     try:
         from scipy import linalg
 
@@ -84,7 +85,7 @@ def test_gaussian_stats_is_float64_mean_and_unbiased_cov():
     np.testing.assert_allclose(cov, xc.T @ xc / 29, rtol=1e-12)
 
 
-# ----------------------------------------------------------------------------- classifier score, histogram
+# ---------------------------------------------------------------------- classifier score, histogram
 
 
 def test_classifier_score_limits():
@@ -116,7 +117,7 @@ def test_class_histogram_counts_coverage_and_threshold():
     json.dumps(h)  # plain Python values
 
 
-# ----------------------------------------------------------------------------- classifier, evaluation
+# --------------------------------------------------------------------------- classifier, evaluation
 
 
 @pytest.fixture(scope="module")

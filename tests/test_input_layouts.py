@@ -1,4 +1,5 @@
-"""Input layouts users get wrong: batch-major sequences (``time_major=False``) and GAN image shapes."""
+"""Input layouts users get wrong: batch-major sequences (``time_major=False``) and GAN image
+shapes."""
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +25,8 @@ def _random_like(init, *args, seed=0):
 
 
 def _zeros_like_init(model):
-    """Parameters and statistics of ``model`` as NumPy zeros: the right shapes without compiling an init."""
+    """Parameters and statistics of ``model`` as NumPy zeros: the right shapes without compiling
+    an init."""
     return jax.tree.map(
         lambda a: np.zeros(a.shape, a.dtype), jax.eval_shape(model.init, jax.random.key(0))
     )
@@ -38,9 +40,10 @@ def _close(a, b):
 
 @pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
 def test_batch_major_equals_transposed_time_major(kind):
-    """``time_major=False`` on ``[B, T, F]`` (and ids ``[B, T]``) gives the time-major result transposed;
-    the batch-major call is also checked against the cell stepped over ``xs[:, t]`` in a Python loop, so a
-    swapped axis anywhere shows up. One compilation: every variant runs inside one jitted function."""
+    """``time_major=False`` on ``[B, T, F]`` (and ids ``[B, T]``) gives the time-major result
+    transposed; the batch-major call is also checked against the cell stepped over ``xs[:, t]`` in
+    a Python loop, so a swapped axis anywhere shows up. One compilation: every variant runs inside
+    one jitted function."""
     init, seq, cell = {
         "rnn": (rnn.rnn_init, rnn.rnn, rnn.rnn_cell),
         "gru": (rnn.gru_init, rnn.gru, rnn.gru_cell),
@@ -75,7 +78,8 @@ def test_batch_major_equals_transposed_time_major(kind):
     for tm, bm in (("tm_masked", "bm_masked"), ("tm_ids", "bm_ids")):
         _close(out[bm][0], out[tm][0])
         _close(out[bm][1], np.swapaxes(out[tm][1], 0, 1))
-    # a batch-major input read as time-major: the lengths cannot fit, and the message names the layout
+    # a batch-major input read as time-major: the lengths cannot fit, and the message names the
+    # layout
     with pytest.raises(
         ValueError, match=r"read as time-major .*batch-major\? pass time_major=False"
     ):
@@ -106,7 +110,8 @@ def test_unroll_and_lstm_stack_batch_major():
 
 
 def test_gan_models_refuse_wrong_image_and_latent_shapes():
-    """dcgan(image_size=28) is a 32x32 network: 28x28 images get a message naming models.pad, not an XLA error."""
+    """dcgan(image_size=28) is a 32x32 network: 28x28 images get a message naming models.pad, not
+    an XLA error."""
     m = models.dcgan(image_size=28, features=(4, 8, 8))
     params, stats = _zeros_like_init(m)
     x28 = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, 28, 28, 1)), jnp.float32)
@@ -122,7 +127,8 @@ def test_gan_models_refuse_wrong_image_and_latent_shapes():
         m.discriminate(params["d"], stats["d"], jnp.zeros((2, 32, 32, 3)), train=False)
     with pytest.raises(UserError, match=r"generator takes z of shape \[B, 100\].*got \[2, 10\]"):
         m.generate(params["g"], stats["g"], jnp.zeros((2, 10)), train=False)
-    # the named fix works: pad gives the 32x32 input (background -1) the network takes, crop undoes it
+    # the named fix works: pad gives the 32x32 input (background -1) the network takes, crop
+    # undoes it
     x32 = models.pad(m, x28)
     assert x32.shape == (2, 32, 32, 1)
     np.testing.assert_array_equal(np.asarray(x32)[:, 2:30, 2:30], x28)

@@ -123,7 +123,8 @@ def test_kernel_matches_scan(case):
 
 
 def test_rnn_module_dispatch_and_auto():
-    """rnn.lstm / rnn.rnn with mode="pallas" and "auto" on the public API, one sequence unbatched."""
+    """rnn.lstm / rnn.rnn with mode="pallas" and "auto" on the public API, one sequence
+    unbatched."""
     T, F, H = 5, 4, 9
     k1, k2, k3 = jax.random.split(jax.random.key(7), 3)
     p = rnn.lstm_init(k1, F, H)

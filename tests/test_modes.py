@@ -35,7 +35,8 @@ def _abstract(kind, T, B, H):
 
 
 def _lower(kind, platform, T, B, H, grad=False):
-    """Kernel custom calls in the program lowered for ``platform``, and the warnings raised doing it."""
+    """Kernel custom calls in the program lowered for ``platform``, and the warnings raised doing
+    it."""
     seq = kernels.lstm_sequence if kind == "lstm" else kernels.rnn_sequence
 
     def f(w, zx, carry):
@@ -83,7 +84,8 @@ def test_tpu_above_the_vmem_estimate_warns_and_runs_scan(fresh):
 
 def test_tpu_fits_only_without_gradient_says_so(fresh):
     fresh("tpu")
-    # H = 1280, B = 16, 16 steps: ~40 MiB for inference, ~56 MiB with the saved residuals (budget 48).
+    # H = 1280, B = 16, 16 steps: ~40 MiB for inference, ~56 MiB with the saved residuals
+    # (budget 48).
     n, msgs = _lower("lstm", "tpu", 16, 16, 1280)
     assert n == 1 and len(msgs) == 1 and "differentiated" in msgs[0]
     n, msgs = _lower("lstm", "tpu", 16, 16, 1280, grad=True)

@@ -25,18 +25,31 @@ SCRIPT = textwrap.dedent("""
         single = jax.jit(step)
         s1, m1 = single(state, *args)
         sharded, placed = parallel.jit_data_parallel(step, mesh, state, ndims, axes)
-        sargs = [a if ax is None else parallel.global_batch(mesh, np.asarray(a), a.shape, ax) for a, ax in zip(args, axes)]
+        sargs = [
+            a if ax is None else parallel.global_batch(mesh, np.asarray(a), a.shape, ax)
+            for a, ax in zip(args, axes)
+        ]
         assert all(len(a.sharding.device_set) == 8 for a, ax in zip(sargs, axes) if ax is not None)
         s2, m2 = sharded(placed, *sargs)
         flat1, flat2 = jax.tree.leaves(s1), jax.tree.leaves(s2)
-        worst = max(float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)))) for a, b in zip(flat1, flat2))
+        worst = max(
+            float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+            for a, b in zip(flat1, flat2)
+        )
         for k in m1:
-            np.testing.assert_allclose(float(m1[k]), float(m2[k]), rtol=2e-4, atol=1e-5, err_msg=f"{name} {k}")
+            np.testing.assert_allclose(
+                float(m1[k]), float(m2[k]), rtol=2e-4, atol=1e-5, err_msg=f"{name} {k}"
+            )
         for a, b in zip(flat1, flat2):
-            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5, err_msg=name)
+            np.testing.assert_allclose(
+                np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5, err_msg=name
+            )
         # one step each, and the new state is replicated over all 8 devices
         assert int(s2.step) == int(s1.step) == step0 + 1
-        assert all(x.sharding.is_fully_replicated and len(x.sharding.device_set) == 8 for x in jax.tree.leaves(s2))
+        assert all(
+            x.sharding.is_fully_replicated and len(x.sharding.device_set) == 8
+            for x in jax.tree.leaves(s2)
+        )
         print(name, "ok, largest difference", worst, flush=True)
 
     import sys
@@ -94,8 +107,13 @@ def test_sharded_steps_equal_single_device_steps(models):
 WORKER = textwrap.dedent("""
     import sys, functools, jax, numpy as np
     port, pid, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=pid)
-    assert jax.process_count() == 2 and jax.device_count() == 2, (jax.process_count(), jax.devices())
+    jax.distributed.initialize(
+        coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=pid
+    )
+    assert jax.process_count() == 2 and jax.device_count() == 2, (
+        jax.process_count(),
+        jax.devices(),
+    )
     from jaxgen import gan
     from jaxgen.training import parallel
     cfg = gan.config.default_config()
@@ -105,14 +123,23 @@ WORKER = textwrap.dedent("""
     mesh = parallel.make_mesh()
     step = functools.partial(gan.step.train_step, model=m, tx_g=tx_g, tx_d=tx_d)
     fn, state = parallel.jit_data_parallel(step, mesh, state, (4,))
-    full = np.random.default_rng(0).uniform(-1, 1, (2, 8, 28, 28, 1)).astype(np.float32)  # the global batches
+    # the global batches
+    full = np.random.default_rng(0).uniform(-1, 1, (2, 8, 28, 28, 1)).astype(np.float32)
     rows = parallel.local_rows(8)
     for s in range(2):
         real = parallel.global_batch(mesh, full[s][rows], full[s].shape)
         state, metrics = fn(state, real)
     leaves = [np.asarray(x.addressable_data(0)) for x in jax.tree.leaves(state.params)]
-    np.savez(f"{out}/params{pid}.npz", *leaves, d_loss=np.asarray(metrics["d_loss"].addressable_data(0)))
-    print("RESULT", pid, repr(float(sum(np.abs(l).sum() for l in leaves))), float(metrics["d_loss"]), flush=True)
+    np.savez(
+        f"{out}/params{pid}.npz", *leaves, d_loss=np.asarray(metrics["d_loss"].addressable_data(0))
+    )
+    print(
+        "RESULT",
+        pid,
+        repr(float(sum(np.abs(l).sum() for l in leaves))),
+        float(metrics["d_loss"]),
+        flush=True,
+    )
     jax.distributed.shutdown()
 """)
 

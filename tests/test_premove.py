@@ -80,8 +80,8 @@ def test_premove_charrnn_resumes_to_the_same_losses(workdir):
     )
     row = _rows(w / "metrics.jsonl")[6]
     want = EXPECTED["charrnn_resumed_to_6"]
-    # The suite compiles without LLVM optimisation (conftest.py), which rounds differently from the CLI
-    # run that wrote expected.json: float32 rounding is the only difference allowed.
+    # The suite compiles without LLVM optimisation (conftest.py), which rounds differently from
+    # the CLI run that wrote expected.json: float32 rounding is the only difference allowed.
     assert row["loss"] == pytest.approx(want["loss"], rel=1e-6)
     assert row["val_loss"] == pytest.approx(want["val_loss"], rel=1e-6)
 

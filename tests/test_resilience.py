@@ -181,7 +181,8 @@ def test_corrupt_latest_checkpoint_and_leftover_temporary_folder(tmp_path, capfd
     assert not (ck / "18.orbax-checkpoint-tmp-1234567").exists() or 18 not in [
         int(p.name) for p in ck.iterdir() if p.name.isdigit()
     ]
-    # the corrupt step-12 checkpoint was replaced: it now restores, with no warning, to the re-trained state
+    # the corrupt step-12 checkpoint was replaced: it now restores, with no warning, to the
+    # re-trained state
     _, gp, _, _ = gan.sampling.load_generator(tmp_path, which="latest")
     err = capfd.readouterr()
     assert "could not be restored" not in err.err
@@ -244,8 +245,9 @@ def test_global_batch_must_divide_over_devices():
 
 def test_resume_with_another_state_shape_is_refused_and_changes_nothing(tmp_path):
     """Another batch size (carried LSTM state) or learning-rate schedule (optimiser state) changes
-    the saved tree: the resume is refused with the differing fields named, before any file is touched
-    (it used to be read as corruption: the run restarted at step 0 and pruned the old checkpoints)."""
+    the saved tree: the resume is refused with the differing fields named, before any file is
+    touched (it used to be read as corruption: the run restarted at step 0 and pruned the old
+    checkpoints)."""
     from jaxgen import charrnn
     from jaxgen.config import load_config
     from jaxgen.errors import UserError
@@ -333,9 +335,9 @@ def _train_cmd(workdir, *overrides):
 
 @pytest.mark.slow
 def test_ctrl_c_during_compilation_and_mid_run_saves_and_resumes(tmp_path):
-    """Ctrl-C while XLA compiles the first step used to crash the process (a KeyboardInterrupt raised
-    inside a callback from XLA); now it, and Ctrl-C mid-run, save the step reached, exit with 130 and
-    no traceback, and a rerun resumes from that step."""
+    """Ctrl-C while XLA compiles the first step used to crash the process (a KeyboardInterrupt
+    raised inside a callback from XLA); now it, and Ctrl-C mid-run, save the step reached, exit
+    with 130 and no traceback, and a rerun resumes from that step."""
     import re
 
     from jaxgen import charrnn

@@ -32,8 +32,8 @@ def randomise(params, seed=2, scale=0.5):
     leaves, tree = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(seed), len(leaves))
     leaves = [
-        l + scale * jax.random.normal(k, l.shape, l.dtype) / max(1, l.shape[0]) ** 0.5
-        for l, k in zip(leaves, keys)
+        leaf + scale * jax.random.normal(k, leaf.shape, leaf.dtype) / max(1, leaf.shape[0]) ** 0.5
+        for leaf, k in zip(leaves, keys)
     ]
     return jax.tree.unflatten(tree, leaves)
 
@@ -161,7 +161,7 @@ def test_lstm_matches_flax_lstm_cell():
 def seq_loss(seq, p, xs, carry, **kw):
     c, ys = seq(p, xs, carry, **kw)
     w = jnp.linspace(-1.0, 1.0, ys.shape[-1])
-    return jnp.sum(jnp.sin(ys) * w) + sum(jnp.sum(l**2) for l in jax.tree.leaves(c))
+    return jnp.sum(jnp.sin(ys) * w) + sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(c))
 
 
 @pytest.mark.parametrize("kind", CELLS)
@@ -197,16 +197,20 @@ def test_length_masking_matches_truncated_sequences(kind):
     final, ys = seq(p, xs, carry, lengths=jnp.asarray(lengths))
     rfinal, rys = seq(p, xs, carry, lengths=jnp.asarray(lengths), reverse=True)
     for b, n in enumerate(lengths):
-        one = jax.tree.map(lambda a: a[b : b + 1], carry)
+        one = jax.tree.map(lambda a, b=b: a[b : b + 1], carry)
         want_c, want_y = reference_seq(kind, p, xs[:n, b : b + 1], one)
         assert_tree_close(ys[:n, b], want_y[:, 0])
         np.testing.assert_array_equal(ys[n:, b], 0.0)
-        assert_tree_close(jax.tree.map(lambda a: a[b], final), jax.tree.map(lambda a: a[0], want_c))
+        assert_tree_close(
+            jax.tree.map(lambda a, b=b: a[b], final), jax.tree.map(lambda a: a[0], want_c)
+        )
         # reversed: starts at the sequence's last real step, outputs aligned with inputs
         rev_c, rev_y = reference_seq(kind, p, xs[:n, b : b + 1][::-1], one)
         assert_tree_close(rys[:n, b], rev_y[::-1, 0])
         np.testing.assert_array_equal(rys[n:, b], 0.0)
-        assert_tree_close(jax.tree.map(lambda a: a[b], rfinal), jax.tree.map(lambda a: a[0], rev_c))
+        assert_tree_close(
+            jax.tree.map(lambda a, b=b: a[b], rfinal), jax.tree.map(lambda a: a[0], rev_c)
+        )
 
 
 @pytest.mark.parametrize("kind", CELLS)
@@ -225,8 +229,8 @@ def test_gradients_match_finite_differences(kind):
 
 @pytest.mark.parametrize("reverse", [False, True])
 def test_fused_lstm_backward_with_and_without_lengths(reverse):
-    """The hand-written LSTM BPTT (``backward="fused"``, whose residuals shift the saved states by one
-    step in processing order) equals autodiff of the plain scan, forwards and reversed, with and
+    """The hand-written LSTM BPTT (``backward="fused"``, whose residuals shift the saved states by
+    one step in processing order) equals autodiff of the plain scan, forwards and reversed, with and
     without ``lengths``; the reversed forward equals the float64 equations on the flipped sequence;
     and in float64 the reversed fused gradients without ``lengths`` pass finite differences."""
     p = randomise(rnn.lstm_init(jax.random.key(0), F, H))
@@ -330,7 +334,8 @@ def test_lstm_stack_carries_dropout_and_manual_equivalence():
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
     assert_tree_close(d, ys)
-    # placement (PyTorch's): between layers only, one key per layer from split(key, layers), never after the last
+    # placement (PyTorch's): between layers only, one key per layer from split(key, layers), never
+    # after the last
     keys = jax.random.split(jax.random.key(1), 3)
     manual = xs
     for n, p in enumerate(layers):

@@ -1,4 +1,5 @@
-"""Sampling filters (temperature, top-k, top-p) and greedy decoding against float64 NumPy references."""
+"""Sampling filters (temperature, top-k, top-p) and greedy decoding against float64 NumPy
+references."""
 
 import chex
 import jax
@@ -13,8 +14,8 @@ from jaxgen.errors import UserError
 
 
 def ref_keep(logits, temperature=1.0, top_k=0, top_p=1.0):
-    """Kept tokens by the definition, in float64: rank by (-logit, index), keep the first k, then the
-    smallest prefix of the renormalised distribution whose mass reaches top_p."""
+    """Kept tokens by the definition, in float64: rank by (-logit, index), keep the first k, then
+    the smallest prefix of the renormalised distribution whose mass reaches top_p."""
     z = np.asarray(logits, np.float64) / temperature
     order = sorted(range(len(z)), key=lambda i: (-z[i], i))
     k = top_k or len(z)

@@ -1,4 +1,5 @@
-"""The training core (jaxgen.training.loop): periodic actions, and schedules fitted to the time budget."""
+"""The training core (jaxgen.training.loop): periodic actions, and schedules fitted to the time
+budget."""
 
 import math
 
@@ -7,7 +8,7 @@ import pytest
 
 from jaxgen import charrnn, gan
 from jaxgen.training import loop
-from tests.test_charrnn import corpus, tiny_cfg  # noqa: F401  (corpus is a fixture)
+from tests.test_charrnn import tiny_cfg
 
 
 def test_itstime_fires_at_multiples_and_at_the_end():

@@ -68,7 +68,8 @@ def hidden_state_grads(
 
 
 def grad_norms_by_lag(grads: Array) -> Array:
-    """Frobenius norm of each step's gradient ``[T, ...]``, reordered by lag: ``[T]``, lag 0 first."""
+    """Frobenius norm of each step's gradient ``[T, ...]``, reordered by lag: ``[T]``, lag 0
+    first."""
     flat = grads.reshape(grads.shape[0], -1)
     return jnp.sqrt(jnp.sum(flat * flat, axis=1))[::-1]
 
@@ -111,7 +112,8 @@ def decay_fit(norms_by_lag, *, ratio: float = 1e-3, floor_log10: float = UNDERFL
 
 
 def pascanu_check(w_hh, activation: str = "tanh") -> dict:
-    """Largest singular value of ``w_hh [H, H]`` against the bound ``1/γ`` of Pascanu et al. (2013)."""
+    """Largest singular value of ``w_hh [H, H]`` against the bound ``1/γ`` of Pascanu et al.
+    (2013)."""
     s = float(np.linalg.svd(np.asarray(w_hh, np.float64), compute_uv=False)[0])
     bound = 1.0 / ACTIVATION_GAMMA[activation]
     return {"sigma_max": s, "bound": bound, "vanishing_guaranteed": s < bound}

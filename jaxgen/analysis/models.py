@@ -31,7 +31,8 @@ def _check_kind(kind):
 
 
 def init_cell(kind: str, key: Array, input_size: int, hidden_size: int, **init_kwargs) -> dict:
-    """Layer parameters from ``jaxgen.rnn`` (``recurrent_init``, ``recurrent_scale`` pass through)."""
+    """Layer parameters from ``jaxgen.rnn`` (``recurrent_init``, ``recurrent_scale`` pass
+    through)."""
     _check_kind(kind)
     return _INITS[kind](key, input_size, hidden_size, **init_kwargs)
 
@@ -87,7 +88,8 @@ def set_h(carry, h):
 def last_hidden(
     kind: str, cell_params: dict, xs: Array, activation: str = "tanh", unroll: int = 1
 ) -> Array:
-    """``h_T`` ``[B, H]`` from the library's sequence functions (``lax.scan``, partial ``unroll``)."""
+    """``h_T`` ``[B, H]`` from the library's sequence functions (``lax.scan``, partial
+    ``unroll``)."""
     _check_kind(kind)
     if kind == "rnn":
         carry, _ = rnn.rnn(cell_params, xs, activation=activation, unroll=unroll)

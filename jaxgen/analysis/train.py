@@ -95,7 +95,8 @@ def train_seeds(
 
     Returns a dict with ``success [S]`` (bool), ``steps_to_solve [S]`` (None if
     never), ``final_metric [S]``, ``best_metric [S]``, ``history`` (step, metrics),
-    ``steps_run``, ``seconds`` (training and evaluation), ``compile_seconds``, and ``params`` (stacked over seeds, leading axis S).
+    ``steps_run``, ``seconds`` (training and evaluation), ``compile_seconds``, and
+    ``params`` (stacked over seeds, leading axis S).
     """
     init_kwargs = init_kwargs or {}
     k_init, k_data, k_eval = jax.random.split(key, 3)

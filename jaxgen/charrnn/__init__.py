@@ -1,5 +1,6 @@
-"""The character-level LSTM: ``model`` (init, apply, loss), ``data`` (corpora, vocabulary, batches),
-``train`` (the recipe on :mod:`jaxgen.training`), ``sample`` (text generation), ``config`` (defaults)."""
+"""The character-level LSTM: ``model`` (init, apply, loss), ``data`` (corpora, vocabulary,
+batches), ``train`` (the recipe on :mod:`jaxgen.training`), ``sample`` (text generation),
+``config`` (defaults)."""
 
 from jaxgen._lazy import submodules
 

@@ -20,7 +20,8 @@ import numpy as np
 from jaxgen.errors import UserError
 
 BUILTIN_DESCRIPTION = (
-    "tiny-shakespeare (1,115,394 characters of Shakespeare's plays, public domain; shipped gzipped inside "
+    "tiny-shakespeare (1,115,394 characters of Shakespeare's plays, public domain; "
+    "shipped gzipped inside "
     "the package)"
 )
 PYDOC_DESCRIPTION = (
@@ -34,8 +35,8 @@ def builtin_corpus() -> str:
     """The default corpus, no network needed: tiny-shakespeare, gzipped inside the package.
 
     Plays are dialogue with speaker names and short lines, so a char-RNN's text is readable after a
-    few minutes (the ``pydoc`` corpus is reStructuredText full of ``****`` rules, which a young model
-    imitates first).
+    few minutes (the ``pydoc`` corpus is reStructuredText full of ``****`` rules, which a young
+    model imitates first).
     """
     path = Path(__file__).with_name(_BUILTIN_FILE)
     try:
@@ -43,13 +44,15 @@ def builtin_corpus() -> str:
             return f.read().decode("utf-8")
     except (OSError, EOFError) as e:
         raise UserError(
-            f"the built-in corpus {str(path)!r} is missing or damaged ({e}); reinstall jaxgen, or point "
+            f"the built-in corpus {str(path)!r} is missing or damaged ({e}); "
+            "reinstall jaxgen, or point "
             "config.data.path at a UTF-8 text file"
         ) from None
 
 
 def pydoc_corpus() -> str:
-    """CPython's own help topics (``pydoc_data``): English documentation and code in reStructuredText."""
+    """CPython's own help topics (``pydoc_data``): English documentation and code in
+    reStructuredText."""
     try:
         from pydoc_data.topics import topics
     except ImportError as e:  # some minimal Python builds strip pydoc_data
@@ -208,7 +211,8 @@ class CharBatches:
             need = batch * (seq_len + 1)
             raise UserError(
                 f"the {name} text has {len(ids)} characters, fewer than one batch needs "
-                f"(batch {batch} x (seq_len {seq_len} + 1) = {need}); use a longer text or a smaller "
+                f"(batch {batch} x (seq_len {seq_len} + 1) = {need}); "
+                "use a longer text or a smaller "
                 "config.train.batch / config.train.seq_len"
             )
         self.batch, self.seq_len, self.num_batches = batch, seq_len, n
@@ -219,7 +223,7 @@ class CharBatches:
     def __len__(self) -> int:
         return self.num_batches
 
-    def __getitem__(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def window(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``(inputs, targets)``, each ``[seq_len, batch]`` int32."""
         if not 0 <= k < self.num_batches:
             raise IndexError(k)

@@ -30,9 +30,9 @@ def filter_logits(
     top_k: int = 0,
     top_p: float | jax.Array = 1.0,
 ) -> jax.Array:
-    """Logits ``[..., V]`` scaled by ``1/temperature``, keeping exactly the ``top_k`` largest (0: all)
-    and, of those, the smallest set whose renormalised probability reaches ``top_p``; the others
-    are set to ``-inf``.
+    """Logits ``[..., V]`` scaled by ``1/temperature``, keeping exactly the ``top_k`` largest (0:
+    all) and, of those, the smallest set whose renormalised probability reaches ``top_p``; the
+    others are set to ``-inf``.
 
     Ties are broken by index: among equal logits the lower vocabulary index ranks first (so
     ``top_k=1`` on ``[1, 1, 0]`` keeps index 0 only). ``top_p >= 1`` keeps everything (no

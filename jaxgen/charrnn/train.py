@@ -122,7 +122,7 @@ def evaluate(params, batches: data.CharBatches) -> float:
     carries = model.zero_carries(params, batches.batch)
     total, count = 0.0, 0
     for window in range(len(batches)):
-        x, y = batches[window]
+        x, y = batches.window(window)
         s, carries = eval_step(params, carries, x, y)
         total += float(s)
         count += x.size
@@ -162,7 +162,8 @@ def recipe(cfg: ml_collections.ConfigDict, workdir: str | Path) -> loop.Recipe:
             if old[k] != cfg.model[k]:
                 raise UserError(
                     f"workdir {str(workdir)!r} holds a model with config.model.{k}={old[k]}, but "
-                    f"the config says {cfg.model[k]}; use the same config to resume, or a new workdir"
+                    f"the config says {cfg.model[k]}; "
+                    "use the same config to resume, or a new workdir"
                 )
     vocab, train_b, val_b = prepare_data(cfg, vocab)
     steps = total_steps(cfg, train_b)
@@ -178,7 +179,7 @@ def recipe(cfg: ml_collections.ConfigDict, workdir: str | Path) -> loop.Recipe:
 
     def batch(step: int) -> tuple:
         _, window = train_b.position(step)
-        x, y = train_b[window]
+        x, y = train_b.window(window)
         return x, y, np.asarray(window == 0)
 
     def evaluation(step: int, state: TrainState) -> loop.Evaluation:

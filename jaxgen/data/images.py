@@ -77,7 +77,8 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 
 def load_idx_dir(path: str | Path) -> Images:
-    """Every ``*-images-idx3-ubyte[.gz]`` file in a directory (with its ``labels`` twin where present)."""
+    """Every ``*-images-idx3-ubyte[.gz]`` file in a directory (with its ``labels`` twin where
+    present)."""
     d = Path(path).expanduser()
     if not d.exists():
         raise UserError(f"image directory {str(d)!r} does not exist; check config.data.path")
@@ -103,7 +104,8 @@ def load_idx_dir(path: str | Path) -> Images:
         ys.append(read_idx(lab).astype(np.int32) if lab.exists() else None)
     if len({x.shape[1:] for x in xs}) != 1:
         raise UserError(
-            f"the IDX files in {str(d)!r} hold images of different sizes; keep one dataset per folder"
+            f"the IDX files in {str(d)!r} hold images of different sizes; "
+            "keep one dataset per folder"
         )
     labels = np.concatenate(ys) if all(y is not None for y in ys) else None
     images = np.concatenate(xs)
@@ -164,8 +166,9 @@ def tfds_images(
         src = tfds.data_source(name, split=split, data_dir=data_dir, download=True)
     except Exception as e:
         raise UserError(
-            f"tensorflow-datasets could not provide {name!r} split {split!r}: {type(e).__name__}: {e}"
-        )
+            f"tensorflow-datasets could not provide {name!r} split {split!r}: "
+            f"{type(e).__name__}: {e}"
+        ) from e
     n = len(src) if not limit else min(limit, len(src))
     xs, ys = [], []
     for i in range(n):
@@ -298,7 +301,9 @@ class ImageBatches:
     def epoch_of(self, step: int) -> int:
         return step // self.per_epoch
 
-    def __getitem__(self, step: int) -> np.ndarray:
+    def for_step(self, step: int) -> np.ndarray:
+        """The batch of global step ``step``: slice ``step % n`` of epoch ``step // n``'s
+        permutation."""
         epoch, k = divmod(step, self.per_epoch)
         if epoch != self._epoch:
             rng = np.random.default_rng([self.seed, epoch])

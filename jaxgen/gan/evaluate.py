@@ -1,4 +1,5 @@
-"""``jaxgen eval``: how good are a GAN's samples? (Frechet distance, classifier score, classes covered)
+"""``jaxgen eval``: how good are a GAN's samples? (Frechet distance, classifier score, classes
+covered)
 
 The numbers come from a small CNN that jaxgen trains on the real images' labels (cached per dataset;
 see :mod:`jaxgen.evaluation`), and are printed beside the same numbers for real images
@@ -49,7 +50,8 @@ def run_eval(
     checkpoint: str = "best",
     quiet: bool = False,
 ) -> dict:
-    """Evaluate a GAN workdir (``num`` fresh samples) or a ``.npy`` of samples; returns the result dict."""
+    """Evaluate a GAN workdir (``num`` fresh samples) or a ``.npy`` of samples; returns the result
+    dict."""
     import jax
 
     from jaxgen import evaluation
@@ -77,7 +79,8 @@ def run_eval(
         p = Path(samples)
         if not p.is_file():
             raise UserError(
-                f"samples file {str(p)!r} does not exist; write one with `jaxgen sample --workdir W "
+                f"samples file {str(p)!r} does not exist; "
+                "write one with `jaxgen sample --workdir W "
                 "--num 10000 --out samples.npy`"
             )
         try:
@@ -88,7 +91,8 @@ def run_eval(
     real = _real_images(data_path, data_source, meta_cfg)
     if real.labels is None:
         raise UserError(
-            f"the real dataset {real.name} has no labels, which the evaluation classifier needs; use "
+            f"the real dataset {real.name} has no labels, "
+            "which the evaluation classifier needs; use "
             "a labelled dataset (MNIST IDX files with their labels files, builtin, or tfds)"
         )
     cache = Path(cache_dir).expanduser()

@@ -13,9 +13,9 @@ updated running statistics, ``train=False`` uses the running ones. ``key`` drive
 no dropout). ``bn_momentum=0`` makes the returned statistics exactly this batch's (used to
 recalibrate the statistics of an averaged generator).
 
-Both functions check their input's shape and refuse a wrong one with a one-line :class:`UserError` naming
-the fix (not an XLA error from deep inside). :func:`pad` and :func:`crop` convert between the data's shape
-and the model's (28x28 MNIST <-> the 32x32 DCGAN).
+Both functions check their input's shape and refuse a wrong one with a one-line
+:class:`UserError` naming the fix (not an XLA error from deep inside). :func:`pad` and :func:`crop`
+convert between the data's shape and the model's (28x28 MNIST <-> the 32x32 DCGAN).
 
 A conditional GAN is a small addition: concatenate a label embedding to ``z`` and to the
 discriminator's flattened features; nothing else changes.
@@ -61,22 +61,28 @@ def _check_latent(z, latent: int, arch: str) -> None:
     shape = tuple(jnp.shape(z))
     if len(shape) != 2 or shape[1] != latent:
         raise UserError(
-            f"the {arch} generator takes z of shape [B, {latent}] (batch, latent), got {list(shape)}; "
+            f"the {arch} generator takes z of shape [B, {latent}] (batch, latent), "
+            f"got {list(shape)}; "
             f"draw it with jaxgen.gan.models.sample_latent(key, B, {latent})"
         )
 
 
 def _check_images(images, size: int, channels: int, crop: int, arch: str) -> None:
-    """``images`` must be ``[B, size, size, channels]``; the message names the fix for the usual mistakes."""
+    """``images`` must be ``[B, size, size, channels]``; the message names the fix for the usual
+    mistakes."""
     shape = tuple(jnp.shape(images))
     if len(shape) == 4 and shape[1:] == (size, size, channels):
         return
     want = f"[B, {size}, {size}, {channels}]"
-    msg = f"the {arch} discriminator takes images {want} in [-1, 1] (batch, height, width, channels), got {list(shape)}"
+    msg = (
+        f"the {arch} discriminator takes images {want} in [-1, 1] "
+        f"(batch, height, width, channels), got {list(shape)}"
+    )
     data = size - 2 * crop
     if len(shape) == 4 and shape[1:] == (data, data, channels) and crop:
         msg += (
-            f"; pad the {data}x{data} images to {size}x{size} with jaxgen.gan.models.pad(model, images) "
+            f"; pad the {data}x{data} images to {size}x{size} "
+            "with jaxgen.gan.models.pad(model, images) "
             f"(background -1, as training does), or give it {size}x{size} images"
         )
     elif len(shape) == 4 and shape[1] == shape[2] and shape[3] == channels:
@@ -107,7 +113,8 @@ def fc_gan(
     d_dropout: float = 0.3,
     init_std: float | None = None,
 ) -> GanModel:
-    """Generator ``latent -> g_hidden... -> S*S*C`` (tanh), discriminator ``S*S*C -> d_hidden... -> 1``.
+    """Generator ``latent -> g_hidden... -> S*S*C`` (tanh), discriminator
+    ``S*S*C -> d_hidden... -> 1``.
 
     Leaky ReLU (``slope``) after every hidden layer, then dropout. The defaults are the classic
     784-128-64-32-1 / 100-32-64-128-784 networks. ``init_std=None`` is PyTorch's default init.
@@ -161,20 +168,22 @@ def dcgan(
 ) -> GanModel:
     """DCGAN (Radford et al. 2015) sized by ``features``.
 
-    Discriminator: 4x4 convolutions with stride 2 and ``features`` filters (size halves each time down
-    to 4x4), leaky ReLU, batch norm on every layer but the first (the input layer), then a dense logit.
-    Generator: dense ``latent -> 4x4xfeatures[-1]``, then 4x4 transposed convolutions with stride 2 and
-    the features in reverse up to ``channels``, ReLU, batch norm on every layer but the output, tanh.
-    Weights N(0, ``init_std``); batch-norm scale 1. Layers followed by batch norm have no bias.
+    Discriminator: 4x4 convolutions with stride 2 and ``features`` filters (size halves each time
+    down to 4x4), leaky ReLU, batch norm on every layer but the first (the input layer), then a
+    dense logit. Generator: dense ``latent -> 4x4xfeatures[-1]``, then 4x4 transposed convolutions
+    with stride 2 and the features in reverse up to ``channels``, ReLU, batch norm on every layer
+    but the output, tanh. Weights N(0, ``init_std``); batch-norm scale 1. Layers followed by batch
+    norm have no bias.
 
-    ``image_size=28`` builds the 32x32 networks; 28x28 data is padded to 32 with the background value
-    and generated images are cropped back to 28.
+    ``image_size=28`` builds the 32x32 networks; 28x28 data is padded to 32 with the background
+    value and generated images are cropped back to 28.
     """
     size = 32 if image_size == 28 else image_size
     n_up = int(round(math.log2(size / 4))) if size >= 8 else 0
     if size < 8 or 4 * 2**n_up != size:
         raise UserError(
-            f"the DCGAN takes square images of 28 or 4*2^k pixels (8, 16, 32, 64, ...), not {image_size}; "
+            "the DCGAN takes square images of 28 or 4*2^k pixels (8, 16, 32, 64, ...), "
+            f"not {image_size}; "
             "set config.model.image_size accordingly"
         )
     features = tuple(features)
@@ -246,7 +255,8 @@ def dcgan(
 
 
 def build(model_cfg) -> GanModel:
-    """The :class:`GanModel` a config's ``model`` group describes (``model.arch``: 'fc' or 'dcgan')."""
+    """The :class:`GanModel` a config's ``model`` group describes (``model.arch``: 'fc' or
+    'dcgan')."""
     m = model_cfg
     if m.arch == "fc":
         return fc_gan(
@@ -279,8 +289,9 @@ def crop(model: GanModel, images: Array) -> Array:
 
 
 def pad(model: GanModel, images: Array) -> Array:
-    """Data-shaped images ``[B, S - 2*crop, S - 2*crop, C]`` padded to the model's ``[B, S, S, C]`` with the
-    background value -1 (28x28 MNIST into the 32x32 DCGAN); the inverse of :func:`crop`."""
+    """Data-shaped images ``[B, S - 2*crop, S - 2*crop, C]`` padded to the model's ``[B, S, S, C]``
+    with the background value -1 (28x28 MNIST into the 32x32 DCGAN); the inverse of
+    :func:`crop`."""
     c = model.crop
     if c == 0:
         return images

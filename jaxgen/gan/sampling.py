@@ -80,8 +80,8 @@ def _generate_eval(model: GanModel, g_params, g_stats, z):
 def generate(
     model: GanModel, g_params, g_stats, key, num: int, *, dist: str = "normal", batch: int = 500
 ) -> np.ndarray:
-    """``num`` images ``[num, H, W, C]`` float32 in [-1, 1] (cropped to the data's shape), in batches
-    of ``batch`` (one compilation)."""
+    """``num`` images ``[num, H, W, C]`` float32 in [-1, 1] (cropped to the data's shape), in
+    batches of ``batch`` (one compilation)."""
     out = []
     for i in range(0, num, batch):
         z = models.sample_latent(jax.random.fold_in(key, i // batch), batch, model.latent, dist)

@@ -90,21 +90,24 @@ def train_step(
     ema_decay: float = 0.0,
     skip_nonfinite: bool = False,
 ) -> tuple[TrainState, dict]:
-    """One GAN step on a real batch ``[B, S, S, C]`` in [-1, 1]: the discriminator, then the generator.
+    """One GAN step on a real batch ``[B, S, S, C]`` in [-1, 1]: the discriminator, then the
+    generator.
 
     1. ``z ~ p(z)``; ``fake = G(z)`` (one generator forward, kept with its VJP).
-    2. Discriminator: BCE(D(real), ``real_label``) + BCE(D(fake), 0), real and generated batches passed
-       **separately**, so batch norm normalises each with its own statistics. Adam on D only.
+    2. Discriminator: BCE(D(real), ``real_label``) + BCE(D(fake), 0), real and generated batches
+       passed **separately**, so batch norm normalises each with its own statistics. Adam on D
+       only.
     3. Generator: the non-saturating loss BCE(D'(fake), 1) against the **updated** discriminator D';
        its gradient is pulled back through the VJP of step 1 (the same ``z`` and dropout key, so the
        same images: no second generator forward). Adam on G only.
-    4. Optionally ``ema <- d * ema + (1 - d) * G params`` (with a warm-up ``d_t = min(d, (1+t)/(10+t))``).
+    4. Optionally ``ema <- d * ema + (1 - d) * G params`` (with a warm-up
+       ``d_t = min(d, (1+t)/(10+t))``).
 
     Batch-norm running statistics: the generator's move once per step (step 1), the discriminator's
-    twice (its real pass, then its fake pass); the discriminator pass inside the generator update uses
-    batch statistics and leaves the running ones alone. ``skip_nonfinite``: a NaN/Inf loss leaves
-    the state unchanged but for the step (``metrics["skipped"]`` is 1). Bind the keyword arguments with
-    ``functools.partial`` and jit with ``donate_argnums=0``.
+    twice (its real pass, then its fake pass); the discriminator pass inside the generator update
+    uses batch statistics and leaves the running ones alone. ``skip_nonfinite``: a NaN/Inf loss
+    leaves the state unchanged but for the step (``metrics["skipped"]`` is 1). Bind the keyword
+    arguments with ``functools.partial`` and jit with ``donate_argnums=0``.
     """
     chex.assert_rank(real, 4)  # [B, H, W, C]
     step = state.step

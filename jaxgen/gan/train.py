@@ -170,7 +170,7 @@ def recipe(cfg: ml_collections.ConfigDict, workdir: str | Path) -> loop.Recipe:
         total_steps=steps,
         init_state=fresh_state,
         make_step=make_step,
-        batch=lambda step: (batches[step],),
+        batch=lambda step: (batches.for_step(step),),
         batch_axes=(0,),
         items_per_step=t.batch,
         unit="img",

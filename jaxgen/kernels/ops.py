@@ -211,14 +211,16 @@ def _warn_fallback(name, layout, gates, residual_cols):
                 (
                     f"{name}: mode='pallas' on TPU for {shape} runs lax.scan, not the kernel, when "
                     f"differentiated: with its saved residuals the estimated VMEM "
-                    f"({estimate / 2**20:.0f} MiB) exceeds the {budget:.0f} MiB budget (warned once)"
+                    f"({estimate / 2**20:.0f} MiB) exceeds the {budget:.0f} MiB budget "
+                    "(warned once)"
                 ),
             )
     elif platform == "gpu" and not common.gpu_fits(layout):
         common.warn_once(
             f"{name}:gpu-hidden",
             (
-                f"{name}: mode='pallas' runs lax.scan, not the kernel, on GPU for {shape}: the Triton "
+                f"{name}: mode='pallas' runs lax.scan, not the kernel, on GPU for {shape}: "
+                "the Triton "
                 f"kernel takes padded hidden sizes up to {common.GPU_MAX_HIDDEN}, this one is "
                 f"{layout.Hp} (warned once)"
             ),

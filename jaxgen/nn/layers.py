@@ -96,8 +96,8 @@ def _pad(padding, kernel: int, stride: int):
 def conv(params: Params, x: Array, *, stride: int = 1, padding: str | int = "SAME") -> Array:
     """2-D convolution ``x [B, H, W, C_in] -> [B, H', W', C_out]``.
 
-    ``padding`` is ``"SAME"``, ``"VALID"`` or an int (PyTorch's symmetric padding). A 4x4 kernel with
-    stride 2 and ``padding=1`` halves the size exactly (the DCGAN discriminator layer).
+    ``padding`` is ``"SAME"``, ``"VALID"`` or an int (PyTorch's symmetric padding). A 4x4 kernel
+    with stride 2 and ``padding=1`` halves the size exactly (the DCGAN discriminator layer).
 
     The forward pass and the weight gradient are XLA's convolutions. On CPU, for ``kernel == 2 *
     stride`` (even stride) with padding ``stride / 2`` (``"SAME"`` or the int) on sizes divisible by
@@ -183,14 +183,14 @@ def conv_transpose(params: Params, x: Array, *, stride: int = 2) -> Array:
 
     It is ``jax.linear_transpose`` of the strided convolution (on GPU and TPU, XLA's own transposed
     convolution). On CPU, for ``kernel == 2 * stride`` (even stride), it is "col2im" instead
-    (:func:`_conv_transpose_col2im`): one matrix product ``x @ w[C_in, k*k*C_out]`` gives every input
-    pixel's ``k x k x C_out`` contribution, and each output phase sums four shifted slices of it.
-    XLA's CPU backend convolves a zero-dilated input (3/4 of the products are with zeros) and runs it
-    slowly; col2im does exactly the transposed convolution's arithmetic, and its hand-written VJP
-    is two more matrix products. Measured per layer on CPU (`README.md`, "Where the DCGAN time
-    went"), it beat XLA's convolution and a sub-pixel form (one product over the input's 2x2
-    windows for all phases) for every DCGAN layer shape. As for :func:`conv`, the CPU form is
-    reverse-mode differentiable only.
+    (:func:`_conv_transpose_col2im`): one matrix product ``x @ w[C_in, k*k*C_out]`` gives every
+    input pixel's ``k x k x C_out`` contribution, and each output phase sums four shifted slices of
+    it. XLA's CPU backend convolves a zero-dilated input (3/4 of the products are with zeros) and
+    runs it slowly; col2im does exactly the transposed convolution's arithmetic, and its
+    hand-written VJP is two more matrix products. Measured per layer on CPU (`README.md`, "Where
+    the DCGAN time went"), it beat XLA's convolution and a sub-pixel form (one product over the
+    input's 2x2 windows for all phases) for every DCGAN layer shape. As for :func:`conv`, the CPU
+    form is reverse-mode differentiable only.
     """
     w = params["w"].astype(x.dtype)
     k = w.shape[0]
@@ -226,13 +226,15 @@ def _conv_transpose_xla(x, w, s):
 
 
 def _taps(a: int, s: int) -> list[tuple[int, int]]:
-    """``(kernel row, d)`` pairs feeding output phase ``a``: input row ``m - d`` for output row ``s*m + a``."""
+    """``(kernel row, d)`` pairs feeding output phase ``a``: input row ``m - d`` for output row
+    ``s*m + a``."""
     pad, k = s // 2, 2 * s
     return [(s * d + a + pad, d) for d in (-1, 0, 1) if 0 <= s * d + a + pad < k]
 
 
 def _interleave(phases: list[list[Array]], s: int) -> Array:
-    """``phases[a][b]`` ``[B, H, W, C]`` -> ``[B, s*H, s*W, C]`` with output pixel ``(s*i + a, s*j + b)``."""
+    """``phases[a][b]`` ``[B, H, W, C]`` -> ``[B, s*H, s*W, C]`` with output pixel
+    ``(s*i + a, s*j + b)``."""
     out = jnp.stack([jnp.stack(row, axis=3) for row in phases], axis=2)  # [B, H, a, W, b, C]
     b, h, _, wd, _, c = out.shape
     return out.reshape(b, h * s, wd * s, c)
@@ -328,17 +330,18 @@ def batch_norm(
     eps: float = 1e-5,
     axis_name: str | None = None,
 ) -> tuple[Array, Params]:
-    """Batch norm over every axis but the last (``[B, C]`` or ``[B, H, W, C]``); returns ``(y, new_stats)``.
+    """Batch norm over every axis but the last (``[B, C]`` or ``[B, H, W, C]``); returns
+    ``(y, new_stats)``.
 
     * ``train=True``: normalise with this batch's mean and (biased) variance, and return running
       statistics moved towards them: ``new = momentum * old + (1 - momentum) * batch`` (Flax's
-      convention; PyTorch's ``momentum=0.1`` is ``momentum=0.9`` here). ``momentum=0`` returns the batch
-      statistics themselves.
+      convention; PyTorch's ``momentum=0.1`` is ``momentum=0.9`` here). ``momentum=0`` returns the
+      batch statistics themselves.
     * ``train=False``: normalise with the running statistics, which are returned unchanged.
 
-    Under ``jit`` with the batch sharded over devices, the means are over the global batch (XLA inserts
-    the reduction). Inside ``shard_map``/``pmap`` pass ``axis_name`` to average over that axis.
-    Statistics are computed in float32 whatever the input dtype.
+    Under ``jit`` with the batch sharded over devices, the means are over the global batch (XLA
+    inserts the reduction). Inside ``shard_map``/``pmap`` pass ``axis_name`` to average over that
+    axis. Statistics are computed in float32 whatever the input dtype.
     """
     axes = tuple(range(x.ndim - 1))
     if train:

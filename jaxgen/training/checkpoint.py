@@ -147,8 +147,10 @@ def check_resumable(
                 else "the code or config changed"
             )
             raise UserError(
-                f"cannot resume {str(workdir)!r}: its checkpoint {step} holds a different train state ({diffs}); "
-                f"{why}. Resume with the settings it was trained with (in {META}), or use a new workdir"
+                f"cannot resume {str(workdir)!r}: its checkpoint {step} "
+                f"holds a different train state ({diffs}); "
+                f"{why}. Resume with the settings it was trained with (in {META}), "
+                "or use a new workdir"
             )
         return
 
@@ -192,7 +194,8 @@ class Checkpoints:
             if saved is not None and saved != now:
                 raise UserError(
                     f"checkpoint {mgr.directory}/{step} holds a different train state "
-                    f"({'; '.join(_state_differences(saved, now))}); load it with the config it was trained with"
+                    f"({'; '.join(_state_differences(saved, now))}); "
+                    "load it with the config it was trained with"
                 )
             try:
                 if saved is None:
@@ -201,7 +204,8 @@ class Checkpoints:
             except Exception as e:  # unreadable files: fall back to the one before
                 self._unreadable[which].add(step)
                 print(
-                    f"warning: checkpoint {mgr.directory}/{step} could not be restored ({type(e).__name__}: "
+                    f"warning: checkpoint {mgr.directory}/{step} could not be restored "
+                    f"({type(e).__name__}: "
                     f"{str(e)[:200]}); trying the previous one",
                     file=sys.stderr,
                 )

@@ -30,7 +30,8 @@ from jaxgen.training import checkpoint, parallel
 from jaxgen.training.metrics import RunLog, best_logged
 from jaxgen.training.preemption import StopOnSignal, not_started_message, stop_message
 
-# Fit the schedule once this much of the budget has run after warm-up, within [FIT_MIN_S, FIT_MAX_S].
+# Fit the schedule once this much of the budget has run after warm-up, within
+# [FIT_MIN_S, FIT_MAX_S].
 FIT_AFTER_FRACTION = 0.05
 FIT_MIN_S, FIT_MAX_S = 5.0, 60.0
 
@@ -209,7 +210,7 @@ def _run(recipe: Recipe, workdir: Path, *, quiet: bool, stop: StopOnSignal) -> S
     step_fn = compile_step(horizon)
     t_start = time.perf_counter()
     rate, t_mark, mark_step, compile_s = 0.0, None, start, 0.0
-    fitted = budget <= 0 or not recipe.fits_schedule
+    fitted = budget <= 0
     last_saved, last, last_eval = start, {}, {}
     pending: tuple[int, Any] | None = (
         None  # the last step's (step, device metrics), not yet checked
@@ -217,7 +218,8 @@ def _run(recipe: Recipe, workdir: Path, *, quiet: bool, stop: StopOnSignal) -> S
     stopped = None
 
     def check() -> None:
-        """Fetch the pending step's metrics (waits for that step only); stop on a non-finite loss."""
+        """Fetch the pending step's metrics (waits for that step only); stop on a non-finite
+        loss."""
         nonlocal pending, last
         if pending is None:
             return
@@ -267,21 +269,23 @@ def _run(recipe: Recipe, workdir: Path, *, quiet: bool, stop: StopOnSignal) -> S
                 jax.block_until_ready(state)
                 now = time.perf_counter()
                 steps_per_s = (done - mark_step) / (now - t_mark)
-                fit = _agree(steps_that_fit(done, steps_per_s, budget, now - t_start, compile_s))
+                # a schedule to fit costs one more compilation; a constant one only sets the stop
+                recompile_s = compile_s if recipe.fits_schedule else 0.0
+                fit = _agree(steps_that_fit(done, steps_per_s, budget, now - t_start, recompile_s))
                 fitted = True
+                rate_note = f"time budget {budget:g} s: {steps_per_s:.2f} steps/s after warm-up"
                 if fit < horizon:
-                    log.message(
-                        f"time budget {budget:g} s: {steps_per_s:.2f} steps/s after warm-up, "
-                        f"so {fit:,} of {horizon:,} steps fit; schedules now end at step "
-                        f"{fit:,}"
+                    then = (
+                        f"schedules now end at step {fit:,}"
+                        if recipe.fits_schedule
+                        else f"the run stops at step {fit:,}"
                     )
+                    log.message(f"{rate_note}, so {fit:,} of {horizon:,} steps fit; {then}")
                     horizon = log.total = max(fit, done)
-                    step_fn = compile_step(horizon)
+                    if recipe.fits_schedule:
+                        step_fn = compile_step(horizon)
                 else:
-                    log.message(
-                        f"time budget {budget:g} s: {steps_per_s:.2f} steps/s after warm-up; "
-                        f"all {horizon:,} steps fit"
-                    )
+                    log.message(f"{rate_note}; all {horizon:,} steps fit")
             out_of_time = (budget > 0 and elapsed >= budget and jax.process_count() == 1) or (
                 budget > 0 and fitted and done == horizon < recipe.total_steps
             )

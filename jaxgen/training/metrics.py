@@ -22,8 +22,8 @@ def global_norms(grads, params, updates) -> dict:
 
 
 def keep_if_finite(old_state, new_state, *losses_) -> tuple[Any, jax.Array]:
-    """``(state, skipped)``: ``new_state`` when every loss is finite, else ``old_state`` with only its
-    step advanced (the update is skipped, so one bad batch does not poison the parameters). The
+    """``(state, skipped)``: ``new_state`` when every loss is finite, else ``old_state`` with only
+    its step advanced (the update is skipped, so one bad batch does not poison the parameters). The
     states are train-state named tuples with a ``step`` field."""
     import jax.numpy as jnp
 
@@ -54,9 +54,9 @@ def _fmt_time(s: float) -> str:
 
 
 def format_eta(steps_left_s: float | None, budget_left_s: float | None) -> str:
-    """The progress line's ``left ...``: the sooner of the end of the steps (``None``: speed not known
-    yet) and the end of the time budget (``None``: no budget), naming which one ends the run when a
-    budget is set, e.g. ``left 2m10s (time budget)`` or ``left 0m40s (steps)``."""
+    """The progress line's ``left ...``: the sooner of the end of the steps (``None``: speed not
+    known yet) and the end of the time budget (``None``: no budget), naming which one ends the run
+    when a budget is set, e.g. ``left 2m10s (time budget)`` or ``left 0m40s (steps)``."""
     if budget_left_s is None:
         return "left ?" if steps_left_s is None else f"left {_fmt_time(steps_left_s)}"
     if steps_left_s is None:

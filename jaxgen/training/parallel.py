@@ -1,4 +1,5 @@
-"""Data parallelism through JAX's own SPMD machinery (``jax.sharding``), one CPU to a multi-host slice.
+"""Data parallelism through JAX's own SPMD machinery (``jax.sharding``), one CPU to a multi-host
+slice.
 
 * A 1-D :class:`~jax.sharding.Mesh` named ``data`` over every device of every process.
 * Parameters, optimiser states and everything else in the train state are replicated; the batch

@@ -46,7 +46,8 @@ class StopOnSignal:
             signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C ends the process at once
             if first:
                 print(
-                    "\njaxgen: Ctrl-C: stopping after this step and saving a checkpoint (Ctrl-C again quits at "
+                    "\njaxgen: Ctrl-C: stopping after this step and saving a checkpoint "
+                    "(Ctrl-C again quits at "
                     "once, losing the steps since the last checkpoint)",
                     file=sys.stderr,
                     flush=True,
@@ -56,7 +57,8 @@ class StopOnSignal:
         if threading.current_thread() is threading.main_thread():  # handlers can only be set there
             for s in self.signals:
                 if s == signal.SIGINT and signal.getsignal(s) is signal.SIG_IGN:
-                    continue  # started in the background with Ctrl-C ignored (nohup, `cmd &`): keep it so
+                    # started in the background with Ctrl-C ignored (nohup, `cmd &`): keep it so
+                    continue
                 self._old[s] = signal.signal(s, self._handler)
         return self
 
@@ -84,10 +86,19 @@ def stop_message(step: int, reason: str | None, budget_s: float, workdir=None) -
     where = f" in {str(workdir)!r}" if workdir is not None else ""
     again = "run `jaxgen train` again on this workdir to continue"
     if reason == "preempted":
-        return f"stopping at step {step}: SIGTERM received (preemption); checkpoint {step} saved{where}; {again}"
+        return (
+            f"stopping at step {step}: SIGTERM received (preemption); "
+            f"checkpoint {step} saved{where}; {again}"
+        )
     if reason == "interrupted":
-        return f"stopping at step {step}: interrupted (Ctrl-C); checkpoint {step} saved{where}; {again}"
-    return f"stopping at step {step}: train.time_budget_s={budget_s:g} reached; checkpoint {step} saved{where}"
+        return (
+            f"stopping at step {step}: interrupted (Ctrl-C); "
+            f"checkpoint {step} saved{where}; {again}"
+        )
+    return (
+        f"stopping at step {step}: train.time_budget_s={budget_s:g} reached; "
+        f"checkpoint {step} saved{where}"
+    )
 
 
 def not_started_message(reason: str | None) -> str:
