@@ -56,8 +56,10 @@ def test_budgeted_run_fits_the_cosine_schedule_to_the_steps_that_fit(
     make_step = recipe.make_step
     recipe.make_step = lambda horizon: horizons.append(horizon) or make_step(horizon)
     summary = loop.run(recipe, tmp_path / "w", quiet=True)
-    assert horizons[0] == 1_000_000 and len(horizons) == 2, horizons
-    fitted = horizons[1]
+    assert horizons[0] == 1_000_000 and len(horizons) in (2, 3), (
+        horizons
+    )  # fits early, then at half
+    fitted = horizons[-1]
     assert 10 < fitted < 1_000_000 and summary.horizon == fitted
     assert summary.stopped == "budget" and summary.steps <= fitted
     assert f"schedules now end at step {fitted:,}" in capsys.readouterr().out

@@ -119,6 +119,13 @@ def _fit_after(budget_s: float) -> float:
     return min(FIT_MAX_S, max(FIT_MIN_S, FIT_AFTER_FRACTION * budget_s))
 
 
+def _fit_times(budget_s: float) -> list[float]:
+    """When to fit (seconds after warm-up): early, then again at half the budget, when the rate
+    also holds the evaluations, grids and checkpoints run so far."""
+    first = _fit_after(budget_s)
+    return [first] + ([0.5 * budget_s] if 0.5 * budget_s > first else [])
+
+
 def steps_that_fit(
     done: int, steps_per_s: float, budget_s: float, elapsed_s: float, recompile_s: float
 ) -> int:
@@ -210,7 +217,8 @@ def _run(recipe: Recipe, workdir: Path, *, quiet: bool, stop: StopOnSignal) -> S
     step_fn = compile_step(horizon)
     t_start = time.perf_counter()
     rate, t_mark, mark_step, compile_s = 0.0, None, start, 0.0
-    fitted = budget <= 0
+    fit_times = _fit_times(budget) if budget > 0 else []
+    actions_s = 0.0  # seconds spent in evaluations, grids and checkpoints since warm-up
     last_saved, last, last_eval = start, {}, {}
     pending: tuple[int, Any] | None = (
         None  # the last step's (step, device metrics), not yet checked
@@ -261,33 +269,30 @@ def _run(recipe: Recipe, workdir: Path, *, quiet: bool, stop: StopOnSignal) -> S
                     time.perf_counter() - t_start,
                 )
             elapsed = time.perf_counter() - t_start
-            if (
-                not fitted
-                and done > mark_step
-                and time.perf_counter() - t_mark >= _fit_after(budget)
-            ):
+            if fit_times and done > mark_step and time.perf_counter() - t_mark >= fit_times[0]:
+                fit_times.pop(0)
                 jax.block_until_ready(state)
                 now = time.perf_counter()
-                steps_per_s = (done - mark_step) / (now - t_mark)
+                steps_per_s = (done - mark_step) / (now - t_mark)  # actions included
                 # a schedule to fit costs one more compilation; a constant one only sets the stop
                 recompile_s = compile_s if recipe.fits_schedule else 0.0
                 fit = _agree(steps_that_fit(done, steps_per_s, budget, now - t_start, recompile_s))
-                fitted = True
-                rate_note = f"time budget {budget:g} s: {steps_per_s:.2f} steps/s after warm-up"
-                if fit < horizon:
+                fit = min(max(fit, done), recipe.total_steps)
+                note = f"time budget {budget:g} s: {steps_per_s:.2f} steps/s after warm-up"
+                if abs(fit - horizon) > 0.01 * horizon:
                     then = (
                         f"schedules now end at step {fit:,}"
                         if recipe.fits_schedule
                         else f"the run stops at step {fit:,}"
                     )
-                    log.message(f"{rate_note}, so {fit:,} of {horizon:,} steps fit; {then}")
-                    horizon = log.total = max(fit, done)
+                    log.message(f"{note}, so {fit:,} of {recipe.total_steps:,} steps fit; {then}")
+                    horizon = log.total = fit
                     if recipe.fits_schedule:
                         step_fn = compile_step(horizon)
-                else:
-                    log.message(f"{rate_note}; all {horizon:,} steps fit")
+                elif fit == recipe.total_steps == horizon:
+                    log.message(f"{note}; all {horizon:,} steps fit")
             out_of_time = (budget > 0 and elapsed >= budget and jax.process_count() == 1) or (
-                budget > 0 and fitted and done == horizon < recipe.total_steps
+                budget > 0 and done == horizon < recipe.total_steps
             )
             preempted = stop.should_stop(done, ckpts.latest)
             if preempted:
@@ -301,12 +306,9 @@ def _run(recipe: Recipe, workdir: Path, *, quiet: bool, stop: StopOnSignal) -> S
                 or itstime(done, t.checkpoint_every, horizon)
             ):
                 check()
-                if done > mark_step:
-                    rate = (
-                        (done - mark_step)
-                        * recipe.items_per_step
-                        / max(time.perf_counter() - t_mark, 1e-9)
-                    )
+                if done > mark_step:  # the steps' own rate: periodic actions left out
+                    busy_s = time.perf_counter() - t_mark - actions_s
+                    rate = (done - mark_step) * recipe.items_per_step / max(busy_s, 1e-9)
                 log.write(
                     done,
                     {
@@ -323,6 +325,7 @@ def _run(recipe: Recipe, workdir: Path, *, quiet: bool, stop: StopOnSignal) -> S
                     (horizon - done) * recipe.items_per_step / max(rate, 1e-9),
                     elapsed_s=time.perf_counter() - t_start,
                 )
+            t_actions = time.perf_counter()
             if ending:  # save first: a preempted run may have seconds left
                 save(done)
             final = done == horizon or (ending and not preempted)
@@ -343,6 +346,8 @@ def _run(recipe: Recipe, workdir: Path, *, quiet: bool, stop: StopOnSignal) -> S
                     )
             if itstime(done, t.checkpoint_every, horizon) and not ending:
                 save(done)
+            if t_mark is not None:
+                actions_s += time.perf_counter() - t_actions
             step = done
             if ending:
                 log.message(stop_message(done, stopped if preempted else None, budget, workdir))
