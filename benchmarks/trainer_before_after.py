@@ -166,7 +166,8 @@ def main() -> None:
     )
     note = (
         f"\n\n{args.rounds} rounds, alternating which tree runs first; each run is a fresh "
-        "`jaxgen train` process; the rate is the trainer's own, after the compiling first step."
+        "`jaxgen train` process; its rate: items between its first and last metrics rows over "
+        "their wall_s difference."
     )
     benchmarking.write_results(
         "trainer_before_after",
