@@ -121,6 +121,7 @@ def add_shared_fields(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict
     """The fields every trainer's default config ends with: the time budget, what a non-finite loss
     does, and where the batch goes (data parallel over the devices, multi-host)."""
     c.train.time_budget_s = 0.0  # stop (and save) after this many seconds of training; 0: no limit
+    c.train.budget_fit = True  # with a budget: lr schedule ends at the steps that fit (False: cut)
     c.train.on_nonfinite = "stop"  # a NaN/Inf loss: 'stop' (keep the last checkpoint) or 'skip' it
     c.parallel = ml_collections.ConfigDict()
     c.parallel.data_parallel = True  # with several devices: shard the global train.batch over them

@@ -40,12 +40,12 @@ def test_budgeted_run_fits_the_cosine_schedule_to_the_steps_that_fit(
     """A budget far shorter than the planned steps: the loop measures the rate after warm-up,
     rebuilds the step for the steps that fit (its cosine then ends at the fitted step, at the
     floor), logs the decision, and the run ends there."""
-    monkeypatch.setattr(loop, "FIT_MIN_S", 1.0)
+    monkeypatch.setattr(loop, "FIT_MIN_S", 0.5)
     cfg = tiny_cfg(
         steps=1_000_000,
         lr_schedule="cosine",
         warmup_steps=2,
-        time_budget_s=4.0,
+        time_budget_s=2.5,
         eval_every=1_000_000,
         checkpoint_every=1_000_000,
         log_every=1_000_000,

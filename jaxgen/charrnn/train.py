@@ -212,7 +212,7 @@ def recipe(cfg: ml_collections.ConfigDict, workdir: str | Path) -> loop.Recipe:
         evaluate=evaluation,
         eval_every=cfg.train.eval_every,
         best_key="val_loss",
-        fits_schedule=cfg.train.lr_schedule != "constant",
+        fits_schedule=cfg.train.lr_schedule != "constant" and cfg.train.get("budget_fit", True),
     )
 
 

@@ -188,7 +188,7 @@ def recipe(cfg: ml_collections.ConfigDict, workdir: str | Path) -> loop.Recipe:
         log_extra=lambda step: {"epoch": step / len(batches)},
         on_start=on_start,
         on_close=on_close,
-        fits_schedule=t.lr_decay_steps > 0,
+        fits_schedule=t.lr_decay_steps > 0 and t.get("budget_fit", True),
     )
 
 
