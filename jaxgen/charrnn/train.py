@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from ml_collections import ConfigDict
 
 from jaxgen.charrnn import data, model
 from jaxgen.charrnn.config import KIND, _on_nonfinite, validate_config
@@ -216,13 +217,7 @@ def recipe(cfg: ml_collections.ConfigDict, workdir: str | Path) -> loop.Recipe:
     )
 
 
-def train(
-    cfg: ml_collections.ConfigDict,
-    workdir: str | Path,
-    *,
-    quiet: bool = False,
-    stop: StopOnSignal | None = None,
-) -> dict:
+def train(cfg: ConfigDict, workdir: str | Path, *, quiet=False, stop: StopOnSignal = None) -> dict:
     """Train (or resume) a char-RNN in ``workdir``; returns a summary dict (``steps`` reached,
     ``start``, ``val_loss``, ``best_val_loss``, ``tokens_per_s``, ``wall_s``, ``stopped``)."""
     s = loop.run(recipe(cfg, workdir), workdir, quiet=quiet, stop=stop)

@@ -13,6 +13,7 @@ from pathlib import Path
 import jax
 import ml_collections
 import numpy as np
+from ml_collections import ConfigDict
 
 from jaxgen import plots
 from jaxgen.data.images import ImageBatches, Images, fit_to_model, load_images
@@ -192,13 +193,7 @@ def recipe(cfg: ml_collections.ConfigDict, workdir: str | Path) -> loop.Recipe:
     )
 
 
-def train(
-    cfg: ml_collections.ConfigDict,
-    workdir: str | Path,
-    *,
-    quiet: bool = False,
-    stop: StopOnSignal | None = None,
-) -> dict:
+def train(cfg: ConfigDict, workdir: str | Path, *, quiet=False, stop: StopOnSignal = None) -> dict:
     """Train (or resume) a GAN in ``workdir``; returns a summary dict (``steps`` reached,
     ``start``, ``images_per_s``, ``best_fid``, ``last`` metrics, ``wall_s``, ``stopped``).
 
