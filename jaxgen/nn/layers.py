@@ -167,11 +167,9 @@ def conv_transpose_init(
     bias: bool = True,
     dtype=jnp.float32,
 ) -> Params:
-    """A transposed convolution: ``w [k, k, c_in, c_out]``, ``b [c_out]``."""
-    p = {"w": _init_weight(key, (kernel, kernel, c_in, c_out), kernel * kernel * c_in, std, dtype)}
-    if bias:
-        p["b"] = jnp.zeros((c_out,), dtype)
-    return p
+    """A transposed convolution: ``w [k, k, c_in, c_out]``, ``b [c_out]`` (the same parameters,
+    and the same draws, as :func:`conv_init`)."""
+    return conv_init(key, kernel, c_in, c_out, std=std, bias=bias, dtype=dtype)
 
 
 def conv_transpose(params: Params, x: Array, *, stride: int = 2) -> Array:
