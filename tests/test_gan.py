@@ -967,17 +967,24 @@ def test_learning_rate_decay_schedule_reaches_adam(tmp_path):
 
 
 @pytest.mark.slow
-def test_eval_cli_scores_real_above_noise(tmp_path, monkeypatch):
-    """`jaxgen eval --samples`: real held-out digits score far better than noise, on a tiny
-    classifier (2 epochs instead of the recipe's 10: the plumbing is under test here, not the
-    classifier)."""
-    import functools
-
+@pytest.mark.xdist_group("digits")  # shares the trained digits_classifier (conftest)
+def test_eval_cli_scores_real_above_noise(tmp_path, monkeypatch, digits_classifier):
+    """`jaxgen eval --samples`: real held-out digits score far better than noise. The classifier
+    is the shared two-epoch one (the recipe trains ten: the plumbing is under test here, not the
+    classifier), handed over where `get_classifier` would train it, so the cache is still written
+    and read."""
     from jaxgen.evaluation import classifier
     from jaxgen.gan.evaluate import run_eval
 
-    two_epochs = functools.partial(classifier.train_classifier, epochs=2)
-    monkeypatch.setattr(classifier, "train_classifier", two_epochs)
+    data, params, info, _ = digits_classifier
+    trained = []
+
+    def trainer(images, **kwargs):
+        assert images.images.shape == data.images.shape and images.name == data.name
+        trained.append(images.name)
+        return params, info
+
+    monkeypatch.setattr(classifier, "train_classifier", trainer)
 
     d = imdata.load_images()
     real = d.images[:300]
@@ -997,6 +1004,7 @@ def test_eval_cli_scores_real_above_noise(tmp_path, monkeypatch):
     r_noise = run_eval(
         samples=str(tmp_path / "noise.npy"), data_source="builtin", cache_dir=str(cache), quiet=True
     )
+    assert trained == [data.name]  # trained for the first call, read from the cache by the second
     assert r_real["generated"]["fd"] < r_noise["generated"]["fd"] / 10
     assert r_real["generated"]["classifier_score"] > 2 * r_noise["generated"]["classifier_score"]
     assert r_real["generated"]["covered"] == 10

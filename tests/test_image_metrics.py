@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxgen import evaluation
-from jaxgen.data.images import Images, load_images
+from jaxgen.data.images import Images
 from jaxgen.errors import UserError
 from jaxgen.evaluation import classifier
 
@@ -120,15 +120,7 @@ def test_class_histogram_counts_coverage_and_threshold():
 # --------------------------------------------------------------------------- classifier, evaluation
 
 
-@pytest.fixture(scope="module")
-def digits_classifier():
-    """A short training on the built-in digits (1,797 images): ~10 s on 2 cores."""
-    data = load_images()
-    params, info = evaluation.train_classifier(data, epochs=2, batch=64, seed=0)
-    _, hold = classifier._holdout_split(len(data), 0.2, 0)
-    return data, params, info, hold
-
-
+@pytest.mark.xdist_group("digits")  # shares the trained digits_classifier (conftest)
 def test_short_training_on_builtin_digits_beats_chance_with_one_compilation(digits_classifier):
     data, params, info, hold = digits_classifier
     assert info["n_holdout"] == len(hold) == 359 and info["n_train"] == 1438
@@ -146,6 +138,7 @@ def test_holdout_split_is_seeded_and_disjoint():
     assert (ho == ho2).all() and not (ho == classifier._holdout_split(100, 0.2, 4)[1]).all()
 
 
+@pytest.mark.xdist_group("digits")  # shares the trained digits_classifier (conftest)
 def test_evaluate_samples_real_scores_better_than_noise(digits_classifier):
     data, params, info, hold = digits_classifier
     res = evaluation.evaluate_samples(data.images[hold], data, params, seed=0, classifier_info=info)
@@ -165,6 +158,7 @@ def test_evaluate_samples_real_scores_better_than_noise(digits_classifier):
     )
 
 
+@pytest.mark.xdist_group("digits")  # shares the trained digits_classifier (conftest)
 def test_features_and_probs_padding_matches_one_batch(digits_classifier):
     data, params, _, _ = digits_classifier
     x = data.images[:23]
