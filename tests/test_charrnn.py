@@ -324,13 +324,14 @@ def test_greedy_generation_matches_a_python_loop():
     params = model.init(jax.random.key(0), 7, 12, 2)
     prime = jnp.array([1, 2, 3])
     got = generate(params, prime, jax.random.key(0), length=10, top_k=1)
+    apply = jax.jit(model.apply)  # two compilations (prime, then one token) instead of op by op
     carries = model.zero_carries(params, 1)
-    carries, logits = model.apply(params, prime[:, None], carries)
+    carries, logits = apply(params, prime[:, None], carries)
     last, want = logits[-1, 0], []
     for _ in range(10):
         nxt = int(jnp.argmax(last))
         want.append(nxt)
-        carries, lg = model.apply(params, jnp.array([[nxt]]), carries)
+        carries, lg = apply(params, jnp.array([[nxt]]), carries)
         last = lg[0, 0]
     np.testing.assert_array_equal(got, want)
 

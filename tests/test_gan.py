@@ -178,7 +178,7 @@ def test_conv_transpose_col2im_and_its_gradients(kernel, stride, c_in, c_out):
             )
             return jax.linear_transpose(conv, out)(x)[0]
 
-        fast = lambda x, w: nn.conv_transpose({"w": w}, x, stride=stride)
+        fast = jax.jit(lambda x, w: nn.conv_transpose({"w": w}, x, stride=stride))
         np.testing.assert_allclose(
             np.asarray(fast(x, w)),
             _conv_transpose_ref(x, w, stride, (kernel - stride) // 2),
@@ -186,8 +186,8 @@ def test_conv_transpose_col2im_and_its_gradients(kernel, stride, c_in, c_out):
             atol=1e-10,
         )
         loss = lambda f: lambda x, w: jnp.sum(f(x, w) * r)
-        g_fast = jax.grad(loss(fast), (0, 1))(x, w)
-        g_slow = jax.grad(loss(slow), (0, 1))(x, w)
+        g_fast = jax.jit(jax.grad(loss(fast), (0, 1)))(x, w)
+        g_slow = jax.jit(jax.grad(loss(slow), (0, 1)))(x, w)
         for a, b in zip(g_fast, g_slow):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-10)
         check_grads(fast, (x, w), order=2, modes=["rev"])
@@ -215,14 +215,14 @@ def test_conv_gradients_against_xla_autodiff(size, stride, padding):
             )
             + p["b"]
         )
-        fast = lambda p, x: nn.conv(p, x, stride=stride, padding=padding)
+        fast = jax.jit(lambda p, x: nn.conv(p, x, stride=stride, padding=padding))
         y = fast(p, x)
         np.testing.assert_allclose(np.asarray(y), np.asarray(ref(p, x)), rtol=1e-12, atol=1e-12)
         r = jax.random.normal(jax.random.key(7), y.shape, jnp.float64)
         loss = lambda f: lambda p, x: jnp.sum(f(p, x) * r)
         for a, b in zip(
-            jax.tree.leaves(jax.grad(loss(fast), (0, 1))(p, x)),
-            jax.tree.leaves(jax.grad(loss(ref), (0, 1))(p, x)),
+            jax.tree.leaves(jax.jit(jax.grad(loss(fast), (0, 1)))(p, x)),
+            jax.tree.leaves(jax.jit(jax.grad(loss(ref), (0, 1)))(p, x)),
         ):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-10)
         check_grads(fast, (p, x), order=2, modes=["rev"])
@@ -1050,7 +1050,8 @@ def test_recalibrate_pools_chunk_statistics():
     gp, gs = params["g"], stats["g"]
     key = jax.random.key(3)
     z = gan.models.sample_latent(key, 512, m.latent, "normal")
-    _, whole = m.generate(gp, gs, z, train=True, key=None, bn_momentum=0.0)
+    generate = jax.jit(functools.partial(m.generate, train=True, key=None, bn_momentum=0.0))
+    _, whole = generate(gp, gs, z)
     one = gan.sampling.recalibrate(m, gp, gs, key, num=512, chunk=512)
     for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(whole)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)

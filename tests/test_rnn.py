@@ -224,7 +224,7 @@ def test_gradients_match_finite_differences(kind):
         lengths = jnp.array([4, 2])
         for kw in (dict(), dict(reverse=True, lengths=lengths)):
             f = functools.partial(seq_loss, seq, **kw)
-            check_grads(f, (p, xs, carry), order=1, modes=("rev",), atol=1e-6, rtol=1e-6)
+            check_grads(jax.jit(f), (p, xs, carry), order=1, modes=("rev",), atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("reverse", [False, True])
@@ -238,9 +238,13 @@ def test_fused_lstm_backward_with_and_without_lengths(reverse):
     xs = data()
     for lengths in (None, jnp.array([7, 2, 5])):
         grads = [
-            jax.grad(
-                functools.partial(seq_loss, rnn.lstm, reverse=reverse, lengths=lengths, backward=b),
-                argnums=(0, 1, 2),
+            jax.jit(
+                jax.grad(
+                    functools.partial(
+                        seq_loss, rnn.lstm, reverse=reverse, lengths=lengths, backward=b
+                    ),
+                    argnums=(0, 1, 2),
+                )
             )(p, xs, carry)
             for b in ("fused", "autodiff")
         ]
@@ -256,7 +260,9 @@ def test_fused_lstm_backward_with_and_without_lengths(reverse):
         xs = jax.random.normal(jax.random.key(1), (4, 2, 3), jnp.float64)
         h = jax.random.normal(jax.random.key(3), (2, 4), jnp.float64) * 0.5
         f = functools.partial(seq_loss, rnn.lstm, reverse=True, backward="fused")
-        check_grads(f, (p, xs, (h, 0.5 * h)), order=1, modes=("rev",), atol=1e-6, rtol=1e-6)
+        check_grads(
+            jax.jit(f), (p, xs, (h, 0.5 * h)), order=1, modes=("rev",), atol=1e-6, rtol=1e-6
+        )
 
 
 def test_unroll_generic_cell_and_vmap_single_example():

@@ -12,6 +12,7 @@ It is small and blurry; it is there so the quickstart runs offline. Real MNIST c
 
 from __future__ import annotations
 
+import functools
 import gzip
 import struct
 from dataclasses import dataclass
@@ -122,7 +123,16 @@ def load_idx_dir(path: str | Path) -> Images:
 
 
 def builtin_digits(size: int = 28) -> Images:
-    """scikit-learn's 8x8 digits (values 0..16), bilinearly upsampled to ``size x size``."""
+    """scikit-learn's 8x8 digits (values 0..16), bilinearly upsampled to ``size x size``.
+
+    Loaded once per process and size (reading scikit-learn's CSV and resizing take about a
+    second); the arrays are read-only, so no caller can change what the next one gets."""
+    images, labels = _builtin_digits(size)
+    return Images(images, labels, "builtin:sklearn_digits")
+
+
+@functools.lru_cache(maxsize=4)
+def _builtin_digits(size: int) -> tuple[np.ndarray, np.ndarray]:
     try:
         from sklearn.datasets import load_digits
     except ImportError as e:
@@ -137,9 +147,9 @@ def builtin_digits(size: int = 28) -> Images:
     big = np.stack(
         [np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in small]
     )
-    return Images(
-        _to_unit_range(big)[..., None], d.target.astype(np.int32), "builtin:sklearn_digits"
-    )
+    images, labels = _to_unit_range(big)[..., None], d.target.astype(np.int32)
+    images.flags.writeable = labels.flags.writeable = False
+    return images, labels
 
 
 def tfds_images(
