@@ -120,7 +120,7 @@ def check_quickstart(clone: Path, work: Path) -> dict:
 def check_tests(clone: Path) -> dict:
     t0 = time.time()
     r = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-n", "2", "tests"],
+        [sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", "loadgroup", "tests"],
         cwd=clone,
         env=_env(clone),
         capture_output=True,

@@ -109,15 +109,8 @@ def main() -> None:
     ap.add_argument("--only", choices=["char-rnn", "FC GAN", "DCGAN"], help="one workload")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
-    old_tree = Path(tempfile.mkdtemp(prefix="jaxgen-old-"))
-    subprocess.run(
-        ["git", "worktree", "add", "--detach", str(old_tree), args.old],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
     results = {}
-    try:
+    with benchmarking.git_worktree(ROOT, args.old) as old_tree:
         for name, (old_cfg, new_cfg, overrides, items) in WORKLOADS.items():
             if args.only and not name.startswith(args.only):
                 continue
@@ -137,13 +130,6 @@ def main() -> None:
                 "after_median": statistics.median(after),
                 "after_over_before": statistics.median(ratios),
             }
-    finally:
-        subprocess.run(
-            ["git", "worktree", "remove", "--force", str(old_tree)],
-            cwd=ROOT,
-            check=False,
-            capture_output=True,
-        )
     rows = [
         [
             name,

@@ -7,14 +7,16 @@ medians and ratios against a baseline measured in the same run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import statistics
 import subprocess
+import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -107,6 +109,28 @@ def interleaved_processes(
                 )
             out[k].append(json.loads(proc.stdout.strip().splitlines()[-1]))
     return out
+
+
+@contextlib.contextmanager
+def git_worktree(repo: str | os.PathLike, rev: str) -> Iterator[Path]:
+    """A clean checkout of ``rev`` of the git repository ``repo`` in a temporary worktree, removed
+    on exit: what a before/after benchmark runs the old (or the committed) side from."""
+    tree = Path(tempfile.mkdtemp(prefix=f"jaxgen-{rev[:12]}-"))
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(tree), rev],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield tree
+    finally:
+        subprocess.run(
+            ["git", "worktree", "remove", "--force", str(tree)],
+            cwd=repo,
+            check=False,
+            capture_output=True,
+        )
 
 
 def median_ratio(num: list[float], den: list[float]) -> float:
