@@ -304,6 +304,22 @@ def _train_cmd(workdir, *overrides):
     ]
 
 
+def _interrupt(proc, w, when):
+    """Ctrl-C to a `jaxgen train` subprocess while it compiles its first step, or after step 3;
+    returns its stdout, stderr and the first line read before the signal."""
+    first = ""
+    if when == "compile":  # the trainer's first line comes just before the first step compiles
+        first = proc.stdout.readline()
+        assert first.startswith("char-rnn:"), first
+        time.sleep(0.3)
+        assert not list(w.glob("checkpoints/*")) and not (w / "metrics.jsonl").read_text()
+    else:
+        _wait_for_step(w, 3, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    return out, err, first
+
+
 @pytest.mark.slow
 def test_ctrl_c_during_compilation_and_mid_run_saves_and_resumes(tmp_path):
     """Ctrl-C while XLA compiles the first step used to crash the process (a KeyboardInterrupt
@@ -319,18 +335,10 @@ def test_ctrl_c_during_compilation_and_mid_run_saves_and_resumes(tmp_path):
         proc = subprocess.Popen(
             _train_cmd(w), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
-        first = ""
-        if (
-            when == "compile"
-        ):  # the trainer's first line comes just before the first step is traced and compiled
-            first = proc.stdout.readline()
-            assert first.startswith("char-rnn:"), first
-            time.sleep(0.3)
-            assert not list(w.glob("checkpoints/*")) and not (w / "metrics.jsonl").read_text()
-        else:
-            _wait_for_step(w, 3, proc)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
+        try:
+            out, err, first = _interrupt(proc, w, when)
+        finally:  # a run that missed the signal trains on (100,000 steps): never leave it behind
+            proc.kill()
         out = first + out
         assert proc.returncode == 130, (when, proc.returncode, err)
         assert "Traceback" not in err and "Fatal Python error" not in err, err
