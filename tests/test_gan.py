@@ -720,6 +720,13 @@ def test_idx_loader_reads_committed_mnist_slice(test_data):
 def test_builtin_digits_and_fit_to_model():
     d = imdata.load_images()
     assert d.images.shape == (1797, 28, 28, 1) and set(np.unique(d.labels)) == set(range(10))
+    # loaded once per process: the next caller gets the same, unchangeable arrays
+    again = imdata.load_images()
+    assert again.images is d.images and again.labels is d.labels
+    with pytest.raises(ValueError, match="read-only"):
+        d.images[0, 0, 0, 0] = 0.0
+    with pytest.raises(ValueError, match="read-only"):
+        d.labels[0] = 0
     padded = imdata.fit_to_model(d, 32, 1)
     assert padded.images.shape == (1797, 32, 32, 1)
     assert (padded.images[:, :2] == -1).all() and np.array_equal(
