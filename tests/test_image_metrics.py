@@ -125,7 +125,7 @@ def test_short_training_on_builtin_digits_beats_chance_with_one_compilation(digi
     data, params, info, hold = digits_classifier
     assert info["n_holdout"] == len(hold) == 359 and info["n_train"] == 1438
     assert info["holdout_accuracy"] > 0.8, info
-    assert info["compilations"] == 1  # 44 steps, one trace of the train step
+    assert info["compilations"] == 1  # 66 steps, one trace of the train step
     # the reported accuracy is that of the returned params on the held-out images
     _, probs = evaluation.features_and_probs(params, data.images[hold])
     assert np.mean(probs.argmax(1) == data.labels[hold]) == pytest.approx(info["holdout_accuracy"])

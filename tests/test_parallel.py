@@ -82,10 +82,11 @@ SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "models", ["fc charrnn", "dcgan"]
-)  # two subprocesses, so both test workers share them
+@pytest.mark.parametrize("models", ["charrnn", "dcgan"])  # two subprocesses, one per test worker
 def test_sharded_steps_equal_single_device_steps(models):
+    """The DCGAN (batch-norm statistics over the global batch) and the char-RNN (a carried state
+    sharded with its batch, dropout). The FC GAN's data-parallel step is checked across two
+    processes below."""
     env = {
         **os.environ,
         "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8",

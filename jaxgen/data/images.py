@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import importlib.util
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,29 +126,45 @@ def load_idx_dir(path: str | Path) -> Images:
 def builtin_digits(size: int = 28) -> Images:
     """scikit-learn's 8x8 digits (values 0..16), bilinearly upsampled to ``size x size``.
 
-    Loaded once per process and size (reading scikit-learn's CSV and resizing take about a
-    second); the arrays are read-only, so no caller can change what the next one gets."""
+    Loaded once per process and size (reading the CSV and resizing take about a second); the arrays
+    are read-only, so no caller can change what the next one gets."""
     images, labels = _builtin_digits(size)
     return Images(images, labels, "builtin:sklearn_digits")
 
 
-@functools.lru_cache(maxsize=4)
-def _builtin_digits(size: int) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as e:
+def _uci_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled UCI digits as ``(images [1797, 8, 8] in 0..16, labels)``.
+
+    Read straight from the CSV that scikit-learn ships (``sklearn/datasets/data/digits.csv.gz``,
+    the file ``load_digits`` parses) without importing ``sklearn.datasets``, whose import alone
+    costs about 2 s; ``load_digits`` is the fallback if that file ever moves."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
         raise UserError(
             "the built-in digits need scikit-learn (`pip install scikit-learn`); or point "
             "config.data.path at MNIST IDX files"
-        ) from e
-    from PIL import Image
+        )
+    csv = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz"
+    if csv.is_file():
+        with gzip.open(csv, "rt") as f:
+            table = np.loadtxt(f, delimiter=",")
+        return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int32)
+    from sklearn.datasets import load_digits
 
     d = load_digits()
-    small = (d.images / 16.0 * 255.0).clip(0, 255).astype(np.uint8)
+    return d.images, d.target.astype(np.int32)
+
+
+@functools.lru_cache(maxsize=4)
+def _builtin_digits(size: int) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image
+
+    raw, labels = _uci_digits()
+    small = (raw / 16.0 * 255.0).clip(0, 255).astype(np.uint8)
     big = np.stack(
         [np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in small]
     )
-    images, labels = _to_unit_range(big)[..., None], d.target.astype(np.int32)
+    images = _to_unit_range(big)[..., None]
     images.flags.writeable = labels.flags.writeable = False
     return images, labels
 
