@@ -63,6 +63,7 @@ def run_suite(tree: Path) -> dict:
         "wall_s": round(wall, 1),
         "cpu_s": round(cpu, 1),
         "summary": summary,
+        "failures": [x for x in lines if x.startswith(("FAILED", "ERROR"))],
         "slowest": slowest,
     }
 
@@ -89,6 +90,8 @@ def main() -> None:
                 print(
                     f"round {r + 1} {side}: {res['wall_s']} s wall, {res['cpu_s']} s CPU, "
                     f"{res['summary']}",
+                    *res["failures"],
+                    sep="\n  ",
                     flush=True,
                 )
     med = {
@@ -117,6 +120,9 @@ def main() -> None:
         + "\n".join(runs["new"][-1]["slowest"])
         + "\n```\n"
     )
+    failures = [f for side in runs for x in runs[side] for f in x["failures"]]
+    if failures:
+        md += "\nFailures:\n\n```\n" + "\n".join(failures) + "\n```\n"
     payload = {"old": args.old, "new": head, "runs": runs, "median": med, "new_over_old": ratios}
     benchmarking.write_results("suite_time", payload, md, args.out)
     print(md)

@@ -77,6 +77,7 @@ _LONGEST_FIRST = {
     "test_resume_gives_the_same_run": 8,
     "test_cli_train_then_sample_smoke": 8,
     "test_each_optimiser_changes_only_its_network": 8,
+    "test_memory_span_study_end_to_end": 9,
 }
 
 
