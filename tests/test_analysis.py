@@ -190,3 +190,71 @@ def test_format_horizon():
     assert report.format_horizon({"censored": False, "horizon": 7}, 20) == "7"
     assert report.format_horizon({"censored": True, "horizon": None}, 20) == ">19"
     assert report.format_horizon({"nonfinite": True, "censored": False, "horizon": 3}, 20) == "n/f"
+
+
+def test_chance_of_passing_matches_a_random_guess_model():
+    """The chance that an input-blind model passes a criterion, computed, against the pass rate of
+    simulated blind models: exact binomial tail (latch), normal tail (adding). At the study's
+    criteria (1,000 sequences) the chance is astronomically small."""
+    R = 10000
+    # latch, 8 sequences, a loosened threshold (4 of 8 right): P(Binomial(8, 1/4) >= 4) = 0.1138
+    latch = train.make_task("latch", 5)._replace(threshold=0.5)
+    c = train.chance_of_passing(latch, 8)
+    assert c["per_evaluation"] == pytest.approx(0.11381531, rel=1e-6)
+    _, y = latch.sample(jax.random.key(0), 8 * R)
+    guess = np.random.default_rng(0).integers(0, 4, 8 * R)
+    rate = np.mean((np.asarray(y) == guess).reshape(R, 8).mean(1) >= 0.5)
+    assert rate == pytest.approx(c["per_evaluation"], abs=4 * np.sqrt(0.114 * 0.886 / R))
+    # adding, the constant 0.5 over 1,000 sequences, a loosened threshold just above its mean MAE
+    adding = train.make_task("adding", 2)._replace(threshold=0.17)
+    c = train.chance_of_passing(adding, 1000)
+    _, y = adding.sample(jax.random.key(1), 1000 * 1000)
+    rate = np.mean(np.abs(np.asarray(y) - 0.5).reshape(1000, 1000).mean(1) < 0.17)
+    assert 0.6 < c["per_evaluation"] < 0.95
+    assert rate == pytest.approx(c["per_evaluation"], abs=4 * np.sqrt(0.25 / 1000))
+    # the study's criteria: no blind model passes, over any number of evaluations a run makes
+    for name in ("latch", "adding"):
+        c = train.chance_of_passing(train.make_task(name, 100), 1000, evaluations=16)
+        assert c["log10_per_evaluation"] < -200 and c["at_most_any"] < 1e-200
+
+
+def test_memory_span_study_end_to_end(tmp_path, monkeypatch):
+    """The study's cells reach the initialisers (the forget-gate factor, chrono's T_max = the
+    longest sequence), a cell that solves no seed is not trained at longer lags, the re-run with
+    more seeds happens, and the JSON, markdown and plot are written."""
+    from jaxgen.analysis import runners
+
+    seen = []
+    real = dict(models._INITS)
+
+    def spy(kind):
+        def init(*args, **kw):
+            seen.append((kind, kw))
+            return real[kind](*args, **kw)
+
+        return init
+
+    for kind in real:
+        monkeypatch.setitem(models._INITS, kind, spy(kind))
+    path = runners.run_memory_span(
+        tmp_path, lags=(3, 6), task_names=("latch",), cells=("rnn", "lstm-chrono"),
+        num_seeds=2, hidden_size=4, batch_size=4, max_steps=4, eval_every=4, eval_size=8,
+        recheck=("latch", "rnn", (3,), 3), verbose=False,
+    )  # fmt: skip
+    assert ("lstm", {"chrono": 8}) in seen and ("rnn", {}) in seen
+    assert runners.memory_cells(8)["lstm-b3"][:2] == ("lstm", {"forget_bias": 3.0})
+    import json
+
+    out = json.loads(path.read_text())
+    runs = {(r["cell"], r["lag"]): r for r in out["runs"]}
+    for cell in ("rnn", "lstm-chrono"):  # 4 steps solve nothing: lag 6 is skipped
+        assert not any(runs[cell, 3]["success"]) and runs[cell, 6] == {
+            "task": "latch", "lag": 6, "cell": cell, "skipped": True
+        }  # fmt: skip
+    assert len(out["recheck"]) == 1 and len(out["recheck"][0]["success"]) == 3
+    assert out["settings"]["chance"]["latch"]["per_evaluation"] == pytest.approx(0.25**8)
+    md = (tmp_path / "memory_span.md").read_text()
+    assert "| 6 | · | · |" in md and "Re-run with more seeds" in md
+    assert (tmp_path / "memory_span.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="unknown memory-span cells"):
+        runners.run_memory_span(tmp_path, cells=("lstm-b7",), verbose=False)

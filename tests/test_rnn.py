@@ -120,6 +120,44 @@ def test_lstm_init_forget_bias_and_shapes():
     np.testing.assert_allclose(blk.T @ blk, np.eye(H), atol=1e-5)
 
 
+def test_chrono_and_constant_gate_biases():
+    """Chrono initialisation (Tallec & Ollivier 2018): forget biases log(U(1, T - 1)), input
+    biases their negatives; the GRU's update-gate bias likewise. The weights stay the same."""
+    key, T, wide = jax.random.key(3), 100, 4096
+    b = np.asarray(rnn.chrono_bias(key, wide, T))
+    assert b.min() >= 0.0 and b.max() <= np.log(T - 1) + 1e-6
+    # exp(b) ~ U(1, T - 1): mean T / 2, and a quarter of the units below 1 + (T - 2) / 4
+    assert np.exp(b).mean() == pytest.approx(T / 2, rel=0.03)
+    assert np.mean(np.exp(b) < 1 + (T - 2) / 4) == pytest.approx(0.25, abs=0.03)
+    p = rnn.lstm_init(key, F, H, chrono=T)
+    plain = rnn.lstm_init(key, F, H)
+    bf = np.asarray(p["b"][H : 2 * H])
+    assert bf.min() >= 0.0 and bf.max() <= np.log(T - 1) + 1e-6 and bf.std() > 0.3
+    np.testing.assert_array_equal(p["b"][:H], -bf)
+    np.testing.assert_array_equal(p["b"][2 * H :], 0.0)
+    np.testing.assert_array_equal(p["w_hh"], plain["w_hh"])
+    np.testing.assert_array_equal(p["w_ih"], plain["w_ih"])
+    g = rnn.gru_init(key, F, H, update_bias=2.0)
+    np.testing.assert_array_equal(g["b_ih"][H : 2 * H], 2.0)
+    np.testing.assert_array_equal(np.delete(np.asarray(g["b_ih"]), np.s_[H : 2 * H]), 0.0)
+    np.testing.assert_array_equal(g["b_hh"], 0.0)
+    gc = rnn.gru_init(key, F, H, chrono=T)
+    assert 0.0 <= float(gc["b_ih"][H : 2 * H].min()) and float(gc["b_ih"][H:].max()) <= np.log(99)
+    np.testing.assert_array_equal(gc["w_hh"], g["w_hh"])
+    # the update gate is the GRU's memory: a large bias keeps h through a step, a zero bias does not
+    x, h = data()[0], random_carry("gru", g)
+    kept, _ = rnn.gru_cell(rnn.gru_init(key, F, H, update_bias=30.0), h, x)
+    np.testing.assert_allclose(kept, h, atol=1e-6)
+    moved, _ = rnn.gru_cell(rnn.gru_init(key, F, H), h, x)
+    assert np.abs(np.asarray(moved - h)).max() > 0.05
+    with pytest.raises(ValueError, match="not both"):
+        rnn.lstm_init(key, F, H, forget_bias=3.0, chrono=T)
+    with pytest.raises(ValueError, match="not both"):
+        rnn.gru_init(key, F, H, update_bias=1.0, chrono=T)
+    with pytest.raises(ValueError, match="integer >= 3"):
+        rnn.lstm_init(key, F, H, chrono=2)
+
+
 def test_identity_init_and_errors():
     p = rnn.rnn_init(jax.random.key(0), F, H, recurrent_init="identity", recurrent_scale=0.5)
     np.testing.assert_allclose(p["w_hh"], 0.5 * np.eye(H))

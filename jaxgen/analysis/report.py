@@ -90,7 +90,74 @@ def gradient_decay_markdown(results: list, lengths: tuple, trained: dict, settin
     lines.append("Effective horizon, at initialisation -> after training.\n")
     lines.append(md_table(["config", "MAE after training"] + [f"T={T}" for T in lengths], rows))
     lines.append("\n![gradient decay](gradient_decay.png)\n")
+    forget = [r for r in at_init if r["config"] in FORGET_CONFIGS]
+    if forget:
+        lines.append("\n## The forget gate's initial bias sets the horizon\n")
+        lines.append(
+            "An LSTM's cell state keeps sigmoid(b_f) of itself a step when the forget gate sits at "
+            "its bias b_f, so a gradient along it falls to 1e-3 after ln(1e-3) / ln(sigmoid(b_f)) "
+            "steps: the *predicted* horizon. Chrono initialisation draws each unit's b_f as "
+            f"log(U(1, T_max - 1)) (input-gate bias -b_f); the GRU's update gate plays the forget "
+            f"gate's part. Measured at initialisation, T={t_max}.\n"
+        )
+        rows = []
+        for r in forget:
+            init = r["init"]
+            bias = init.get("forget_bias", 1.0 if r["kind"] == "lstm" else 0.0)
+            if "chrono" in init:
+                b_txt, pred = (
+                    f"log U(1, {init['chrono'] - 1})",
+                    "up to " + str(round(predicted_horizon(np.log(init["chrono"] - 1.0)))),
+                )
+            elif r["kind"] == "lstm":
+                b_txt, pred = f"{bias:g}", f"{predicted_horizon(bias):.0f}"
+            else:
+                b_txt, pred = f"{bias:g} (update gate)", "-"
+            fit = r["by_length"][str(t_max)]
+            rows.append([r["config"], b_txt, pred, format_horizon(fit, t_max),
+                         f"{fit['slope']:.4f}"])  # fmt: skip
+        lines.append(md_table(["config", "forget bias", "predicted horizon", "measured horizon",
+                               "slope (log10/step)"], rows))  # fmt: skip
+        lines.append("\n![forget-gate initialisation](gradient_decay_forget.png)\n")
     return "\n".join(lines)
+
+
+FORGET_CONFIGS = ("lstm", "lstm b3", "lstm b5", "lstm chrono", "gru", "gru chrono")
+
+
+def predicted_horizon(forget_bias: float, ratio: float = 1e-3) -> float:
+    """Steps until a cell state kept at ``sigmoid(forget_bias)`` a step falls to ``ratio``: the
+    LSTM's horizon at initialisation if its forget gate sat at its bias."""
+    keep = 1.0 / (1.0 + np.exp(-forget_bias))
+    return float(np.log(ratio) / np.log(keep))
+
+
+def plot_forget_decay(results: list, lengths: tuple, path: Path) -> None:
+    """``gradient_decay_forget.png``: log10 relative norm against lag at initialisation for each
+    forget-gate initialisation, at the longest length, with the predicted slopes dotted."""
+    plt = _pyplot()
+    t = lengths[-1]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for r in results:
+        if r["phase"] != "init" or r["config"] not in FORGET_CONFIGS:
+            continue
+        y = np.array([np.nan if v is None else v for v in r["by_length"][str(t)]["log10_rel_norm"]])
+        (line,) = ax.plot(np.arange(len(y)), y, label=r["config"])
+        bias = r["init"].get("forget_bias", 1.0)
+        if r["kind"] == "lstm" and "chrono" not in r["init"]:
+            keep = 1.0 / (1.0 + np.exp(-bias))
+            lag = np.arange(t)
+            ax.plot(lag, lag * np.log10(keep), ":", color=line.get_color(), lw=1)
+    ax.axhline(-3, color="gray", lw=0.8, ls=":")
+    ax.set_ylim(-40, 1)
+    ax.set_xlabel("lag T - t (steps)")
+    ax.set_ylabel("log10 ||dL/dh_t|| / ||dL/dh_T||")
+    ax.set_title(f"forget-gate initialisation at T={t} (dotted: sigmoid(b_f)^lag)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_image_file(fig, Path(path), dpi=110)
+    plt.close(fig)
 
 
 def plot_gradient_decay(
@@ -146,61 +213,133 @@ def plot_gradient_decay(
 # --------------------------------------------------------------------------- memory span
 
 
-def _run_at(runs: list, task: str, kind: str, lag: int) -> dict:
-    """The run of cell ``kind`` on ``task`` at ``lag``."""
-    return next(r for r in runs if r["task"] == task and r["kind"] == kind and r["lag"] == lag)
+def _cells(settings: dict) -> list:
+    return settings.get("cells") or settings["kinds"]  # "kinds": results written before chrono
+
+
+def _run_at(runs: list, task: str, cell: str, lag: int) -> dict | None:
+    """The run of ``cell`` on ``task`` at ``lag`` (None if the sweep has not reached it)."""
+    return next(
+        (
+            r
+            for r in runs
+            if r["task"] == task and r.get("cell", r.get("kind")) == cell and r["lag"] == lag
+        ),
+        None,
+    )
 
 
 def _table_by_lag(runs: list, settings: dict, cell) -> str:
-    """A markdown table: one row per lag, one column per (task, kind), ``cell(run)`` in each."""
-    columns = [(t, k) for t in settings["tasks"] for k in settings["kinds"]]
+    """A markdown table: one row per lag, one column per (task, cell), ``cell(run)`` in each; ``·``
+    where the cell was not trained (it failed at a shorter lag), blank where not reached yet."""
+    columns = [(t, k) for t in settings["tasks"] for k in _cells(settings)]
     header = ["lag"] + [f"{t} {k}" for t, k in columns]
+
+    def show(run):
+        if run is None:
+            return ""
+        return "·" if run.get("skipped") else cell(run)
+
     rows = [
-        [lag] + [cell(_run_at(runs, t, k, lag)) for t, k in columns] for lag in settings["lags"]
+        [lag] + [show(_run_at(runs, t, k, lag)) for t, k in columns] for lag in settings["lags"]
     ]
     return md_table(header, rows)
 
 
-def memory_span_markdown(runs: list, settings: dict) -> str:
-    """``memory_span.md``: the success rate by lag, then the steps to solve and best metric."""
+def _fmt_chance(c: dict) -> str:
+    return (
+        f"10^{c['log10_per_evaluation']:.0f}"
+        if c["per_evaluation"] < 1e-4
+        else (f"{c['per_evaluation']:.2g}")
+    )
+
+
+def memory_span_markdown(runs: list, settings: dict, rechecks: list | None = None) -> str:
+    """``memory_span.md``: the success rate by lag, then steps and seconds to solve and the best
+    metric, the chance of passing by luck, and any re-run with more seeds."""
     n = settings["num_seeds"]
+    budget = settings["max_steps"] * settings["batch_size"]
     lines = [
         "# Memory span: long-time-lag tasks (Hochreiter & Schmidhuber 1997)\n",
         f"Each cell: one layer, hidden {settings['hidden_size']}, linear readout of the last step; "
         f"Adam lr {settings['learning_rate']:g} with gradient clipping 1.0, "
         f"batch {settings['batch_size']}, "
-        f"at most {settings['max_steps']} steps (the same budget for every cell), {n} seeds per "
-        f"point, evaluated every {settings['eval_every']} steps on 1000 held-out sequences. "
-        "A seed succeeds when it meets the criterion at some evaluation.\n",
+        f"at most {settings['max_steps']} steps ({budget:,} sequences seen: the same budget for "
+        f"every cell), {n} seeds per point, evaluated every {settings['eval_every']} steps on "
+        f"{settings.get('eval_size', 1000)} held-out sequences. A seed succeeds when it meets the "
+        "criterion at some evaluation; training stops when every seed has.\n",
         "* **adding**: lag = sequence length T (first operand at least T/2 steps back); "
         "target 0.5 + (x1 + x2)/4; solved at MAE < 0.04 (predicting the mean: ~0.167).",
         "* **latch**: remember the first of 4 symbols across `lag` random distractor steps, "
         "then a query token; solved at accuracy >= 0.95 (chance 0.25).\n",
-        "## Success rate (seeds solved / seeds) by lag\n",
     ]
+    labels = settings.get("cell_labels")
+    if labels:
+        lines.append(
+            "Cells (the factor is the forget gate's initial bias; the GRU's update gate):\n"
+        )
+        lines += [f"* `{c}`: {label}" for c, label in labels.items()]
+        lines.append("")
+    if settings.get("skip_after_failure"):
+        lines.append(
+            "`·`: not trained, because the cell solved no seed at a shorter lag of that task.\n"
+        )
+    chance = settings.get("chance")
+    if chance:
+        lines.append(
+            "**Passing by luck.** The chance that a model which ignores its input passes, at one "
+            "evaluation (at most that times the number of evaluations over a run):\n"
+        )
+        lines += [f"* {t}: {_fmt_chance(c)} ({c['how']})" for t, c in chance.items()]
+        lines.append("")
+    lines.append("## Success rate (seeds solved / seeds) by lag\n")
 
     def steps_and_best(run):
         solved = [s for s in run["steps_to_solve"] if s is not None]
         steps = f"{int(np.median(solved))}" if solved else "-"
         return f"{steps} ({np.mean(run['best_metric']):.3f})"
 
+    def seconds(run):
+        solved = [s for s in run.get("seconds_to_solve") or [] if s is not None]
+        return f"{np.median(solved):.0f}" if solved else f"- ({run.get('seconds', 0):.0f})"
+
     lines.append(_table_by_lag(runs, settings, lambda run: f"{sum(run['success'])}/{n}"))
     lines.append("\n## Steps to solve (median over the seeds that solved it) and best metric "
                  "(mean over seeds)\n")  # fmt: skip
     lines.append(_table_by_lag(runs, settings, steps_and_best))
+    if any("seconds_to_solve" in r for r in runs):
+        lines.append(
+            "\n## Seconds to solve (median over the seeds that solved it; unsolved: the seconds "
+            "the whole budget took), all seeds trained at once on 2 CPU cores\n"
+        )
+        lines.append(_table_by_lag(runs, settings, seconds))
+    if rechecks:
+        lines.append("\n## Re-run with more seeds\n")
+        rows = [
+            [r["task"], r["cell"], r["lag"], f"{sum(r['success'])}/{len(r['success'])}",
+             ", ".join(f"{m:.3f}" for m in r["best_metric"])]
+            for r in rechecks
+        ]  # fmt: skip
+        lines.append(md_table(["task", "cell", "lag", "solved", "best metric per seed"], rows))
     lines.append("\n![memory span](memory_span.png)\n")
     return "\n".join(lines)
 
 
 def plot_memory_span(runs: list, settings: dict, path: Path) -> None:
-    """``memory_span.png``: success rate against lag, one panel per task, one line per cell."""
+    """``memory_span.png``: success rate against lag, one panel per task, one line per cell (a
+    cell's line ends where it was no longer trained)."""
     plt = _pyplot()
     tasks, lags = settings["tasks"], settings["lags"]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
+    cells = _cells(settings)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.4), squeeze=False)
     for ax, t in zip(axes[0], tasks):
-        for i, k in enumerate(settings["kinds"]):
-            rate = [np.mean(_run_at(runs, t, k, lag)["success"]) for lag in lags]
-            ax.plot(lags, np.array(rate) + (i - 1) * 0.015, "o-", label=k)
+        for i, k in enumerate(cells):
+            pts = [(lag, _run_at(runs, t, k, lag)) for lag in lags]
+            pts = [(lag, np.mean(r["success"])) for lag, r in pts if r and not r.get("skipped")]
+            if not pts:
+                continue
+            x, y = zip(*pts)
+            ax.plot(x, np.array(y) + (i - len(cells) / 2) * 0.012, "o-", label=k)
         ax.set_xscale("log")
         ax.set_xticks(lags)
         ax.set_xticklabels([str(lag) for lag in lags])
@@ -210,7 +349,7 @@ def plot_memory_span(runs: list, settings: dict, path: Path) -> None:
         ax.set_ylabel(f"success rate ({settings['num_seeds']} seeds)")
         ax.set_title(f"{t}: budget {settings['max_steps']} steps, hidden {settings['hidden_size']}")
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
     save_image_file(fig, Path(path), dpi=110)
     plt.close(fig)

@@ -25,7 +25,8 @@ from jaxgen.benchmarking import write_results
 
 DEFAULT_OUT = "benchmarks/results"
 GRADIENT_LENGTHS = (10, 25, 50, 100, 200, 500, 1000)
-MEMORY_LAGS = (5, 10, 20, 50, 100, 200)
+FORGET_BIASES = (3.0, 5.0)  # besides jaxgen's default of 1 (the config named "lstm")
+CHRONO_MAX = 1000
 
 # (recurrent_init, recurrent_scale, label) for the simple RNN
 RNN_INITS = (
@@ -85,6 +86,27 @@ def gradient_decay_configs(hidden_size: int) -> list[dict]:
             "init_label": "orthogonal x1 (jaxgen default)",
         }
     )
+    # the forget gate's initial bias as the factor (the GRU's update gate)
+    for bias in FORGET_BIASES:
+        cfgs.append(
+            {
+                "name": f"lstm b{bias:g}",
+                "kind": "lstm",
+                "activation": "tanh",
+                "init": {"forget_bias": bias},
+                "init_label": f"orthogonal x1, forget bias {bias:g}",
+            }
+        )
+    for kind in ("lstm", "gru"):
+        cfgs.append(
+            {
+                "name": f"{kind} chrono",
+                "kind": kind,
+                "activation": "tanh",
+                "init": {"chrono": CHRONO_MAX},
+                "init_label": f"orthogonal x1, chrono init (T_max {CHRONO_MAX})",
+            }
+        )
     return cfgs
 
 
@@ -225,10 +247,30 @@ def run_gradient_decay(
     path = write_results("gradient_decay", payload, md, out_dir)
     png = Path(out_dir) / "gradient_decay.png"
     report.plot_gradient_decay(results, lengths, png, RNN_INITS, RNN_ACTIVATIONS)
+    report.plot_forget_decay(results, lengths, Path(out_dir) / "gradient_decay_forget.png")
     return path
 
 
 # --------------------------------------------------------------------------- memory span
+
+MEMORY_LAGS_FULL = (5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+def memory_cells(chrono_max: int) -> dict:
+    """The cells of the memory-span study: name -> (kind, init options, label). The factor is the
+    forget gate's initialisation (the GRU's update gate); ``chrono_max`` is chrono's longest lag."""
+    return {
+        "rnn": ("rnn", {}, "tanh RNN, orthogonal"),
+        "lstm": ("lstm", {}, "LSTM, forget bias 1 (jaxgen's default)"),
+        "lstm-b3": ("lstm", {"forget_bias": 3.0}, "LSTM, forget bias 3"),
+        "lstm-b5": ("lstm", {"forget_bias": 5.0}, "LSTM, forget bias 5"),
+        "lstm-chrono": ("lstm", {"chrono": chrono_max}, f"LSTM, chrono init (T_max {chrono_max})"),
+        "gru": ("gru", {}, "GRU, update bias 0 (jaxgen's default)"),
+        "gru-chrono": ("gru", {"chrono": chrono_max}, f"GRU, chrono init (T_max {chrono_max})"),
+    }
+
+
+MEMORY_CELLS = ("rnn", "lstm", "lstm-b3", "lstm-chrono", "gru", "gru-chrono")
 
 
 def run_memory_span(
@@ -238,80 +280,148 @@ def run_memory_span(
     seed: int = 0,
     lags: tuple[int, ...] | None = None,
     task_names: tuple[str, ...] = ("adding", "latch"),
-    kinds: tuple[str, ...] = models.KINDS,
+    cells: tuple[str, ...] = MEMORY_CELLS,
     num_seeds: int = 3,
     hidden_size: int = 32,
     batch_size: int = 32,
     learning_rate: float = 1e-2,
     max_steps: int | None = None,
     eval_every: int = 250,
+    eval_size: int = 1000,
+    skip_after_failure: bool = True,
+    recheck: tuple[str, str, tuple[int, ...], int] | None = ("latch", "rnn", (100, 200), 10),
     verbose: bool = True,
 ) -> Path:
     """Success rate against lag on the long-lag tasks; write ``memory_span.{json,md,png}``.
 
-    Every (task, cell kind, lag) trains ``num_seeds`` models with the same
-    budget (``max_steps`` Adam steps of batch ``batch_size``, evaluated every
-    ``eval_every`` steps on 1000 held-out sequences; stops early once every
-    seed has solved it). Adding problem: ``lag`` is the sequence length T,
-    solved at MAE < 0.04. Latch: ``lag`` distractors, solved at accuracy >= 0.95.
+    Every (task, cell, lag) trains ``num_seeds`` models with the same budget (``max_steps`` Adam
+    steps of ``batch_size`` sequences, evaluated every ``eval_every`` steps on ``eval_size``
+    held-out sequences; stops early once every seed has solved it). Adding problem: ``lag`` is the
+    sequence length T, solved at MAE < 0.04. Latch: ``lag`` distractors, solved at accuracy >= 0.95.
+    ``cells`` name entries of :func:`memory_cells` (chrono's longest lag is the sweep's longest
+    sequence). With ``skip_after_failure`` a cell that solves no seed at a lag is not trained at
+    the longer lags of that task (shown as not run). The chance that an input-blind model passes
+    each criterion is computed (:func:`chance_of_passing`), and ``recheck = (task, cell, lags,
+    seeds)`` reruns one cell with more seeds. The JSON is rewritten after every run, so a long
+    sweep that is stopped keeps what it measured.
 
-    ``quick=True``: lags (5, 20), 250 steps (about a minute on 2 CPU cores);
-    the full sweep takes about 10-15 minutes.
+    ``quick=True``: lags (5, 20), 250 steps (about a minute on 2 CPU cores). The full sweep (lags
+    5 ... 1000, 4000 steps) takes about an hour and a half.
     """
+    from jaxgen.analysis.train import chance_of_passing
+
     t_start = time.perf_counter()
     if quick:
         lags = lags or (5, 20)
         max_steps = max_steps or 250
-    lags = tuple(lags or MEMORY_LAGS)
-    max_steps = max_steps or 2000
+        recheck = None
+    lags = tuple(sorted(lags or MEMORY_LAGS_FULL))
+    max_steps = max_steps or 4000
+    chrono_max = max(lags) + 2
+    table = memory_cells(chrono_max)
+    unknown = [c for c in cells if c not in table]
+    if unknown:
+        raise ValueError(f"unknown memory-span cells {unknown}; choose from {tuple(table)}")
     base = jax.random.key(seed)
-    runs = []
-    for ti, name in enumerate(task_names):
-        for lag in lags:
-            task = make_task(name, lag)
-            key = jax.random.fold_in(jax.random.fold_in(base, ti), lag)  # same data for every cell
-            for kind in kinds:
-                out = train_seeds(
-                    kind,
-                    task,
-                    key,
-                    num_seeds=num_seeds,
-                    hidden_size=hidden_size,
-                    batch_size=batch_size,
-                    learning_rate=learning_rate,
-                    max_steps=max_steps,
-                    eval_every=eval_every,
-                )
-                out.pop("params")
-                runs.append({"task": name, "lag": lag, "kind": kind, **out})
-                _log(
-                    verbose,
-                    f"[memory-span] {name:6s} lag={lag:4d} {kind:4s} solved {sum(out['success'])}/"
-                    f"{num_seeds} steps {out['steps_to_solve']} best {task.metric_name} "
-                    f"{np.round(out['best_metric'], 3).tolist()} ({out['seconds']:.1f} s + "
-                    f"{out['compile_seconds']:.1f} s compile)",
-                )
     settings = {
         "seed": seed,
         "lags": list(lags),
         "tasks": list(task_names),
-        "kinds": list(kinds),
+        "cells": list(cells),
+        "cell_labels": {c: table[c][2] for c in cells},
+        "cell_init": {c: table[c][1] for c in cells},
+        "chrono_max": chrono_max,
         "num_seeds": num_seeds,
         "hidden_size": hidden_size,
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "optimizer": "adam, clip_by_global_norm(1.0)",
         "max_steps": max_steps,
+        "max_sequences": max_steps * batch_size,
         "eval_every": eval_every,
-        "eval_size": 1000,
+        "eval_size": eval_size,
+        "skip_after_failure": skip_after_failure,
         "quick": quick,
         "criteria": {
             "adding": "MAE < 0.04 (lag = sequence length T)",
             "latch": "accuracy >= 0.95 (4 symbols, 4 distractor tokens, lag = distractor steps)",
         },
+        "chance": {
+            name: chance_of_passing(
+                make_task(name, max(lags)), eval_size, evaluations=max_steps // eval_every
+            )
+            for name in task_names
+        },
     }
-    payload = {"settings": settings, "runs": runs, "seconds": time.perf_counter() - t_start}
-    md = report.memory_span_markdown(runs, settings)
-    path = write_results("memory_span", payload, md, out_dir)
-    report.plot_memory_span(runs, settings, Path(out_dir) / "memory_span.png")
-    return path
+    runs, rechecks = [], []
+
+    def save(final=False):
+        payload = {
+            "settings": settings,
+            "runs": runs,
+            "recheck": rechecks,
+            "seconds": time.perf_counter() - t_start,
+            "finished": final,
+        }
+        md = report.memory_span_markdown(runs, settings, rechecks)
+        path = write_results("memory_span", payload, md, out_dir)
+        if final:
+            report.plot_memory_span(runs, settings, Path(out_dir) / "memory_span.png")
+        return path
+
+    def train_cell(name, task, lag, key, seeds):
+        kind, init, _ = table[name]
+
+        def progress(step, metric, success):
+            _log(
+                verbose and lag >= 200,
+                f"[memory-span]   {task.name} lag={lag} {name}: step {step}, "
+                f"{task.metric_name} {np.round(metric, 3).tolist()}, solved {int(success.sum())}",
+            )
+
+        out = train_seeds(
+            kind,
+            task,
+            key,
+            num_seeds=seeds,
+            hidden_size=hidden_size,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            max_steps=max_steps,
+            eval_every=eval_every,
+            eval_size=eval_size,
+            init_kwargs=init,
+            progress=progress,
+        )
+        out.pop("params")
+        _log(
+            verbose,
+            f"[memory-span] {task.name:6s} lag={lag:4d} {name:11s} solved {sum(out['success'])}/"
+            f"{seeds} steps {out['steps_to_solve']} best {task.metric_name} "
+            f"{np.round(out['best_metric'], 3).tolist()} ({out['seconds']:.1f} s + "
+            f"{out['compile_seconds']:.1f} s compile)",
+        )
+        return {"task": task.name, "lag": lag, "cell": name, "kind": kind, **out}
+
+    for ti, name in enumerate(task_names):
+        failed = set()
+        for lag in lags:
+            task = make_task(name, lag)
+            key = jax.random.fold_in(jax.random.fold_in(base, ti), lag)  # same data for every cell
+            for cell in cells:
+                if cell in failed:
+                    runs.append({"task": name, "lag": lag, "cell": cell, "skipped": True})
+                    continue
+                run = train_cell(cell, task, lag, key, num_seeds)
+                runs.append(run)
+                if skip_after_failure and not any(run["success"]):
+                    failed.add(cell)
+                save()
+    if recheck is not None:
+        name, cell, recheck_lags, seeds = recheck
+        for lag in recheck_lags:
+            task = make_task(name, lag)
+            key = jax.random.fold_in(jax.random.fold_in(base, 1000 + lag), 7)  # fresh seeds
+            rechecks.append(train_cell(cell, task, lag, key, seeds))
+            save()
+    return save(final=True)
