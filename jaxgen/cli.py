@@ -307,10 +307,30 @@ def _analyze(args, rest):
         raise UserError(f"unrecognised arguments for analyze: {' '.join(rest)}")
     from jaxgen import analysis
 
-    fn = {"gradient-decay": analysis.run_gradient_decay, "memory-span": analysis.run_memory_span}[
-        args.what
-    ]
-    fn(args.out, quick=args.quick)
+    if args.what == "gradient-decay":
+        if args.cells or args.lags or args.max_steps:
+            raise UserError("--cells, --lags and --max_steps are options of memory-span only")
+        analysis.run_gradient_decay(args.out, quick=args.quick)
+        return 0
+    from jaxgen.analysis import runners
+
+    kw = {}
+    if args.cells:
+        kw["cells"] = tuple(c.strip() for c in args.cells.split(",") if c.strip())
+        known = runners.memory_cells(3)
+        bad = [c for c in kw["cells"] if c not in known]
+        if bad:
+            raise UserError(f"--cells: unknown {', '.join(bad)}; choose from {', '.join(known)}")
+    if args.lags:
+        try:
+            kw["lags"] = tuple(int(x) for x in args.lags.split(","))
+        except ValueError:
+            raise UserError(f"--lags expects comma-separated integers, got {args.lags!r}") from None
+        if min(kw["lags"]) < 1:
+            raise UserError("--lags must be positive")
+    if args.max_steps < 0:
+        raise UserError("--max_steps must be positive (0: the default)")
+    analysis.run_memory_span(args.out, quick=args.quick, max_steps=args.max_steps or None, **kw)
     return 0
 
 
@@ -460,6 +480,18 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("what", choices=("gradient-decay", "memory-span"))
     a.add_argument("--out", default="benchmarks/results")
     a.add_argument("--quick", action="store_true")
+    a.add_argument(
+        "--cells",
+        default="",
+        help="memory-span: comma-separated cells, the forget-gate initialisation as the factor "
+        "(rnn, lstm, lstm-b3, lstm-b5, lstm-chrono, gru, gru-chrono; empty: all but lstm-b5)",
+    )
+    a.add_argument(
+        "--lags", default="", help="memory-span: comma-separated lags (empty: 5 ... 1000)"
+    )
+    a.add_argument(
+        "--max_steps", type=int, default=0, help="memory-span: steps a run may take (0: 2000)"
+    )
     a.set_defaults(fn=_analyze)
 
     b = sub.add_parser("bench", help="run the benchmark suite (from a source checkout)")
