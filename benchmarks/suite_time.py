@@ -2,6 +2,7 @@
 
     python benchmarks/suite_time.py --old 0a6e3cd              # HEAD against 0a6e3cd, one round
     python benchmarks/suite_time.py --old 0a6e3cd --rounds 2
+    python benchmarks/suite_time.py                            # HEAD alone
 
 Checks out ``--old`` and the committed ``HEAD`` into temporary git worktrees (clean trees, cold
 compilation caches) and runs, in each, the pytest part of that tree's own README test command,
@@ -70,20 +71,22 @@ def run_suite(tree: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--old", required=True, help="the git revision to compare against")
+    ap.add_argument(
+        "--old", default="", help="a git revision to compare against (none: HEAD alone)"
+    )
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
     head = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
-    runs = {"old": [], "new": []}
+    runs = {"old": [], "new": []} if args.old else {"new": []}
     with (
-        benchmarking.git_worktree(ROOT, args.old) as old,
+        benchmarking.git_worktree(ROOT, args.old or "HEAD") as old,
         benchmarking.git_worktree(ROOT, "HEAD") as new,
     ):
         for r in range(args.rounds):
-            sides = [("new", new), ("old", old)]
+            sides = [("new", new), ("old", old)] if args.old else [("new", new)]
             for side, tree in sides if r % 2 == 0 else sides[::-1]:
                 res = run_suite(tree)
                 runs[side].append(res)
@@ -98,25 +101,40 @@ def main() -> None:
         side: {k: statistics.median(x[k] for x in runs[side]) for k in ("wall_s", "cpu_s")}
         for side in runs
     }
-    ratios = {
-        k: benchmarking.median_ratio([x[k] for x in runs["new"]], [x[k] for x in runs["old"]])
-        for k in ("wall_s", "cpu_s")
-    }
+    ratios = (
+        {
+            k: benchmarking.median_ratio([x[k] for x in runs["new"]], [x[k] for x in runs["old"]])
+            for k in ("wall_s", "cpu_s")
+        }
+        if args.old
+        else {}
+    )
     rows = [
         [f"round {i + 1}", side, x["summary"], f"{x['wall_s']:.0f}", f"{x['cpu_s']:.0f}"]
-        for side in ("old", "new")
+        for side in runs
         for i, x in enumerate(runs[side])
     ]
+    if args.old:
+        title = f"# The test suite: {args.old} (old) against {head} (new)\n\n"
+        medians = (
+            f"\nMedian wall: old {med['old']['wall_s']:.0f} s, new {med['new']['wall_s']:.0f} s "
+            f"(new/old {ratios['wall_s']:.2f}); median CPU: old {med['old']['cpu_s']:.0f} s, new "
+            f"{med['new']['cpu_s']:.0f} s (new/old {ratios['cpu_s']:.2f}).\n\n"
+        )
+    else:
+        title = f"# The test suite at {head}\n\n"
+        medians = (
+            f"\nMedian wall {med['new']['wall_s']:.0f} s, CPU {med['new']['cpu_s']:.0f} s.\n\n"
+        )
     md = (
-        f"# The test suite: {args.old} (old) against {head} (new)\n\n"
-        "Each side's README test command (its pytest part) in a clean worktree with a cold "
-        "compilation cache, sides alternating. CPU is user + system seconds of the suite and its "
-        "subprocesses.\n\n"
+        title
+        + "The README test command (its pytest part) in a clean worktree with a cold compilation "
+        "cache"
+        + (", sides alternating" if args.old else "")
+        + ". CPU is user + system seconds of the suite and its subprocesses.\n\n"
         + benchmarking.md_table(["round", "side", "pytest summary", "wall s", "CPU s"], rows)
-        + f"\nMedian wall: old {med['old']['wall_s']:.0f} s, new {med['new']['wall_s']:.0f} s "
-        f"(new/old {ratios['wall_s']:.2f}); median CPU: old {med['old']['cpu_s']:.0f} s, new "
-        f"{med['new']['cpu_s']:.0f} s (new/old {ratios['cpu_s']:.2f}).\n\n"
-        "Slowest tests, new side, last round:\n\n```\n"
+        + medians
+        + "Slowest tests, new side, last round:\n\n```\n"
         + "\n".join(runs["new"][-1]["slowest"])
         + "\n```\n"
     )

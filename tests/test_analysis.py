@@ -256,5 +256,10 @@ def test_memory_span_study_end_to_end(tmp_path, monkeypatch):
     md = (tmp_path / "memory_span.md").read_text()
     assert "| 6 | · | · |" in md and "Re-run with more seeds" in md
     assert (tmp_path / "memory_span.png").stat().st_size > 1000
+    # a sweep stopped part-way is re-rendered from its JSON
+    (tmp_path / "memory_span.png").unlink()
+    report.render_memory_span(path)
+    assert (tmp_path / "memory_span.md").read_text() == md
+    assert (tmp_path / "memory_span.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="unknown memory-span cells"):
         runners.run_memory_span(tmp_path, cells=("lstm-b7",), verbose=False)

@@ -23,6 +23,12 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path) -> None:
+    fig.tight_layout()
+    save_image_file(fig, Path(path), dpi=110)
+    plt.close(fig)
+
+
 def format_horizon(fit: dict, length: int) -> str:
     """The effective horizon of a decay fit at sequence length ``length``: ``>T-1`` when the norm
     never fell below the ratio, ``n/f`` when the forward pass overflowed."""
@@ -155,9 +161,7 @@ def plot_forget_decay(results: list, lengths: tuple, path: Path) -> None:
     ax.set_title(f"forget-gate initialisation at T={t} (dotted: sigmoid(b_f)^lag)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_image_file(fig, Path(path), dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_gradient_decay(
@@ -205,9 +209,7 @@ def plot_gradient_decay(
         ax.set_ylim(bottom=max(ax.get_ylim()[0], -40))
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    save_image_file(fig, Path(path), dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 # --------------------------------------------------------------------------- memory span
@@ -350,6 +352,21 @@ def plot_memory_span(runs: list, settings: dict, path: Path) -> None:
         ax.set_title(f"{t}: budget {settings['max_steps']} steps, hidden {settings['hidden_size']}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_image_file(fig, Path(path), dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
+
+
+def render_memory_span(json_path: str | Path) -> Path:
+    """Rewrite ``memory_span.md`` and ``.png`` beside ``json_path`` from the JSON alone (for a sweep
+    stopped part-way: the runner rewrites the JSON after every run, the figure only at the end)."""
+    import json
+
+    json_path = Path(json_path)
+    payload = json.loads(json_path.read_text())
+    runs, settings, rechecks = payload["runs"], payload["settings"], payload.get("recheck") or []
+    md = memory_span_markdown(runs, settings, rechecks)
+    md_path = json_path.with_suffix(".md")
+    text = md_path.read_text() if md_path.exists() else ""
+    head = text.split("# Memory span")[0] if "# Memory span" in text else ""  # the provenance line
+    md_path.write_text(head + md)
+    plot_memory_span(runs, settings, json_path.with_suffix(".png"))
+    return md_path
