@@ -217,10 +217,11 @@ def _sample(args, rest):
             "train one with `jaxgen train`"
         )
     if meta.get("model") == "gan":
-        return _sample_images(args)
-    if args.out or args.grid or args.num is not None:
+        return _sample_images(args, meta)
+    if args.out or args.grid or args.num is not None or args.label:
         raise UserError(
-            "--num/--out/--grid are for GAN workdirs; this workdir holds a char-RNN (use --length)"
+            "--num/--out/--grid/--label are for GAN workdirs; this workdir holds a char-RNN "
+            "(use --length)"
         )
     if "vocab" in meta:  # the prime and top_k against the vocabulary, before the model is loaded
         from jaxgen.charrnn.data import Vocab
@@ -250,7 +251,32 @@ def _sample(args, rest):
     return 0
 
 
-def _sample_images(args):
+def parse_labels(text: str, meta: dict) -> list[int] | None:
+    """``--label``: ``''`` (none), one class ``7`` or a cycle ``0,1,2``, checked against the
+    workdir's classes before the model is loaded."""
+    if not text:
+        return None
+    try:
+        labels = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise UserError(
+            f"--label takes a class number or a comma-separated list (7 or 0,1,2), got {text!r}"
+        ) from None
+    k = int(((meta.get("config") or {}).get("model") or {}).get("num_classes", 0))
+    if k == 0:
+        raise UserError(
+            "this workdir holds an unconditional GAN, which cannot be asked for a class; train a "
+            "class-conditional one (configs/cdcgan_mnist.py) to use --label"
+        )
+    bad = [y for y in labels if not 0 <= y < k]
+    if bad:
+        raise UserError(
+            f"--label {bad[0]} is not a class of this GAN; its classes are 0 ... {k - 1}"
+        )
+    return labels
+
+
+def _sample_images(args, meta):
     import jax
     import numpy as np
 
@@ -263,9 +289,11 @@ def _sample_images(args):
             "--grid FILE.png"
         )
     num = 64 if args.num is None else args.num
+    asked = parse_labels(args.label, meta)
     model, gp, gs, cfg = sampling.load_generator(args.workdir, which=args.checkpoint)
+    labels = None if asked is None else np.resize(np.asarray(asked, np.int32), num)
     images = sampling.generate(
-        model, gp, gs, jax.random.key(args.seed), num, dist=cfg.model.latent_dist
+        model, gp, gs, jax.random.key(args.seed), num, dist=cfg.model.latent_dist, labels=labels
     )
     if args.out:
         out = Path(args.out)
@@ -274,7 +302,8 @@ def _sample_images(args):
     if args.grid:
         from jaxgen.plots import save_grid
 
-        save_grid(images[:256], args.grid)
+        ncol = model.num_classes if model.num_classes and asked is None else None
+        save_grid(images[:256], args.grid, ncol=ncol)
         print(f"wrote {args.grid}: a grid of {min(num, 256)} samples")
     return 0
 
@@ -308,8 +337,8 @@ def _analyze(args, rest):
     from jaxgen import analysis
 
     if args.what == "gradient-decay":
-        if args.cells or args.lags or args.max_steps:
-            raise UserError("--cells, --lags and --max_steps are options of memory-span only")
+        if args.cells or args.lags or args.max_steps or args.lr:
+            raise UserError("--cells, --lags, --max_steps and --lr are options of memory-span only")
         analysis.run_gradient_decay(args.out, quick=args.quick)
         return 0
     from jaxgen.analysis import runners
@@ -330,6 +359,10 @@ def _analyze(args, rest):
             raise UserError("--lags must be positive")
     if args.max_steps < 0:
         raise UserError("--max_steps must be positive (0: the default)")
+    if args.lr < 0 or not math.isfinite(args.lr):
+        raise UserError(f"--lr must be a positive learning rate (0: the default), got {args.lr}")
+    if args.lr:
+        kw["learning_rate"] = args.lr
     analysis.run_memory_span(args.out, quick=args.quick, max_steps=args.max_steps or None, **kw)
     return 0
 
@@ -430,6 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--num", type=int, default=None, help="GAN: images to generate (default 64)")
     s.add_argument(
+        "--label",
+        default="",
+        help="class-conditional GAN: the class to draw (7), or classes in turn (0,1,2); "
+        "'': every class equally often",
+    )
+    s.add_argument(
         "--out",
         default="",
         help="GAN: write the images as float32 [N, H, W, C] in [-1, 1] to FILE.npy",
@@ -491,6 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument(
         "--max_steps", type=int, default=0, help="memory-span: steps a run may take (0: 2000)"
+    )
+    a.add_argument(
+        "--lr", type=float, default=0.0, help="memory-span: Adam's learning rate (0: 3e-3)"
     )
     a.set_defaults(fn=_analyze)
 
