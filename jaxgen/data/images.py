@@ -308,7 +308,7 @@ class ImageBatches:
     ``s // n``'s permutation, drawn from ``fold_in(key(seed), epoch)``. The last partial batch of an
     epoch is dropped, so every step sees ``batch`` images and compiles once."""
 
-    def __init__(self, images: np.ndarray, batch: int, seed: int):
+    def __init__(self, images: np.ndarray, batch: int, seed: int, labels: np.ndarray | None = None):
         if batch <= 0:
             raise UserError(f"config.train.batch must be a positive integer, got {batch}")
         if len(images) < batch:
@@ -317,6 +317,7 @@ class ImageBatches:
                 "config.train.batch or use more data"
             )
         self.images = images
+        self.labels = labels
         self.batch = batch
         self.seed = seed
         self.per_epoch = len(images) // batch
@@ -331,8 +332,16 @@ class ImageBatches:
     def for_step(self, step: int) -> np.ndarray:
         """The batch of global step ``step``: slice ``step % n`` of epoch ``step // n``'s
         permutation."""
+        return self.images[self._rows(step)]
+
+    def _rows(self, step: int) -> np.ndarray:
         epoch, k = divmod(step, self.per_epoch)
         if epoch != self._epoch:
             rng = np.random.default_rng([self.seed, epoch])
             self._perm, self._epoch = rng.permutation(len(self.images)), epoch
-        return self.images[self._perm[k * self.batch : (k + 1) * self.batch]]
+        return self._perm[k * self.batch : (k + 1) * self.batch]
+
+    def pair_for_step(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(images, labels)`` of step ``step``'s batch (the same rows as :meth:`for_step`)."""
+        rows = self._rows(step)
+        return self.images[rows], self.labels[rows]

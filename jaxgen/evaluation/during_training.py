@@ -53,12 +53,33 @@ class SampleQuality:
         real_features, _ = features_and_probs(self.classifier_params, real)
         self.real_mean, self.real_cov = _mean_and_cov(real_features)
 
-    def __call__(self, samples: np.ndarray) -> dict:
+    def __call__(self, samples: np.ndarray, labels: np.ndarray | None = None) -> dict:
+        """The scores of ``samples``; with the ``labels`` a conditional generator was asked for,
+        also ``label_accuracy`` (how often the classifier reads the asked class) and its lowest
+        value over the classes, ``worst_class_accuracy``."""
         features, probs = features_and_probs(self.classifier_params, samples[: self.n])
         fid = frechet_distance(*_mean_and_cov(features), self.real_mean, self.real_cov)
         histogram = class_histogram(probs)
-        return {
+        out = {
             "fid": float(fid), "classifier_score": float(classifier_score(probs)),
             "classes_covered": float(histogram["covered"]),
             "top_class_fraction": float(histogram["max_fraction"]),
         }  # fmt: skip
+        if labels is not None:  # the scalars only: metrics.jsonl rows hold numbers
+            agree = label_agreement(probs, np.asarray(labels)[: len(probs)])
+            out["label_accuracy"] = agree["label_accuracy"]
+            out["worst_class_accuracy"] = agree["worst_class_accuracy"]
+        return out
+
+
+def label_agreement(probs: np.ndarray, labels: np.ndarray) -> dict:
+    """How often the classifier's most likely class is the asked ``labels [N]``: overall
+    (``label_accuracy``), per class (``per_class_accuracy``, a list over ``0 ... max label``) and
+    the worst class's (``worst_class_accuracy``)."""
+    hit = np.argmax(probs, -1) == labels
+    per_class = [float(hit[labels == k].mean()) for k in range(int(labels.max()) + 1)]
+    return {
+        "label_accuracy": float(hit.mean()),
+        "worst_class_accuracy": float(min(per_class)),
+        "per_class_accuracy": per_class,
+    }

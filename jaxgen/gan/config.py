@@ -42,6 +42,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.g_dropout = 0.0  # FC generator dropout after each hidden layer
     c.model.d_dropout = 0.3  # FC discriminator dropout after each hidden layer
     c.model.init_std = 0.0  # weights N(0, init_std); 0: PyTorch's default (FC) or 0.02 (DCGAN)
+    c.model.num_classes = 0  # DCGAN: > 0 makes it class-conditional (the data's labels 0 ... K-1)
+    c.model.cond_d = "projection"  # conditional D: 'projection' (Miyato & Koyama) or 'concat'
 
     c.train = ml_collections.ConfigDict()
     c.train.batch = 64  # real images per step (and as many generated)
@@ -95,6 +97,16 @@ def dcgan_smoke_config(image_size: int = 28, channels: int = 1) -> ml_collection
     c.train.sample_every = 10
     c.train.checkpoint_every = 10
     c.train.grid = 16
+    return c
+
+
+def cdcgan_config(image_size: int = 28, channels: int = 1, num_classes: int = 10):
+    """:func:`dcgan_config` made class-conditional (``num_classes`` labels, a projection
+    discriminator), with a 10x10 sample grid: one class a column."""
+    c = dcgan_config(image_size, channels)
+    c.model.num_classes = num_classes
+    c.model.cond_d = "projection"
+    c.train.grid = num_classes * num_classes
     return c
 
 
@@ -152,4 +164,17 @@ def validate_config(cfg) -> None:
         raise UserError(
             f"config.model.latent_dist must be 'normal' or 'uniform', got {cfg.model.latent_dist!r}"
         )
+    m = cfg.model
+    if not (isinstance(m.num_classes, int) and m.num_classes >= 0):
+        raise UserError(
+            f"config.model.num_classes must be an integer >= 0 (0: unconditional), got "
+            f"{m.num_classes!r}"
+        )
+    if m.num_classes and m.arch != "dcgan":
+        raise UserError(
+            f"config.model.num_classes={m.num_classes} needs config.model.arch='dcgan' (the "
+            f"class-conditional GAN is a DCGAN), got {m.arch!r}"
+        )
+    if m.cond_d not in ("projection", "concat"):
+        raise UserError(f"config.model.cond_d must be 'projection' or 'concat', got {m.cond_d!r}")
     validate_run_length(t)

@@ -58,7 +58,7 @@ def run_eval(
     from jaxgen.training.checkpoint import read_meta
     from jaxgen.training.io import write_json_atomic
 
-    meta_cfg = None
+    meta_cfg, asked = None, None
     if workdir:
         from jaxgen.gan import sampling
 
@@ -71,8 +71,9 @@ def run_eval(
         if meta is not None:
             meta_cfg = meta.get("config")
         model, gp, gs, cfg = sampling.load_generator(workdir, which=checkpoint)
+        asked = sampling.balanced_labels(model, num)  # None for an unconditional GAN
         x = sampling.generate(
-            model, gp, gs, jax.random.key(seed + 1), num, dist=cfg.model.latent_dist
+            model, gp, gs, jax.random.key(seed + 1), num, dist=cfg.model.latent_dist, labels=asked
         )
         what = f"{num} samples from {workdir} ({checkpoint} checkpoint)"
     else:
@@ -99,9 +100,21 @@ def run_eval(
     params, info = evaluation.get_classifier(real, cache, seed=0, quiet=quiet)
     result = evaluation.evaluate_samples(x, real, params, seed=seed, classifier_info=info)
     result["what"] = what
+    if asked is not None:  # a conditional GAN: is each image the class it was asked for?
+        from jaxgen.evaluation.classifier import features_and_probs
+        from jaxgen.evaluation.during_training import label_agreement
+
+        result["conditional"] = label_agreement(features_and_probs(params, x)[1], asked)
     if not quiet:
         print(f"evaluating {what} against {real.name}")
         print(evaluation.format_report(result))
+        if asked is not None:
+            c = result["conditional"]
+            per = " ".join(f"{k}:{a:.3f}" for k, a in enumerate(c["per_class_accuracy"]))
+            print(
+                f"asked class read back: {c['label_accuracy']:.4f} of {num} samples "
+                f"(worst class {c['worst_class_accuracy']:.3f}; {per})"
+            )
     targets = [Path(out)] if out else []
     if workdir:
         (Path(workdir) / "eval").mkdir(exist_ok=True)

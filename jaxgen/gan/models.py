@@ -17,8 +17,11 @@ Both functions check their input's shape and refuse a wrong one with a one-line
 :class:`UserError` naming the fix (not an XLA error from deep inside). :func:`pad` and :func:`crop`
 convert between the data's shape and the model's (28x28 MNIST <-> the 32x32 DCGAN).
 
-A conditional GAN is a small addition: concatenate a label embedding to ``z`` and to the
-discriminator's flattened features; nothing else changes.
+The class-conditional DCGAN (``num_classes > 0``) takes ``labels=`` (int ``[B]``) in both
+functions: the generator reads ``[z, one_hot(label)]``; the discriminator either projects its
+features onto a learned class embedding (``cond_d="projection"``, Miyato & Koyama 2018: logit =
+``w . phi(x) + b + e_y . phi(x)``) or reads the label as ``num_classes`` constant one-hot planes
+concatenated to the image (``cond_d="concat"``, the classic conditional DCGAN).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class GanModel(NamedTuple):
     crop: (
         int  # pixels to crop from each side of generated images for the data's shape (28 in 32: 2)
     )
+    num_classes: int = 0  # > 0: a class-conditional GAN (generate and discriminate take labels)
 
 
 def sample_latent(key: Array, batch: int, latent: int, dist: str = "normal") -> Array:
@@ -64,6 +68,28 @@ def _check_latent(z, latent: int, arch: str) -> None:
             f"the {arch} generator takes z of shape [B, {latent}] (batch, latent), "
             f"got {list(shape)}; "
             f"draw it with jaxgen.gan.models.sample_latent(key, B, {latent})"
+        )
+
+
+def _check_labels(labels, batch: int, num_classes: int, arch: str) -> None:
+    """A conditional model needs int ``labels [B]``; an unconditional one refuses them."""
+    if num_classes == 0:
+        if labels is not None:
+            raise UserError(
+                f"this {arch} is unconditional and takes no labels; train a class-conditional "
+                "one (config.model.num_classes > 0, e.g. configs/cdcgan_mnist.py) to choose classes"
+            )
+        return
+    if labels is None:
+        raise UserError(
+            f"this {arch} is class-conditional ({num_classes} classes): pass labels=int [B] "
+            f"in [0, {num_classes})"
+        )
+    shape = tuple(jnp.shape(labels))
+    if shape != (batch,) or not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
+        raise UserError(
+            f"the {arch} takes labels of shape [{batch}] (one int class per image), got "
+            f"{list(shape)} {jnp.result_type(labels)}"
         )
 
 
@@ -141,13 +167,15 @@ def fc_gan(
             x = nn.dropout(k, nn.leaky_relu(nn.dense(p, x), slope), rate)
         return nn.dense(layers[-1], x)
 
-    def generate(params, stats, z, *, train=True, key=None, bn_momentum=0.9):
+    def generate(params, stats, z, *, labels=None, train=True, key=None, bn_momentum=0.9):
         _check_latent(z, latent, "FC GAN")
+        _check_labels(labels, z.shape[0], 0, "FC GAN")
         x = jnp.tanh(mlp(params, z, key if train else None, g_dropout))
         return x.reshape(z.shape[0], image_size, image_size, channels), stats
 
-    def discriminate(params, stats, images, *, train=True, key=None, bn_momentum=0.9):
+    def discriminate(params, stats, images, *, labels=None, train=True, key=None, bn_momentum=0.9):
         _check_images(images, image_size, channels, 0, "FC GAN")
+        _check_labels(labels, images.shape[0], 0, "FC GAN")
         x = images.reshape(images.shape[0], -1)
         return mlp(params, x, key if train else None, d_dropout)[:, 0], stats
 
@@ -165,8 +193,10 @@ def dcgan(
     features=(32, 64, 128),
     slope: float = 0.2,
     init_std: float = 0.02,
+    num_classes: int = 0,
+    cond_d: str = "projection",
 ) -> GanModel:
-    """DCGAN (Radford et al. 2015) sized by ``features``.
+    """DCGAN (Radford et al. 2015) sized by ``features``; class-conditional with ``num_classes``.
 
     Discriminator: 4x4 convolutions with stride 2 and ``features`` filters (size halves each time
     down to 4x4), leaky ReLU, batch norm on every layer but the first (the input layer), then a
@@ -177,7 +207,19 @@ def dcgan(
 
     ``image_size=28`` builds the 32x32 networks; 28x28 data is padded to 32 with the background
     value and generated images are cropped back to 28.
+
+    ``num_classes > 0``: the generator's dense layer reads ``[z, one_hot(label)]``; the
+    discriminator conditions by ``cond_d``: ``"projection"`` adds ``e_y . phi(x)`` to the logit
+    (``phi``: the flattened last features; ``e``: a ``[num_classes, 16 * features[-1]]`` embedding,
+    N(0, ``init_std``)), ``"concat"`` appends ``num_classes`` one-hot planes to the input image.
     """
+    if num_classes < 0 or (num_classes and cond_d not in ("projection", "concat")):
+        raise UserError(
+            f"config.model.num_classes must be >= 0 (got {num_classes}) and config.model.cond_d "
+            f"'projection' or 'concat' (got {cond_d!r})"
+        )
+    arch = "conditional DCGAN" if num_classes else "DCGAN"
+    d_in = channels + (num_classes if num_classes and cond_d == "concat" else 0)
     size = 32 if image_size == 28 else image_size
     n_up = int(round(math.log2(size / 4))) if size >= 8 else 0
     if size < 8 or 4 * 2**n_up != size:
@@ -198,7 +240,9 @@ def dcgan(
         kg, kd = jax.random.split(key)
         kgs = jax.random.split(kg, n_up + 1)
         kds = jax.random.split(kd, n_up + 1)
-        g = {"in": nn.dense_init(kgs[0], latent, 4 * 4 * top, std=init_std, bias=False)}
+        g = {
+            "in": nn.dense_init(kgs[0], latent + num_classes, 4 * 4 * top, std=init_std, bias=False)
+        }
         g_stats = {}
         g["in_bn"], g_stats["in_bn"] = nn.batch_norm_init(4 * 4 * top)
         chans = list(reversed(features)) + [channels]
@@ -210,18 +254,24 @@ def dcgan(
             if not last:
                 g[f"up{i}_bn"], g_stats[f"up{i}_bn"] = nn.batch_norm_init(chans[i + 1])
         d, d_stats = {}, {}
-        cin = channels
+        cin = d_in
         for i, f in enumerate(features):
             d[f"down{i}"] = nn.conv_init(kds[i], 4, cin, f, std=init_std, bias=(i == 0))
             if i > 0:
                 d[f"down{i}_bn"], d_stats[f"down{i}_bn"] = nn.batch_norm_init(f)
             cin = f
         d["out"] = nn.dense_init(kds[-1], 4 * 4 * top, 1, std=init_std)
+        if num_classes and cond_d == "projection":
+            k_e = jax.random.fold_in(kd, 1)
+            d["embed"] = init_std * jax.random.normal(k_e, (num_classes, 4 * 4 * top))
         return {"g": g, "d": d}, {"g": g_stats, "d": d_stats}
 
-    def generate(params, stats, z, *, train=True, key=None, bn_momentum=0.9):
-        _check_latent(z, latent, "DCGAN")
+    def generate(params, stats, z, *, labels=None, train=True, key=None, bn_momentum=0.9):
+        _check_latent(z, latent, arch)
+        _check_labels(labels, z.shape[0], num_classes, arch)
         new = {}
+        if num_classes:
+            z = jnp.concatenate([z, jax.nn.one_hot(labels, num_classes, dtype=z.dtype)], -1)
         x = nn.dense(params["in"], z)
         x, new["in_bn"] = nn.batch_norm(
             params["in_bn"], stats["in_bn"], x, train=train, momentum=bn_momentum
@@ -237,10 +287,14 @@ def dcgan(
                 x = jax.nn.relu(x)
         return jnp.tanh(x), new
 
-    def discriminate(params, stats, images, *, train=True, key=None, bn_momentum=0.9):
-        _check_images(images, size, channels, (size - image_size) // 2, "DCGAN")
+    def discriminate(params, stats, images, *, labels=None, train=True, key=None, bn_momentum=0.9):
+        _check_images(images, size, channels, (size - image_size) // 2, arch)
+        _check_labels(labels, images.shape[0], num_classes, arch)
         new = {}
         x = images
+        if num_classes and cond_d == "concat":
+            planes = jax.nn.one_hot(labels, num_classes, dtype=x.dtype)[:, None, None, :]
+            x = jnp.concatenate([x, jnp.broadcast_to(planes, (*x.shape[:3], num_classes))], -1)
         for i in range(n_up):
             x = nn.conv(params[f"down{i}"], x, stride=2, padding=1)
             if i > 0:
@@ -249,9 +303,14 @@ def dcgan(
                     params[name], stats[name], x, train=train, momentum=bn_momentum
                 )
             x = nn.leaky_relu(x, slope)
-        return nn.dense(params["out"], x.reshape(x.shape[0], -1))[:, 0], new
+        phi = x.reshape(x.shape[0], -1)
+        logits = nn.dense(params["out"], phi)[:, 0]
+        if num_classes and cond_d == "projection":
+            logits = logits + jnp.sum(params["embed"][labels] * phi, -1)
+        return logits, new
 
-    return GanModel(init, generate, discriminate, latent, size, channels, (size - image_size) // 2)
+    crop_px = (size - image_size) // 2
+    return GanModel(init, generate, discriminate, latent, size, channels, crop_px, num_classes)
 
 
 def build(model_cfg) -> GanModel:
@@ -278,6 +337,8 @@ def build(model_cfg) -> GanModel:
             features=tuple(m.features),
             slope=m.slope,
             init_std=m.init_std if m.init_std > 0 else 0.02,
+            num_classes=m.get("num_classes", 0),
+            cond_d=m.get("cond_d", "projection"),
         )
     raise UserError(f"unknown model.arch {m.arch!r}; choose 'fc' or 'dcgan'")
 

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from jaxgen.errors import UserError
 from jaxgen.gan import models
 from jaxgen.gan.config import KIND
 from jaxgen.gan.models import GanModel
@@ -59,10 +61,17 @@ def recalibrate(
     z = models.sample_latent(key, num, model.latent, dist).reshape(
         num // chunk, chunk, model.latent
     )
-    per_chunk = jax.lax.map(
-        lambda zc: model.generate(g_params, g_stats, zc, train=True, key=None, bn_momentum=0.0)[1],
-        z,
-    )
+    # a conditional generator is measured on every class equally often
+    labels = (jnp.arange(num) % max(model.num_classes, 1)).reshape(num // chunk, chunk)
+
+    def chunk_stats(zy):
+        zc, yc = zy
+        yc = yc if model.num_classes else None
+        return model.generate(
+            g_params, g_stats, zc, labels=yc, train=True, key=None, bn_momentum=0.0
+        )[1]
+
+    per_chunk = jax.lax.map(chunk_stats, (z, labels))
 
     def pool(layer):
         mean = layer["mean"].mean(0)
@@ -72,20 +81,60 @@ def recalibrate(
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
-def _generate_eval(model: GanModel, g_params, g_stats, z):
-    images, _ = model.generate(g_params, g_stats, z, train=False)
+def _generate_eval(model: GanModel, g_params, g_stats, z, labels=None):
+    images, _ = model.generate(g_params, g_stats, z, labels=labels, train=False)
     return models.crop(model, images)
 
 
+def balanced_labels(model: GanModel, num: int) -> np.ndarray | None:
+    """``[num]`` int32 labels ``0, 1, ..., K-1, 0, 1, ...`` for a conditional model (every class
+    equally often, and a grid of K columns shows one class a column); ``None`` otherwise."""
+    return np.arange(num, dtype=np.int32) % model.num_classes if model.num_classes else None
+
+
+def check_labels(model: GanModel, labels, num: int) -> np.ndarray | None:
+    """``labels`` (an int for every image, or ``[num]`` ints) as int32 ``[num]``, refused with one
+    line when the model is unconditional or a label is not one of its classes; ``None`` asks a
+    conditional model for :func:`balanced_labels`."""
+    if labels is None:
+        return balanced_labels(model, num)
+    if not model.num_classes:
+        raise UserError(
+            "this GAN is unconditional and cannot be asked for a class; train a class-conditional "
+            "one (configs/cdcgan_mnist.py) to use --label"
+        )
+    y = np.broadcast_to(np.asarray(labels), (num,))
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= model.num_classes:
+        raise UserError(
+            f"labels must be classes 0 ... {model.num_classes - 1} of this GAN, got "
+            f"{sorted(set(np.asarray(labels).ravel().tolist()))[:10]}"
+        )
+    return y.astype(np.int32)
+
+
 def generate(
-    model: GanModel, g_params, g_stats, key, num: int, *, dist: str = "normal", batch: int = 500
+    model: GanModel,
+    g_params,
+    g_stats,
+    key,
+    num: int,
+    *,
+    dist: str = "normal",
+    batch: int = 500,
+    labels=None,
 ) -> np.ndarray:
     """``num`` images ``[num, H, W, C]`` float32 in [-1, 1] (cropped to the data's shape), in
-    batches of ``batch`` (one compilation)."""
+    batches of ``batch`` (one compilation). A conditional model draws ``labels`` (an int, or
+    ``[num]`` ints; default :func:`balanced_labels`); the latents do not depend on them, so the
+    same ``key`` with another label gives the same ``z`` drawn as another class."""
+    y = check_labels(model, labels, num)
+    if y is not None:
+        y = np.pad(y, (0, -num % batch))
     out = []
     for i in range(0, num, batch):
         z = models.sample_latent(jax.random.fold_in(key, i // batch), batch, model.latent, dist)
-        out.append(np.asarray(_generate_eval(model, g_params, g_stats, z)))
+        yb = None if y is None else y[i : i + batch]
+        out.append(np.asarray(_generate_eval(model, g_params, g_stats, z, yb)))
     return np.concatenate(out)[:num].astype(np.float32)
 
 

@@ -81,6 +81,7 @@ def _init_state(model: GanModel, seed, *, tx_g, tx_d, ema: bool) -> TrainState:
 def train_step(
     state: TrainState,
     real: jax.Array,
+    labels: jax.Array | None = None,
     *,
     model: GanModel,
     tx_g,
@@ -103,6 +104,10 @@ def train_step(
     4. Optionally ``ema <- d * ema + (1 - d) * G params`` (with a warm-up
        ``d_t = min(d, (1+t)/(10+t))``).
 
+    A class-conditional model (``model.num_classes > 0``) takes the real images' ``labels``
+    (int ``[B]``); the generated batch's labels are drawn uniformly from
+    ``fold_in(step key, 7)`` and go with the fakes to D (as the fakes' labels) and to G's loss.
+
     Batch-norm running statistics: the generator's move once per step (step 1), the discriminator's
     twice (its real pass, then its fake pass); the discriminator pass inside the generator update
     uses batch statistics and leaves the running ones alone. ``skip_nonfinite``: a NaN/Inf loss
@@ -116,13 +121,19 @@ def train_step(
     gp, dp = state.params["g"], state.params["d"]
     gs, ds = state.stats["g"], state.stats["d"]
     z = models.sample_latent(k_z, real.shape[0], model.latent, latent_dist)
+    fake_labels = None
+    if model.num_classes:  # a key of its own: the unconditional draws stay what they were
+        k_y = jax.random.fold_in(key, 7)
+        fake_labels = jax.random.randint(k_y, (real.shape[0],), 0, model.num_classes)
 
-    (fake, gs_new), g_vjp = jax.vjp(lambda p: model.generate(p, gs, z, train=True, key=k_g), gp)
+    (fake, gs_new), g_vjp = jax.vjp(
+        lambda p: model.generate(p, gs, z, labels=fake_labels, train=True, key=k_g), gp
+    )
 
     def d_loss_fn(p):
-        real_logits, ds1 = model.discriminate(p, ds, real, train=True, key=k_dr)
+        real_logits, ds1 = model.discriminate(p, ds, real, labels=labels, train=True, key=k_dr)
         fake_logits, ds2 = model.discriminate(
-            p, ds1, jax.lax.stop_gradient(fake), train=True, key=k_df
+            p, ds1, jax.lax.stop_gradient(fake), labels=fake_labels, train=True, key=k_df
         )
         loss, parts = losses.discriminator_loss(real_logits, fake_logits, real_label=real_label)
         return loss, (ds2, parts, real_logits, fake_logits)
@@ -134,7 +145,9 @@ def train_step(
     dp_new = optax.apply_updates(dp, d_updates)
 
     def g_loss_fn(images):
-        logits, _ = model.discriminate(dp_new, ds_new, images, train=True, key=k_dg)
+        logits, _ = model.discriminate(
+            dp_new, ds_new, images, labels=fake_labels, train=True, key=k_dg
+        )
         return losses.generator_loss(logits), logits
 
     # the generator loss's gradient with respect to the generated images, pulled back through G

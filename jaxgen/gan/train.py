@@ -22,7 +22,7 @@ from jaxgen.evaluation.during_training import SampleQuality
 from jaxgen.gan import models
 from jaxgen.gan.config import KIND, validate_config
 from jaxgen.gan.models import GanModel
-from jaxgen.gan.sampling import _generate_eval, generate, sampling_generator
+from jaxgen.gan.sampling import _generate_eval, balanced_labels, generate, sampling_generator
 from jaxgen.gan.step import init_state, make_optimizers, train_step
 from jaxgen.training import checkpoint, loop
 from jaxgen.training.io import write_atomic
@@ -38,6 +38,25 @@ def prepare_data(cfg, model: GanModel) -> Images:
     return data
 
 
+def _check_labels_fit(data: Images, model: GanModel) -> np.ndarray | None:
+    """The labels a conditional model trains on (``None`` for an unconditional one), refused when
+    the data has none or a label outside ``0 ... num_classes - 1``."""
+    if not model.num_classes:
+        return None
+    if data.labels is None:
+        raise UserError(
+            f"a class-conditional GAN needs labelled images, and {data.name} has no labels; use "
+            "MNIST IDX files with their labels file, builtin, or a labelled tfds dataset"
+        )
+    lo, hi = int(data.labels.min()), int(data.labels.max())
+    if lo < 0 or hi >= model.num_classes:
+        raise UserError(
+            f"{data.name} has labels {lo} ... {hi}, but config.model.num_classes="
+            f"{model.num_classes}; set it to {hi + 1}"
+        )
+    return data.labels.astype(np.int32)
+
+
 def total_steps(cfg, batches: ImageBatches) -> int:
     return cfg.train.steps if cfg.train.steps > 0 else cfg.train.epochs * len(batches)
 
@@ -46,7 +65,10 @@ def _check_same_model(cfg, meta: dict, workdir: Path) -> None:
     """Refuse to resume a workdir whose GAN differs from the config's in architecture or in
     what changes the saved state's structure."""
     old = meta["config"]["model"]
-    for k in ("arch", "latent", "image_size", "channels", "g_hidden", "d_hidden", "features"):
+    keys = ("arch", "latent", "image_size", "channels", "g_hidden", "d_hidden", "features")
+    for k in (*keys, "num_classes", "cond_d"):
+        if k in ("num_classes", "cond_d") and k not in old:  # a workdir from before either existed
+            old = {**old, "num_classes": 0, "cond_d": "projection"}
         if k in old and list(np.atleast_1d(old[k])) != list(np.atleast_1d(cfg.model[k])):
             raise UserError(
                 f"workdir {str(workdir)!r} holds a GAN with config.model.{k}={old[k]}, but the "
@@ -80,11 +102,13 @@ def recipe(cfg: ml_collections.ConfigDict, workdir: str | Path) -> loop.Recipe:
             f"{(model.size, model.size, model.channels)}; set config.model.image_size and "
             "config.model.channels to match"
         )
-    batches = ImageBatches(fitted.images, cfg.train.batch, cfg.seed)
+    labels = _check_labels_fit(data, model)
+    batches = ImageBatches(fitted.images, cfg.train.batch, cfg.seed, labels=labels)
     steps = total_steps(cfg, batches)
     t, dist = cfg.train, cfg.model.latent_dist
     base = jax.random.key(cfg.seed)
     fixed_z = models.sample_latent(jax.random.fold_in(base, 1), t.grid, model.latent, dist)
+    fixed_y = balanced_labels(model, t.grid)
     eval_key = jax.random.fold_in(base, 2)
     hist_path = workdir / "samples" / "history.npz"
     run = {"history": [], "quality": None, "sampled": (-1, None), "primary": True}
@@ -129,9 +153,12 @@ def recipe(cfg: ml_collections.ConfigDict, workdir: str | Path) -> loop.Recipe:
     def draw(done: int, state) -> None:
         if not run["primary"]:
             return
-        grid = models.crop(model, np.asarray(_generate_eval(model, *sampler(done, state), fixed_z)))
-        plots.save_grid(grid, workdir / "samples" / f"step_{done:07d}.png")
-        plots.save_grid(grid, workdir / "samples" / "latest.png")
+        grid = models.crop(
+            model, np.asarray(_generate_eval(model, *sampler(done, state), fixed_z, fixed_y))
+        )
+        ncol = model.num_classes or None  # a conditional grid: one class a column
+        plots.save_grid(grid, workdir / "samples" / f"step_{done:07d}.png", ncol=ncol)
+        plots.save_grid(grid, workdir / "samples" / "latest.png", ncol=ncol)
         run["history"].append((done, grid[:10]))
         _save_history(hist_path, run["history"])
 
@@ -139,16 +166,23 @@ def recipe(cfg: ml_collections.ConfigDict, workdir: str | Path) -> loop.Recipe:
         quality = run["quality"]
         if quality is None:
             return None
+        asked = balanced_labels(model, quality.n)
         samples = generate(
-            model, *sampler(done, state), jax.random.fold_in(eval_key, done), quality.n, dist=dist
+            model,
+            *sampler(done, state),
+            jax.random.fold_in(eval_key, done),
+            quality.n,
+            dist=dist,
+            labels=asked,
         )
-        q = quality(samples)
+        q = quality(samples, asked)
+        acc = f", label accuracy {q['label_accuracy']:.3f}" if "label_accuracy" in q else ""
         return loop.Evaluation(
             q["fid"],
             q,
             f"step {done} (epoch {done / len(batches):.1f}): Frechet distance {q['fid']:.2f} "
             f"(best {{best:.2f}}), classifier score {q['classifier_score']:.2f}, "
-            f"{q['classes_covered']:.0f} classes, largest {q['top_class_fraction']:.0%}, "
+            f"{q['classes_covered']:.0f} classes, largest {q['top_class_fraction']:.0%}{acc}, "
             "{elapsed:.0f}s",
         )
 
@@ -167,16 +201,24 @@ def recipe(cfg: ml_collections.ConfigDict, workdir: str | Path) -> loop.Recipe:
     return loop.Recipe(
         kind=KIND,
         cfg=cfg,
-        meta={"arch": cfg.model.arch, "data": data.name, "image_shape": list(data.shape)},
+        meta={
+            "arch": cfg.model.arch,
+            "data": data.name,
+            "image_shape": list(data.shape),
+            "num_classes": model.num_classes,
+        },
         total_steps=steps,
         init_state=fresh_state,
         make_step=make_step,
-        batch=lambda step: (batches.for_step(step),),
-        batch_axes=(0,),
+        batch=(lambda step: batches.pair_for_step(step))
+        if labels is not None
+        else (lambda step: (batches.for_step(step),)),
+        batch_axes=(0, 0) if labels is not None else (0,),
         items_per_step=t.batch,
         unit="img",
         loss_keys=("d_loss", "g_loss"),
         describe=(
+            f"{'class-conditional ' if model.num_classes else ''}"
             f"{cfg.model.arch} GAN: {len(data):,} images {data.shape} from {data.name}, "
             f"{len(batches)} batches of {t.batch} per epoch"
         ),
