@@ -84,6 +84,7 @@ _LONGEST_FIRST = {
     "test_cli_train_then_sample_smoke": 8,
     "test_each_optimiser_changes_only_its_network": 8,
     "test_memory_span_study_end_to_end": 9,
+    "test_cdcgan_cli_train_resume_sample_a_class_and_eval": 15,
 }
 
 

@@ -58,13 +58,21 @@ def test_conditional_networks_match_float64_references(cond_d):
     z = jax.random.normal(jax.random.key(1), (6, m.latent))
     y = jnp.array([0, 3, 9, 3, 5, 1])
     x = jax.random.uniform(jax.random.key(2), (6, 32, 32, 1), minval=-1, maxval=1)
-    img, _ = m.generate(params["g"], stats["g"], z, labels=y, train=True)
-    logit, _ = m.discriminate(params["d"], stats["d"], x, labels=y, train=True)
+    img, logit = jax.jit(
+        lambda: (
+            m.generate(params["g"], stats["g"], z, labels=y, train=True)[0],
+            m.discriminate(params["d"], stats["d"], x, labels=y, train=True)[0],
+        )
+    )()  # one compilation, not one per operation
     with jax.enable_x64(True):
         to64 = lambda t: jax.tree.map(lambda a: jnp.asarray(np.asarray(a), jnp.float64), t)
         p, s = to64(params), to64(stats)
-        want_img = _ref_generate(p["g"], s["g"], to64(z), np.asarray(y))
-        want_logit = _ref_discriminate(p["d"], s["d"], to64(x), np.asarray(y), cond_d)
+        want_img, want_logit = jax.jit(
+            lambda z, x, y: (
+                _ref_generate(p["g"], s["g"], z, y),
+                _ref_discriminate(p["d"], s["d"], x, y, cond_d),
+            )
+        )(to64(z), to64(x), np.asarray(y))
     np.testing.assert_allclose(img, want_img, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(logit, want_logit, rtol=1e-4, atol=1e-5)
     # the projection embedding and the concat planes exist only where they are used
@@ -112,9 +120,14 @@ def test_train_step_gives_the_real_labels_to_the_real_images():
     y_f = jax.random.randint(jax.random.fold_in(key, 7), (8,), 0, K)
     z = gan.models.sample_latent(k_z, 8, m.latent, cfg.model.latent_dist)
     p, s = state.params, state.stats
-    fake, _ = m.generate(p["g"], s["g"], z, labels=y_f, train=True)
-    real_logit, ds1 = m.discriminate(p["d"], s["d"], real, labels=labels, train=True)
-    fake_logit, _ = m.discriminate(p["d"], ds1, fake, labels=y_f, train=True)
+
+    @jax.jit
+    def logits():
+        fake, _ = m.generate(p["g"], s["g"], z, labels=y_f, train=True)
+        real_logit, ds1 = m.discriminate(p["d"], s["d"], real, labels=labels, train=True)
+        return real_logit, m.discriminate(p["d"], ds1, fake, labels=y_f, train=True)[0]
+
+    real_logit, fake_logit = logits()
     want_real = float(_bce64(np.asarray(real_logit, np.float64), 0.9).mean())
     want_fake = float(_bce64(np.asarray(fake_logit, np.float64), 0.0).mean())
     assert float(got["d_loss_real"]) == pytest.approx(want_real, rel=1e-5)
@@ -162,41 +175,47 @@ def test_label_agreement_on_hand_made_probabilities():
 
 
 @pytest.mark.slow
-def test_cdcgan_cli_train_resume_sample_a_class(tmp_path):
-    """Smoke training with a split run: the resumed run's losses and final parameters equal an
-    unbroken run's bit for bit; `jaxgen sample --label 7` draws class 7 from the same latents as
-    the balanced draw; the refusals touch nothing."""
-    common = ["--config", "configs/cdcgan_mnist.py:smoke", "--quiet"]
-    opts = ["--config.train.log_every=1", "--config.train.checkpoint_every=4"]
-    _cli("train", *common, "--workdir", str(tmp_path / "ref"), "--config.train.steps=8", *opts)
-    w = tmp_path / "split"
-    _cli("train", *common, "--workdir", str(w), "--config.train.steps=4", *opts)
-    r = _cli("train", *common, "--workdir", str(w), "--config.train.steps=8", *opts)
-    assert "resumed from step 4" in r.stdout
-    rows = lambda d: {
-        x["step"]: (x["d_loss"], x["g_loss"])
-        for x in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
-        if "d_loss" in x
-    }
-    assert rows(w) == rows(tmp_path / "ref") and len(rows(w)) == 8
-    _, pa, sa, _ = gan.sampling.load_generator(tmp_path / "ref", which="latest")
-    model, pb, sb, _ = gan.sampling.load_generator(w, which="latest")
-    jax.tree.map(np.testing.assert_array_equal, (pa, sa), (pb, sb))
+@pytest.mark.xdist_group("digits")  # shares the trained digits_classifier (conftest)
+def test_cdcgan_cli_train_resume_sample_a_class_and_eval(tmp_path, monkeypatch, digits_classifier):
+    """Smoke training with a split run: the resumed run's losses equal an unbroken run's bit for
+    bit at every step. The unbroken run's evaluation logs how often the classifier reads the asked
+    class, and `jaxgen eval` reports it per class (the shared short-trained classifier stands in
+    for the recipe's). `jaxgen sample --label 7` draws class 7 from the same latents as the
+    balanced draw. The refusals touch nothing."""
+    from jaxgen.evaluation import classifier
+    from jaxgen.gan.evaluate import run_eval
 
-    out7, outb = tmp_path / "sevens.npy", tmp_path / "balanced.npy"
-    _cli("sample", "--workdir", str(w), "--label", "7", "--num", "10", "--out", str(out7))
+    _, params, info, _ = digits_classifier
+    monkeypatch.setattr(classifier, "train_classifier", lambda images, **kw: (params, info))
+    cache = tmp_path / "cache"
+    common = ["--config", "configs/cdcgan_mnist.py:smoke", "--quiet"]
+    opts = ["--config.train.log_every=1", "--config.train.checkpoint_every=3"]
+    evals = ["--config.train.eval_every=6", "--config.train.eval_samples=200"]
+    ref = tmp_path / "ref"
     _cli(
-        "sample",
-        "--workdir",
-        str(w),
-        "--num",
-        "10",
-        "--out",
-        str(outb),
-        "--grid",
-        str(tmp_path / "g.png"),
-    )
-    sevens, balanced = np.load(out7), np.load(outb)
+        "train", *common, "--workdir", str(ref), "--config.train.steps=6", *opts, *evals,
+        f"--config.train.classifier_cache={cache}",
+    )  # fmt: skip
+    w = tmp_path / "split"
+    _cli("train", *common, "--workdir", str(w), "--config.train.steps=3", *opts)
+    r = _cli("train", *common, "--workdir", str(w), "--config.train.steps=6", *opts)
+    assert "resumed from step 3" in r.stdout
+    rows = lambda d: [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
+    losses = lambda d: {x["step"]: (x["d_loss"], x["g_loss"]) for x in rows(d) if "d_loss" in x}
+    assert losses(w) == losses(ref) and len(losses(w)) == 6
+    q = [x for x in rows(ref) if "fid" in x][-1]
+    assert 0 <= q["worst_class_accuracy"] <= q["label_accuracy"] <= 1
+    e = run_eval(workdir=str(ref), num=200, cache_dir=str(cache), quiet=True, checkpoint="latest")
+    c = e["conditional"]
+    assert len(c["per_class_accuracy"]) == K
+    assert c["worst_class_accuracy"] == min(c["per_class_accuracy"])
+    assert c["label_accuracy"] == pytest.approx(np.mean(c["per_class_accuracy"]))  # 20 a class
+
+    out7 = tmp_path / "sevens.npy"
+    _cli("sample", "--workdir", str(w), "--label", "7", "--num", "10", "--out", str(out7))
+    model, gp, gs, cfg = gan.sampling.load_generator(w)
+    balanced = gan.sampling.generate(model, gp, gs, jax.random.key(0), 10, dist="normal")
+    sevens = np.load(out7)
     assert sevens.shape == balanced.shape == (10, 28, 28, 1)
     np.testing.assert_array_equal(sevens[7], balanced[7])  # image 7 of the balanced draw is a 7
     assert np.abs(sevens[:7] - balanced[:7]).max() > 1e-3
@@ -213,31 +232,3 @@ def test_cdcgan_cli_train_resume_sample_a_class(tmp_path):
     assert r.returncode == 2 and "config.model.cond_d=projection" in r.stderr, r.stderr
     assert {p: p.read_bytes() for p in w.rglob("*") if p.is_file()} == before
     assert not (tmp_path / "x.npy").exists()
-
-
-@pytest.mark.slow
-@pytest.mark.xdist_group("digits")  # shares the trained digits_classifier (conftest)
-def test_conditional_quality_during_training_and_eval(tmp_path, monkeypatch, digits_classifier):
-    """A conditional run's evaluations log how often the classifier reads the asked class, and
-    `jaxgen eval` reports it per class (the shared short-trained classifier stands in for the
-    recipe's)."""
-    from jaxgen.evaluation import classifier
-    from jaxgen.gan.evaluate import run_eval
-
-    _, params, info, _ = digits_classifier
-    monkeypatch.setattr(classifier, "train_classifier", lambda images, **kw: (params, info))
-    w, cache = tmp_path / "run", tmp_path / "cache"
-    _cli(
-        "train", "--config", "configs/cdcgan_mnist.py:smoke", "--workdir", str(w), "--quiet",
-        "--config.train.steps=4", "--config.train.eval_every=4", "--config.train.eval_samples=200",
-        f"--config.train.classifier_cache={cache}",
-    )  # fmt: skip
-    rows = [json.loads(x) for x in (w / "metrics.jsonl").read_text().splitlines()]
-    evals = [r for r in rows if "fid" in r]
-    assert evals and 0 <= evals[-1]["worst_class_accuracy"] <= evals[-1]["label_accuracy"] <= 1
-    r = run_eval(workdir=str(w), num=200, cache_dir=str(cache), quiet=True, checkpoint="latest")
-    c = r["conditional"]
-    assert len(c["per_class_accuracy"]) == K and c["worst_class_accuracy"] == min(
-        c["per_class_accuracy"]
-    )
-    assert c["label_accuracy"] == pytest.approx(np.mean(c["per_class_accuracy"]))  # 20 a class
