@@ -20,22 +20,16 @@ column for the conditional ones) to ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
-import time
 from pathlib import Path
-
-import jax
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from gan_quality import train_then_eval  # noqa: E402
 
 from jaxgen import benchmarking as bm  # noqa: E402
-from jaxgen import gan  # noqa: E402
-from jaxgen.config import load_config  # noqa: E402
-from jaxgen.gan.evaluate import run_eval  # noqa: E402
-from jaxgen.plots import save_grid  # noqa: E402
 
 RECIPES = {
     "projection": "configs/cdcgan_mnist.py",
@@ -47,23 +41,9 @@ TARGET = {"label_accuracy": 0.97, "worst_class_accuracy": 0.90}
 
 def run(name: str, data: str, budget: float, workdir: Path, out: Path, cache: str) -> dict:
     """Train one recipe for ``budget`` seconds, evaluate 10,000 samples of its best checkpoint."""
-    cfg = load_config(ROOT / RECIPES[name])
-    cfg.data.path = data
-    cfg.train.time_budget_s = float(budget)
-    cfg.train.classifier_cache = cache
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    t0 = time.perf_counter()
-    summary = gan.train.train(cfg, workdir, quiet=True)
-    wall = time.perf_counter() - t0
-    result = run_eval(workdir=str(workdir), num=10000, cache_dir=cache, checkpoint="best")
-    model, gp, gs, cfg2 = gan.sampling.load_generator(workdir, which="best")
-    grid = gan.sampling.generate(
-        model, gp, gs, jax.random.key(123), 100, dist=cfg2.model.latent_dist
+    summary, wall, result, best = train_then_eval(
+        RECIPES[name], data, budget, workdir, cache, out / f"cdcgan_{name}_grid.png"
     )
-    save_grid(grid, out / f"cdcgan_{name}_grid.png", ncol=10)
-    rows = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
-    best = min((r for r in rows if "fid" in r), key=lambda r: r["fid"], default=None)
     g = result["generated"]
     row = {
         "recipe": RECIPES[name],

@@ -62,8 +62,13 @@ TARGETS = {
 }  # min class fraction, classifier score
 
 
-def quality(name: str, data: str, budget: float, workdir: Path, out: Path, cache: str) -> dict:
-    cfg = load_config(ROOT / RECIPES[name])
+def train_then_eval(
+    spec: str, data: str, budget: float, workdir: Path, cache: str, grid_png: Path
+) -> tuple[dict, float, dict, dict | None]:
+    """Train the config ``spec`` on ``data`` for ``budget`` seconds in a fresh ``workdir``, then
+    evaluate 10,000 samples of its best checkpoint (`jaxgen eval`) and save a 10x10 grid of it.
+    Returns the training summary, its wall seconds, the evaluation and the best metrics row."""
+    cfg = load_config(ROOT / spec)
     cfg.data.path = data
     cfg.train.time_budget_s = float(budget)
     cfg.train.classifier_cache = cache
@@ -77,15 +82,23 @@ def quality(name: str, data: str, budget: float, workdir: Path, out: Path, cache
     grid = gan.sampling.generate(
         model, gp, gs, jax.random.key(123), 100, dist=cfg2.model.latent_dist
     )
-    save_grid(grid, out / f"gan_quality_{name}_grid.png", ncol=10)
+    save_grid(grid, grid_png, ncol=10)
+    rows = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    best = min((r for r in rows if "fid" in r), key=lambda r: r["fid"], default=None)
+    return summary, wall, result, best
+
+
+def quality(name: str, data: str, budget: float, workdir: Path, out: Path, cache: str) -> dict:
+    summary, wall, result, best_row = train_then_eval(
+        RECIPES[name], data, budget, workdir, cache, out / f"gan_quality_{name}_grid.png"
+    )
+    cfg = load_config(ROOT / RECIPES[name])
     for f, dst in (
         ("progress.png", f"gan_quality_{name}_progress.png"),
         ("losses.png", f"gan_quality_{name}_losses.png"),
     ):
         if (workdir / f).exists():
             shutil.copyfile(workdir / f, out / dst)
-    rows = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
-    best_row = min((r for r in rows if "fid" in r), key=lambda r: r["fid"], default=None)
     g = result["generated"]
     min_frac, min_score = TARGETS[name]
     return {
