@@ -1,0 +1,135 @@
+"""Text conditioning for the text-to-image GAN (StackGAN, Zhang et al. 2017), as pure functions.
+
+* :class:`WordVocab` maps captions to word ids over a closed vocabulary (the caption writer's
+  words, :mod:`jaxgen.gan.captions`); a word it has never seen is refused with the word named.
+* :func:`encoder_init` / :func:`encode`: an LSTM from :mod:`jaxgen.rnn` over the word ids (padded
+  batches with their lengths: each caption's embedding is the hidden state at its own last word),
+  then a dense layer to the text embedding.
+* :func:`augment`: conditioning augmentation. The embedding gives ``mu`` and ``log sigma``;
+  the generator gets ``c = mu + sigma * eps`` with ``eps ~ N(0, I)``, and :func:`kl_to_standard`
+  is the penalty ``KL(N(mu, sigma^2) || N(0, I))`` that keeps the conditioning manifold smooth.
+* :func:`matching_aware_d_loss`: the GAN-CLS discriminator loss (Reed et al. 2016), where a real
+  image with a mismatched caption is a negative as well as a generated image with its caption.
+"""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxgen import losses, rnn
+from jaxgen.errors import UserError
+from jaxgen.gan import captions
+from jaxgen.nn import layers as nn
+
+PAD = "<pad>"
+
+
+def words_of(text: str) -> list[str]:
+    """Lower-case words (letters, digits, hyphens) of ``text``; punctuation is dropped."""
+    return re.findall(r"[a-z0-9-]+", text.lower())
+
+
+class WordVocab:
+    """Word ids over the caption writer's closed vocabulary (id 0 is padding)."""
+
+    def __init__(self, words: list[str]):
+        self.words = [PAD, *sorted(set(words) - {PAD})]
+        self.index = {w: i for i, w in enumerate(self.words)}
+
+    @classmethod
+    def from_captions(cls) -> WordVocab:
+        """Every word the caption writer can produce: digits as words and numerals, every
+        synonym and every template word (the held-out templates too, so evaluation captions
+        encode)."""
+        words = list(captions.DIGITS) + [str(d) for d in range(10)]
+        for group in (captions.SYNONYMS, captions.ADJECTIVES):
+            for options in group.values():
+                words += [w for o in options for w in words_of(o)]
+        for pair in captions.TRAIN_TEMPLATES + captions.HELD_OUT_TEMPLATES:
+            words += [w for t in pair for w in words_of(re.sub(r"\{\w+\}", " ", t))]
+        return cls(words + ["a", "an"])
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def encode(self, texts: list[str], max_len: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids [N, T] int32, lengths [N] int32)``: each caption's word ids, padded with 0 to
+        the longest (or ``max_len``). Empty captions and unknown words are refused."""
+        rows = []
+        for text in texts:
+            ws = words_of(text)
+            if not ws:
+                raise UserError(f"the caption {text!r} has no words; describe a digit, e.g. "
+                                "'a thin seven leaning right'")  # fmt: skip
+            unknown = [w for w in ws if w not in self.index]
+            if unknown:
+                raise UserError(
+                    f"the caption {text!r} uses {unknown[0]!r}, a word the text encoder has never "
+                    f"seen; it knows {len(self) - 1} words, such as "
+                    f"{', '.join(self.words[1:9])} (see jaxgen.gan.captions)"
+                )
+            rows.append([self.index[w] for w in ws])
+        t = max_len or max(len(r) for r in rows)
+        if any(len(r) > t for r in rows):
+            raise UserError(f"a caption has more than {t} words; shorten it")
+        ids = np.zeros((len(rows), t), np.int32)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = r
+        return ids, np.array([len(r) for r in rows], np.int32)
+
+
+def encoder_init(key, vocab_size: int, hidden: int = 64, embed_dim: int = 32) -> dict:
+    """An LSTM over word ids (forget bias 1) and a dense layer to ``embed_dim``."""
+    k1, k2 = jax.random.split(key)
+    return {
+        "lstm": rnn.lstm_init(k1, vocab_size, hidden),
+        "out": nn.dense_init(k2, hidden, embed_dim),
+    }
+
+
+def encode(params: dict, ids, lengths) -> jax.Array:
+    """Text embeddings ``[N, embed_dim]`` of padded word ids ``[N, T]`` (batch-major) with their
+    ``lengths [N]``: the LSTM's hidden state at each caption's last word, through the dense
+    layer."""
+    (h, _), _ = rnn.lstm(params["lstm"], ids, lengths=lengths, time_major=False)
+    return nn.dense(params["out"], h)
+
+
+def augment_init(key, embed_dim: int, c_dim: int) -> dict:
+    """The dense layer from a text embedding to ``(mu, log sigma)``, each ``[c_dim]``."""
+    return nn.dense_init(key, embed_dim, 2 * c_dim)
+
+
+def augment(params: dict, embedding, key) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Conditioning augmentation: ``(c, mu, log_sigma)`` with ``c = mu + sigma * eps``,
+    ``eps ~ N(0, I)`` from ``key`` (``key=None``: ``c = mu``, for sampling the mean)."""
+    out = nn.dense(params, embedding)
+    mu, log_sigma = jnp.split(out, 2, axis=-1)
+    if key is None:
+        return mu, mu, log_sigma
+    eps = jax.random.normal(key, mu.shape, mu.dtype)
+    return mu + jnp.exp(log_sigma) * eps, mu, log_sigma
+
+
+def kl_to_standard(mu, log_sigma) -> jax.Array:
+    """``KL(N(mu, diag sigma^2) || N(0, I))``, summed over the code and averaged over the batch:
+    ``0.5 * sum(mu^2 + sigma^2 - 1 - 2 log sigma)``."""
+    per = 0.5 * jnp.sum(mu**2 + jnp.exp(2 * log_sigma) - 1.0 - 2 * log_sigma, axis=-1)
+    return per.mean()
+
+
+def matching_aware_d_loss(real_match, real_mismatch, fake_match, real_label: float = 1.0):
+    """GAN-CLS: ``BCE(real, matching text -> real_label) + (BCE(real, mismatched text -> 0) +
+    BCE(fake, its text -> 0)) / 2``, each the mean over its logits ``[B]``. Returns the loss and
+    its three terms."""
+    parts = {
+        "d_real_match": losses.sigmoid_bce_with_logits(real_match, real_label).mean(),
+        "d_real_mismatch": losses.sigmoid_bce_with_logits(real_mismatch, 0.0).mean(),
+        "d_fake_match": losses.sigmoid_bce_with_logits(fake_match, 0.0).mean(),
+    }
+    loss = parts["d_real_match"] + 0.5 * (parts["d_real_mismatch"] + parts["d_fake_match"])
+    return loss, parts
