@@ -308,6 +308,79 @@ def _sample_images(args, meta):
     return 0
 
 
+def _project(args, rest):
+    """`jaxgen project`: the generator's nearest images to a picture or a sketch (iGAN)."""
+    if rest:
+        raise UserError(f"unrecognised arguments for project: {' '.join(rest)}")
+    for flag, v in (("--num", args.num), ("--restarts", args.restarts), ("--steps", args.steps)):
+        if v <= 0:
+            raise UserError(f"{flag} must be a positive integer, got {v}")
+    if args.num > args.restarts:
+        raise UserError(f"--num ({args.num}) cannot exceed --restarts ({args.restarts})")
+    if args.to and args.steps < 2:
+        raise UserError(f"an interpolation (--to) needs --steps >= 2, got {args.steps}")
+    if not (args.out or args.grid):
+        raise UserError("say where the images go: --out FILE.npy and/or --grid FILE.png")
+    if args.out:
+        check_out_path("--out", args.out)
+    if args.grid:
+        check_out_path("--grid", args.grid, (".png",))
+    from jaxgen.training.checkpoint import read_meta
+
+    meta = read_meta(args.workdir)
+    if meta is None or meta.get("model") != "gan":
+        raise UserError(
+            f"{args.workdir!r} holds no trained GAN; train one with `jaxgen train --config "
+            "configs/dcgan_mnist.py` (projection needs a generator)"
+        )
+    if meta["config"]["model"]["arch"] != "dcgan":
+        raise UserError("projection is for DCGAN workdirs (the FC GAN's images are not projected)")
+    labels = parse_labels(args.label, meta) if args.label else None
+    if meta["config"]["model"].get("num_classes", 0) and labels is None:
+        raise UserError("this GAN is class-conditional: say which class with --label K")
+    shape = tuple(meta["image_shape"])
+    import jax
+    import numpy as np
+
+    from jaxgen.gan import models, project, sampling
+    from jaxgen.training.io import write_atomic
+
+    x = project.read_image(args.image, shape)
+    mask = (
+        None if not args.mask else (project.read_image(args.mask, shape[:2] + (1,), "--mask") > -1)
+    )
+    other = project.read_image(args.to, shape, "--to") if args.to else None
+    model, gp, gs, cfg = sampling.load_generator(args.workdir, which=args.checkpoint)
+    enc = project.cached_encoder(
+        args.workdir, model, gp, gs, steps=args.encoder_steps, dist=cfg.model.latent_dist
+    )
+    pad = lambda a: np.asarray(models.pad(model, np.asarray(a, np.float32)[None]))[0]
+    if mask is not None:  # padding is never drawn
+        mask = np.asarray(models.pad(model, mask[None].astype(np.float32) * 2 - 1))[0] > 0
+    label = None if labels is None else labels[0]
+    run = lambda target, m, key: project.project(
+        model, gp, gs, pad(target), key=key, mask=m, restarts=args.restarts, k=args.num,
+        encoder=enc, label=label, dist=cfg.model.latent_dist,
+    )  # fmt: skip
+    best = run(x, mask, jax.random.key(args.seed))
+    images = np.asarray(models.crop(model, best.images))
+    print(f"projected {args.image}: best losses {np.round(np.asarray(best.loss), 4).tolist()}")
+    if other is not None:
+        far = run(other, None, jax.random.key(args.seed + 1))
+        walk = project.interpolate(model, gp, gs, best.z[0], far.z[0], args.steps, label=label)
+        images = np.asarray(models.crop(model, walk))
+        print(f"interpolated to {args.to} in {args.steps} steps")
+    if args.out:
+        write_atomic(Path(args.out), lambda f: np.save(f, images.astype(np.float32)))
+        print(f"wrote {args.out}: {images.shape} float32 in [-1, 1]")
+    if args.grid:
+        from jaxgen.plots import save_grid
+
+        save_grid(np.concatenate([x[None], images]), args.grid, ncol=len(images) + 1)
+        print(f"wrote {args.grid}: the input, then the {len(images)} images")
+    return 0
+
+
 def _eval(args, rest):
     if rest:
         raise UserError(f"unrecognised arguments for eval: {' '.join(rest)}")
@@ -477,6 +550,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--grid", default="", help="GAN: write a grid of (up to 256 of) the images to FILE.png"
     )
     s.set_defaults(fn=_sample)
+
+    j = sub.add_parser(
+        "project",
+        help="GAN: the generator's nearest images to a picture or a sketch (iGAN)",
+        formatter_class=defaults,
+    )
+    j.add_argument("--workdir", required=True, help="a trained DCGAN workdir")
+    j.add_argument("--image", required=True, help="the picture or sketch: PNG, or .npy [H, W, C]")
+    j.add_argument(
+        "--mask", default="", help="PNG/.npy [H, W, 1]: bright where the sketch is drawn"
+    )
+    j.add_argument("--num", type=int, default=4, help="how many of the best projections to keep")
+    j.add_argument("--restarts", type=int, default=32, help="latents optimised at once")
+    j.add_argument("--label", default="", help="class-conditional GAN: the class to project onto")
+    j.add_argument("--to", default="", help="a second image: interpolate from --image to it")
+    j.add_argument("--steps", type=int, default=8, help="images along the interpolation (--to)")
+    j.add_argument("--encoder_steps", type=int, default=2000, help="training of the encoder")
+    j.add_argument("--out", default="", help="the images as float32 [N, H, W, C] .npy")
+    j.add_argument("--grid", default="", help="a PNG of the input then the images")
+    j.add_argument("--seed", type=int, default=0, help="PRNG seed of the random restarts")
+    j.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    j.set_defaults(fn=_project)
 
     e = sub.add_parser(
         "eval",

@@ -219,14 +219,33 @@ def test_cdcgan_cli_train_resume_sample_a_class_and_eval(tmp_path, monkeypatch, 
     assert sevens.shape == balanced.shape == (10, 28, 28, 1)
     np.testing.assert_array_equal(sevens[7], balanced[7])  # image 7 of the balanced draw is a 7
     assert np.abs(sevens[:7] - balanced[:7]).max() > 1e-3
+    # projection onto class 7 (iGAN), from a .npy digit; the encoder is cached in the workdir
+    np.save(tmp_path / "digit.npy", sevens[0])
+    (tmp_path / "not.png").write_text("not an image")
+    proj = [
+        "project",
+        "--workdir",
+        str(w),
+        "--num",
+        "2",
+        "--restarts",
+        "4",
+        "--encoder_steps",
+        "20",
+    ]
+    _cli(*proj, "--image", str(tmp_path / "digit.npy"), "--label", "7", "--out", str(out7))
+    assert np.load(out7).shape == (2, 28, 28, 1) and (w / "project" / "encoder_20.npz").exists()
     before = {p: p.read_bytes() for p in w.rglob("*") if p.is_file()}
-    for flags, match in (
-        (["--label", "10"], "--label 10 is not a class of this GAN; its classes are 0 ... 9"),
-        (["--label", "seven"], "--label takes a class number"),
-    ):
-        r = _cli(
-            "sample", "--workdir", str(w), "--out", str(tmp_path / "x.npy"), *flags, check=False
-        )
+    x = ["--out", str(tmp_path / "x.npy")]
+    for argv, match in (
+        (["sample", "--workdir", str(w), *x, "--label", "10"],
+         "--label 10 is not a class of this GAN; its classes are 0 ... 9"),
+        (["sample", "--workdir", str(w), *x, "--label", "seven"], "--label takes a class number"),
+        ([*proj, *x, "--image", str(tmp_path / "digit.npy")], "say which class with --label"),
+        ([*proj, *x, "--image", str(tmp_path / "not.png"), "--label", "1"], "is not an image"),
+        ([*proj, *x, "--image", str(out7), "--label", "1"], "resize it to 28x28"),
+    ):  # fmt: skip
+        r = _cli(*argv, check=False)
         assert r.returncode == 2 and match in r.stderr, r.stderr
     r = _cli("train", *common, "--workdir", str(w), "--config.model.cond_d=concat", check=False)
     assert r.returncode == 2 and "config.model.cond_d=projection" in r.stderr, r.stderr

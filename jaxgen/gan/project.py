@@ -20,10 +20,12 @@ depends on its own latent only and the restarts form one batch.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxgen.errors import UserError
@@ -208,3 +210,64 @@ def interpolate(model: GanModel, g_params, g_stats, z_a, z_b, steps: int = 8, la
     z = (1 - t) * jnp.asarray(z_a)[None] + t * jnp.asarray(z_b)[None]
     labels = None if not model.num_classes else jnp.full((steps,), int(label), jnp.int32)
     return _generate(model, g_params, g_stats, z, labels)
+
+
+def read_image(path, shape: tuple[int, int, int], what: str = "--image") -> np.ndarray:
+    """One image ``shape`` (``[H, W, C]``) in [-1, 1] from a PNG/JPEG (grey or RGB, 0..255 mapped
+    to [-1, 1]) or a ``.npy`` (``[H, W, C]`` or ``[1, H, W, C]`` already in [-1, 1])."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{what} {str(p)!r} does not exist")
+    if p.suffix.lower() == ".npy":
+        try:
+            x = np.load(p, allow_pickle=False).astype(np.float32)
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot read {what} {str(p)!r} as a .npy array ({e})") from None
+        x = x[0] if x.ndim == 4 and len(x) == 1 else x
+    else:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(p) as im:
+                im = im.convert("L" if shape[-1] == 1 else "RGB")
+                x = np.asarray(im, np.float32) / 127.5 - 1.0
+        except (OSError, UnidentifiedImageError) as e:
+            raise UserError(f"{what} {str(p)!r} is not an image PIL can read ({e})") from None
+        x = x[..., None] if x.ndim == 2 else x
+    if x.shape != tuple(shape):
+        raise UserError(
+            f"{what} {str(p)!r} is {list(x.shape)}, but this generator's images are "
+            f"{list(shape)}; resize it to {shape[0]}x{shape[1]}"
+        )
+    if not (np.isfinite(x).all() and x.min() >= -1.0001 and x.max() <= 1.0001):
+        raise UserError(f"{what} {str(p)!r} has values outside [-1, 1]")
+    return x
+
+
+def cached_encoder(workdir, model, g_params, g_stats, *, steps: int, dist: str, log=print):
+    """The workdir's projection encoder (``project/encoder.npz``), trained and saved on first
+    use: the generator does not change, so one encoder serves every later projection."""
+    from jaxgen.training.io import write_atomic
+
+    path = Path(workdir) / "project" / f"encoder_{steps}.npz"
+    if path.exists():
+        with np.load(path) as f:
+            flat = dict(f)
+        return _unflatten(flat)
+    log(f"training the projection encoder ({steps} steps on the generator's samples)")
+    params, hist = train_encoder(
+        model, g_params, g_stats, jax.random.key(0), steps=steps, dist=dist,
+        progress=lambda s, loss: log(f"  encoder step {s}: |E(G(z)) - z|^2 {loss:.4f}"),
+    )  # fmt: skip
+    path.parent.mkdir(exist_ok=True)
+    flat = {f"{k}/{n}": np.asarray(v) for k, layer in params.items() for n, v in layer.items()}
+    write_atomic(path, lambda f: np.savez(f, **flat))
+    return params
+
+
+def _unflatten(flat: dict) -> dict:
+    out: dict = {}
+    for k, v in flat.items():
+        layer, name = k.split("/")
+        out.setdefault(layer, {})[name] = jnp.asarray(v)
+    return out
