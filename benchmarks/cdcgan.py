@@ -13,6 +13,9 @@ score and, for the conditional GANs, how often the classifier reads the class th
 (overall and for the worst class). Targets (issue 18): label accuracy >= 0.97 on average and
 >= 0.90 for every class; Frechet distance no worse than the unconditional DCGAN's.
 
+Speed: images/s of the conditional train step, jaxgen against its PyTorch twin
+(``benchmarks/gan_torch_ref.py --arch cdcgan``), each in its own process (target: >= 1.0x).
+
 Writes ``cdcgan.{json,md}`` and a 10x10 grid per recipe (``cdcgan_<name>_grid.png``: one class a
 column for the conditional ones) to ``--out``.
 """
@@ -27,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from gan_quality import train_then_eval  # noqa: E402
+from gan_quality import speed, train_then_eval  # noqa: E402
 
 from jaxgen import benchmarking as bm  # noqa: E402
 
@@ -115,6 +118,19 @@ def markdown(payload: dict) -> str:
         lines.append("|---" * (k + 1) + "|")
         for n, accs in per:
             lines.append(f"| {n} | " + " | ".join(f"{a:.3f}" for a in accs) + " |")
+    sp, nan = (payload.get("speed") or {}).get("cdcgan"), float("nan")
+    if sp:
+        lines += [
+            "",
+            f"Train-step speed (projection discriminator, batch {sp['batch']}; jaxgen and "
+            f"PyTorch {sp.get('torch_version', '-')} each in its own process, 2 threads, "
+            f"{sp['rounds']} alternating rounds of {sp['reps_per_round']} repetitions, medians):",
+            "",
+            "| jaxgen images/s | PyTorch images/s | jaxgen / PyTorch | jaxgen GFLOP/s |",
+            "|---|---|---|---|",
+            f"| {sp['jaxgen_images_per_s']:.0f} | {sp.get('pytorch_images_per_s', nan):.0f} | "
+            f"{sp.get('speedup_vs_pytorch', nan):.2f}x | {sp['jaxgen_gflops']:.1f} |",
+        ]
     lines += [
         "",
         "Grids: `cdcgan_<recipe>_grid.png` (conditional: one class a column, 0 to 9).",
@@ -133,6 +149,9 @@ def main(argv=None):
     ap.add_argument("--budget", type=float, default=900.0, help="training seconds per recipe")
     ap.add_argument("--only", nargs="*", choices=list(RECIPES), default=None)
     ap.add_argument("--workdir", default="/tmp/jaxgen_cdcgan")
+    ap.add_argument("--no-speed", action="store_true", help="skip the train-step speed table")
+    ap.add_argument("--reps", type=int, default=7, help="timed repetitions per process")
+    ap.add_argument("--rounds", type=int, default=3, help="jaxgen / PyTorch process pairs")
     ap.add_argument("--cache", default="~/.cache/jaxgen/classifiers")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
@@ -145,6 +164,7 @@ def main(argv=None):
         print(f"== {name}: training {args.budget:.0f} s on {args.data}", flush=True)
         runs[name] = run(name, args.data, args.budget, Path(args.workdir) / name, out, args.cache)
     payload = {
+        "speed": None if args.no_speed else speed(args.reps, args.rounds, archs=("cdcgan",)),
         "budget_s": args.budget,
         "data": args.data,
         "data_name": "MNIST test set (10,000 images)",

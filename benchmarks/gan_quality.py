@@ -125,7 +125,8 @@ def quality(name: str, data: str, budget: float, workdir: Path, out: Path, cache
 
 
 def _jax_step(arch: str, batch: int):
-    cfg = load_config(ROOT / RECIPES["fc" if arch == "fc" else "dcgan"])
+    spec = {"cdcgan": "configs/cdcgan_mnist.py"}.get(arch) or RECIPES[arch]
+    cfg = load_config(ROOT / spec)
     model = gan.models.build(cfg.model)
     tx_g, tx_d = gan.step.make_optimizers(cfg)
     state = gan.step.init_state(model, 0, tx_g, tx_d, ema=False)
@@ -142,14 +143,17 @@ def _jax_step(arch: str, batch: int):
     real = jax.random.uniform(
         jax.random.key(0), (batch, model.size, model.size, model.channels), minval=-1, maxval=1
     )
-    cost = step.lower(state, real).compile().cost_analysis()
+    args = (real,)
+    if model.num_classes:  # the class-conditional step also takes the real images' labels
+        args += (jax.random.randint(jax.random.key(1), (batch,), 0, model.num_classes),)
+    cost = step.lower(state, *args).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = float(cost.get("flops", 0.0)) if cost else 0.0
     box = [state]
 
     def run(n):
         for _ in range(n):
-            box[0], _ = step(box[0], real)
+            box[0], _ = step(box[0], *args)
         jax.block_until_ready(box[0])
 
     run(2)
@@ -236,12 +240,12 @@ def _commands(jax_args: list[str], torch_args: list[str], reps: int) -> dict[str
     return cmds
 
 
-def speed(reps: int, rounds: int) -> dict:
+def speed(reps: int, rounds: int, archs: tuple[str, ...] = ("fc", "dcgan")) -> dict:
     """Images/s of one train step, jaxgen and PyTorch each in its own process, alternating for
     ``rounds`` rounds; each process reports the median of ``reps`` repetitions; the ratio is the
     median over rounds of the per-round ratios."""
     out = {}
-    for arch in ("fc", "dcgan"):
+    for arch in archs:
         batch = tref.DEFAULT_BATCH[arch]
         runs = bm.interleaved_processes(
             _commands(["step", "--arch", arch], ["time-step", "--arch", arch], reps), rounds
@@ -428,7 +432,7 @@ def main(argv=None):
         help="quality only; keep the speed tables of the last run",
     )
     ap.add_argument("--worker", choices=("step", "layers"), default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--arch", choices=("fc", "dcgan"), default="fc", help=argparse.SUPPRESS)
+    ap.add_argument("--arch", choices=tref.ARCHS, default="fc", help=argparse.SUPPRESS)
     ap.add_argument("--workdir", default="/tmp/jaxgen_gan_quality")
     ap.add_argument("--cache", default="~/.cache/jaxgen/classifiers")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))

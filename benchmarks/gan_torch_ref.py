@@ -10,6 +10,9 @@ counts, batch-norm scale and bias counted as parameters):
 * ``dcgan`` G 373,441 / D 166,817 parameters; 32x32x1 images, NCHW; batch 128;
             Adam lr 2e-4, betas (0.5, 0.999). Weights N(0, 0.02), biases zero,
             batch-norm scale one and bias zero.
+* ``cdcgan`` the class-conditional DCGAN (``configs/cdcgan_mnist.py``, batch 64): G reads
+            ``[z, one_hot(y)]``, D adds the projection ``e_y . phi(x)`` to its logit;
+            10 classes add 20,480 parameters to each network.
 
 One train step, the same as jaxgen's: z ~ N(0, 1) ``[B, 100]``; ``fake = G(z)`` once;
 D step on ``BCE(D(real), 0.9) + BCE(D(fake.detach()), 0)`` with real and fake through D separately
@@ -43,10 +46,15 @@ import time
 from typing import Callable
 
 LATENT = 100
-ARCHS = ("fc", "dcgan")
-DEFAULT_BATCH = {"fc": 64, "dcgan": 128}
-EXPECTED_PARAMS = {"fc": (114_800, 110_849), "dcgan": (373_441, 166_817)}
-STEPS_PER_REP = {"fc": 200, "dcgan": 8}  # train steps per timed repetition
+ARCHS = ("fc", "dcgan", "cdcgan")
+CLASSES = 10  # cdcgan: the class-conditional DCGAN of configs/cdcgan_mnist.py
+DEFAULT_BATCH = {"fc": 64, "dcgan": 128, "cdcgan": 64}
+EXPECTED_PARAMS = {
+    "fc": (114_800, 110_849),
+    "dcgan": (373_441, 166_817),
+    "cdcgan": (373_441 + CLASSES * 2048, 166_817 + CLASSES * 2048),
+}
+STEPS_PER_REP = {"fc": 200, "dcgan": 8, "cdcgan": 16}  # train steps per timed repetition
 # (kind, input size, in channels, out channels) of each DCGAN convolution; kernel 4, stride 2,
 # padding 1.
 DCGAN_LAYERS = (
@@ -136,6 +144,8 @@ def _build(arch: str):
         nn.Flatten(),
         nn.Linear(4 * 4 * 128, 1),
     )
+    if arch == "cdcgan":
+        g, d = _conditional(g, "g"), _conditional(d, "d")
     with torch.no_grad():
         for m in list(g.modules()) + list(d.modules()):
             if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
@@ -145,7 +155,35 @@ def _build(arch: str):
             elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Embedding):
+                nn.init.normal_(m.weight, 0.0, 0.02)
     return g, d, (1, 32, 32), dict(lr=2e-4, betas=(0.5, 0.999))
+
+
+def _conditional(net, which: str):
+    """The conditional twin of a DCGAN network: G's first layer reads ``[z, one_hot(y)]``; D
+    adds ``e_y . phi(x)`` (phi: the features before its last layer) to its logit."""
+    import torch
+    from torch import nn
+
+    class Conditional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            if which == "g":
+                first = net[0]
+                net[0] = nn.Linear(LATENT + CLASSES, first.out_features, bias=False)
+                self.body = net
+            else:
+                self.features, self.out = net[:-1], net[-1]
+                self.embed = nn.Embedding(CLASSES, self.out.in_features)
+
+        def forward(self, x, y):
+            if which == "g":
+                return self.body(torch.cat([x, nn.functional.one_hot(y, CLASSES).float()], 1))
+            phi = self.features(x)
+            return self.out(phi) + (self.embed(y) * phi).sum(1, keepdim=True)
+
+    return Conditional()
 
 
 def _count(module) -> int:
@@ -186,25 +224,30 @@ def make_step(
 
     gen = torch.Generator().manual_seed(seed + 1)
     real = torch.rand((batch, *image_shape), generator=gen) * 2.0 - 1.0
+    cond = arch == "cdcgan"
+    y_real = torch.randint(0, CLASSES, (batch,), generator=gen)
+    G = (lambda z, y: g(z, y)) if cond else (lambda z, y: g(z))
+    D = (lambda x, y: d(x, y)) if cond else (lambda x, y: d(x))
     real_labels = torch.full((batch, 1), 0.9)
     fake_labels = torch.zeros((batch, 1))
     g_labels = torch.ones((batch, 1))
 
     def step(sync: bool = False):
         z = torch.randn(batch, LATENT)
-        fake = g(z)  # the step's only G forward: [B, 784] or [B, 1, 32, 32]
+        y_fake = torch.randint(0, CLASSES, (batch,)) if cond else None
+        fake = G(z, y_fake)  # the step's only G forward: [B, 784] or [B, 1, 32, 32]
 
         opt_d.zero_grad(set_to_none=True)
         d_loss = F.binary_cross_entropy_with_logits(
-            d(real), real_labels
-        ) + F.binary_cross_entropy_with_logits(d(fake.detach()), fake_labels)
+            D(real, y_real), real_labels
+        ) + F.binary_cross_entropy_with_logits(D(fake.detach(), y_fake), fake_labels)
         d_loss.backward()
         opt_d.step()
 
         opt_g.zero_grad(set_to_none=True)
         for p in d_params:  # G step: gradients through D's input only, no D weight gradients
             p.requires_grad_(False)
-        g_loss = F.binary_cross_entropy_with_logits(d(fake), g_labels)
+        g_loss = F.binary_cross_entropy_with_logits(D(fake, y_fake), g_labels)
         g_loss.backward()
         for p in d_params:
             p.requires_grad_(True)
