@@ -462,3 +462,23 @@ def test_eval_flags_checked_before_work(tmp_path, capsys, no_work, flags, match)
     w = _fake_workdir(tmp_path, "gan")
     flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
     assert match in one_line_error(capsys, ["eval", "--workdir", w, *flags])
+
+
+def test_analyze_flags_are_checked_and_reach_the_study(monkeypatch, capsys):
+    """`jaxgen analyze`: the memory-span options are refused for gradient-decay and out of range,
+    and reach run_memory_span when valid."""
+    from jaxgen import analysis
+
+    got = []
+    monkeypatch.setattr(analysis, "run_memory_span", lambda out, **kw: got.append(kw))
+    monkeypatch.setattr(analysis, "run_gradient_decay", lambda *a, **kw: got.append("decay"))
+    for argv, match in (
+        (["gradient-decay", "--lr", "0.1"], "--lr are options of memory-span only"),
+        (["memory-span", "--lr", "-1"], "--lr must be a positive learning rate"),
+        (["memory-span", "--lags", "5,x"], "--lags expects comma-separated integers"),
+        (["memory-span", "--cells", "lstm,lstm-b7"], "--cells: unknown lstm-b7"),
+    ):
+        assert cli.main(["analyze", *argv]) == 2 and match in capsys.readouterr().err
+    assert got == []
+    assert cli.main(["analyze", "memory-span", "--lr", "0.02", "--cells", "lstm-chrono"]) == 0
+    assert got[0]["learning_rate"] == 0.02 and got[0]["cells"] == ("lstm-chrono",)
