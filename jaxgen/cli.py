@@ -317,6 +317,8 @@ def _project(args, rest):
             raise UserError(f"{flag} must be a positive integer, got {v}")
     if args.num > args.restarts:
         raise UserError(f"--num ({args.num}) cannot exceed --restarts ({args.restarts})")
+    if args.encoder_steps < 0:
+        raise UserError(f"--encoder_steps must be >= 0 (0: no encoder), got {args.encoder_steps}")
     if args.to and args.steps < 2:
         raise UserError(f"an interpolation (--to) needs --steps >= 2, got {args.steps}")
     if not (args.out or args.grid):
@@ -351,9 +353,11 @@ def _project(args, rest):
     )
     other = project.read_image(args.to, shape, "--to") if args.to else None
     model, gp, gs, cfg = sampling.load_generator(args.workdir, which=args.checkpoint)
-    enc = project.cached_encoder(
-        args.workdir, model, gp, gs, steps=args.encoder_steps, dist=cfg.model.latent_dist
-    )
+    enc = None  # --encoder_steps 0: random restarts only
+    if args.encoder_steps:
+        enc = project.cached_encoder(
+            args.workdir, model, gp, gs, steps=args.encoder_steps, dist=cfg.model.latent_dist
+        )
     pad = lambda a: np.asarray(models.pad(model, np.asarray(a, np.float32)[None]))[0]
     if mask is not None:  # padding is never drawn
         mask = np.asarray(models.pad(model, mask[None].astype(np.float32) * 2 - 1))[0] > 0
@@ -566,7 +570,12 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--label", default="", help="class-conditional GAN: the class to project onto")
     j.add_argument("--to", default="", help="a second image: interpolate from --image to it")
     j.add_argument("--steps", type=int, default=8, help="images along the interpolation (--to)")
-    j.add_argument("--encoder_steps", type=int, default=2000, help="training of the encoder")
+    j.add_argument(
+        "--encoder_steps",
+        type=int,
+        default=2000,
+        help="training of the encoder (0: none, random restarts only)",
+    )
     j.add_argument("--out", default="", help="the images as float32 [N, H, W, C] .npy")
     j.add_argument("--grid", default="", help="a PNG of the input then the images")
     j.add_argument("--seed", type=int, default=0, help="PRNG seed of the random restarts")

@@ -26,6 +26,7 @@ concatenated to the image (``cond_d="concat"``, the classic conditional DCGAN).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, NamedTuple
 
@@ -315,10 +316,15 @@ def dcgan(
 
 def build(model_cfg) -> GanModel:
     """The :class:`GanModel` a config's ``model`` group describes (``model.arch``: 'fc' or
-    'dcgan')."""
+    'dcgan').
+
+    Equal settings give the same object (memoised), so functions jitted with the model as a
+    static argument (sampling, recalibration, projection) compile once per process, not once
+    per training run or loaded workdir."""
     m = model_cfg
     if m.arch == "fc":
-        return fc_gan(
+        return _build(
+            "fc",
             latent=m.latent,
             image_size=m.image_size,
             channels=m.channels,
@@ -330,7 +336,8 @@ def build(model_cfg) -> GanModel:
             init_std=m.init_std if m.init_std > 0 else None,
         )
     if m.arch == "dcgan":
-        return dcgan(
+        return _build(
+            "dcgan",
             latent=m.latent,
             image_size=m.image_size,
             channels=m.channels,
@@ -341,6 +348,11 @@ def build(model_cfg) -> GanModel:
             cond_d=m.get("cond_d", "projection"),
         )
     raise UserError(f"unknown model.arch {m.arch!r}; choose 'fc' or 'dcgan'")
+
+
+@functools.lru_cache(maxsize=64)
+def _build(arch: str, **kw) -> GanModel:
+    return fc_gan(**kw) if arch == "fc" else dcgan(**kw)
 
 
 def crop(model: GanModel, images: Array) -> Array:
