@@ -64,11 +64,10 @@ def total_steps(cfg, batches: ImageBatches) -> int:
 def _check_same_model(cfg, meta: dict, workdir: Path) -> None:
     """Refuse to resume a workdir whose GAN differs from the config's in architecture or in
     what changes the saved state's structure."""
-    old = meta["config"]["model"]
+    # a workdir from before the conditional GAN: unconditional, with the default cond_d
+    old = {"num_classes": 0, "cond_d": "projection", **meta["config"]["model"]}
     keys = ("arch", "latent", "image_size", "channels", "g_hidden", "d_hidden", "features")
     for k in (*keys, "num_classes", "cond_d"):
-        if k in ("num_classes", "cond_d") and k not in old:  # a workdir from before either existed
-            old = {**old, "num_classes": 0, "cond_d": "projection"}
         if k in old and list(np.atleast_1d(old[k])) != list(np.atleast_1d(cfg.model[k])):
             raise UserError(
                 f"workdir {str(workdir)!r} holds a GAN with config.model.{k}={old[k]}, but the "
