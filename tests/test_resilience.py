@@ -359,7 +359,11 @@ def test_ctrl_c_during_compilation_then_sigterm_mid_run(tmp_path):
     # control, nohup) passes SIGINT on ignored, and `jaxgen train` then keeps ignoring it on
     # purpose (test_ctrl_c_ignored_at_start_stays_ignored)
     popen["preexec_fn"] = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
-    proc = subprocess.Popen(_train_cmd(w), **popen)
+    # the first run compiles for real: a step read from a warm persistent cache (a second run of
+    # the suite) would finish before the signal arrives
+    proc = subprocess.Popen(
+        _train_cmd(w), **{**popen, "env": {**env, "JAX_COMPILATION_CACHE_DIR": ""}}
+    )
     out, err = _stop_and_wait(proc, w, signal.SIGINT)
     assert proc.returncode == 130, (proc.returncode, err)
     assert "Traceback" not in err and "Fatal Python error" not in err, err

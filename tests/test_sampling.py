@@ -32,8 +32,13 @@ def ref_keep(logits, temperature=1.0, top_k=0, top_p=1.0):
     return keep
 
 
+# compiled once per shape and top_k (temperature and top_p traced): op by op, each new shape
+# compiles a dozen ops; the uncompiled function is checked in WithAndWithoutJit below
+_filter = jax.jit(filter_logits, static_argnames="top_k")
+
+
 def kept(logits, **kw):
-    return np.isfinite(np.asarray(filter_logits(jnp.asarray(logits, jnp.float32), **kw)))
+    return np.isfinite(np.asarray(_filter(jnp.asarray(logits, jnp.float32), **kw)))
 
 
 def test_top_p_one_keeps_every_token():
@@ -63,9 +68,7 @@ def test_filter_matches_numpy_reference(temperature, top_k, top_p):
     logits = rng.normal(size=(6, 65)) * 2.0
     logits[0, :8] = logits[0, 8]  # a row with ties
     got = np.asarray(
-        filter_logits(
-            jnp.asarray(logits, jnp.float32), temperature=temperature, top_k=top_k, top_p=top_p
-        )
+        _filter(jnp.asarray(logits, jnp.float32), temperature=temperature, top_k=top_k, top_p=top_p)
     )
     for row, g in zip(logits, got):
         want = ref_keep(row, temperature, top_k, top_p)

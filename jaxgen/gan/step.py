@@ -61,21 +61,28 @@ def make_optimizers(
 
 
 def init_state(model: GanModel, seed: int, tx_g, tx_d, *, ema: bool) -> TrainState:
-    """The initial train state (built under one ``jit``: one compilation instead of one per op)."""
-    return jax.jit(functools.partial(_init_state, model, tx_g=tx_g, tx_d=tx_d, ema=ema))(seed)
-
-
-def _init_state(model: GanModel, seed, *, tx_g, tx_d, ema: bool) -> TrainState:
-    k_init, k_train = jax.random.split(jax.random.key(seed))
-    params, stats = model.init(k_init)
+    """The initial train state. The networks come from one compiled initialiser per model, kept
+    for the next call (op by op, every random draw of a new shape would compile on its own); the
+    Adam states are zeros and the EMA a copy."""
+    params, stats, key = _init_networks(model)(seed)
     return TrainState(
         params=params,
         stats=stats,
         opt_state={"g": tx_g.init(params["g"]), "d": tx_d.init(params["d"])},
         step=jnp.zeros((), jnp.int32),
-        key=jax.random.key_data(k_train),
+        key=key,
         ema=jax.tree.map(jnp.copy, params["g"]) if ema else None,
     )
+
+
+@functools.lru_cache(maxsize=16)
+def _init_networks(model: GanModel):
+    def init(seed):
+        k_init, k_train = jax.random.split(jax.random.key(seed))
+        params, stats = model.init(k_init)
+        return params, stats, jax.random.key_data(k_train)
+
+    return jax.jit(init)
 
 
 def train_step(

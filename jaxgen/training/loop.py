@@ -395,7 +395,12 @@ def load_trained(
             f"workdir {str(workdir)!r} holds a {meta.get('model')!r} model, not a {name or kind}"
         )
     cfg = ml_collections.ConfigDict(meta["config"])
-    abstract = checkpoint.abstract(template(cfg, meta))
+    # the saved layout from shapes alone: building a real state would compile its initialiser
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+        jax.eval_shape(lambda: template(cfg, meta)),
+    )
     ckpts = checkpoint.Checkpoints(workdir)
     try:
         for w in [which, "latest"] if which == "best" else ["latest"]:
