@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import types
 from pathlib import Path
 
 import jax
@@ -1062,3 +1063,28 @@ def test_recalibrate_pools_chunk_statistics():
             )
     with pytest.raises(ValueError, match="multiple of chunk"):
         gan.sampling.recalibrate(m, gp, gs, key, num=500, chunk=128)
+
+
+def test_recalibrate_samples_reach_sampling_and_are_checked():
+    """``train.recalibrate_samples`` sets how many latents re-measure an EMA generator's statistics
+    (the smoke configs use 2,048 to sample fast); configs saved before the field existed keep
+    16,384; a ragged count is refused by the config check."""
+    from jaxgen.config import load_config
+
+    m = gan.models.dcgan(image_size=16, features=(8, 16), latent=12)
+    params, stats = m.init(jax.random.key(0))
+    state = types.SimpleNamespace(params=params, stats=stats, ema=params["g"])
+    key = jax.random.key(3)
+    _, got = gan.sampling.sampling_generator(m, state, key, "normal", num=512)
+    want = gan.sampling.recalibrate(m, params["g"], stats["g"], key, num=512, chunk=512)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    smoke = load_config(ROOT / "configs" / "dcgan_mnist.py:smoke")
+    assert gan.sampling.recalibrate_samples(smoke) == 2048
+    del smoke.train.recalibrate_samples  # a config saved before the field
+    assert gan.sampling.recalibrate_samples(smoke) == 16384
+    for bad in (3000, 0, -2048):
+        cfg = gan.config.default_config()
+        cfg.train.recalibrate_samples = bad
+        with pytest.raises(UserError, match="recalibrate_samples must be a positive integer"):
+            gan.config.validate_config(cfg)

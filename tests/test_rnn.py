@@ -214,11 +214,13 @@ def test_scan_partial_unroll_python_agree(kind, reverse):
     if kind == "lstm":
         variants.append(dict(mode="scan", backward="autodiff"))
     results = []
-    for v in variants:
-        out = seq(p, xs, carry, reverse=reverse, lengths=lengths, **v)
-        grads = jax.grad(
-            functools.partial(seq_loss, seq, reverse=reverse, lengths=lengths, **v),
-            argnums=(0, 1, 2),
+    for v in variants:  # each compiled whole: op by op, every op of the unrolled loops compiles
+        out = jax.jit(functools.partial(seq, reverse=reverse, lengths=lengths, **v))(p, xs, carry)
+        grads = jax.jit(
+            jax.grad(
+                functools.partial(seq_loss, seq, reverse=reverse, lengths=lengths, **v),
+                argnums=(0, 1, 2),
+            )
         )(p, xs, carry)
         results.append((out, grads))
     for other in results[1:]:

@@ -43,23 +43,29 @@ def make_optimizer(
     cfg: ml_collections.ConfigDict, total_steps: int
 ) -> optax.GradientTransformation:
     """Global-norm clipping, then Adam at ``train.lr``: constant, or warmup + cosine decay to
-    ``lr * train.final_lr_fraction`` at ``total_steps``."""
+    ``lr * train.final_lr_fraction`` at ``total_steps``. Equal settings give the same object, so
+    a step jitted with it is reused (see ``training.loop``) instead of traced again."""
     t = cfg.train
-    if t.lr_schedule == "constant":
-        lr = t.lr
-    elif t.lr_schedule == "cosine":
-        lr = optax.warmup_cosine_decay_schedule(
-            0.0,
-            t.lr,
-            max(1, t.warmup_steps),
-            max(t.warmup_steps + 1, total_steps),
-            end_value=t.lr * t.final_lr_fraction,
-        )
-    else:
+    if t.lr_schedule not in ("constant", "cosine"):
         raise UserError(
             f"unknown config.train.lr_schedule {t.lr_schedule!r}; choose 'constant' or 'cosine'"
         )
-    return optax.chain(optax.clip_by_global_norm(t.clip), optax.adam(lr))
+    cosine = t.lr_schedule == "cosine"
+    return _optimizer(
+        float(t.lr),
+        float(t.clip),
+        (int(t.warmup_steps), int(total_steps), float(t.final_lr_fraction)) if cosine else None,
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _optimizer(lr: float, clip: float, cosine: tuple | None) -> optax.GradientTransformation:
+    if cosine is not None:
+        warmup, total_steps, final = cosine
+        lr = optax.warmup_cosine_decay_schedule(
+            0.0, lr, max(1, warmup), max(warmup + 1, total_steps), end_value=lr * final
+        )
+    return optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr))
 
 
 def init_state(cfg, vocab_size: int, tx: optax.GradientTransformation) -> TrainState:

@@ -10,6 +10,10 @@ from jaxgen.errors import UserError
 KIND = "gan"  # the model kind a workdir's jaxgen.json names
 
 
+RECALIBRATE_SAMPLES = 16384  # train.recalibrate_samples of configs saved before it existed
+RECALIBRATE_CHUNK = 2048  # latents a recalibration pass holds at once
+
+
 def default_config() -> ml_collections.ConfigDict:
     """The classic fully connected GAN; every GAN config starts from this and changes fields."""
     c = ml_collections.ConfigDict()
@@ -58,6 +62,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.beta2 = 0.999  # Adam beta2
     c.train.real_label = 0.9  # one-sided label smoothing: target for real images (fake target is 0)
     c.train.ema_decay = 0.0  # > 0 keeps an exponential moving average of the generator for sampling
+    c.train.recalibrate_samples = 16384  # latents that re-measure the EMA's batch-norm statistics
     c.train.grid = 64  # fixed latents drawn in the sample grid
     c.train.sample_every = 0  # steps between sample grids; 0: once per epoch
     c.train.log_every = 50  # steps between metrics rows (and non-finite checks)
@@ -97,6 +102,7 @@ def dcgan_smoke_config(image_size: int = 28, channels: int = 1) -> ml_collection
     c.train.sample_every = 10
     c.train.checkpoint_every = 10
     c.train.grid = 16
+    c.train.recalibrate_samples = 2048  # a tenth of the sampling cost of each grid and evaluation
     return c
 
 
@@ -148,6 +154,14 @@ def validate_config(cfg) -> None:
         raise UserError(
             f"config.train.real_label must be in (0, 1] (0.9 is one-sided label "
             f"smoothing), got {t.real_label}"
+        )
+    n = t.get("recalibrate_samples", RECALIBRATE_SAMPLES)
+    if not (
+        isinstance(n, int) and n > 0 and (n <= RECALIBRATE_CHUNK or n % RECALIBRATE_CHUNK == 0)
+    ):
+        raise UserError(
+            f"config.train.recalibrate_samples must be a positive integer, a multiple of "
+            f"{RECALIBRATE_CHUNK} above {RECALIBRATE_CHUNK}, got {n!r}"
         )
     if not 0.0 <= t.ema_decay < 1.0:
         raise UserError(

@@ -13,7 +13,7 @@ import numpy as np
 
 from jaxgen.errors import UserError
 from jaxgen.gan import models
-from jaxgen.gan.config import KIND
+from jaxgen.gan.config import KIND, RECALIBRATE_CHUNK, RECALIBRATE_SAMPLES
 from jaxgen.gan.models import GanModel
 from jaxgen.gan.step import TrainState, init_state, make_optimizers
 from jaxgen.training import loop
@@ -25,13 +25,21 @@ def generator_params(state: TrainState) -> tuple[Any, Any]:
     return (state.params["g"] if state.ema is None else state.ema), state.stats["g"]
 
 
-def sampling_generator(model: GanModel, state: TrainState, key, dist: str) -> tuple[Any, Any]:
-    """:func:`generator_params`, with the statistics recalibrated (:func:`recalibrate`) when the
-    parameters are an EMA's."""
+def sampling_generator(
+    model: GanModel, state: TrainState, key, dist: str, num: int = RECALIBRATE_SAMPLES
+) -> tuple[Any, Any]:
+    """:func:`generator_params`, with the statistics recalibrated (:func:`recalibrate`, on
+    ``num`` latents: a run's ``train.recalibrate_samples``) when the parameters are an EMA's."""
     g_params, g_stats = generator_params(state)
     if state.ema is not None:
-        g_stats = recalibrate(model, g_params, g_stats, key, dist=dist)
+        chunk = min(num, RECALIBRATE_CHUNK)
+        g_stats = recalibrate(model, g_params, g_stats, key, num=num, chunk=chunk, dist=dist)
     return g_params, g_stats
+
+
+def recalibrate_samples(cfg) -> int:
+    """The run's ``train.recalibrate_samples`` (16,384 for configs saved before it existed)."""
+    return int(cfg.train.get("recalibrate_samples", RECALIBRATE_SAMPLES))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "num", "dist", "chunk"))
@@ -41,9 +49,9 @@ def recalibrate(
     g_stats,
     key,
     *,
-    num: int = 16384,
+    num: int = RECALIBRATE_SAMPLES,
     dist: str = "normal",
-    chunk: int = 2048,
+    chunk: int = RECALIBRATE_CHUNK,
 ):
     """Batch-norm statistics of ``g_params`` measured on ``num`` fresh latents. An averaged (EMA)
     generator's weights never produced the running statistics of the training run, so they are
@@ -154,4 +162,5 @@ def load_generator(workdir: str | Path, which: str = "best"):
     state, _, cfg = loop.load_trained(workdir, KIND, template, which, name="GAN")
     model = models.build(cfg.model)
     key = jax.random.fold_in(jax.random.key(cfg.seed), 2)
-    return (model, *sampling_generator(model, state, key, cfg.model.latent_dist), cfg)
+    dist, num = cfg.model.latent_dist, recalibrate_samples(cfg)
+    return (model, *sampling_generator(model, state, key, dist, num), cfg)

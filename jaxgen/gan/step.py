@@ -38,26 +38,42 @@ def lr_schedule(lr: float, cfg, fit: float = 1.0) -> float | optax.Schedule:
     steps, then flat. It counts optimiser updates, which are saved with the optimiser state, so a
     resumed run continues it. ``fit`` < 1 (a run shortened to fit its time budget) scales the
     decay's start and length by that fraction, so the decay still ends with the run."""
+    return _schedule(float(lr), *_decay(cfg, fit))
+
+
+def _decay(cfg, fit: float) -> tuple[int, int, float]:
+    """``(start, steps, final fraction)`` of the learning-rate decay (steps 0: none)."""
     t = cfg.train
     steps = int(t.get("lr_decay_steps", 0))
     if steps <= 0:
-        return lr
+        return 0, 0, 0.0
     start = int(t.get("lr_decay_start", 0))
     if fit < 1.0:
         start, steps = int(start * fit), max(1, int(steps * fit))
-    return optax.linear_schedule(lr, lr * float(t.get("lr_final", 0.1)), steps, start)
+    return start, steps, float(t.get("lr_final", 0.1))
+
+
+def _schedule(lr: float, start: int, steps: int, final: float) -> float | optax.Schedule:
+    return lr if steps <= 0 else optax.linear_schedule(lr, lr * final, steps, start)
 
 
 def make_optimizers(
     cfg, fit: float = 1.0
 ) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
     """``(tx_g, tx_d)``: one Adam per network (``train.lr_g``/``lr_d``, ``beta1``, ``beta2``, and
-    the optional linear decay of :func:`lr_schedule`, fitted by ``fit``)."""
+    the optional linear decay of :func:`lr_schedule`, fitted by ``fit``). Equal settings give the
+    same objects, so a step jitted with them is reused (see ``training.loop``)."""
     t = cfg.train
+    decay = _decay(cfg, fit)
     return (
-        optax.adam(lr_schedule(t.lr_g, cfg, fit), b1=t.beta1, b2=t.beta2),
-        optax.adam(lr_schedule(t.lr_d, cfg, fit), b1=t.beta1, b2=t.beta2),
+        _adam(float(t.lr_g), float(t.beta1), float(t.beta2), decay),
+        _adam(float(t.lr_d), float(t.beta1), float(t.beta2), decay),
     )
+
+
+@functools.lru_cache(maxsize=32)
+def _adam(lr: float, b1: float, b2: float, decay: tuple) -> optax.GradientTransformation:
+    return optax.adam(_schedule(lr, *decay), b1=b1, b2=b2)
 
 
 def init_state(model: GanModel, seed: int, tx_g, tx_d, *, ema: bool) -> TrainState:

@@ -22,7 +22,13 @@ from jaxgen.evaluation.during_training import SampleQuality
 from jaxgen.gan import models
 from jaxgen.gan.config import KIND, validate_config
 from jaxgen.gan.models import GanModel
-from jaxgen.gan.sampling import _generate_eval, balanced_labels, generate, sampling_generator
+from jaxgen.gan.sampling import (
+    _generate_eval,
+    balanced_labels,
+    generate,
+    recalibrate_samples,
+    sampling_generator,
+)
 from jaxgen.gan.step import init_state, make_optimizers, train_step
 from jaxgen.training import checkpoint, loop
 from jaxgen.training.io import write_atomic
@@ -146,7 +152,8 @@ def recipe(cfg: ml_collections.ConfigDict, workdir: str | Path) -> loop.Recipe:
     def sampler(done: int, state):
         """The sampling generator at step ``done`` (recalibrated once per step)."""
         if run["sampled"][0] != done:
-            run["sampled"] = (done, sampling_generator(model, state, eval_key, dist))
+            num = recalibrate_samples(cfg)
+            run["sampled"] = (done, sampling_generator(model, state, eval_key, dist, num))
         return run["sampled"][1]
 
     def draw(done: int, state) -> None:

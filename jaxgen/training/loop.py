@@ -17,6 +17,7 @@ floor at the planned last step anneals at the budget's instead (budgeted trainin
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from pathlib import Path
@@ -143,6 +144,24 @@ def _agree(value: int) -> int:
     return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
 
 
+def jit_step(step: Callable) -> Callable:
+    """``jax.jit(step, donate_argnums=0)``, reused for an equal step: a ``functools.partial`` of
+    the same function with equal arguments (the recipes bind models and optimisers that are
+    themselves cached by their settings). A second run in one process (a resume, a study's next
+    seed, a test) then neither traces nor compiles its step again."""
+    if isinstance(step, functools.partial):
+        try:
+            return _jit_partial(step.func, step.args, tuple(sorted(step.keywords.items())))
+        except TypeError:  # an unhashable argument: no reuse
+            pass
+    return jax.jit(step, donate_argnums=0)
+
+
+@functools.lru_cache(maxsize=16)
+def _jit_partial(func: Callable, args: tuple, keywords: tuple) -> Callable:
+    return jax.jit(functools.partial(func, *args, **dict(keywords)), donate_argnums=0)
+
+
 def _run(recipe: Recipe, workdir: Path, *, quiet: bool, stop: StopOnSignal) -> Summary:
     cfg, t = recipe.cfg, recipe.cfg.train
     meta = checkpoint.check_workdir_kind(workdir, recipe.kind)
@@ -195,7 +214,7 @@ def _run(recipe: Recipe, workdir: Path, *, quiet: bool, stop: StopOnSignal) -> S
         nonlocal state
         pure = recipe.make_step(horizon)
         if mesh is None:
-            return jax.jit(pure, donate_argnums=0)
+            return jit_step(pure)
         fn, state = parallel.jit_data_parallel(
             pure, mesh, state, tuple(np.ndim(b) for b in first), recipe.batch_axes
         )
