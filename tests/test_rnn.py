@@ -23,17 +23,29 @@ CELLS = {
 }
 
 
+# Test data comes from NumPy's generator: drawn with jax.random op by op, every new shape and
+# dtype would compile its own sampler.
+def normal(seed, shape, dtype=np.float32, scale=1.0):
+    """``N(0, scale^2)`` draws of ``shape`` as a JAX array of ``dtype`` (no compilation)."""
+    return jnp.asarray((scale * np.random.default_rng(seed).standard_normal(shape)).astype(dtype))
+
+
 def data(dtype=jnp.float32, t=T, b=B, f=F, seed=1):
-    return jax.random.normal(jax.random.key(seed), (t, b, f), dtype)
+    return normal(seed, (t, b, f), dtype)
 
 
 def randomise(params, seed=2, scale=0.5):
     """Non-trivial biases, so tests see every term."""
     leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    rng = np.random.default_rng(seed)
     leaves = [
-        leaf + scale * jax.random.normal(k, leaf.shape, leaf.dtype) / max(1, leaf.shape[0]) ** 0.5
-        for leaf, k in zip(leaves, keys)
+        jnp.asarray(
+            (
+                np.asarray(leaf, np.float64)
+                + scale * rng.standard_normal(leaf.shape) / max(1, leaf.shape[0]) ** 0.5
+            ).astype(leaf.dtype)
+        )
+        for leaf in leaves
     ]
     return jax.tree.unflatten(tree, leaves)
 
@@ -57,8 +69,8 @@ def reference_seq(kind, p, xs, carry, act=np.tanh):
 
 
 def random_carry(kind, params, seed=3):
-    h = jax.random.normal(jax.random.key(seed), (B, H)) * 0.5
-    return (h, 0.3 * h + 0.1) if kind == "lstm" else h
+    h = 0.5 * np.random.default_rng(seed).standard_normal((B, H)).astype(np.float32)
+    return (jnp.asarray(h), jnp.asarray(0.3 * h + 0.1)) if kind == "lstm" else jnp.asarray(h)
 
 
 def assert_tree_close(a, b, rtol=1e-5, atol=1e-6):
@@ -258,8 +270,8 @@ def test_gradients_match_finite_differences(kind):
     init, _, seq, _ = CELLS[kind]
     with jax.enable_x64(True):
         p = randomise(init(jax.random.key(0), 3, 4, dtype=jnp.float64))
-        xs = jax.random.normal(jax.random.key(1), (4, 2, 3), jnp.float64)
-        h = jax.random.normal(jax.random.key(3), (2, 4), jnp.float64) * 0.5
+        xs = normal(1, (4, 2, 3), np.float64)
+        h = normal(3, (2, 4), np.float64, scale=0.5)
         carry = (h, 0.5 * h) if kind == "lstm" else h
         lengths = jnp.array([4, 2])
         for kw in (dict(), dict(reverse=True, lengths=lengths)):
@@ -297,8 +309,8 @@ def test_fused_lstm_backward_with_and_without_lengths(reverse):
         return  # forwards: finite differences in test_gradients_match_finite_differences
     with jax.enable_x64(True):
         p = randomise(rnn.lstm_init(jax.random.key(0), 3, 4, dtype=jnp.float64))
-        xs = jax.random.normal(jax.random.key(1), (4, 2, 3), jnp.float64)
-        h = jax.random.normal(jax.random.key(3), (2, 4), jnp.float64) * 0.5
+        xs = normal(1, (4, 2, 3), np.float64)
+        h = normal(3, (2, 4), np.float64, scale=0.5)
         f = functools.partial(seq_loss, rnn.lstm, reverse=True, backward="fused")
         check_grads(
             jax.jit(f), (p, xs, (h, 0.5 * h)), order=1, modes=("rev",), atol=1e-6, rtol=1e-6

@@ -180,7 +180,8 @@ def fc_gan(
         x = images.reshape(images.shape[0], -1)
         return mlp(params, x, key if train else None, d_dropout)[:, 0], stats
 
-    return GanModel(init, generate, discriminate, latent, image_size, channels, 0)
+    # init compiled whole: op by op, every layer's draw would compile on its own
+    return GanModel(jax.jit(init), generate, discriminate, latent, image_size, channels, 0)
 
 
 # ----------------------------------------------------------------------------- DCGAN
@@ -311,7 +312,10 @@ def dcgan(
         return logits, new
 
     crop_px = (size - image_size) // 2
-    return GanModel(init, generate, discriminate, latent, size, channels, crop_px, num_classes)
+    # init compiled whole: op by op, every layer's draw would compile on its own
+    return GanModel(
+        jax.jit(init), generate, discriminate, latent, size, channels, crop_px, num_classes
+    )
 
 
 def build(model_cfg) -> GanModel:
