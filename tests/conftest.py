@@ -35,6 +35,18 @@ for _flag in (
 TEST_DATA = Path(__file__).resolve().parent / "data"
 
 
+@pytest.fixture(autouse=True)
+def _no_matplotlib_in_gan_runs(request, monkeypatch):
+    """A GAN run draws its loss curves and progress strip with matplotlib when it closes, ~0.4 s a
+    run and ~25 runs in the suite: stubbed here, except in tests marked ``plots`` (the GAN CLI test
+    checks the run draws them; tests/test_plots.py checks the drawings)."""
+    if request.node.get_closest_marker("plots") is None:
+        from jaxgen import plots
+
+        monkeypatch.setattr(plots, "save_loss_curves", lambda *a, **k: None)
+        monkeypatch.setattr(plots, "save_progress", lambda *a, **k: None)
+
+
 @pytest.fixture
 def test_data():
     """The small real data committed with the tests (tests/data: 500 MNIST digits, 4 KB of text)."""

@@ -806,6 +806,7 @@ def _cli(*args, cwd=ROOT, check=True):
 
 
 @pytest.mark.slow
+@pytest.mark.plots
 def test_fc_gan_cli_train_resume_sample(tmp_path):
     w = tmp_path / "run"
     _cli(

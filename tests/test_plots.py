@@ -8,6 +8,8 @@ from PIL import Image
 
 from jaxgen import benchmarking, plots
 
+pytestmark = pytest.mark.plots  # the real drawings (tests/conftest.py stubs them elsewhere)
+
 
 def _digits(n=6, size=5):
     rng = np.random.default_rng(0)
