@@ -57,7 +57,7 @@ SCRIPT = textwrap.dedent("""
     for arch in [a for a in ("fc", "dcgan") if a in sys.argv[1:]]:
         cfg = gan.config.default_config()
         cfg.model.arch = arch
-        cfg.model.features = (8, 16, 32)
+        cfg.model.features, cfg.model.image_size = (8, 16), 16  # 2 batch-norm layers a network
         m = gan.models.build(cfg.model)
         tx_g, tx_d = gan.step.make_optimizers(cfg)
         state = gan.step.init_state(m, 0, tx_g, tx_d, ema=True)
