@@ -338,6 +338,12 @@ def _stop_and_wait(proc, w, sig, after_step=None):
     return first + out, err
 
 
+SIGINT_DEFAULT_THEN_JAXGEN = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "runpy.run_module('jaxgen', run_name='__main__', alter_sys=True)"
+)
+
+
 def _saved(w):
     return [int(p.name) for p in (w / "checkpoints").iterdir() if p.name.isdigit()]
 
@@ -357,13 +363,15 @@ def test_ctrl_c_during_compilation_then_sigterm_mid_run(tmp_path, monkeypatch):
     popen = dict(cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # Ctrl-C as in a terminal: a suite started in the background (`pytest ... &` without job
     # control, nohup) passes SIGINT on ignored, and `jaxgen train` then keeps ignoring it on
-    # purpose (test_ctrl_c_ignored_at_start_stays_ignored)
-    popen["preexec_fn"] = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
+    # purpose (test_ctrl_c_ignored_at_start_stays_ignored); so the child restores the default
+    # before it runs `python -m jaxgen` (in the child itself: a preexec_fn would fork this
+    # process, whose JAX threads make fork unsafe)
+    cmd = _train_cmd(w)
+    assert cmd[2:4] == ["-m", "jaxgen"]
+    cmd[2:4] = ["-c", SIGINT_DEFAULT_THEN_JAXGEN]
     # the first run compiles for real: a step read from a warm persistent cache (a second run of
     # the suite) would finish before the signal arrives
-    proc = subprocess.Popen(
-        _train_cmd(w), **{**popen, "env": {**env, "JAX_COMPILATION_CACHE_DIR": ""}}
-    )
+    proc = subprocess.Popen(cmd, **{**popen, "env": {**env, "JAX_COMPILATION_CACHE_DIR": ""}})
     out, err = _stop_and_wait(proc, w, signal.SIGINT)
     assert proc.returncode == 130, (proc.returncode, err)
     assert "Traceback" not in err and "Fatal Python error" not in err, err
