@@ -77,28 +77,34 @@ def _adam(lr: float, b1: float, b2: float, decay: tuple) -> optax.GradientTransf
 
 
 def init_state(model: GanModel, seed: int, tx_g, tx_d, *, ema: bool) -> TrainState:
-    """The initial train state. The networks come from one compiled initialiser per model, kept
-    for the next call (op by op, every random draw of a new shape would compile on its own); the
-    Adam states are zeros and the EMA a copy."""
-    params, stats, key = _init_networks(model)(seed)
-    return TrainState(
-        params=params,
-        stats=stats,
-        opt_state={"g": tx_g.init(params["g"]), "d": tx_d.init(params["d"])},
-        step=jnp.zeros((), jnp.int32),
-        key=key,
-        ema=jax.tree.map(jnp.copy, params["g"]) if ema else None,
-    )
+    """The initial train state, from one compiled function kept per (model, optimisers, ema):
+    op by op, every random draw and every optimiser zero of a new shape would compile on its own.
+    The optimisers are cached by their settings (:func:`make_optimizers`), so equal settings
+    share it."""
+    try:
+        init = _cached_init_fn(model, tx_g, tx_d, ema)
+    except TypeError:  # an unhashable optimiser: compiled for this call only
+        init = _init_fn(model, tx_g, tx_d, ema)
+    return init(seed)
 
 
-@functools.lru_cache(maxsize=16)
-def _init_networks(model: GanModel):
+def _init_fn(model: GanModel, tx_g, tx_d, ema: bool):
     def init(seed):
         k_init, k_train = jax.random.split(jax.random.key(seed))
         params, stats = model.init(k_init)
-        return params, stats, jax.random.key_data(k_train)
+        return TrainState(
+            params=params,
+            stats=stats,
+            opt_state={"g": tx_g.init(params["g"]), "d": tx_d.init(params["d"])},
+            step=jnp.zeros((), jnp.int32),
+            key=jax.random.key_data(k_train),
+            ema=jax.tree.map(jnp.copy, params["g"]) if ema else None,
+        )
 
     return jax.jit(init)
+
+
+_cached_init_fn = functools.lru_cache(maxsize=16)(_init_fn)
 
 
 def train_step(
