@@ -62,7 +62,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.beta2 = 0.999  # Adam beta2
     c.train.real_label = 0.9  # one-sided label smoothing: target for real images (fake target is 0)
     c.train.ema_decay = 0.0  # > 0 keeps an exponential moving average of the generator for sampling
-    c.train.recalibrate_samples = 16384  # latents that re-measure the EMA's batch-norm statistics
+    c.train.recalibrate_samples = (
+        RECALIBRATE_SAMPLES  # latents re-measuring the EMA's BN statistics
+    )
     c.train.grid = 64  # fixed latents drawn in the sample grid
     c.train.sample_every = 0  # steps between sample grids; 0: once per epoch
     c.train.log_every = 50  # steps between metrics rows (and non-finite checks)

@@ -149,11 +149,12 @@ def recipe(cfg: ml_collections.ConfigDict, workdir: str | Path) -> loop.Recipe:
                 )
                 run["quality"] = SampleQuality(data, t.eval_samples, cache, cfg.seed, log)
 
+    recal = recalibrate_samples(cfg)  # latents re-measuring an EMA generator's statistics
+
     def sampler(done: int, state):
         """The sampling generator at step ``done`` (recalibrated once per step)."""
         if run["sampled"][0] != done:
-            num = recalibrate_samples(cfg)
-            run["sampled"] = (done, sampling_generator(model, state, eval_key, dist, num))
+            run["sampled"] = (done, sampling_generator(model, state, eval_key, dist, recal))
         return run["sampled"][1]
 
     def draw(done: int, state) -> None:
