@@ -32,7 +32,11 @@ def config_help(cfg, path) -> str:
     from jaxgen.config import describe_fields, field_comments, split_config_spec
 
     kind = cfg.get("model_kind", None)
-    modules = {"charrnn": ["jaxgen.charrnn.config"], "gan": ["jaxgen.gan.config"]}.get(kind, [])
+    modules = {
+        "charrnn": ["jaxgen.charrnn.config"],
+        "gan": ["jaxgen.gan.config"],
+        "stackgan": ["jaxgen.gan.stackgan_train"],
+    }.get(kind, [])
     modules.append("jaxgen.config")  # the fields every trainer shares (add_shared_fields)
     sources = []
     for name in modules:
@@ -120,12 +124,15 @@ def _train(args, rest):
     check_config_path(args.config)
     cfg = load_with_overrides(args.config, rest)
     kind = cfg.get("model_kind", None)
-    if kind not in ("charrnn", "gan"):
+    if kind not in ("charrnn", "gan", "stackgan"):
         raise UserError(
-            f"config {args.config!r} has model_kind={kind!r}; jaxgen trains 'charrnn' and 'gan'"
+            f"config {args.config!r} has model_kind={kind!r}; jaxgen trains 'charrnn', 'gan' "
+            "and 'stackgan'"
         )
     if kind == "charrnn":
         from jaxgen.charrnn.config import validate_config
+    elif kind == "stackgan":
+        from jaxgen.gan.stackgan_train import validate_config
     else:
         from jaxgen.gan.config import validate_config
     validate_config(cfg)  # every check that needs no data, before any work
@@ -144,6 +151,18 @@ def _train(args, rest):
                 f"done: best validation loss {summary['best_val_loss']:.4f} nats/char; "
                 f"sample with `jaxgen sample --workdir {args.workdir}`"
             )
+        return 0
+    if kind == "stackgan":
+        from jaxgen.gan import stackgan_train
+
+        summary = stackgan_train.train(cfg, args.workdir, quiet=args.quiet, stop=args.stop)
+        if summary["stopped"] == "interrupted":
+            return 130
+        print(
+            f"done: {summary['steps']} steps at {summary['images_per_s']:,.0f} images/s; grids in "
+            f"{args.workdir}/samples, sample with `jaxgen sample --workdir {args.workdir} "
+            '--text "a bold seven leaning right" --grid out.png`'
+        )
         return 0
     if kind == "gan":
         from jaxgen import gan
@@ -215,6 +234,13 @@ def _sample(args, rest):
         raise UserError(
             f"{args.workdir!r} holds no trained model (no jaxgen.json); "
             "train one with `jaxgen train`"
+        )
+    if meta.get("model") == "stackgan":
+        return _sample_from_text(args, meta)
+    if args.text:
+        raise UserError(
+            f"--text is for text-to-image (StackGAN) workdirs; {args.workdir!r} holds a "
+            f"{meta.get('model')!r} model (train one with configs/stackgan_mnist.py)"
         )
     if meta.get("model") == "gan":
         return _sample_images(args, meta)
@@ -477,6 +503,49 @@ class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _sample_from_text(args, meta):
+    """`jaxgen sample --text`: a text-to-image workdir's digits for a caption."""
+    import jax
+    import numpy as np
+
+    from jaxgen.training.io import write_atomic
+
+    if args.label:
+        raise UserError("--label is for class-conditional GANs; a StackGAN takes --text")
+    if not args.text:
+        raise UserError(
+            "this workdir holds a text-to-image StackGAN: describe the digit with --text, e.g. "
+            '--text "a bold seven leaning right"'
+        )
+    if not (args.out or args.grid):
+        raise UserError(
+            "say where the images go: --out FILE.npy (float32 [N, 28, 28, 1] in [-1, 1]) and/or "
+            "--grid FILE.png"
+        )
+    from jaxgen.gan import stackgan, text
+
+    vocab = text.WordVocab(meta["vocab"])
+    max_len = int(meta["config"]["text"]["max_words"])
+    vocab.encode([args.text], max_len=max_len)  # a word it never saw: refused before loading
+    num = 64 if args.num is None else args.num
+    from jaxgen.gan import stackgan_train
+
+    spec, params, stats, vocab, _ = stackgan_train.load(args.workdir, which=args.checkpoint)
+    _, images = stackgan.sample_text(
+        spec, params, stats, vocab, [args.text] * num, jax.random.key(args.seed),
+        max_len=max_len, chunk=min(num, 500),
+    )  # fmt: skip
+    if args.out:
+        write_atomic(Path(args.out), lambda f: np.save(f, images))
+        print(f"wrote {args.out}: {images.shape} float32 in [-1, 1]")
+    if args.grid:
+        from jaxgen.plots import save_grid
+
+        save_grid(images[:256], args.grid)
+        print(f"wrote {args.grid}: a grid of {min(num, 256)} samples of {args.text!r}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jaxgen", description="Recurrent networks and GANs in JAX.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -544,6 +613,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="class-conditional GAN: the class to draw (7), or classes in turn (0,1,2); "
         "'': every class equally often",
+    )
+    s.add_argument(
+        "--text",
+        default="",
+        help='text-to-image StackGAN: what to draw, e.g. "a bold seven leaning right"',
     )
     s.add_argument(
         "--out",

@@ -14,7 +14,8 @@ only. This module writes captions offline and deterministically:
 * :func:`write_captions` fills templates with those words, the digit (as a word or a numeral) and
   synonyms, chosen by a PRNG seeded with ``(seed, image index)``, so the same image always gets the
   same captions. Training captions use :data:`TRAIN_TEMPLATES`; :data:`HELD_OUT_TEMPLATES` are
-  never seen in training and are kept for evaluation.
+  never seen in training and are kept for evaluation. They put the training templates' words in new
+  orders: no word is new, so the text encoder has learnt every word it is asked to read.
 
 Example captions: "a thin upright seven", "a handwritten 7 in bold strokes, leaning right".
 """
@@ -54,9 +55,11 @@ TRAIN_TEMPLATES = (
     ("a handwritten {digit} in {thick} strokes, {slant}", "a handwritten {digit}, {slant}"),
     ("{digit}, written {thick} and {slant}", "{digit}, written {slant}"),
 )
+# held out: new word orders of the training templates' own words (so the text encoder has seen
+# every word, and a word it has never seen can be refused), never used in training
 HELD_OUT_TEMPLATES = (
-    ("someone wrote a {thick} {digit} that is {slant}", "someone wrote a {digit} that is {slant}"),
-    ("an image of a {slant_adj} {digit} with {thick} lines", "an image of a {slant_adj} {digit}"),
+    ("handwritten in {thick} strokes, a {slant_adj} {digit}", "handwritten, a {slant_adj} {digit}"),
+    ("written {slant}, the digit {digit} in {thick} strokes", "written {slant}, the digit {digit}"),
 )
 
 
