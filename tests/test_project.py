@@ -71,3 +71,19 @@ def test_projection_refuses_bad_input():
     mc, gc, sc = _tiny(num_classes=3)
     with pytest.raises(UserError, match="say which class"):
         project.project(mc, gc, sc, jnp.zeros((8, 8, 1)), key=key)
+
+
+def test_the_cached_encoder_belongs_to_its_generator(tmp_path):
+    """The encoder is trained once per generator: the same weights load it from the workdir, other
+    weights (another checkpoint, a run trained further) train their own."""
+    m, g, s = _tiny()
+    said = []
+    a = project.cached_encoder(tmp_path, m, g, s, steps=2, dist="normal", log=said.append)
+    b = project.cached_encoder(tmp_path, m, g, s, steps=2, dist="normal", log=said.append)
+    assert len([x for x in said if x.startswith("training")]) == 1
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(x, y)
+    g2 = jax.tree.map(lambda w: w * 1.01, g)
+    project.cached_encoder(tmp_path, m, g2, s, steps=2, dist="normal", log=said.append)
+    assert len([x for x in said if x.startswith("training")]) == 2
+    assert len(list((tmp_path / "project").glob("encoder_2_*.npz"))) == 2

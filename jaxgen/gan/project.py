@@ -245,11 +245,18 @@ def read_image(path, shape: tuple[int, int, int], what: str = "--image") -> np.n
 
 
 def cached_encoder(workdir, model, g_params, g_stats, *, steps: int, dist: str, log=print):
-    """The workdir's projection encoder (``project/encoder.npz``), trained and saved on first
-    use: the generator does not change, so one encoder serves every later projection."""
+    """The workdir's projection encoder for this generator, trained and saved on first use
+    (``project/encoder_<steps>_<digest>.npz``). The digest is of the generator's parameters and
+    statistics, so the best and the latest checkpoint, or a run trained further, each get their
+    own encoder instead of one fitted to another generator."""
+    import hashlib
+
     from jaxgen.training.io import write_atomic
 
-    path = Path(workdir) / "project" / f"encoder_{steps}.npz"
+    digest = hashlib.sha1()
+    for leaf in jax.tree.leaves((g_params, g_stats)):
+        digest.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+    path = Path(workdir) / "project" / f"encoder_{steps}_{digest.hexdigest()[:12]}.npz"
     if path.exists():
         with np.load(path) as f:
             flat = dict(f)
