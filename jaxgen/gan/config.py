@@ -133,6 +133,45 @@ def validate_config(cfg) -> None:
         ),
     )
     t = cfg.train
+    validate_rates(t)
+    n = t.get("recalibrate_samples", RECALIBRATE_SAMPLES)
+    if not (
+        isinstance(n, int) and n > 0 and (n <= RECALIBRATE_CHUNK or n % RECALIBRATE_CHUNK == 0)
+    ):
+        raise UserError(
+            f"config.train.recalibrate_samples must be a positive integer, a multiple of "
+            f"{RECALIBRATE_CHUNK} above {RECALIBRATE_CHUNK}, got {n!r}"
+        )
+    if not 0.0 <= t.ema_decay < 1.0:
+        raise UserError(
+            f"config.train.ema_decay must be in [0, 1) (0 turns the EMA off), got {t.ema_decay}"
+        )
+    for name in ("g_dropout", "d_dropout"):
+        if not 0.0 <= cfg.model[name] < 1.0:
+            raise UserError(f"config.model.{name} must be in [0, 1), got {cfg.model[name]}")
+    if cfg.model.latent_dist not in ("normal", "uniform"):
+        raise UserError(
+            f"config.model.latent_dist must be 'normal' or 'uniform', got {cfg.model.latent_dist!r}"
+        )
+    m = cfg.model
+    if not (isinstance(m.num_classes, int) and m.num_classes >= 0):
+        raise UserError(
+            f"config.model.num_classes must be an integer >= 0 (0: unconditional), got "
+            f"{m.num_classes!r}"
+        )
+    if m.num_classes and m.arch != "dcgan":
+        raise UserError(
+            f"config.model.num_classes={m.num_classes} needs config.model.arch='dcgan' (the "
+            f"class-conditional GAN is a DCGAN), got {m.arch!r}"
+        )
+    if m.cond_d not in ("projection", "concat"):
+        raise UserError(f"config.model.cond_d must be 'projection' or 'concat', got {m.cond_d!r}")
+    validate_run_length(t)
+
+
+def validate_rates(t) -> None:
+    """The checks of ``train`` fields every GAN recipe shares (the FC GAN, the DCGANs, the
+    StackGAN): learning rates, their linear decay, the real label, the non-finite policy."""
     for name in ("lr_g", "lr_d"):
         if not t[name] > 0:
             raise UserError(f"config.train.{name} must be positive, got {t[name]}")
@@ -157,40 +196,7 @@ def validate_config(cfg) -> None:
             f"config.train.real_label must be in (0, 1] (0.9 is one-sided label "
             f"smoothing), got {t.real_label}"
         )
-    n = t.get("recalibrate_samples", RECALIBRATE_SAMPLES)
-    if not (
-        isinstance(n, int) and n > 0 and (n <= RECALIBRATE_CHUNK or n % RECALIBRATE_CHUNK == 0)
-    ):
-        raise UserError(
-            f"config.train.recalibrate_samples must be a positive integer, a multiple of "
-            f"{RECALIBRATE_CHUNK} above {RECALIBRATE_CHUNK}, got {n!r}"
-        )
-    if not 0.0 <= t.ema_decay < 1.0:
-        raise UserError(
-            f"config.train.ema_decay must be in [0, 1) (0 turns the EMA off), got {t.ema_decay}"
-        )
-    for name in ("g_dropout", "d_dropout"):
-        if not 0.0 <= cfg.model[name] < 1.0:
-            raise UserError(f"config.model.{name} must be in [0, 1), got {cfg.model[name]}")
     if t.on_nonfinite not in ("stop", "skip"):
         raise UserError(
             f"config.train.on_nonfinite must be 'stop' or 'skip', got {t.on_nonfinite!r}"
         )
-    if cfg.model.latent_dist not in ("normal", "uniform"):
-        raise UserError(
-            f"config.model.latent_dist must be 'normal' or 'uniform', got {cfg.model.latent_dist!r}"
-        )
-    m = cfg.model
-    if not (isinstance(m.num_classes, int) and m.num_classes >= 0):
-        raise UserError(
-            f"config.model.num_classes must be an integer >= 0 (0: unconditional), got "
-            f"{m.num_classes!r}"
-        )
-    if m.num_classes and m.arch != "dcgan":
-        raise UserError(
-            f"config.model.num_classes={m.num_classes} needs config.model.arch='dcgan' (the "
-            f"class-conditional GAN is a DCGAN), got {m.arch!r}"
-        )
-    if m.cond_d not in ("projection", "concat"):
-        raise UserError(f"config.model.cond_d must be 'projection' or 'concat', got {m.cond_d!r}")
-    validate_run_length(t)

@@ -211,19 +211,6 @@ def upsample(images16, side: int = 32):
     return jax.image.resize(images16, (b, side, side, c), "bilinear")
 
 
-def make_optimizers(lr_g: float, lr_d: float, b1: float, b2: float, decay=(0, 0, 0.0)):
-    """Adam for the generator side (ca, g1, g2) and the discriminators (d1, d2); ``decay`` is
-    ``(start, steps, final fraction)`` of a linear learning-rate decay (steps 0: none)."""
-    return _adam(float(lr_g), b1, b2, tuple(decay)), _adam(float(lr_d), b1, b2, tuple(decay))
-
-
-@functools.lru_cache(maxsize=32)
-def _adam(lr, b1, b2, decay):
-    start, steps, final = decay
-    sched = lr if steps <= 0 else optax.linear_schedule(lr, lr * final, steps, start)
-    return optax.adam(sched, b1=b1, b2=b2)
-
-
 def init_state(spec: StackGan, seed: int, text_params: dict, tx_g, tx_d) -> TrainState:
     """The initial state: fresh networks around the given (pretrained) text encoder, Adam zeros,
     compiled as one function per (spec, optimisers)."""

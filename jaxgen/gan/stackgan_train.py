@@ -21,6 +21,8 @@ from jaxgen.config import add_shared_fields, require_positive_ints, validate_run
 from jaxgen.data.images import ImageBatches, Images, fit_to_model, load_images
 from jaxgen.errors import UserError
 from jaxgen.gan import captions, stackgan, text
+from jaxgen.gan.config import validate_rates
+from jaxgen.gan.step import make_optimizers
 from jaxgen.training import checkpoint, loop
 from jaxgen.training.preemption import StopOnSignal
 
@@ -119,27 +121,11 @@ def validate_config(cfg) -> None:
         raise UserError(f"config.model.res_blocks must be an integer >= 0, got {m.res_blocks!r}")
     if m.cond_d not in ("projection", "concat"):
         raise UserError(f"config.model.cond_d must be 'projection' or 'concat', got {m.cond_d!r}")
-    for name in ("lr_g", "lr_d"):
-        if not t[name] > 0:
-            raise UserError(f"config.train.{name} must be positive, got {t[name]}")
-    if not cfg.text.pretrain_lr > 0:
-        raise UserError(f"config.text.pretrain_lr must be positive, got {cfg.text.pretrain_lr}")
     if not (t.kl_weight >= 0):
         raise UserError(f"config.train.kl_weight must be >= 0, got {t.kl_weight}")
-    if not 0.0 < t.real_label <= 1.0:
-        raise UserError(f"config.train.real_label must be in (0, 1], got {t.real_label}")
-    if not (isinstance(t.lr_decay_start, int) and isinstance(t.lr_decay_steps, int)
-            and t.lr_decay_start >= 0 and t.lr_decay_steps >= 0):  # fmt: skip
-        raise UserError(
-            "config.train.lr_decay_start and lr_decay_steps must be integers >= 0, got "
-            f"{t.lr_decay_start!r}, {t.lr_decay_steps!r}"
-        )
-    if not 0.0 <= t.lr_final <= 1.0:
-        raise UserError(f"config.train.lr_final must be in [0, 1], got {t.lr_final}")
-    if t.on_nonfinite not in ("stop", "skip"):
-        raise UserError(
-            f"config.train.on_nonfinite must be 'stop' or 'skip', got {t.on_nonfinite!r}"
-        )
+    if not cfg.text.pretrain_lr > 0:
+        raise UserError(f"config.text.pretrain_lr must be positive, got {cfg.text.pretrain_lr}")
+    validate_rates(t)
     validate_run_length(t)
 
 
@@ -153,12 +139,9 @@ def spec_of(cfg, vocab_size: int) -> stackgan.StackGan:
 
 
 def optimizers(cfg, fit: float = 1.0):
-    t = cfg.train
-    start, steps = int(t.lr_decay_start), int(t.lr_decay_steps)
-    if steps > 0 and fit < 1.0:
-        start, steps = int(start * fit), max(1, int(steps * fit))
-    decay = (start, steps, float(t.lr_final)) if steps > 0 else (0, 0, 0.0)
-    return stackgan.make_optimizers(t.lr_g, t.lr_d, float(t.beta1), float(t.beta2), decay)
+    """Adam for the generator side and the discriminators: the GAN trainer's builder, whose
+    ``train`` fields (rates, betas, the fitted linear decay) this config shares."""
+    return make_optimizers(cfg, fit)
 
 
 def load_digits(cfg) -> Images:
