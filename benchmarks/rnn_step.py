@@ -27,13 +27,21 @@ input and weight gradients; no input gradient for the data; the row gather of
 the ids variants counts zero; elementwise work not counted), so they differ
 between the ids and one-hot variants; tokens/s is the like-for-like measure.
 
-    python benchmarks/rnn_step.py            # both shapes, 3 rounds, ~10 minutes on 2 quiet cores
-    python benchmarks/rnn_step.py --quick    # 1 round, fewer repetitions, ~3 minutes
+Shapes: ``char-rnn`` (the classic recipe, 2 x 512, B 128, T 100), ``cpu`` (the CPU recipe,
+``configs/charrnn.py:cpu``: 2 x 256, B 32, T 64) and ``small`` (1 x 128, B 32, T 50).
+
+``--old REV`` also times the ``jaxgen`` variant of git revision ``REV`` (a temporary worktree,
+its own process in every round, named ``jaxgen@REV``): a change's before and after in one run.
+
+    python benchmarks/rnn_step.py                  # all shapes, 3 rounds, ~15 min on 2 quiet cores
+    python benchmarks/rnn_step.py --old f63a23a    # ... and jaxgen at f63a23a beside them
+    python benchmarks/rnn_step.py --quick          # 1 round, fewer repetitions
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import importlib.util
 import json
@@ -46,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 VOCAB = 83
 SHAPES = {
     "char-rnn": dict(layers=2, hidden=512, batch=128, seq=100),
+    "cpu": dict(layers=2, hidden=256, batch=32, seq=64),
     "small": dict(layers=1, hidden=128, batch=32, seq=50),
 }
 INPUTS = {
@@ -160,11 +169,15 @@ class Runner:
         return loss
 
 
-def jax_worker(shape: str, reps: int) -> dict:
-    """Every JAX variant at ``shape``, interleaved in this process: median seconds per step."""
+def jax_worker(shape: str, reps: int, variants: str | None = None) -> dict:
+    """The JAX variants at ``shape`` (all, or the comma-separated ``variants``), interleaved in
+    this process: median seconds per step."""
     from jaxgen import benchmarking as bm
 
-    runners = {k: Runner(*make()) for k, make in _jax_variants(SHAPES[shape]).items()}
+    makers = _jax_variants(SHAPES[shape])
+    if variants:
+        makers = {k: makers[k] for k in variants.split(",")}
+    runners = {k: Runner(*make()) for k, make in makers.items()}
     times = bm.interleaved(runners, reps=reps)
     return {
         k: {"s_per_step": statistics.median(ts), "samples_s": ts, "compile_s": runners[k].compile_s}
@@ -219,11 +232,15 @@ def torch_worker(shape: str, reps: int, threads: int = TORCH_THREADS) -> dict:
 # --------------------------------------------------------------------------- driver
 
 
-def run_shape(name, reps, rounds):
+def run_shape(name, reps, rounds, old=None):
+    """``old``: ``(rev, tree)``, the worktree whose ``jaxgen`` variant runs in its own process."""
     from jaxgen import benchmarking as bm
 
     me = [sys.executable, str(Path(__file__).resolve()), "--shape", name, "--reps", str(reps)]
     cmds = {"jax": me + ["--worker", "jax"]}
+    if old is not None:  # PYTHONPATH puts the old tree's jaxgen ahead of the installed one
+        cmds["jax-old"] = ["env", f"PYTHONPATH={old[1]}", *me, "--worker", "jax"]
+        cmds["jax-old"] += ["--variants", "jaxgen"]
     if importlib.util.find_spec("torch") is not None:
         cmds["pytorch"] = me + ["--worker", "torch"]
     else:
@@ -232,15 +249,18 @@ def run_shape(name, reps, rounds):
     per_round = [dict(j) for j in runs["jax"]]
     for i, t in enumerate(runs.get("pytorch", [])):
         per_round[i].update(t)
+    for i, t in enumerate(runs.get("jax-old", [])):
+        per_round[i][f"jaxgen@{old[0]}"] = t["jaxgen"]
     cfg = SHAPES[name]
     tokens = cfg["batch"] * cfg["seq"]
     out = {}
     for k in per_round[0]:
         s = [r[k]["s_per_step"] for r in per_round]
         med = statistics.median(s)
-        flops = executed_flops(**cfg, gather=INPUTS[k] == "ids")
+        kind = k.split("@")[0]
+        flops = executed_flops(**cfg, gather=INPUTS[kind] == "ids")
         v = {
-            "input": INPUTS[k],
+            "input": INPUTS[kind],
             "step_ms": 1e3 * med,
             "tokens_per_s": tokens / med,
             "executed_gflop_per_step": flops / 1e9,
@@ -283,10 +303,16 @@ def main(argv=None):
     ap.add_argument("--worker", choices=("jax", "torch"), default=None, help=argparse.SUPPRESS)
     ap.add_argument("--shape", choices=list(SHAPES), default="small", help=argparse.SUPPRESS)
     ap.add_argument("--reps", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--variants", default=None, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--old", default=None, metavar="REV", help="also time jaxgen at git revision REV"
+    )
     args = ap.parse_args(argv)
     if args.worker:  # one timing process started by run_shape(); prints one JSON line
-        fn = jax_worker if args.worker == "jax" else torch_worker
-        print(json.dumps(fn(args.shape, args.reps)))
+        if args.worker == "jax":
+            print(json.dumps(jax_worker(args.shape, args.reps, args.variants)))
+        else:
+            print(json.dumps(torch_worker(args.shape, args.reps)))
         return
 
     sys.path.insert(0, str(ROOT))
@@ -300,10 +326,16 @@ def main(argv=None):
         flush=True,
     )
     results = {}
-    for name in [args.only] if args.only else SHAPES:
-        reps = (2 if args.quick else 5) if name == "char-rnn" else (10 if args.quick else 30)
-        print(f"shape {name}: {SHAPES[name]} ({rounds} rounds of {reps} repetitions)", flush=True)
-        results[name] = run_shape(name, reps, rounds)
+    with contextlib.ExitStack() as stack:
+        old = None
+        if args.old:
+            old = (args.old, stack.enter_context(bm.git_worktree(ROOT, args.old)))
+        for name in [args.only] if args.only else SHAPES:
+            reps = (2 if args.quick else 5) if name == "char-rnn" else (10 if args.quick else 30)
+            print(
+                f"shape {name}: {SHAPES[name]} ({rounds} rounds of {reps} repetitions)", flush=True
+            )
+            results[name] = run_shape(name, reps, rounds, old)
     ceiling_after = bm.gemm_ceiling()
     ceil = statistics.median([ceiling["median_gflops"], ceiling_after["median_gflops"]])
     rows = []
@@ -361,6 +393,7 @@ def main(argv=None):
     bm.write_results(
         "rnn_step",
         {
+            "old": args.old,
             "gemm_ceiling": {"before": ceiling, "after": ceiling_after, "used_gflops": ceil},
             "shapes": results,
         },

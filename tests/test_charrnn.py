@@ -59,6 +59,30 @@ def test_batches_by_hand():
     assert b.position(9) == (2, 1)
     with pytest.raises(IndexError):
         b.window(4)
+    xs, ys = b.stacked()  # every window at once, [W, T, B]
+    for k in range(4):
+        np.testing.assert_array_equal(xs[k], b.window(k)[0])
+        np.testing.assert_array_equal(ys[k], b.window(k)[1])
+
+
+def test_validation_is_one_pass_carrying_the_state():
+    """The compiled validation pass equals a Python loop over the windows that carries the
+    state, and differs from one that resets it (so the carry is really passed on)."""
+    vocab = textdata.Vocab.from_text(ALPHABET)
+    ids = vocab.encode(ALPHABET * 8)
+    b = textdata.CharBatches(ids, batch=3, seq_len=5)
+    params = model.init(jax.random.key(0), len(vocab), 8, 2)
+    total, reset_total, carries = 0.0, 0.0, model.zero_carries(params, 3)
+    for k in range(len(b)):
+        x, y = b.window(k)
+        s, carries = charrnn.train.eval_step(params, carries, x, y)
+        total += float(s)
+        zeros = model.zero_carries(params, 3)
+        reset_total += float(charrnn.train.eval_step(params, zeros, x, y)[0])
+    count = len(b) * 3 * 5
+    got = charrnn.train.evaluate(params, b)
+    assert got == pytest.approx(total / count, rel=1e-6)
+    assert abs(got - reset_total / count) > 1e-4
 
 
 def test_vocab_round_trip_split_and_errors():
@@ -384,6 +408,7 @@ def test_bad_corpus_files(tmp_path, capsys, content, match):
     "override,match",
     [
         ("--config.train.batch=0", "train.batch must be a positive integer"),
+        ("--config.train.eval_batch=0", "train.eval_batch must be a positive integer"),
         ("--config.model.hidden=-4", "model.hidden must be a positive integer"),
         ("--config.train.sequence=5", "unknown config field 'train.sequence'"),
         ("--config.train.lr=fast", "expects a number"),

@@ -42,6 +42,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.clip = 5.0  # global-norm gradient clipping
     c.train.log_every = 10  # steps between metrics.jsonl / TensorBoard rows
     c.train.eval_every = 500  # steps between validation passes (and best-checkpoint updates)
+    c.train.eval_batch = 128  # rows the validation stream is cut into (one compiled pass)
     c.train.checkpoint_every = 500  # steps between checkpoints (and one at the end)
     return add_shared_fields(c)  # train.time_budget_s, train.on_nonfinite, parallel.*
 
@@ -57,6 +58,7 @@ def validate_config(cfg) -> None:
             "train.seq_len",
             "train.checkpoint_every",
             "train.eval_every",
+            "train.eval_batch",
             "train.log_every",
         ),
     )

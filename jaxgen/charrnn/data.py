@@ -232,6 +232,13 @@ class CharBatches:
         y = self.rows[:, s + 1 : s + self.seq_len + 1]
         return np.ascontiguousarray(x.T), np.ascontiguousarray(y.T)
 
+    def stacked(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every window at once: ``(inputs, targets)``, each ``[num_batches, seq_len, batch]``."""
+        n, length = self.num_batches, self.seq_len
+        x = self.rows[:, : n * length].reshape(self.batch, n, length)
+        y = self.rows[:, 1 : n * length + 1].reshape(self.batch, n, length)
+        return tuple(np.ascontiguousarray(a.transpose(1, 2, 0)) for a in (x, y))
+
     def position(self, step: int) -> tuple[int, int]:
         """``(epoch, batch index)`` of global step ``step`` (the data order is fixed)."""
         return divmod(step, self.num_batches)

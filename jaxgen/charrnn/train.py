@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -124,16 +125,23 @@ def eval_step(params, carries, ids, targets):
     return optax.softmax_cross_entropy_with_integer_labels(logits, targets).sum(), carries
 
 
+@jax.jit
+def _eval_stream(params, xs, ys):
+    """Mean cross-entropy over stacked windows ``xs``, ``ys`` ``[W, T, B]``: one compiled scan
+    over the windows, carrying the state from each window to the next."""
+
+    def body(carries, window):
+        total, carries = eval_step(params, carries, *window)
+        return carries, total
+
+    _, totals = jax.lax.scan(body, model.zero_carries(params, xs.shape[2]), (xs, ys))
+    return totals.sum() / xs.size
+
+
 def evaluate(params, batches: data.CharBatches) -> float:
-    """Mean validation loss in nats per character over the whole validation stream."""
-    carries = model.zero_carries(params, batches.batch)
-    total, count = 0.0, 0
-    for window in range(len(batches)):
-        x, y = batches.window(window)
-        s, carries = eval_step(params, carries, x, y)
-        total += float(s)
-        count += x.size
-    return total / count
+    """Mean validation loss in nats per character over the whole validation stream (all its
+    windows in one compiled pass; the state is carried along each row)."""
+    return float(_eval_stream(params, *batches.stacked()))
 
 
 def prepare_data(cfg, vocab: data.Vocab | None = None):
@@ -144,8 +152,10 @@ def prepare_data(cfg, vocab: data.Vocab | None = None):
     ids = vocab.encode(corpus)
     train_ids, val_ids = data.split_corpus(ids, cfg.data.val_fraction)
     train = data.CharBatches(train_ids, cfg.train.batch, cfg.train.seq_len, name="training")
-    # The validation split may be shorter than a training batch: use fewer rows.
-    val_batch = min(cfg.train.batch, max(1, (len(val_ids) - 1) // (cfg.train.seq_len + 1)))
+    # train.eval_batch rows (more rows: fewer, larger steps; the loss changes by the context
+    # lost at each row's start); a short validation split gets fewer rows.
+    rows = int(cfg.train.get("eval_batch", cfg.train.batch))
+    val_batch = min(rows, max(1, (len(val_ids) - 1) // (cfg.train.seq_len + 1)))
     val = data.CharBatches(val_ids, val_batch, cfg.train.seq_len, name="validation")
     return vocab, train, val
 
@@ -172,6 +182,11 @@ def recipe(cfg: ml_collections.ConfigDict, workdir: str | Path) -> loop.Recipe:
                     f"the config says {cfg.model[k]}; "
                     "use the same config to resume, or a new workdir"
                 )
+        if "eval_batch" not in meta["config"]["train"]:
+            # Written before train.eval_batch, when validation used train.batch rows: keep
+            # that, so the validation losses before and after the resume compare.
+            cfg = ConfigDict(cfg.to_dict())
+            cfg.train.eval_batch = cfg.train.batch
     vocab, train_b, val_b = prepare_data(cfg, vocab)
     steps = total_steps(cfg, train_b)
     skip = _on_nonfinite(cfg) == "skip"
@@ -190,13 +205,15 @@ def recipe(cfg: ml_collections.ConfigDict, workdir: str | Path) -> loop.Recipe:
         return x, y, np.asarray(window == 0)
 
     def evaluation(step: int, state: TrainState) -> loop.Evaluation:
+        start = time.perf_counter()
         val_loss = evaluate(state.params, val_b)
+        seconds = time.perf_counter() - start
         bits = val_loss / math.log(2)
         return loop.Evaluation(
             val_loss,
-            {"val_loss": val_loss, "val_bpc": bits},
+            {"val_loss": val_loss, "val_bpc": bits, "val_seconds": seconds},
             f"step {step}: validation loss {val_loss:.4f} nats/char ({bits:.3f} bits/char), "
-            "best {best:.4f}, {elapsed:.0f}s",
+            f"best {{best:.4f}}, {{elapsed:.0f}}s (validation {seconds:.1f}s)",
         )
 
     return loop.Recipe(
