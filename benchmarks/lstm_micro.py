@@ -17,6 +17,8 @@ at the CPU recipe's shape (batch 32, hidden 256, 64 steps; medians of interleave
   against ``mode="clip"``;
 * ``dropout``: a threefry mask for ``[T, B, H]`` against the ``rbg`` generator;
 * ``unroll``: one layer's forward and backward at ``unroll`` 1, 2, 4;
+* ``step``: the whole char-RNN train step (``--layers`` layers, no dropout) compiled with each
+  gate form: how much of the ``gates`` gain is left once XLA fuses the whole step;
 * ``products (PyTorch)``: the two per-step products in a Python loop in PyTorch (its own
   process, 2 threads; left out without torch): what MKL makes of the same small products.
 
@@ -194,6 +196,39 @@ def unroll_loops(T, B, H):
     return out
 
 
+def step_loops(T, B, H, layers=2, vocab=65):
+    import functools
+
+    import numpy as np
+
+    from jaxgen.charrnn import train as charrnn_train
+    from jaxgen.config import load_config
+
+    cfg = load_config(f"{ROOT / 'configs' / 'charrnn.py'}:cpu")
+    cfg.model.layers, cfg.model.hidden, cfg.train.batch, cfg.train.seq_len = layers, H, B, T
+    tx = charrnn_train.make_optimizer(cfg, 10_000)
+    state = charrnn_train.init_state(cfg, vocab, tx)
+    rng = np.random.default_rng(0)
+    ids, targets = (jnp.asarray(rng.integers(0, vocab, (T, B)), jnp.int32) for _ in range(2))
+    args = (state, ids, targets, jnp.asarray(False))
+    out = {}
+    for name, gates in [
+        ("sigmoid per quarter", lambda z: recurrence.lstm_activate(*jnp.split(z, 4, axis=-1))),
+        ("one tanh (lstm_gates)", recurrence.lstm_gates),
+    ]:
+        kept = recurrence.lstm_gates
+        recurrence.lstm_gates = gates  # traced (and compiled) now, with this form
+        try:
+            fn = jax.jit(
+                functools.partial(charrnn_train.train_step, tx=tx, dropout_rate=0.0),
+            )
+            jax.block_until_ready(fn(*args))
+        finally:
+            recurrence.lstm_gates = kept
+        out[name] = (fn, args)
+    return out
+
+
 GROUPS = {
     "gates": gate_loops,
     "forward": forward_loops,
@@ -203,6 +238,7 @@ GROUPS = {
     "gather": gather_loops,
     "dropout": dropout_loops,
     "unroll": unroll_loops,
+    "step": step_loops,
 }
 
 
@@ -247,6 +283,7 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--seq", type=int, default=64)
+    ap.add_argument("--layers", type=int, default=2, help="layers of the step group's char-RNN")
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--name", default="lstm_micro")
@@ -258,7 +295,7 @@ def main(argv=None):
         return
     results, rows = {}, []
     for group, make in GROUPS.items():
-        variants = make(*shape)
+        variants = make(*shape, **({"layers": args.layers} if group == "step" else {}))
         calls = {k: (lambda f=f, a=a: f(*a)) for k, (f, a) in variants.items()}
         times = bm.interleaved(calls, reps=args.reps, warmup=2)
         meds = {k: 1e3 * statistics.median(v) for k, v in times.items()}
@@ -294,7 +331,8 @@ def main(argv=None):
         print("torch is not installed: the PyTorch rows are left out", flush=True)
     table = bm.md_table(["what", "form", "ms (median)", "speed vs the first form"], rows)
     table += (
-        f"\nShape: {args.seq} steps, batch {args.batch}, hidden {args.hidden}; "
+        f"\nShape: {args.seq} steps, batch {args.batch}, hidden {args.hidden} "
+        f"({args.layers} layers in the step group); "
         f"{args.reps} interleaved calls of each form, medians.\n"
     )
     bm.write_results(
