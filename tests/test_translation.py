@@ -1,0 +1,152 @@
+"""Pix2Pix / CycleGAN building blocks: U-Net shapes and skips, the PatchGAN's receptive field,
+the ResNet generator, instance norm, the losses on hand-made values, the image history."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxgen.gan import translation as tr
+
+FEATURES = (4, 8, 8, 8, 8)  # a 5-level U-Net on 32x32 images
+
+
+@pytest.fixture(scope="module")
+def unet_params():
+    return tr.unet_init(jax.random.key(0), 1, 1, FEATURES)
+
+
+def test_instance_norm_against_numpy():
+    x = np.random.default_rng(0).normal(2.0, 3.0, (2, 5, 6, 3))
+    p = {"scale": jnp.asarray([1.0, 2.0, 0.5]), "bias": jnp.asarray([0.0, -1.0, 3.0])}
+    got = tr.instance_norm(p, jnp.asarray(x, jnp.float32))
+    mean = x.mean(axis=(1, 2), keepdims=True)
+    want = (x - mean) / np.sqrt(x.var(axis=(1, 2), keepdims=True) + 1e-5)
+    want = want * np.asarray(p["scale"]) + np.asarray(p["bias"])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_unet_shapes_range_and_bad_sizes(unet_params):
+    x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 1), minval=-1, maxval=1)
+    y = jax.jit(tr.unet)(unet_params, x)
+    assert y.shape == (2, 32, 32, 1)
+    assert float(jnp.abs(y).max()) <= 1.0
+    # channels: the innermost decoder reads the bottleneck alone, the others input + skip
+    dec_in = [p["conv"]["w"].shape[2] for p in unet_params["dec"]]
+    assert dec_in == [8, 16, 16, 16, 8]
+    assert unet_params["dec"][-1]["conv"]["w"].shape[3] == 1
+    # dropout is the noise: with a key two draws differ, without one the output is fixed
+    k1, k2 = jax.random.split(jax.random.key(2))
+    assert not np.allclose(tr.unet(unet_params, x, key=k1), tr.unet(unet_params, x, key=k2))
+    np.testing.assert_array_equal(tr.unet(unet_params, x), y)
+    with pytest.raises(ValueError, match="divisible by 32"):
+        tr.unet(unet_params, jnp.zeros((1, 28, 28, 1)))
+
+
+def test_unet_skips_carry_the_input(unet_params):
+    """With every encoder layer below the first zeroed, the only path from the input to the
+    output is the outermost skip (e_0 into the last decoder layer): the output must still
+    depend on the input, and on nothing else but it."""
+    p = jax.tree.map(lambda a: a, unet_params)
+    for layer in p["enc"][1:]:
+        layer["conv"] = jax.tree.map(jnp.zeros_like, layer["conv"])
+    x1 = jax.random.uniform(jax.random.key(3), (1, 32, 32, 1), minval=-1, maxval=1)
+    x2 = jax.random.uniform(jax.random.key(4), (1, 32, 32, 1), minval=-1, maxval=1)
+    y1, y2 = tr.unet(p, x1), tr.unet(p, x2)
+    assert float(jnp.abs(y1 - y2).max()) > 1e-3
+    # and the last decoder layer's skip half is what carries it: zero those input channels
+    w = p["dec"][-1]["conv"]["w"]
+    p["dec"][-1]["conv"]["w"] = w.at[:, :, FEATURES[0] :, :].set(0.0)
+    np.testing.assert_allclose(tr.unet(p, x1), tr.unet(p, x2), atol=1e-6)
+
+
+@pytest.mark.parametrize("num_down,want", [(3, 70), (1, 16), (2, 34)])
+def test_patchgan_receptive_field_computed_and_measured(num_down, want):
+    """The formula, and the gradient of one interior logit with respect to the input: its
+    support is a want x want square (instance norm taken out, since it couples every pixel)."""
+    assert tr.patchgan_receptive_field(num_down) == want
+    features = (3,) * (num_down + 1)
+    p = tr.patchgan_init(jax.random.key(5), 2, features)
+    for layer in p["layers"]:
+        layer.pop("norm", None)
+    size = want + 2 ** (num_down + 3)
+    x = jax.random.normal(jax.random.key(6), (1, size, size, 2))
+    out = tr.patchgan(p, x)
+    i = out.shape[1] // 2
+    g = jax.grad(lambda x: tr.patchgan(p, x)[0, i, i, 0])(x)
+    rows, cols = np.nonzero(np.abs(np.asarray(g[0])).sum(-1))
+    assert rows.max() - rows.min() + 1 == want
+    assert cols.max() - cols.min() + 1 == want
+
+
+def test_patchgan_and_resnet_generator_shapes():
+    p = tr.patchgan_init(jax.random.key(7), 2, (8, 16, 32, 32))
+    assert tr.patchgan(p, jnp.zeros((3, 32, 32, 2))).shape == (3, 2, 2, 1)
+    g = tr.resnet_generator_init(jax.random.key(8), 1, 3, features=4, blocks=2)
+    y = tr.resnet_generator(g, jax.random.normal(jax.random.key(9), (2, 16, 16, 1)))
+    assert y.shape == (2, 16, 16, 3) and float(jnp.abs(y).max()) <= 1.0
+    with pytest.raises(ValueError, match="divisible by 4"):
+        tr.resnet_generator(g, jnp.zeros((1, 18, 18, 1)))
+
+
+def test_losses_on_hand_made_values():
+    assert float(tr.lsgan_d_loss(jnp.ones(4), jnp.zeros(4))) == 0.0
+    # (mean((real-1)^2) + mean(fake^2)) / 2 with real = [0, 2], fake = [1, 3]: (1 + 5) / 2
+    assert float(tr.lsgan_d_loss(jnp.asarray([0.0, 2.0]), jnp.asarray([1.0, 3.0]))) == 3.0
+    assert float(tr.lsgan_g_loss(jnp.asarray([1.0, 3.0]))) == 2.0  # (0 + 4) / 2
+    a = jnp.asarray([[0.0, 1.0], [2.0, -1.0]])
+    b = jnp.asarray([[1.0, 1.0], [0.0, 1.0]])
+    assert float(tr.l1_loss(a, b)) == 1.25  # (1 + 0 + 2 + 2) / 4
+
+
+def test_pool_fills_then_swaps_half_the_time():
+    pool = tr.pool_init(3, (1,))
+    pool, out = tr.pool_query(pool, jnp.asarray([[10.0], [20.0]]), jax.random.key(0))
+    np.testing.assert_array_equal(out, [[10.0], [20.0]])  # while filling: the new images
+    np.testing.assert_array_equal(pool["images"][:2], [[10.0], [20.0]])
+    assert int(pool["count"]) == 2
+    pool, out = tr.pool_query(pool, jnp.asarray([[30.0]]), jax.random.key(1))
+    assert out[0, 0] == 30.0 and int(pool["count"]) == 3  # the last free slot
+    query = jax.jit(tr.pool_query)
+    swaps, n = 0, 800
+    for i in range(n):
+        new = jnp.asarray([[100.0 + i]])
+        before = np.asarray(pool["images"])[:, 0]
+        pool, out = query(pool, new, jax.random.key(i + 2))
+        after = np.asarray(pool["images"])[:, 0]
+        if out[0, 0] == new[0, 0]:  # the new image itself: nothing stored
+            np.testing.assert_array_equal(after, before)
+        else:  # a stored image came back, and the new one took its slot
+            swaps += 1
+            slot = int(np.flatnonzero(before == out[0, 0])[0])
+            want = before.copy()
+            want[slot] = new[0, 0]
+            np.testing.assert_array_equal(after, want)
+        assert int(pool["count"]) == 3
+    assert abs(swaps / n - 0.5) < 0.06  # 3.4 standard deviations at n = 800
+    # the same key gives the same answer; a size-0 pool passes the images through
+    a = tr.pool_query(pool, new, jax.random.key(7))
+    b = tr.pool_query(pool, new, jax.random.key(7))
+    np.testing.assert_array_equal(a[1], b[1])
+    empty = tr.pool_init(0, (1,))
+    np.testing.assert_array_equal(tr.pool_query(empty, new, jax.random.key(0))[1], new)
+
+
+def test_pool_resumes_bit_for_bit():
+    """The pool is plain arrays: stopping after a partly filled pool, saving it through NumPy and
+    going on gives what going straight on gives."""
+    imgs = jax.random.normal(jax.random.key(1), (6, 2, 4, 4, 1))
+    keys = jax.random.split(jax.random.key(2), 6)
+    straight = tr.pool_init(5, (4, 4, 1))
+    outs = []
+    for t in range(6):
+        straight, o = tr.pool_query(straight, imgs[t], keys[t])
+        outs.append(o)
+    resumed = tr.pool_init(5, (4, 4, 1))
+    for t in range(2):  # 4 of 5 slots filled
+        resumed, _ = tr.pool_query(resumed, imgs[t], keys[t])
+    resumed = jax.tree.map(lambda a: jnp.asarray(np.asarray(a)), resumed)
+    for t in range(2, 6):
+        resumed, o = tr.pool_query(resumed, imgs[t], keys[t])
+        np.testing.assert_array_equal(o, outs[t])
+    np.testing.assert_array_equal(resumed["images"], straight["images"])
