@@ -150,3 +150,121 @@ def test_pool_resumes_bit_for_bit():
         resumed, o = tr.pool_query(resumed, imgs[t], keys[t])
         np.testing.assert_array_equal(o, outs[t])
     np.testing.assert_array_equal(resumed["images"], straight["images"])
+
+
+# ----------------------------------------------------------------------------- the Pix2Pix step
+
+
+def _bce(logits, label):
+    """Sigmoid cross-entropy written out: max(x, 0) - x * y + log(1 + exp(-|x|))."""
+    return jnp.mean(jnp.maximum(logits, 0) - logits * label + jnp.log1p(jnp.exp(-jnp.abs(logits))))
+
+
+def test_pix2pix_step_against_the_losses_written_out():
+    """With SGD(1) in place of Adam each network moves by minus its loss's gradient: D's on
+    (a, b) against (a, G(a)) with G(a) held fixed, then G's GAN term against the *updated* D
+    plus 100 x L1, the same dropout draw in both."""
+    import optax
+
+    from jaxgen.gan import pix2pix
+
+    spec = pix2pix.Pix2Pix(g_features=(4, 8, 8), d_features=(4, 8), dropout=0.5)
+    sgd = optax.sgd(1.0)
+    state = pix2pix.init_state(spec, 0, sgd, sgd)
+    a = jax.random.uniform(jax.random.key(1), (2, 8, 8, 1), minval=-1, maxval=1)
+    b = jax.random.uniform(jax.random.key(2), (2, 8, 8, 1), minval=-1, maxval=1)
+    new, metrics = jax.jit(
+        lambda s, a, b: pix2pix.train_step(s, a, b, spec=spec, tx_g=sgd, tx_d=sgd)
+    )(state, a, b)
+
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.key), 0)
+    g, d = state.params["g"], state.params["d"]
+
+    def G(g):
+        return tr.unet(g, a, key=key, dropout_rate=0.5)
+
+    def D(d, x):
+        return tr.patchgan(d, jnp.concatenate([a, x], axis=-1))
+
+    fake = G(g)
+
+    def d_loss(d):
+        return 0.5 * (_bce(D(d, b), 1.0) + _bce(D(d, fake), 0.0))
+
+    d_want = jax.tree.map(lambda p, q: p - q, d, jax.grad(d_loss)(d))
+
+    def g_loss(g):
+        f = G(g)
+        return _bce(D(d_want, f), 1.0) + 100.0 * jnp.mean(jnp.abs(f - b))
+
+    g_want = jax.tree.map(lambda p, q: p - q, g, jax.grad(g_loss)(g))
+    for got, want in ((new.params["d"], d_want), (new.params["g"], g_want)):
+        for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(metrics["d_loss"], d_loss(d), rtol=1e-5)
+    np.testing.assert_allclose(metrics["g_l1"], jnp.mean(jnp.abs(fake - b)), rtol=1e-5)
+    assert int(new.step) == 1
+
+
+# ----------------------------------------------------------------------------- the CycleGAN step
+
+
+def test_cyclegan_step_against_the_losses_written_out():
+    """SGD(1) in place of Adam: the generators move by minus the gradient of the least-squares,
+    cycle (x10) and identity (x5) terms against the discriminators as they were; each
+    discriminator by minus its loss's gradient on real images against what its history
+    returned for the generated ones; the histories hold those images afterwards."""
+    import optax
+
+    from jaxgen.gan import cyclegan
+
+    spec = cyclegan.CycleGan(g_features=2, g_blocks=1, d_features=(4, 8), pool_size=3)
+    sgd = optax.sgd(1.0)
+    state = cyclegan.init_state(spec, 0, (8, 8, 1), (8, 8, 1), sgd, sgd)
+    full = {  # full histories, so the discriminators see stored images as well as new ones
+        d: {"images": jax.random.normal(jax.random.key(i), (3, 8, 8, 1)), "count": jnp.int32(3)}
+        for i, d in enumerate("ab")
+    }
+    state = state._replace(pools=full)
+    a = jax.random.uniform(jax.random.key(1), (2, 8, 8, 1), minval=-1, maxval=1)
+    b = jax.random.uniform(jax.random.key(2), (2, 8, 8, 1), minval=-1, maxval=1)
+    step = jax.jit(lambda s, a, b: cyclegan.train_step(s, a, b, spec=spec, tx_g=sgd, tx_d=sgd))
+    new, metrics = step(state, a, b)
+
+    p = state.params
+    G, D = tr.resnet_generator, tr.patchgan
+
+    def ls(x, y):
+        return jnp.mean(jnp.square(x - y))
+
+    def g_loss(g):
+        fb, fa = G(g["g_ab"], a), G(g["g_ba"], b)
+        gan = ls(D(p["d_b"], fb), 1.0) + ls(D(p["d_a"], fa), 1.0)
+        cyc = jnp.mean(jnp.abs(G(g["g_ba"], fb) - a)) + jnp.mean(jnp.abs(G(g["g_ab"], fa) - b))
+        idt = jnp.mean(jnp.abs(G(g["g_ab"], b) - b)) + jnp.mean(jnp.abs(G(g["g_ba"], a) - a))
+        return gan + 10.0 * cyc + 5.0 * idt
+
+    gens = {k: p[k] for k in ("g_ab", "g_ba")}
+    g_want = jax.tree.map(lambda x, y: x - y, gens, jax.grad(g_loss)(gens))
+    fake_b, fake_a = G(p["g_ab"], a), G(p["g_ba"], b)
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.key), 0)
+    k_a, k_b = jax.random.split(key)
+    _, old_a = tr.pool_query(state.pools["a"], fake_a, k_a)
+    _, old_b = tr.pool_query(state.pools["b"], fake_b, k_b)
+    swapped = [not np.allclose(o, f) for o, f in zip([*old_a, *old_b], [*fake_a, *fake_b])]
+    assert any(swapped) and not all(swapped)  # some stored images came back, not only them
+
+    def d_loss(d):
+        la = 0.5 * (ls(D(d["d_a"], a), 1.0) + jnp.mean(jnp.square(D(d["d_a"], old_a))))
+        lb = 0.5 * (ls(D(d["d_b"], b), 1.0) + jnp.mean(jnp.square(D(d["d_b"], old_b))))
+        return la + lb
+
+    discs = {k: p[k] for k in ("d_a", "d_b")}
+    d_want = jax.tree.map(lambda x, y: x - y, discs, jax.grad(d_loss)(discs))
+    for name, want in {**g_want, **d_want}.items():
+        for x, y in zip(jax.tree.leaves(new.params[name]), jax.tree.leaves(want)):
+            np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5, err_msg=name)
+    np.testing.assert_allclose(metrics["g_loss"], g_loss(gens), rtol=1e-5)
+    want_pool, _ = tr.pool_query(full["b"], fake_b, k_b)
+    np.testing.assert_allclose(new.pools["b"]["images"], want_pool["images"], rtol=1e-6)
+    assert int(new.step) == 1

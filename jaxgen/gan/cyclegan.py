@@ -1,0 +1,135 @@
+"""CycleGAN (Zhu et al. 2017): the train state and the pure train step.
+
+Two ResNet generators, ``G_ab: A -> B`` and ``G_ba: B -> A``, two PatchGAN discriminators,
+``D_a`` and ``D_b``, least-squares GAN losses, and, in the order of the reference
+implementation:
+
+1. the generators' update: ``lsgan_g(D_b(G_ab(a))) + lsgan_g(D_a(G_ba(b)))``
+   ``+ cycle * (|G_ba(G_ab(a)) - a| + |G_ab(G_ba(b)) - b|)``
+   ``+ cycle * identity * (|G_ab(b) - b| + |G_ba(a) - a|)`` (means; the identity term only when
+   both domains have the same channels), against the discriminators as they were;
+2. each discriminator's update on real images against generated ones drawn through its image
+   history (:func:`jaxgen.gan.translation.pool_query`), which lives in the train state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxgen.gan import translation as tr
+
+Array = jax.Array
+GENERATORS = ("g_ab", "g_ba")
+DISCRIMINATORS = ("d_a", "d_b")
+
+
+class CycleGan(NamedTuple):
+    """The networks' settings (hashable: jitted steps are keyed by it)."""
+
+    channels_a: int = 1
+    channels_b: int = 1
+    g_features: int = 32
+    g_blocks: int = 6
+    d_features: tuple = (64, 128, 256)
+    cycle_weight: float = 10.0
+    identity_weight: float = 0.5  # times cycle_weight, as in the paper's code
+    pool_size: int = 50
+
+
+class TrainState(NamedTuple):
+    params: dict  # g_ab, g_ba, d_a, d_b
+    opt_state: dict  # {"g": over both generators, "d": over both discriminators}
+    pools: dict  # {"a": history of G_ba's images, "b": history of G_ab's}
+    step: Array  # int32 []
+    key: Array  # uint32 [2]; step s uses fold_in(key, s)
+
+
+def init_state(spec: CycleGan, seed: int, image_shape_a, image_shape_b, tx_g, tx_d) -> TrainState:
+    """``image_shape_*``: ``(H, W, C)`` of each domain (the histories hold that shape)."""
+    ks = jax.random.split(jax.random.key(seed), 5)
+    ca, cb = spec.channels_a, spec.channels_b
+    params = {
+        "g_ab": tr.resnet_generator_init(ks[0], ca, cb, spec.g_features, spec.g_blocks),
+        "g_ba": tr.resnet_generator_init(ks[1], cb, ca, spec.g_features, spec.g_blocks),
+        "d_a": tr.patchgan_init(ks[2], ca, spec.d_features),
+        "d_b": tr.patchgan_init(ks[3], cb, spec.d_features),
+    }
+    gens = {k: params[k] for k in GENERATORS}
+    discs = {k: params[k] for k in DISCRIMINATORS}
+    return TrainState(
+        params,
+        {"g": tx_g.init(gens), "d": tx_d.init(discs)},
+        {
+            "a": tr.pool_init(spec.pool_size, image_shape_a),
+            "b": tr.pool_init(spec.pool_size, image_shape_b),
+        },
+        jnp.zeros((), jnp.int32),
+        jax.random.key_data(ks[4]),
+    )
+
+
+def generator_loss(spec: CycleGan, gens, discs, a: Array, b: Array) -> tuple[Array, tuple]:
+    """The generators' total loss and ``((fake_a, fake_b), terms)``."""
+    fake_b = tr.resnet_generator(gens["g_ab"], a)
+    fake_a = tr.resnet_generator(gens["g_ba"], b)
+    gan = tr.lsgan_g_loss(tr.patchgan(discs["d_b"], fake_b)) + tr.lsgan_g_loss(
+        tr.patchgan(discs["d_a"], fake_a)
+    )
+    cycle = tr.l1_loss(tr.resnet_generator(gens["g_ba"], fake_b), a) + tr.l1_loss(
+        tr.resnet_generator(gens["g_ab"], fake_a), b
+    )
+    total = gan + spec.cycle_weight * cycle
+    terms = {"g_gan": gan, "cycle": cycle}
+    if spec.identity_weight and spec.channels_a == spec.channels_b:
+        identity = tr.l1_loss(tr.resnet_generator(gens["g_ab"], b), b) + tr.l1_loss(
+            tr.resnet_generator(gens["g_ba"], a), a
+        )
+        total = total + spec.cycle_weight * spec.identity_weight * identity
+        terms["identity"] = identity
+    return total, ((fake_a, fake_b), terms)
+
+
+def discriminator_loss(discs, a: Array, b: Array, old_a: Array, old_b: Array):
+    """``lsgan_d`` of each discriminator on its domain's real images against the generated ones
+    its history returned."""
+    la = tr.lsgan_d_loss(tr.patchgan(discs["d_a"], a), tr.patchgan(discs["d_a"], old_a))
+    lb = tr.lsgan_d_loss(tr.patchgan(discs["d_b"], b), tr.patchgan(discs["d_b"], old_b))
+    return la + lb, {"d_a": la, "d_b": lb}
+
+
+def train_step(
+    state: TrainState, a: Array, b: Array, *, spec: CycleGan, tx_g, tx_d
+) -> tuple[TrainState, dict[str, Any]]:
+    """One step on unpaired batches ``a`` and ``b`` (``[B, H, W, C]`` in [-1, 1])."""
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
+    k_a, k_b = jax.random.split(key)
+    p = state.params
+    gens = {k: p[k] for k in GENERATORS}
+    discs = {k: p[k] for k in DISCRIMINATORS}
+
+    (gl, ((fake_a, fake_b), g_terms)), g_grads = jax.value_and_grad(
+        lambda g: generator_loss(spec, g, discs, a, b), has_aux=True
+    )(gens)
+    g_upd, g_opt = tx_g.update(g_grads, state.opt_state["g"], gens)
+    gens = optax.apply_updates(gens, g_upd)
+
+    pool_a, old_a = tr.pool_query(state.pools["a"], jax.lax.stop_gradient(fake_a), k_a)
+    pool_b, old_b = tr.pool_query(state.pools["b"], jax.lax.stop_gradient(fake_b), k_b)
+    (dl, d_terms), d_grads = jax.value_and_grad(
+        lambda d: discriminator_loss(d, a, b, old_a, old_b), has_aux=True
+    )(discs)
+    d_upd, d_opt = tx_d.update(d_grads, state.opt_state["d"], discs)
+    discs = optax.apply_updates(discs, d_upd)
+
+    new = TrainState(
+        {**gens, **discs},
+        {"g": g_opt, "d": d_opt},
+        {"a": pool_a, "b": pool_b},
+        state.step + 1,
+        state.key,
+    )
+    return new, {"g_loss": gl, "d_loss": dl, **g_terms, **d_terms}
