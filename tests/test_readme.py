@@ -61,3 +61,11 @@ def test_commands_name_only_what_a_clone_has():
                     load_config(f"{ROOT / path}{variant}")
                 except UserError as e:
                     pytest.fail(f"{cmd!r}: {e}")
+
+
+def test_the_readme_shows_ci_s_test_command():
+    """`.ci/run` runs exactly the README's test command: the last line of the script appears
+    as a line of a shell block, word for word."""
+    script = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1].strip()
+    lines = {ln.strip() for _, code in SHELL for ln in code.splitlines()}
+    assert script in lines, f"the README does not show CI's command: {script}"
