@@ -17,6 +17,9 @@ at the CPU recipe's shape (batch 32, hidden 256, 64 steps; medians of interleave
   against ``mode="clip"``;
 * ``dropout``: a threefry mask for ``[T, B, H]`` against the ``rbg`` generator;
 * ``unroll``: one layer's forward and backward at ``unroll`` 1, 2, 4;
+* ``wavefront`` (only with ``--groups wavefront``): a 2-layer forward pass as two scans (layer 1,
+  one large input projection, layer 2) against one scan that steps layer 1 at ``t`` beside
+  layer 2 at ``t - 1``, with two products per iteration or one product of a block matrix;
 * ``step``: the whole char-RNN train step (``--layers`` layers, no dropout) compiled with each
   gate form: how much of the ``gates`` gain is left once XLA fuses the whole step;
 * ``products (PyTorch)``: the two per-step products in a Python loop in PyTorch (its own
@@ -229,6 +232,55 @@ def step_loops(T, B, H, layers=2, vocab=65):
     return out
 
 
+def wavefront_loops(T, B, H):
+    keys = jax.random.split(jax.random.key(11), 5)
+    w1, w2h, w2i = (jax.random.normal(k, (H, 4 * H)) / H**0.5 for k in keys[:3])
+    zx1 = jax.random.normal(keys[3], (T, B, 4 * H))
+    b2 = jax.random.normal(keys[4], (4 * H,))
+    zero = jnp.zeros((B, H))
+
+    def cell(z, c):
+        return recurrence.lstm_update(recurrence.lstm_gates(z), c)
+
+    def sequential(w1, w2h, w2i, zx1):
+        def layer(w, zx):
+            def body(carry, z):
+                h, c = cell(z + carry[0] @ w, carry[1])
+                return (h, c), h
+
+            return jax.lax.scan(body, (zero, zero), zx)[1]
+
+        y1 = layer(w1, zx1)
+        return layer(w2h, y1 @ w2i + b2)
+
+    def wavefront(w1, w2h, w2i, zx1, block):
+        w_block = jnp.concatenate([w2i, w2h], axis=0)  # [2H, 4H]: [y1, h2] @ it
+
+        def body(carry, inputs):
+            (h1, c1, h2, c2), (z1, t) = carry, inputs
+            if block:
+                z2 = jnp.concatenate([h1, h2], axis=-1) @ w_block + b2
+            else:
+                z2 = h1 @ w2i + h2 @ w2h + b2
+            n2, m2 = cell(z2, c2)  # layer 2 at t - 1 reads layer 1's output at t - 1
+            n1, m1 = cell(z1 + h1 @ w1, c1)
+            first = t == 0
+            n2, m2 = jnp.where(first, h2, n2), jnp.where(first, c2, m2)
+            return (n1, m1, n2, m2), n2
+
+        steps = jnp.arange(T)
+        (h1, c1, h2, c2), ys = jax.lax.scan(body, (zero, zero, zero, zero), (zx1, steps))
+        last, _ = cell(h1 @ w2i + h2 @ w2h + b2, c2)
+        return jnp.concatenate([ys[1:], last[None]], axis=0)
+
+    args = (w1, w2h, w2i, zx1)
+    return {
+        "two scans": (jax.jit(sequential), args),
+        "wavefront, two products": (jax.jit(lambda *a: wavefront(*a, False)), args),
+        "wavefront, one block product": (jax.jit(lambda *a: wavefront(*a, True)), args),
+    }
+
+
 GROUPS = {
     "gates": gate_loops,
     "forward": forward_loops,
@@ -240,6 +292,7 @@ GROUPS = {
     "unroll": unroll_loops,
     "step": step_loops,
 }
+EXTRA_GROUPS = {"wavefront": wavefront_loops}
 
 
 def torch_products(T, B, H, reps, threads=2) -> dict:
@@ -288,13 +341,19 @@ def main(argv=None):
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--name", default="lstm_micro")
     ap.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--groups", default="", help=f"comma-separated, of {', '.join([*GROUPS, 'wavefront'])}"
+    )
     args = ap.parse_args(argv)
     shape = (args.seq, args.batch, args.hidden)
     if args.torch_worker:
         print(json.dumps(torch_products(*shape, args.reps)))
         return
     results, rows = {}, []
-    for group, make in GROUPS.items():
+    chosen = args.groups.split(",") if args.groups else list(GROUPS)
+    every = {**GROUPS, **EXTRA_GROUPS}
+    for group in chosen:
+        make = every[group]
         variants = make(*shape, **({"layers": args.layers} if group == "step" else {}))
         calls = {k: (lambda f=f, a=a: f(*a)) for k, (f, a) in variants.items()}
         times = bm.interleaved(calls, reps=args.reps, warmup=2)
@@ -306,7 +365,9 @@ def main(argv=None):
         for k, m in meds.items():
             rows.append([group, k, f"{m:.2f}", f"{first / m:.2f}x"])
             print(group, k, f"{m:.2f} ms", flush=True)
-    if importlib.util.find_spec("torch") is not None:
+    if "products" not in chosen:
+        pass
+    elif importlib.util.find_spec("torch") is not None:
         me = [sys.executable, str(Path(__file__).resolve()), "--torch-worker"]
         me += ["--seq", str(args.seq), "--batch", str(args.batch), "--hidden", str(args.hidden)]
         proc = subprocess.run(me + ["--reps", str(args.reps)], capture_output=True, text=True)
