@@ -92,8 +92,9 @@ def lstm_gates(z):
 
     All four through one ``tanh`` over the whole width, ``sigmoid(x) = (1 + tanh(x / 2)) / 2``
     with per-column constants: inside a scan, XLA's CPU backend runs this 5x faster than a
-    sigmoid or tanh on each quarter (benchmarks/results/lstm_micro.md); the values equal
-    :func:`lstm_activate`'s to float32 rounding.
+    sigmoid or tanh on each quarter (benchmarks/results/lstm_micro.md). The values equal
+    :func:`lstm_activate`'s to float32 rounding in absolute terms (about 6e-8): a sigmoid
+    smaller than that comes out as 0 rather than as a tiny positive number.
     """
     hidden = z.shape[-1] // 4
     half = np.full((4, hidden), 0.5, np.float32)
