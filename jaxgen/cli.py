@@ -36,6 +36,8 @@ def config_help(cfg, path) -> str:
         "charrnn": ["jaxgen.charrnn.config"],
         "gan": ["jaxgen.gan.config"],
         "stackgan": ["jaxgen.gan.stackgan_train"],
+        "pix2pix": ["jaxgen.gan.translation_train"],
+        "cyclegan": ["jaxgen.gan.translation_train"],
     }.get(kind, [])
     modules.append("jaxgen.config")  # the fields every trainer shares (add_shared_fields)
     sources = []
@@ -124,15 +126,17 @@ def _train(args, rest):
     check_config_path(args.config)
     cfg = load_with_overrides(args.config, rest)
     kind = cfg.get("model_kind", None)
-    if kind not in ("charrnn", "gan", "stackgan"):
+    if kind not in ("charrnn", "gan", "stackgan", "pix2pix", "cyclegan"):
         raise UserError(
-            f"config {args.config!r} has model_kind={kind!r}; jaxgen trains 'charrnn', 'gan' "
-            "and 'stackgan'"
+            f"config {args.config!r} has model_kind={kind!r}; jaxgen trains 'charrnn', 'gan', "
+            "'stackgan', 'pix2pix' and 'cyclegan'"
         )
     if kind == "charrnn":
         from jaxgen.charrnn.config import validate_config
     elif kind == "stackgan":
         from jaxgen.gan.stackgan_train import validate_config
+    elif kind in ("pix2pix", "cyclegan"):
+        from jaxgen.gan.translation_train import validate_config
     else:
         from jaxgen.gan.config import validate_config
     validate_config(cfg)  # every check that needs no data, before any work
@@ -162,6 +166,18 @@ def _train(args, rest):
             f"done: {summary['steps']} steps at {summary['images_per_s']:,.0f} images/s; grids in "
             f"{args.workdir}/samples, sample with `jaxgen sample --workdir {args.workdir} "
             '--text "a bold seven leaning right" --grid out.png`'
+        )
+        return 0
+    if kind in ("pix2pix", "cyclegan"):
+        from jaxgen.gan import translation_train
+
+        summary = translation_train.train(cfg, args.workdir, quiet=args.quiet, stop=args.stop)
+        if summary["stopped"] == "interrupted":
+            return 130
+        print(
+            f"done: {summary['steps']} steps at {summary['images_per_s']:,.0f} images/s; grids in "
+            f"{args.workdir}/samples, translate with `jaxgen translate --workdir {args.workdir} "
+            "--input IN.png|IN.npy|DIR --out OUT.npy|DIR`"
         )
         return 0
     if kind == "gan":
@@ -411,6 +427,82 @@ def _project(args, rest):
     return 0
 
 
+def read_inputs(path: str) -> tuple:
+    """``jaxgen translate --input``: a PNG (one image), a ``.npy`` (``[N, H, W, C]`` or one
+    ``[H, W, C]``, float32 in [-1, 1]) or a folder of images; returns ``(images, names)``."""
+    from jaxgen.data import pairs
+
+    p = Path(path)
+    if p.is_dir():
+        files = pairs._images_in(p)
+        if not files:
+            raise UserError(
+                f"--input {path!r} holds no images ({', '.join(pairs.IMAGE_SUFFIXES)}); give a "
+                "folder of images, a PNG or a .npy"
+            )
+        return pairs._stack([pairs._read(f) for f in files], files, None, "input"), [
+            f.stem for f in files
+        ]
+    if not p.is_file():
+        raise UserError(f"--input {path!r} does not exist; give a PNG, a .npy or a folder")
+    if p.suffix.lower() == ".npy":
+        from jaxgen.data.images import load_npy
+
+        x = load_npy(p).images
+        return x, [f"{i:06d}" for i in range(len(x))]
+    if p.suffix.lower() in pairs.IMAGE_SUFFIXES:
+        return pairs._read(p)[None], [p.stem]
+    raise UserError(
+        f"--input {path!r} is neither an image ({', '.join(pairs.IMAGE_SUFFIXES)}) nor a .npy"
+    )
+
+
+def _translate(args, rest):
+    """`jaxgen translate`: images of one domain through a trained Pix2Pix or CycleGAN."""
+    if rest:
+        raise UserError(f"unrecognised arguments for translate: {' '.join(rest)}")
+    out = Path(args.out)
+    to_dir = out.suffix.lower() != ".npy"
+    if to_dir and out.exists() and not out.is_dir():
+        raise UserError(f"--out {args.out!r} is a file; name a .npy file or a folder")
+    if not to_dir:
+        check_out_path("--out", args.out)
+    elif not out.parent.is_dir():
+        raise UserError(f"--out {args.out!r}: the folder {str(out.parent)!r} does not exist")
+    if args.grid:
+        check_out_path("--grid", args.grid, (".png",))
+    if args.direction not in ("a2b", "b2a"):
+        raise UserError(f"--direction must be a2b or b2a, got {args.direction!r}")
+    from jaxgen.gan import translation_train as tt
+
+    x, names = read_inputs(args.input)
+    model = tt.load(args.workdir, which=args.checkpoint)
+    y = tt.translate(model, x, args.direction, seed=args.seed)
+    import numpy as np
+
+    from jaxgen.training.io import write_atomic
+
+    if to_dir:
+        from jaxgen import plots
+
+        out.mkdir(exist_ok=True)
+        for im, name in zip(y, names):
+            plots.save_grid(im[None], out / f"{name}.png", ncol=1, scale=1, pad=0)
+        print(f"wrote {len(y)} images to {out}/")
+    else:
+        write_atomic(out, lambda f: np.save(f, y))
+        print(f"wrote {out}: {y.shape} float32 in [-1, 1]")
+    if args.grid:
+        from jaxgen import plots
+
+        k = min(len(x), 16)
+        c = max(x.shape[-1], y.shape[-1])
+        rows = [np.repeat(z[:k], c // z.shape[-1], axis=-1) for z in (x, y)]
+        plots.save_grid(np.concatenate(rows), args.grid, ncol=k)
+        print(f"wrote {args.grid}: inputs above, translations below ({k})")
+    return 0
+
+
 def _eval(args, rest):
     if rest:
         raise UserError(f"unrecognised arguments for eval: {' '.join(rest)}")
@@ -655,6 +747,35 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--seed", type=int, default=0, help="PRNG seed of the random restarts")
     j.add_argument("--checkpoint", choices=("best", "latest"), default="best")
     j.set_defaults(fn=_project)
+
+    r = sub.add_parser(
+        "translate",
+        help="image-to-image: images through a trained Pix2Pix or CycleGAN",
+        formatter_class=defaults,
+    )
+    r.add_argument("--workdir", required=True, help="a trained pix2pix or cyclegan workdir")
+    r.add_argument(
+        "--input",
+        required=True,
+        help="a PNG, a .npy of float32 [N, H, W, C] in [-1, 1], or a folder of images",
+    )
+    r.add_argument(
+        "--out",
+        required=True,
+        help="FILE.npy (float32 [N, H, W, C] in [-1, 1]) or a folder (a PNG per input)",
+    )
+    r.add_argument(
+        "--direction", default="a2b", help="a2b, or b2a (CycleGAN only): which way to translate"
+    )
+    r.add_argument("--grid", default="", help="also a PNG: inputs above, translations below")
+    r.add_argument("--seed", type=int, default=0, help="Pix2Pix: the dropout draw (its noise)")
+    r.add_argument(
+        "--checkpoint",
+        choices=("best", "latest"),
+        default="best",
+        help="which checkpoint (best falls back to latest)",
+    )
+    r.set_defaults(fn=_translate)
 
     e = sub.add_parser(
         "eval",

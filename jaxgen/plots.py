@@ -45,12 +45,13 @@ def grid_array(images: np.ndarray, ncol: int | None = None, pad: int = 2) -> np.
 
 
 def save_grid(
-    images: np.ndarray, path: str | Path, ncol: int | None = None, scale: int = 2
+    images: np.ndarray, path: str | Path, ncol: int | None = None, scale: int = 2, pad: int = 2
 ) -> None:
-    """A grid PNG of ``[N, H, W, C]`` images in [-1, 1], each pixel drawn ``scale`` times."""
+    """A grid PNG of ``[N, H, W, C]`` images in [-1, 1], each pixel drawn ``scale`` times
+    (one image with ``scale=1, pad=0`` is that image as a PNG)."""
     from PIL import Image
 
-    g = grid_array(images, ncol)
+    g = grid_array(images, ncol, pad)
     g = g[..., 0] if g.shape[-1] == 1 else g
     img = Image.fromarray(g)
     if scale > 1:

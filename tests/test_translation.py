@@ -205,6 +205,18 @@ def test_pix2pix_step_against_the_losses_written_out():
     np.testing.assert_allclose(metrics["g_l1"], jnp.mean(jnp.abs(fake - b)), rtol=1e-5)
     assert int(new.step) == 1
 
+    # gan_weight=0, the L1-only baseline: D stays as it was, G moves by minus 100 x L1's gradient
+    spec0 = spec._replace(gan_weight=0.0)
+    new0, m0 = jax.jit(lambda s, a, b: pix2pix.train_step(s, a, b, spec=spec0, tx_g=sgd, tx_d=sgd))(
+        state, a, b
+    )
+    for x, y in zip(jax.tree.leaves(new0.params["d"]), jax.tree.leaves(d)):
+        np.testing.assert_array_equal(x, y)
+    l1_grad = jax.jit(jax.grad(lambda g: 100.0 * jnp.mean(jnp.abs(G(g) - b))))(g)
+    for x, p, q in zip(*(jax.tree.leaves(t) for t in (new0.params["g"], g, l1_grad))):
+        np.testing.assert_allclose(x, p - q, rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(m0["g_loss"], 100.0 * jnp.mean(jnp.abs(fake - b)), rtol=1e-5)
+
 
 # ----------------------------------------------------------------------------- the CycleGAN step
 

@@ -5,8 +5,9 @@ discriminator :func:`jaxgen.gan.translation.patchgan` on the input and an output
 channels (real pair or generated pair). Losses as in the paper:
 
 * D: ``(BCE(D(a, b), 1) + BCE(D(a, G(a)), 0)) / 2`` over every patch logit;
-* G: ``BCE(D(a, G(a)), 1) + l1_weight * mean|G(a) - b|`` against the **updated** D
-  (the reference implementation steps D first, then G).
+* G: ``gan_weight * BCE(D(a, G(a)), 1) + l1_weight * mean|G(a) - b|`` against the **updated**
+  D (the reference implementation steps D first, then G). ``gan_weight=0`` is the paper's
+  L1-only baseline: D is then neither trained nor read, so the step costs only the U-Net's.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Pix2Pix(NamedTuple):
     d_features: tuple = (64, 128, 256)
     dropout: float = 0.5
     l1_weight: float = 100.0
+    gan_weight: float = 1.0  # 0: the generator learns from L1 alone (the paper's baseline)
 
 
 class TrainState(NamedTuple):
@@ -75,7 +77,7 @@ def g_loss(spec: Pix2Pix, d_params, a: Array, b: Array, fake: Array) -> tuple[Ar
     logits = tr.patchgan(d_params, jnp.concatenate([a, fake], axis=-1))
     gan = losses.sigmoid_bce_with_logits(logits, 1.0).mean()
     l1 = tr.l1_loss(fake, b)
-    return gan + spec.l1_weight * l1, {"g_gan": gan, "g_l1": l1}
+    return spec.gan_weight * gan + spec.l1_weight * l1, {"g_gan": gan, "g_l1": l1}
 
 
 def train_step(
@@ -88,15 +90,21 @@ def train_step(
     p = state.params
     fake, g_vjp = jax.vjp(lambda gp: translate(spec, gp, a, key), p["g"])
 
-    (dl, d_terms), d_grads = jax.value_and_grad(
-        lambda dp: d_loss(spec, dp, a, b, jax.lax.stop_gradient(fake)), has_aux=True
-    )(p["d"])
-    d_upd, d_opt = tx_d.update(d_grads, state.opt_state["d"], p["d"])
-    d_new = optax.apply_updates(p["d"], d_upd)
-
-    (gl, g_terms), fake_grad = jax.value_and_grad(
-        lambda f: g_loss(spec, d_new, a, b, f), has_aux=True
-    )(fake)
+    if spec.gan_weight == 0:  # L1 alone: D is left as it is
+        l1, fake_grad = jax.value_and_grad(lambda f: spec.l1_weight * tr.l1_loss(f, b))(fake)
+        d_new, d_opt = p["d"], state.opt_state["d"]
+        gl, dl = l1, jnp.zeros(())
+        d_terms = {"d_real": jnp.zeros(()), "d_fake": jnp.zeros(())}
+        g_terms = {"g_gan": jnp.zeros(()), "g_l1": l1 / spec.l1_weight}
+    else:
+        (dl, d_terms), d_grads = jax.value_and_grad(
+            lambda dp: d_loss(spec, dp, a, b, jax.lax.stop_gradient(fake)), has_aux=True
+        )(p["d"])
+        d_upd, d_opt = tx_d.update(d_grads, state.opt_state["d"], p["d"])
+        d_new = optax.apply_updates(p["d"], d_upd)
+        (gl, g_terms), fake_grad = jax.value_and_grad(
+            lambda f: g_loss(spec, d_new, a, b, f), has_aux=True
+        )(fake)
     (g_grads,) = g_vjp(fake_grad)
     g_upd, g_opt = tx_g.update(g_grads, state.opt_state["g"], p["g"])
     g_new = optax.apply_updates(p["g"], g_upd)

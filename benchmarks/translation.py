@@ -1,0 +1,225 @@
+"""Image-to-image translation on digits (CPU): Pix2Pix edges -> digits, against a U-Net trained
+on L1 alone for the same time, and CycleGAN MNIST <-> UCI digits.
+
+    python benchmarks/translation.py                     # 5 + 5 + 10 minutes of training
+    python benchmarks/translation.py --pix2pix 60 --cyclegan 120 --name translation_quick
+    python benchmarks/translation.py --reuse             # evaluate the trained workdirs again
+
+Data: ``--data`` (MNIST IDX files, the 10,000 test images) and scikit-learn's UCI digits (1,797
+8x8 scans, upsampled to 28x28). Every number is on images the models never trained on.
+
+* **Pix2Pix** (``configs/pix2pix_edges2digits.py``, ``--pix2pix`` seconds; the last 1,000 MNIST
+  images held out): the held-out outlines translated (dropout on, as Pix2Pix samples); how often
+  the evaluation classifier (trained on the 9,000 training digits) reads the source digit's label
+  (target >= 0.95), the L1 to the true digit, and the Frechet distance (classifier features) to the
+  true held-out digits. **L1 only**: the same config with ``model.gan_weight=0``, the same time:
+  the GAN term should give a lower Frechet distance at an equal or better label rate.
+* **CycleGAN** (``configs/cyclegan_mnist_uci.py``, ``--cyclegan`` seconds; the last 300 images of
+  each domain held out): a classifier trained on the target domain's training images reads the
+  translated held-out source images; MNIST -> UCI target >= 0.90, UCI -> MNIST >= 0.85, each above
+  the no-translation baseline (the same classifier on the untranslated source images). The cycle
+  reconstruction L1 (A -> B -> A, B -> A -> B) too.
+
+Writes ``<name>.{json,md}`` and ``<name>_pix2pix.png`` (outline | Pix2Pix | L1 only | truth) and
+``<name>_cyclegan.png`` (MNIST | as UCI | back; UCI | as MNIST | back) to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from jaxgen import benchmarking as bm  # noqa: E402
+from jaxgen.config import load_config  # noqa: E402
+from jaxgen.data import pairs  # noqa: E402
+from jaxgen.data.images import Images, builtin_digits, load_images  # noqa: E402
+from jaxgen.evaluation.cache import get_classifier  # noqa: E402
+from jaxgen.evaluation.classifier import features_and_probs  # noqa: E402
+from jaxgen.evaluation.scores import frechet_distance, gaussian_stats  # noqa: E402
+from jaxgen.gan import translation_train as tt  # noqa: E402
+from jaxgen.plots import save_grid  # noqa: E402
+
+TARGET = {"pix2pix_label": 0.95, "mnist_to_uci": 0.90, "uci_to_mnist": 0.85}
+P2P_HOLD, CG_HOLD = 1000, 300
+
+
+def _train(config: str, workdir: Path, budget: float, overrides: dict) -> dict:
+    cfg = load_config(ROOT / "configs" / config)
+    for k, v in overrides.items():
+        group, field = k.split(".")
+        cfg[group][field] = v
+    cfg.train.time_budget_s = float(budget)
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    t0 = time.perf_counter()
+    s = tt.train(cfg, workdir, quiet=True)
+    return {"steps": s["steps"], "horizon": s["horizon"], "images_per_s": round(s["images_per_s"]),
+            "train_wall_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
+
+
+def _accuracy(clf, x, labels) -> float:
+    return float((features_and_probs(clf, x)[1].argmax(-1) == labels).mean())
+
+
+def pix2pix_eval(workdir: Path, mnist: Images, clf, real_stats) -> tuple[dict, np.ndarray]:
+    model = tt.load(workdir, "latest")
+    held = pairs.edges_to_digits(mnist.images[-P2P_HOLD:], mnist.labels[-P2P_HOLD:])
+    y = tt.translate(model, held.a, seed=0)
+    feats, probs = features_and_probs(clf, y)
+    return {
+        "label_rate": float((probs.argmax(-1) == held.labels).mean()),
+        "l1_to_truth": float(np.abs(y - held.b).mean()),
+        "fd_to_truth": float(frechet_distance(*gaussian_stats(feats), *real_stats)),
+    }, y
+
+
+def cyclegan_eval(workdir: Path, mnist: Images, uci: Images, clf_m, clf_u) -> tuple[dict, list]:
+    model = tt.load(workdir, "latest")
+    a, la = mnist.images[-CG_HOLD:], mnist.labels[-CG_HOLD:]
+    b, lb = uci.images[-CG_HOLD:], uci.labels[-CG_HOLD:]
+    ab, ba = tt.translate(model, a, "a2b"), tt.translate(model, b, "b2a")
+    aba, bab = tt.translate(model, ab, "b2a"), tt.translate(model, ba, "a2b")
+    res = {
+        "mnist_to_uci": _accuracy(clf_u, ab, la),
+        "mnist_to_uci_baseline": _accuracy(clf_u, a, la),
+        "uci_to_mnist": _accuracy(clf_m, ba, lb),
+        "uci_to_mnist_baseline": _accuracy(clf_m, b, lb),
+        "cycle_l1_mnist": float(np.abs(aba - a).mean()),
+        "cycle_l1_uci": float(np.abs(bab - b).mean()),
+    }
+    return res, [a, ab, aba, b, ba, bab]
+
+
+def markdown(p: dict, stem: str) -> str:
+    e, t = p["eval"], p["train"]
+    rows = [
+        ["Pix2Pix (GAN + 100 x L1)", p["budget"]["pix2pix"], t["pix2pix"]["steps"],
+         e["pix2pix"]["label_rate"], e["pix2pix"]["l1_to_truth"], e["pix2pix"]["fd_to_truth"]],
+        ["U-Net on L1 alone", p["budget"]["pix2pix"], t["l1_only"]["steps"],
+         e["l1_only"]["label_rate"], e["l1_only"]["l1_to_truth"], e["l1_only"]["fd_to_truth"]],
+    ]  # fmt: skip
+    c = e["cyclegan"]
+    out = [
+        f"# Image-to-image translation on digits ({stem})\n",
+        f"`{p['command']}`. Every number is on held-out images (Pix2Pix: the last {P2P_HOLD} "
+        f"MNIST test digits; CycleGAN: the last {CG_HOLD} of each domain).\n",
+        "## Pix2Pix: outline -> digit\n",
+        "Label rate: how often the evaluation classifier (trained on the 9,000 training digits) "
+        "reads the source digit's label in the translation (target >= "
+        f"{TARGET['pix2pix_label']}). Frechet distance: classifier features of the translations "
+        "against the true held-out digits.\n",
+        bm.md_table(
+            ["model", "budget (s)", "steps", "label rate", "L1 to truth", "Frechet distance"], rows
+        ),
+        f"![outline, Pix2Pix, L1 only, truth]({stem}_pix2pix.png)\n",
+        "Rows: outline, Pix2Pix, the L1-only U-Net, the true digit.\n",
+        "## CycleGAN: MNIST <-> UCI digits\n",
+        f"{p['budget']['cyclegan']:.0f} s of training, {t['cyclegan']['steps']} steps. Each "
+        "classifier is trained on the target domain's training images; the baseline is that "
+        "classifier on the untranslated source images.\n",
+        bm.md_table(
+            ["direction", "accuracy", "no translation", "target", "cycle L1"],
+            [
+                [
+                    "MNIST -> UCI",
+                    c["mnist_to_uci"],
+                    c["mnist_to_uci_baseline"],
+                    TARGET["mnist_to_uci"],
+                    c["cycle_l1_mnist"],
+                ],
+                [
+                    "UCI -> MNIST",
+                    c["uci_to_mnist"],
+                    c["uci_to_mnist_baseline"],
+                    TARGET["uci_to_mnist"],
+                    c["cycle_l1_uci"],
+                ],
+            ],  # fmt: skip
+        ),
+        f"![MNIST, as UCI, back; UCI, as MNIST, back]({stem}_cyclegan.png)\n",
+        "Rows: MNIST, translated to UCI, translated back; UCI, translated to MNIST, back.\n",
+        "Classifiers' held-out accuracy on their own domain: MNIST "
+        f"{p['classifiers']['mnist']:.3f}, UCI {p['classifiers']['uci']:.3f}.\n",
+    ]
+    return "\n".join(out)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mnist"),
+                    help="MNIST IDX folder")  # fmt: skip
+    ap.add_argument("--pix2pix", type=float, default=300.0, help="Pix2Pix (and L1-only) seconds")
+    ap.add_argument("--cyclegan", type=float, default=600.0, help="CycleGAN training seconds")
+    ap.add_argument("--workdir", default="/tmp/jaxgen_translation")
+    ap.add_argument("--reuse", action="store_true", help="evaluate the workdirs as they are")
+    ap.add_argument("--cache", default="~/.cache/jaxgen/classifiers")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--name", default="translation", help="stem of the result files")
+    args = ap.parse_args(argv)
+    if not Path(args.data).exists():
+        raise SystemExit(f"no MNIST folder at {args.data}; pass --data DIR (IDX files)")
+    out, root = Path(args.out), Path(args.workdir)
+    out.mkdir(parents=True, exist_ok=True)
+    # the step cap well above what fits, so the budget ends both runs (L1 alone steps ~2x faster)
+    long = {"data.path": args.data, "train.steps": 24000, "train.lr_decay_start": 12000,
+            "train.lr_decay_steps": 12000}  # fmt: skip
+    runs = {
+        "pix2pix": ("pix2pix_edges2digits.py", args.pix2pix, long),
+        "l1_only": ("pix2pix_edges2digits.py", args.pix2pix, {**long, "model.gan_weight": 0.0}),
+        "cyclegan": ("cyclegan_mnist_uci.py", args.cyclegan,
+                     {"data.a_path": args.data, "data.holdout": CG_HOLD}),
+    }  # fmt: skip
+    if args.reuse:
+        tr = json.loads((out / f"{args.name}.json").read_text())["train"]
+    else:
+        tr = {}
+        for name, (config, budget, over) in runs.items():
+            print(f"== training {name} for {budget:.0f} s", flush=True)
+            tr[name] = _train(config, root / name, budget, over)
+            print(tr[name], flush=True)
+    print("== evaluating", flush=True)
+    mnist = load_images("tfds", args.data, "mnist")
+    uci = builtin_digits(28)
+    cache = Path(args.cache).expanduser()
+    train_m = Images(mnist.images[:-P2P_HOLD], mnist.labels[:-P2P_HOLD], mnist.name + "[:-1000]")
+    clf_p2p, info_p2p = get_classifier(train_m, cache, seed=0)
+    cg_m = Images(mnist.images[:-CG_HOLD], mnist.labels[:-CG_HOLD], mnist.name + "[:-300]")
+    cg_u = Images(uci.images[:-CG_HOLD], uci.labels[:-CG_HOLD], uci.name + "[:-300]")
+    clf_m, info_m = get_classifier(cg_m, cache, seed=0)
+    clf_u, info_u = get_classifier(cg_u, cache, seed=0)
+    real_feats, _ = features_and_probs(clf_p2p, mnist.images[-P2P_HOLD:])
+    real_stats = gaussian_stats(real_feats)
+    ev, shown = {}, {}
+    for name in ("pix2pix", "l1_only"):
+        ev[name], shown[name] = pix2pix_eval(root / name, mnist, clf_p2p, real_stats)
+        print(name, ev[name], flush=True)
+    ev["cyclegan"], rows = cyclegan_eval(root / "cyclegan", mnist, uci, clf_m, clf_u)
+    print("cyclegan", ev["cyclegan"], flush=True)
+    held = pairs.edges_to_digits(mnist.images[-P2P_HOLD:])
+    k = 12
+    save_grid(np.concatenate([held.a[:k], shown["pix2pix"][:k], shown["l1_only"][:k],
+                              held.b[:k]]), out / f"{args.name}_pix2pix.png", ncol=k)  # fmt: skip
+    save_grid(np.concatenate([r[:k] for r in rows]), out / f"{args.name}_cyclegan.png", ncol=k)
+    payload = {
+        "data": args.data, "budget": {"pix2pix": args.pix2pix, "cyclegan": args.cyclegan},
+        "train": tr, "eval": ev, "target": TARGET,
+        "classifiers": {"pix2pix": info_p2p["holdout_accuracy"],
+                        "mnist": info_m["holdout_accuracy"], "uci": info_u["holdout_accuracy"]},
+        "command": "python benchmarks/translation.py " + " ".join(argv or sys.argv[1:]),
+    }  # fmt: skip
+    bm.write_results(args.name, payload, markdown(payload, args.name), out)
+    print(f"wrote {out / args.name}.json, .md and the grids", flush=True)
+
+
+if __name__ == "__main__":
+    main()

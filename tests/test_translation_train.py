@@ -1,0 +1,237 @@
+"""The Pix2Pix and CycleGAN recipes on the training core: exact resume (with a partly filled image
+history), `jaxgen translate` against the library, and the refusals, which touch nothing."""
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxgen import cli
+from jaxgen.errors import UserError
+from jaxgen.gan import translation as tr
+from jaxgen.gan import translation_train as tt
+from jaxgen.training import checkpoint
+
+MNIST = Path(__file__).parent / "data" / "mnist"
+
+
+def _files(w):
+    return {p: p.read_bytes() for p in Path(w).rglob("*") if p.is_file()}
+
+
+def _pix2pix_cfg(steps):
+    c = tt.pix2pix_smoke_config()
+    c.data.limit = 120
+    c.data.holdout = 16
+    c.model.g_features = (4, 4, 4, 4, 4)
+    c.model.d_features = (4, 4)
+    c.train.batch = 4
+    c.train.steps = steps
+    c.train.log_every = 1
+    c.train.checkpoint_every = 2
+    c.train.eval_every = 2
+    c.train.eval_images = 8
+    c.train.sample_every = 100
+    return c
+
+
+def _cyclegan_cfg(steps):
+    c = tt.cyclegan_smoke_config()
+    c.data.a_source, c.data.a_path = "tfds", str(MNIST)  # MNIST (the committed slice) -> UCI
+    c.data.limit = 120
+    c.data.holdout = 16
+    c.model.g_features = 2
+    c.model.g_blocks = 1
+    c.model.d_features = (4, 4)
+    c.model.pool_size = 50  # 4 images a step: after 4 steps the history is still filling
+    c.train.batch = 4
+    c.train.steps = steps
+    c.train.log_every = 1
+    c.train.checkpoint_every = 2
+    c.train.eval_every = 2
+    c.train.eval_images = 8
+    c.train.sample_every = 100
+    return c
+
+
+def _assert_same_state(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.fixture(scope="module")
+def pix2pix_workdir(tmp_path_factory):
+    w = tmp_path_factory.mktemp("p2p") / "whole"
+    tt.train(_pix2pix_cfg(4), w, quiet=True)
+    return w
+
+
+@pytest.mark.xdist_group("translation_train")
+def test_pix2pix_resumes_bit_for_bit_and_translates_as_the_library(
+    pix2pix_workdir, tmp_path, capsys
+):
+    """Four steps straight equal two, a resume and two more, bit for bit (parameters, Adam
+    moments, step). `jaxgen translate` writes what the library computes, from a .npy, a PNG or a
+    folder, to a .npy or a folder of PNGs."""
+    split = tmp_path / "split"
+    tt.train(_pix2pix_cfg(2), split, quiet=True)
+    tt.train(_pix2pix_cfg(4), split, quiet=True)
+    a, b = tt.load(pix2pix_workdir, "latest"), tt.load(split, "latest")
+    _assert_same_state(a.state, b.state)
+    assert int(b.state.step) == 4
+    rows = [json.loads(r) for r in (split / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "g_l1" in r] == [1, 2, 3, 4]
+    assert [r["step"] for r in rows if "val_l1" in r] == [2, 4]
+    assert (split / "samples" / "latest.png").exists()
+    meta = json.loads((split / "jaxgen.json").read_text())
+    assert meta["model"] == "pix2pix" and meta["image_shape_a"] == [28, 28, 1]
+    assert meta["model_side"] == 32
+
+    x = np.linspace(-1, 1, 3 * 28 * 28, dtype=np.float32).reshape(3, 28, 28, 1)
+    np.save(tmp_path / "in.npy", x)
+    out = tmp_path / "out.npy"
+    grid = tmp_path / "g.png"
+    w = str(pix2pix_workdir)
+    argv = ["translate", "--workdir", w, "--input", str(tmp_path / "in.npy"), "--out", str(out)]
+    assert cli.main([*argv, "--grid", str(grid), "--seed", "3"]) == 0
+    model = tt.load(w)
+    want = tt.translate(model, x, seed=3)
+    # padded to 32 with the background, through the U-Net with dropout drawn from the seed, cropped
+    x32 = np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)), constant_values=-1.0)
+    k = jax.random.fold_in(jax.random.key(3), 0)
+    ref = tr.unet(model.params["g"], x32, key=k, dropout_rate=0.5)[:, 2:30, 2:30]
+    np.testing.assert_allclose(want, ref, atol=1e-6)
+    got = np.load(out)
+    assert got.shape == (3, 28, 28, 1) and got.dtype == np.float32 and np.abs(got).max() <= 1
+    np.testing.assert_array_equal(got, want)
+    assert Image.open(grid).size[0] > 3 * 28
+    # a folder in, a folder out: one PNG per input, named after it
+    (tmp_path / "pngs").mkdir()
+    for i in range(2):
+        Image.fromarray(((x[i, ..., 0] + 1) * 127.5).round().astype(np.uint8)).save(
+            tmp_path / "pngs" / f"d{i}.png"
+        )
+    assert cli.main(["translate", "--workdir", w, "--input", str(tmp_path / "pngs"),
+                     "--out", str(tmp_path / "outdir")]) == 0  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "outdir").iterdir()) == ["d0.png", "d1.png"]
+    assert Image.open(tmp_path / "outdir" / "d0.png").size == (28, 28)
+    one = tmp_path / "one.npy"
+    assert cli.main(["translate", "--workdir", w, "--input", str(tmp_path / "pngs" / "d1.png"),
+                     "--out", str(one), "--seed", "3"]) == 0  # fmt: skip
+    assert np.load(one).shape == (1, 28, 28, 1)
+
+
+@pytest.mark.xdist_group("translation_train")
+def test_cyclegan_resumes_bit_for_bit_with_a_partly_filled_history(tmp_path):
+    """The image histories live in the train state: a run stopped at step 2 (8 of 50 stored) and
+    resumed to 4 ends with the same histories, parameters and moments as 4 steps straight."""
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    tt.train(_cyclegan_cfg(4), whole, quiet=True)
+    tt.train(_cyclegan_cfg(2), split, quiet=True)
+    mid = tt.load(split, "latest").state
+    assert [int(mid.pools[d]["count"]) for d in "ab"] == [8, 8]
+    tt.train(_cyclegan_cfg(4), split, quiet=True)
+    a, b = tt.load(whole, "latest"), tt.load(split, "latest")
+    _assert_same_state(a.state, b.state)
+    assert [int(b.state.pools[d]["count"]) for d in "ab"] == [16, 16]
+    assert np.abs(np.asarray(b.state.pools["a"]["images"][:16])).max() > 0
+    np.testing.assert_array_equal(b.state.pools["a"]["images"][16:], 0)  # not yet written
+    rows = [json.loads(r) for r in (split / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "cycle" in r] == [1, 2, 3, 4]
+    assert [r["step"] for r in rows if "val_cycle" in r] == [2, 4]
+    # both directions through the CLI, as the library computes them
+    x = np.linspace(-1, 1, 2 * 28 * 28, dtype=np.float32).reshape(2, 28, 28, 1)
+    np.save(tmp_path / "in.npy", x)
+    model = tt.load(whole)
+    for direction, g in (("a2b", "g_ab"), ("b2a", "g_ba")):  # 28x28: no padding
+        np.testing.assert_allclose(
+            tt.translate(model, x, direction), tr.resnet_generator(model.params[g], x), atol=1e-6
+        )
+    for direction in ("a2b", "b2a"):
+        out = tmp_path / f"{direction}.npy"
+        assert cli.main(["translate", "--workdir", str(whole), "--input", str(tmp_path / "in.npy"),
+                         "--out", str(out), "--direction", direction]) == 0  # fmt: skip
+        np.testing.assert_array_equal(np.load(out), tt.translate(model, x, direction))
+    assert np.abs(np.load(tmp_path / "a2b.npy") - np.load(tmp_path / "b2a.npy")).max() > 1e-4
+
+
+@pytest.mark.xdist_group("translation_train")
+def test_bad_input_is_refused_and_touches_nothing(pix2pix_workdir, tmp_path, capsys):
+    """Each refusal is one clear error; no workdir file changes and no output is written."""
+    w = str(pix2pix_workdir)
+    before = _files(pix2pix_workdir)
+    x = np.zeros((2, 28, 28, 1), np.float32)
+    np.save(tmp_path / "grey.npy", x)
+    np.save(tmp_path / "small.npy", x[:, :20, :20])
+    Image.new("RGB", (28, 28)).save(tmp_path / "rgb.png")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "gan").mkdir()
+    checkpoint.write_json_atomic(tmp_path / "gan" / "jaxgen.json", {"model": "gan", "config": {}})
+    gan_before = _files(tmp_path / "gan")
+    out = tmp_path / "out.npy"
+    cases = [
+        ([w, "rgb.png"], "translates 28x28 grey images (1 channel(s)) of domain A, got 28x28x3"),
+        ([w, "small.npy"], "translates 28x28 grey images"),
+        ([w, "empty"], "holds no images"),
+        ([w, "missing.png"], "does not exist"),
+        ([w, "grey.npy", "--direction", "b2a"], "translates one way only"),
+        ([w, "grey.npy", "--direction", "sideways"], "--direction must be a2b or b2a"),
+        ([str(tmp_path / "gan"), "grey.npy"], "needs a pix2pix or cyclegan workdir"),
+        ([str(tmp_path / "nowhere"), "grey.npy"], "holds no trained model"),
+    ]
+    for (workdir, inp, *more), match in cases:
+        argv = ["translate", "--workdir", workdir, "--input", str(tmp_path / inp), "--out",
+                str(out), *more]  # fmt: skip
+        assert cli.main(argv) == 2, argv
+        assert match in capsys.readouterr().err, argv
+    assert not out.exists()
+    # resuming with other networks or losses is refused before anything is written
+    changed = _pix2pix_cfg(6)
+    changed.model.l1_weight = 10.0
+    with pytest.raises(UserError, match="config.model.l1_weight=100.0"):
+        tt.train(changed, pix2pix_workdir, quiet=True)
+    with pytest.raises(UserError, match="holds a 'gan' model|gan"):
+        tt.train(_pix2pix_cfg(2), tmp_path / "gan", quiet=True)
+    bad = _pix2pix_cfg(6)
+    bad.data.task = "colour"
+    with pytest.raises(UserError, match="config.data.task must be 'edges' or 'lowres'"):
+        tt.train(bad, pix2pix_workdir, quiet=True)
+    assert _files(pix2pix_workdir) == before
+    assert _files(tmp_path / "gan") == gan_before
+
+
+@pytest.mark.xdist_group("translation_train")
+def test_a_folder_of_pairs_trains_and_wants_its_own_channels(tmp_path, capsys):
+    """`data.pairs`: A/ and B/ with the same names (RGB to grey here) train as they are; a
+    mismatched folder is refused before a workdir exists; translating grey images with this
+    RGB-input model names the channels."""
+    rng = np.random.default_rng(0)
+    for d in ("A", "B"):
+        (tmp_path / "pairs" / d).mkdir(parents=True)
+    for i in range(20):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), np.uint8)).save(
+            tmp_path / "pairs" / "A" / f"{i:02d}.png"
+        )
+        Image.fromarray(rng.integers(0, 255, (32, 32), np.uint8)).save(
+            tmp_path / "pairs" / "B" / f"{i:02d}.png"
+        )
+    cfg = _pix2pix_cfg(1)
+    cfg.data.pairs = str(tmp_path / "pairs")
+    cfg.data.holdout = 4
+    w = tmp_path / "w"
+    tt.train(cfg, w, quiet=True)
+    model = tt.load(w)
+    assert model.shape_a == (32, 32, 3) and model.shape_b == (32, 32, 1) and model.side == 32
+    y = tt.translate(model, np.zeros((2, 32, 32, 3), np.float32))
+    assert y.shape == (2, 32, 32, 1)
+    np.save(tmp_path / "grey.npy", np.zeros((1, 32, 32, 1), np.float32))
+    assert cli.main(["translate", "--workdir", str(w), "--input", str(tmp_path / "grey.npy"),
+                     "--out", str(tmp_path / "o.npy")]) == 2  # fmt: skip
+    assert "translates 32x32 RGB images (3 channel(s))" in capsys.readouterr().err
+    (tmp_path / "pairs" / "B" / "00.png").rename(tmp_path / "pairs" / "B" / "zz.png")
+    with pytest.raises(UserError, match="only in A/: 00.png; only in B/: zz.png"):
+        tt.train(cfg, tmp_path / "w2", quiet=True)
+    assert not (tmp_path / "w2").exists()
