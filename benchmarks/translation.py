@@ -123,7 +123,9 @@ def markdown(p: dict, stem: str) -> str:
         f"![outline, Pix2Pix, L1 only, truth]({stem}_pix2pix.png)\n",
         "Rows: outline, Pix2Pix, the L1-only U-Net, the true digit.\n",
         "## CycleGAN: MNIST <-> UCI digits\n",
-        f"{p['budget']['cyclegan']:.0f} s of training, {t['cyclegan']['steps']} steps. Each "
+        f"{p['budget']['cyclegan']:.0f} s of training, {t['cyclegan']['steps']} steps; the UCI "
+        f"digits upsampled to {p['uci_box']}x{p['uci_box']} and centred in 28x28; CyCADA's "
+        f"semantic-consistency weight {p['semantic_weight']:g} (0: plain CycleGAN). Each "
         "classifier is trained on the target domain's training images; the baseline is that "
         "classifier on the untranslated source images.\n",
         bm.md_table(
@@ -162,6 +164,20 @@ def main(argv=None):
     ap.add_argument("--cyclegan", type=float, default=600.0, help="CycleGAN training seconds")
     ap.add_argument("--workdir", default="/tmp/jaxgen_translation")
     ap.add_argument("--reuse", action="store_true", help="evaluate the workdirs as they are")
+    ap.add_argument("--runs", default="pix2pix,l1_only,cyclegan",
+                    help="which to train (the others are evaluated as they are)")  # fmt: skip
+    ap.add_argument(
+        "--semantic",
+        type=float,
+        default=1.0,
+        help="CycleGAN: CyCADA's semantic-consistency weight (0: plain CycleGAN)",
+    )
+    ap.add_argument(
+        "--box",
+        type=int,
+        default=20,
+        help="CycleGAN: the UCI digits upsampled to this box in 28x28 (28: fill it)",
+    )
     ap.add_argument("--cache", default="~/.cache/jaxgen/classifiers")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--name", default="translation", help="stem of the result files")
@@ -177,24 +193,31 @@ def main(argv=None):
         "pix2pix": ("pix2pix_edges2digits.py", args.pix2pix, long),
         "l1_only": ("pix2pix_edges2digits.py", args.pix2pix, {**long, "model.gan_weight": 0.0}),
         "cyclegan": ("cyclegan_mnist_uci.py", args.cyclegan,
-                     {"data.a_path": args.data, "data.holdout": CG_HOLD}),
+                     {"data.a_path": args.data, "data.holdout": CG_HOLD,
+                      "data.builtin_box": args.box, "model.semantic_weight": args.semantic}),
     }  # fmt: skip
-    if args.reuse:
+    todo = [] if args.reuse else args.runs.split(",")
+    if set(todo) - set(runs):
+        raise SystemExit(f"--runs: choose from {', '.join(runs)}")
+    tr = {}
+    if set(runs) - set(todo):  # the others' training numbers: from the run that made them
         tr = json.loads((out / f"{args.name}.json").read_text())["train"]
-    else:
-        tr = {}
-        for name, (config, budget, over) in runs.items():
-            print(f"== training {name} for {budget:.0f} s", flush=True)
-            tr[name] = _train(config, root / name, budget, over)
-            print(tr[name], flush=True)
+    for name in todo:
+        config, budget, over = runs[name]
+        print(f"== training {name} for {budget:.0f} s", flush=True)
+        tr[name] = _train(config, root / name, budget, over)
+        print(tr[name], flush=True)
     print("== evaluating", flush=True)
     mnist = load_images("tfds", args.data, "mnist")
-    uci = builtin_digits(28)
+    cg_cfg = tt.load(root / "cyclegan", "latest").cfg
+    box = cg_cfg.data.get("builtin_box", 28)
+    uci = builtin_digits(28, box)
     cache = Path(args.cache).expanduser()
     train_m = Images(mnist.images[:-P2P_HOLD], mnist.labels[:-P2P_HOLD], mnist.name + "[:-1000]")
     clf_p2p, info_p2p = get_classifier(train_m, cache, seed=0)
     cg_m = Images(mnist.images[:-CG_HOLD], mnist.labels[:-CG_HOLD], mnist.name + "[:-300]")
     cg_u = Images(uci.images[:-CG_HOLD], uci.labels[:-CG_HOLD], uci.name + "[:-300]")
+    print(f"UCI digits upsampled to {box}x{box} in 28x28", flush=True)
     clf_m, info_m = get_classifier(cg_m, cache, seed=0)
     clf_u, info_u = get_classifier(cg_u, cache, seed=0)
     real_feats, _ = features_and_probs(clf_p2p, mnist.images[-P2P_HOLD:])
@@ -211,7 +234,9 @@ def main(argv=None):
                               held.b[:k]]), out / f"{args.name}_pix2pix.png", ncol=k)  # fmt: skip
     save_grid(np.concatenate([r[:k] for r in rows]), out / f"{args.name}_cyclegan.png", ncol=k)
     payload = {
-        "data": args.data, "budget": {"pix2pix": args.pix2pix, "cyclegan": args.cyclegan},
+        "data": args.data, "uci_box": box,
+        "semantic_weight": cg_cfg.model.get("semantic_weight", 0.0),
+        "budget": {"pix2pix": args.pix2pix, "cyclegan": args.cyclegan},
         "train": tr, "eval": ev, "target": TARGET,
         "classifiers": {"pix2pix": info_p2p["holdout_accuracy"],
                         "mnist": info_m["holdout_accuracy"], "uci": info_u["holdout_accuracy"]},

@@ -280,3 +280,56 @@ def test_cyclegan_step_against_the_losses_written_out():
     want_pool, _ = tr.pool_query(full["b"], fake_b, k_b)
     np.testing.assert_allclose(new.pools["b"]["images"], want_pool["images"], rtol=1e-6)
     assert int(new.step) == 1
+
+
+def test_cyclegan_semantic_term_asks_the_input_class_of_the_translation():
+    """CyCADA's semantic consistency: CE of the frozen classifier on the translation against the
+    class it reads in the input (float64 NumPy from the logits); with SGD(1), the generators move
+    by minus ``semantic_weight`` times its gradient beyond the plain step, and the classifier
+    stays as it was."""
+    import optax
+
+    from jaxgen.evaluation.classifier import classifier_apply, classifier_init
+    from jaxgen.gan import cyclegan
+
+    clf = classifier_init(jax.random.key(5), (8, 8, 1), widths=(4, 4, 4), feature_dim=8)
+    x = jax.random.uniform(jax.random.key(6), (4, 8, 8, 1), minval=-1, maxval=1)
+    y = jax.random.uniform(jax.random.key(7), (4, 8, 8, 1), minval=-1, maxval=1)
+    lx = np.asarray(classifier_apply(clf, x)[0], np.float64)
+    ly = np.asarray(classifier_apply(clf, y)[0], np.float64)
+    logp = (
+        ly
+        - np.log(np.exp(ly - ly.max(1, keepdims=True)).sum(1, keepdims=True))
+        - ly.max(1, keepdims=True)
+    )
+    want = -logp[np.arange(4), lx.argmax(1)].mean()
+    np.testing.assert_allclose(cyclegan.semantic_loss(clf, x, y), want, rtol=1e-5)
+
+    plain = cyclegan.CycleGan(g_features=2, g_blocks=1, d_features=(4, 8), pool_size=0)
+    sem = plain._replace(semantic_weight=2.0)
+    sgd = optax.sgd(1.0)
+    a, b = x, y
+    s0 = cyclegan.init_state(plain, 0, (8, 8, 1), (8, 8, 1), sgd, sgd)
+    s1 = cyclegan.init_state(sem, 0, (8, 8, 1), (8, 8, 1), sgd, sgd, clf)
+    with pytest.raises(ValueError, match="classifier is needed"):
+        cyclegan.init_state(sem, 0, (8, 8, 1), (8, 8, 1), sgd, sgd)
+    n0, _ = jax.jit(lambda s: cyclegan.train_step(s, a, b, spec=plain, tx_g=sgd, tx_d=sgd))(s0)
+    n1, m1 = jax.jit(lambda s: cyclegan.train_step(s, a, b, spec=sem, tx_g=sgd, tx_d=sgd))(s1)
+    G = tr.resnet_generator
+    gens = {k: s0.params[k] for k in ("g_ab", "g_ba")}
+
+    def sem_loss(g):
+        def ce(inp, out):
+            target = jnp.argmax(classifier_apply(clf, inp)[0], -1)
+            lp = jax.nn.log_softmax(classifier_apply(clf, out)[0])
+            return -jnp.take_along_axis(lp, target[:, None], -1).mean()
+
+        return ce(a, G(g["g_ab"], a)) + ce(b, G(g["g_ba"], b))
+
+    grad = jax.jit(jax.grad(sem_loss))(gens)
+    for k in gens:
+        for p1, p0, g in zip(*(jax.tree.leaves(t[k]) for t in (n1.params, n0.params, grad))):
+            np.testing.assert_allclose(p1, p0 - 2.0 * g, rtol=2e-4, atol=2e-5, err_msg=k)
+    np.testing.assert_allclose(m1["semantic"], jax.jit(sem_loss)(gens), rtol=1e-5)
+    for p, q in zip(jax.tree.leaves(n1.params["sem"]), jax.tree.leaves(clf)):
+        np.testing.assert_array_equal(p, q)

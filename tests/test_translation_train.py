@@ -47,6 +47,8 @@ def _cyclegan_cfg(steps):
     c.model.g_blocks = 1
     c.model.d_features = (4, 4)
     c.model.pool_size = 50  # 4 images a step: after 4 steps the history is still filling
+    c.model.semantic_weight = 1.0  # the frozen domain-A classifier is part of the state too
+    c.model.semantic_epochs = 1
     c.train.batch = 4
     c.train.steps = steps
     c.train.log_every = 1
@@ -127,7 +129,8 @@ def test_pix2pix_resumes_bit_for_bit_and_translates_as_the_library(
 @pytest.mark.xdist_group("translation_train")
 def test_cyclegan_resumes_bit_for_bit_with_a_partly_filled_history(tmp_path):
     """The image histories live in the train state: a run stopped at step 2 (8 of 50 stored) and
-    resumed to 4 ends with the same histories, parameters and moments as 4 steps straight."""
+    resumed to 4 ends with the same histories, parameters and moments as 4 steps straight (with
+    the semantic term on: its frozen classifier is in the state and unchanged)."""
     whole, split = tmp_path / "whole", tmp_path / "split"
     tt.train(_cyclegan_cfg(4), whole, quiet=True)
     tt.train(_cyclegan_cfg(2), split, quiet=True)
@@ -141,6 +144,9 @@ def test_cyclegan_resumes_bit_for_bit_with_a_partly_filled_history(tmp_path):
     np.testing.assert_array_equal(b.state.pools["a"]["images"][16:], 0)  # not yet written
     rows = [json.loads(r) for r in (split / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "cycle" in r] == [1, 2, 3, 4]
+    assert all(r["semantic"] > 0 for r in rows if "cycle" in r)
+    for x, y in zip(jax.tree.leaves(mid.params["sem"]), jax.tree.leaves(b.state.params["sem"])):
+        np.testing.assert_array_equal(x, y)
     assert [r["step"] for r in rows if "val_cycle" in r] == [2, 4]
     # both directions through the CLI, as the library computes them
     x = np.linspace(-1, 1, 2 * 28 * 28, dtype=np.float32).reshape(2, 28, 28, 1)
@@ -235,3 +241,20 @@ def test_a_folder_of_pairs_trains_and_wants_its_own_channels(tmp_path, capsys):
     with pytest.raises(UserError, match="only in A/: 00.png; only in B/: zz.png"):
         tt.train(cfg, tmp_path / "w2", quiet=True)
     assert not (tmp_path / "w2").exists()
+
+
+def test_builtin_digits_framed_as_mnist_frames_its_own():
+    """``builtin_digits(28, box=20)``: the 20x20 upsampling centred on a background of -1."""
+    from jaxgen.data.images import builtin_digits
+
+    framed, inner = builtin_digits(28, 20), builtin_digits(20)
+    assert framed.images.shape == (1797, 28, 28, 1)
+    np.testing.assert_array_equal(framed.images[:, 4:24, 4:24], inner.images)
+    np.testing.assert_array_equal(framed.labels, inner.labels)
+    ring = np.ones((28, 28), bool)
+    ring[4:24, 4:24] = False
+    assert (framed.images[:, ring] == -1).all()
+    with pytest.raises(UserError, match="config.data.builtin_box must be an integer in 8 ... 28"):
+        c = tt.cyclegan_smoke_config()
+        c.data.builtin_box = 40
+        tt.validate_config(c)

@@ -123,11 +123,21 @@ def load_idx_dir(path: str | Path) -> Images:
 # ----------------------------------------------------------------------------- built-in and tfds
 
 
-def builtin_digits(size: int = 28) -> Images:
-    """scikit-learn's 8x8 digits (values 0..16), bilinearly upsampled to ``size x size``.
+def builtin_digits(size: int = 28, box: int = 0) -> Images:
+    """scikit-learn's 8x8 digits (values 0..16), bilinearly upsampled to ``size x size``; with
+    ``0 < box < size``, upsampled to ``box x box`` and centred on a ``size x size`` background
+    instead (``box=20``: MNIST's own framing, digits in a 20x20 box in 28x28).
 
     Loaded once per process and size (reading the CSV and resizing take about a second); the arrays
     are read-only, so no caller can change what the next one gets."""
+    if 0 < box < size:
+        inner, labels = _builtin_digits(box)
+        lo = (size - box) // 2
+        images = np.pad(
+            inner, ((0, 0), (lo, size - box - lo), (lo, size - box - lo), (0, 0)),
+            constant_values=-1.0,
+        )  # fmt: skip
+        return Images(images, labels, f"builtin:sklearn_digits@{box}in{size}")
     images, labels = _builtin_digits(size)
     return Images(images, labels, "builtin:sklearn_digits")
 

@@ -8,6 +8,10 @@ implementation:
    ``+ cycle * (|G_ba(G_ab(a)) - a| + |G_ab(G_ba(b)) - b|)``
    ``+ cycle * identity * (|G_ab(b) - b| + |G_ba(a) - a|)`` (means; the identity term only when
    both domains have the same channels), against the discriminators as they were;
+   with ``semantic_weight > 0`` also CyCADA's semantic consistency (Hoffman et al. 2018):
+   ``semantic_weight * (CE(f(G_ab(a)), argmax f(a)) + CE(f(G_ba(b)), argmax f(b)))``, ``f`` a
+   frozen classifier trained on domain A's labels (``params["sem"]``), so a translation keeps
+   the class ``f`` reads in its input;
 2. each discriminator's update on real images against generated ones drawn through its image
    history (:func:`jaxgen.gan.translation.pool_query`), which lives in the train state.
 """
@@ -38,6 +42,7 @@ class CycleGan(NamedTuple):
     cycle_weight: float = 10.0
     identity_weight: float = 0.5  # times cycle_weight, as in the paper's code
     pool_size: int = 50
+    semantic_weight: float = 0.0  # CyCADA's semantic consistency; needs a domain-A classifier
 
 
 class TrainState(NamedTuple):
@@ -48,8 +53,14 @@ class TrainState(NamedTuple):
     key: Array  # uint32 [2]; step s uses fold_in(key, s)
 
 
-def init_state(spec: CycleGan, seed: int, image_shape_a, image_shape_b, tx_g, tx_d) -> TrainState:
-    """``image_shape_*``: ``(H, W, C)`` of each domain (the histories hold that shape)."""
+def init_state(
+    spec: CycleGan, seed: int, image_shape_a, image_shape_b, tx_g, tx_d, classifier=None
+) -> TrainState:
+    """``image_shape_*``: ``(H, W, C)`` of each domain (the histories hold that shape);
+    ``classifier``: the frozen domain-A classifier the semantic term reads (only with
+    ``spec.semantic_weight > 0``; kept in ``params["sem"]``, never updated)."""
+    if (spec.semantic_weight > 0) != (classifier is not None):
+        raise ValueError("a classifier is needed exactly when spec.semantic_weight > 0")
     ks = jax.random.split(jax.random.key(seed), 5)
     ca, cb = spec.channels_a, spec.channels_b
     params = {
@@ -58,6 +69,8 @@ def init_state(spec: CycleGan, seed: int, image_shape_a, image_shape_b, tx_g, tx
         "d_a": tr.patchgan_init(ks[2], ca, spec.d_features),
         "d_b": tr.patchgan_init(ks[3], cb, spec.d_features),
     }
+    if classifier is not None:
+        params["sem"] = classifier
     gens = {k: params[k] for k in GENERATORS}
     discs = {k: params[k] for k in DISCRIMINATORS}
     return TrainState(
@@ -72,7 +85,19 @@ def init_state(spec: CycleGan, seed: int, image_shape_a, image_shape_b, tx_g, tx
     )
 
 
-def generator_loss(spec: CycleGan, gens, discs, a: Array, b: Array) -> tuple[Array, tuple]:
+def semantic_loss(classifier, x: Array, translated: Array) -> Array:
+    """``CE(f(translated), argmax f(x))``, mean over the batch: the class the frozen classifier
+    reads in the input, asked of its translation (the pseudo-label carries no gradient)."""
+    from jaxgen.evaluation.classifier import classifier_apply
+
+    target = jax.lax.stop_gradient(jnp.argmax(classifier_apply(classifier, x)[0], -1))
+    logits = classifier_apply(classifier, translated)[0]
+    return -jnp.take_along_axis(jax.nn.log_softmax(logits), target[:, None], -1).mean()
+
+
+def generator_loss(
+    spec: CycleGan, gens, discs, a: Array, b: Array, sem=None
+) -> tuple[Array, tuple]:
     """The generators' total loss and ``((fake_a, fake_b), terms)``."""
     fake_b = tr.resnet_generator(gens["g_ab"], a)
     fake_a = tr.resnet_generator(gens["g_ba"], b)
@@ -90,6 +115,10 @@ def generator_loss(spec: CycleGan, gens, discs, a: Array, b: Array) -> tuple[Arr
         )
         total = total + spec.cycle_weight * spec.identity_weight * identity
         terms["identity"] = identity
+    if spec.semantic_weight:
+        semantic = semantic_loss(sem, a, fake_b) + semantic_loss(sem, b, fake_a)
+        total = total + spec.semantic_weight * semantic
+        terms["semantic"] = semantic
     return total, ((fake_a, fake_b), terms)
 
 
@@ -112,7 +141,7 @@ def train_step(
     discs = {k: p[k] for k in DISCRIMINATORS}
 
     (gl, ((fake_a, fake_b), g_terms)), g_grads = jax.value_and_grad(
-        lambda g: generator_loss(spec, g, discs, a, b), has_aux=True
+        lambda g: generator_loss(spec, g, discs, a, b, p.get("sem")), has_aux=True
     )(gens)
     g_upd, g_opt = tx_g.update(g_grads, state.opt_state["g"], gens)
     gens = optax.apply_updates(gens, g_upd)
@@ -125,8 +154,9 @@ def train_step(
     d_upd, d_opt = tx_d.update(d_grads, state.opt_state["d"], discs)
     discs = optax.apply_updates(discs, d_upd)
 
+    frozen = {"sem": p["sem"]} if "sem" in p else {}
     new = TrainState(
-        {**gens, **discs},
+        {**gens, **discs, **frozen},
         {"g": g_opt, "d": d_opt},
         {"a": pool_a, "b": pool_b},
         state.step + 1,

@@ -30,7 +30,7 @@ import numpy as np
 from jaxgen import plots
 from jaxgen.config import add_shared_fields, require_positive_ints, validate_run_length
 from jaxgen.data import pairs as pairs_lib
-from jaxgen.data.images import ImageBatches, Images, load_images, tfds_images
+from jaxgen.data.images import ImageBatches, Images, builtin_digits, load_images, tfds_images
 from jaxgen.errors import UserError
 from jaxgen.gan import cyclegan, pix2pix
 from jaxgen.gan.step import make_optimizers
@@ -129,6 +129,9 @@ def cyclegan_config() -> ml_collections.ConfigDict:
     c.data.b_source = "builtin"  # domain B: 'builtin' (scikit-learn digits) or 'tfds'
     c.data.b_path = ""  # domain B: a folder of IDX files or a .npy; wins over b_source
     c.data.b_tfds_name = "mnist"
+    c.data.builtin_box = (
+        28  # builtin digits: upsampled to this box, centred in 28x28 (20: MNIST's framing)
+    )
     c.data.tfds_pair = (
         ""  # e.g. 'cycle_gan/horse2zebra': A and B from its trainA/trainB splits (wins)
     )
@@ -142,6 +145,12 @@ def cyclegan_config() -> ml_collections.ConfigDict:
     c.model.cycle_weight = 10.0  # lambda of the cycle loss
     c.model.identity_weight = 0.5  # identity loss, as a fraction of the cycle weight
     c.model.pool_size = 50  # generated images kept per discriminator's history
+    c.model.semantic_weight = (
+        0.0  # CyCADA's semantic consistency through a domain-A classifier (0: plain CycleGAN)
+    )
+    c.model.semantic_epochs = (
+        3  # training epochs of that classifier (on domain A's labels, then frozen)
+    )
     _train_fields(c)
     return add_shared_fields(c)
 
@@ -197,6 +206,10 @@ def validate_config(cfg) -> None:
         raise UserError(
             f"config.train.on_nonfinite must be 'stop' or 'skip', got {t.on_nonfinite!r}"
         )
+    if kind == CYCLEGAN and not (isinstance(d.builtin_box, int) and 8 <= d.builtin_box <= 28):
+        raise UserError(
+            f"config.data.builtin_box must be an integer in 8 ... 28, got {d.builtin_box!r}"
+        )
     if not (isinstance(d.holdout, int) and d.holdout >= 1):
         raise UserError(f"config.data.holdout must be an integer >= 1, got {d.holdout!r}")
     if len(_features(cfg, "d_features")) < 2:
@@ -228,7 +241,8 @@ def validate_config(cfg) -> None:
                 f"config.model.pool_size must be an integer >= 0 (0: no history), got "
                 f"{m.pool_size!r}"
             )
-        for name in ("cycle_weight", "identity_weight"):
+        require_positive_ints(cfg, ("model.semantic_epochs",))
+        for name in ("cycle_weight", "identity_weight", "semantic_weight"):
             if not m[name] >= 0:
                 raise UserError(f"config.model.{name} must be >= 0, got {m[name]}")
     validate_run_length(t)
@@ -299,8 +313,15 @@ def load_domains(cfg) -> tuple[Images, Images]:
         a = tfds_images(d.tfds_pair, "trainA", image_size=d.image_size)
         b = tfds_images(d.tfds_pair, "trainB", image_size=d.image_size)
     else:
-        a = load_images(d.a_source, d.a_path, d.a_tfds_name)
-        b = load_images(d.b_source, d.b_path, d.b_tfds_name)
+        a, b = (
+            builtin_digits(28, d.builtin_box)
+            if source == "builtin" and not path
+            else load_images(source, path, name)
+            for source, path, name in (
+                (d.a_source, d.a_path, d.a_tfds_name),
+                (d.b_source, d.b_path, d.b_tfds_name),
+            )
+        )
     if d.limit > 0:
         a, b = (
             Images(x.images[: d.limit], None if x.labels is None else x.labels[: d.limit], x.name)
@@ -333,7 +354,7 @@ def cyclegan_spec(cfg, channels_a: int, channels_b: int) -> cyclegan.CycleGan:
         channels_a=channels_a, channels_b=channels_b, g_features=int(m.g_features),
         g_blocks=int(m.g_blocks), d_features=_features(cfg, "d_features"),
         cycle_weight=float(m.cycle_weight), identity_weight=float(m.identity_weight),
-        pool_size=int(m.pool_size),
+        pool_size=int(m.pool_size), semantic_weight=float(m.get("semantic_weight", 0.0)),
     )  # fmt: skip
 
 
@@ -507,15 +528,37 @@ def cyclegan_recipe(cfg, workdir: str | Path) -> loop.Recipe:
         tx_g, tx_d = make_optimizers(cfg, fit=min(1.0, horizon / steps))
         return functools.partial(cyclegan.train_step, spec=spec, tx_g=tx_g, tx_d=tx_d)
 
+    if spec.semantic_weight and da.labels is None:
+        raise UserError(
+            f"config.model.semantic_weight > 0 needs domain A's labels, and {da.name} has none; "
+            "use labelled images for A (MNIST IDX files with labels, builtin, tfds mnist) or "
+            "set config.model.semantic_weight=0"
+        )
+
     def fresh_state():
         tx_g, tx_d = make_optimizers(cfg)
+        sem = None
+        if spec.semantic_weight:
+            from jaxgen.evaluation.classifier import train_classifier
+
+            labelled = Images(sa.train, da.labels[: len(sa.train)], da.name)
+            sem, info = train_classifier(
+                labelled, seed=cfg.seed, epochs=cfg.model.semantic_epochs, holdout=0.1,
+                batch=min(128, max(8, len(labelled) // 4)),
+            )  # fmt: skip
+            run["semantic"] = info["holdout_accuracy"]
         return cyclegan.init_state(
-            spec, cfg.seed, sa.train.shape[1:], sb.train.shape[1:], tx_g, tx_d
+            spec, cfg.seed, sa.train.shape[1:], sb.train.shape[1:], tx_g, tx_d, sem
         )
 
     def on_start(log, start: int) -> None:
         run["primary"] = log.primary
         (workdir / "samples").mkdir(exist_ok=True)
+        if run.get("semantic") is not None and not start:
+            log.message(
+                f"semantic consistency: a classifier on domain A's labels ({run['semantic']:.3f} "
+                "held-out accuracy), frozen"
+            )
 
     def evaluate(done: int, state) -> Evaluation:
         _, (ea, eb) = _cycle_eval(spec, state.params, sa.held[:n_eval], sb.held[:n_eval])
@@ -629,8 +672,13 @@ def load(workdir: str | Path, which: str = "best") -> Trained:
         if kind == PIX2PIX:
             return pix2pix.init_state(spec, cfg.seed, tx_g, tx_d)
         s = meta["model_side"]
+        sem = None
+        if spec.semantic_weight:
+            from jaxgen.evaluation.classifier import classifier_init
+
+            sem = classifier_init(jax.random.key(0), (s, s, shape_a[-1]))
         return cyclegan.init_state(
-            spec, cfg.seed, (s, s, shape_a[-1]), (s, s, shape_b[-1]), tx_g, tx_d
+            spec, cfg.seed, (s, s, shape_a[-1]), (s, s, shape_b[-1]), tx_g, tx_d, sem
         )
 
     state, meta, cfg = loop.load_trained(workdir, kind, template, which, name=kind)
