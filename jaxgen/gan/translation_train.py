@@ -408,6 +408,25 @@ def _common(cfg, workdir: Path, kind: str):
         _check_same_model(cfg, meta, workdir)
 
 
+def _recipe(kind: str, cfg, workdir: Path, run: dict, **fields) -> loop.Recipe:
+    """The :class:`loop.Recipe` fields both translation recipes share, and theirs."""
+    t = cfg.train
+    return loop.Recipe(
+        kind=kind,
+        cfg=cfg,
+        batch_axes=(0, 0),
+        items_per_step=t.batch,
+        unit="img",
+        loss_keys=("d_loss", "g_loss"),
+        nonfinite_advice="Lower config.train.lr_g / lr_d",
+        eval_every=t.eval_every,
+        draw_every=t.sample_every,
+        on_close=_on_close(workdir, run),
+        fits_schedule=t.lr_decay_steps > 0 and t.get("budget_fit", True),
+        **fields,
+    )
+
+
 def _on_close(workdir: Path, run: dict):
     def close() -> None:
         if run["primary"] and (workdir / "metrics.jsonl").exists():
@@ -465,9 +484,11 @@ def pix2pix_recipe(cfg, workdir: str | Path) -> loop.Recipe:
         for name in (f"step_{done:07d}.png", "latest.png"):
             plots.save_grid(grid, workdir / "samples" / name, ncol=len(x))
 
-    return loop.Recipe(
-        kind=PIX2PIX,
-        cfg=cfg,
+    return _recipe(
+        PIX2PIX,
+        cfg,
+        workdir,
+        run,
         meta={
             "data": p.name,
             "image_shape_a": list(p.a.shape[1:]),
@@ -478,24 +499,15 @@ def pix2pix_recipe(cfg, workdir: str | Path) -> loop.Recipe:
         init_state=fresh_state,
         make_step=make_step,
         batch=lambda step: rows_of.pair_for_step(step),
-        batch_axes=(0, 0),
-        items_per_step=t.batch,
-        unit="img",
-        loss_keys=("d_loss", "g_loss"),
         describe=(
             f"Pix2Pix: {len(sa.train):,} pairs from {p.name} ({len(sa.held):,} held out), "
             f"{h}x{h} in a {side}x{side} U-Net, {len(rows_of)} batches of {t.batch} per epoch"
         ),
-        nonfinite_advice="Lower config.train.lr_g / lr_d",
         evaluate=evaluate,
-        eval_every=t.eval_every,
         best_key="val_l1",
         draw=draw,
-        draw_every=t.sample_every,
         log_extra=lambda step: {"epoch": step / len(rows_of)},
         on_start=on_start,
-        on_close=_on_close(workdir, run),
-        fits_schedule=t.lr_decay_steps > 0 and t.get("budget_fit", True),
     )
 
 
@@ -579,9 +591,11 @@ def cyclegan_recipe(cfg, workdir: str | Path) -> loop.Recipe:
         for name in (f"step_{done:07d}.png", "latest.png"):
             plots.save_grid(grid, workdir / "samples" / name, ncol=len(x))
 
-    return loop.Recipe(
-        kind=CYCLEGAN,
-        cfg=cfg,
+    return _recipe(
+        CYCLEGAN,
+        cfg,
+        workdir,
+        run,
         meta={
             "data": [da.name, db.name],
             "image_shape_a": list(da.shape),
@@ -592,24 +606,15 @@ def cyclegan_recipe(cfg, workdir: str | Path) -> loop.Recipe:
         init_state=fresh_state,
         make_step=make_step,
         batch=lambda step: (rows_a.for_step(step), rows_b.for_step(step)),
-        batch_axes=(0, 0),
-        items_per_step=t.batch,
-        unit="img",
-        loss_keys=("d_loss", "g_loss"),
         describe=(
             f"CycleGAN: A {da.name} ({len(sa.train):,} images), B {db.name} "
             f"({len(sb.train):,}), {hold} of each held out, {h}x{h} in {side}x{side}"
         ),
-        nonfinite_advice="Lower config.train.lr_g / lr_d",
         evaluate=evaluate,
-        eval_every=t.eval_every,
         best_key="val_cycle",
         draw=draw,
-        draw_every=t.sample_every,
         log_extra=lambda step: {"epoch": step / per_epoch},
         on_start=on_start,
-        on_close=_on_close(workdir, run),
-        fits_schedule=t.lr_decay_steps > 0 and t.get("budget_fit", True),
     )
 
 
