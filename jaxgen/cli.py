@@ -434,13 +434,13 @@ def read_inputs(path: str) -> tuple:
 
     p = Path(path)
     if p.is_dir():
-        files = pairs._images_in(p)
+        files = pairs.images_in(p)
         if not files:
             raise UserError(
                 f"--input {path!r} holds no images ({', '.join(pairs.IMAGE_SUFFIXES)}); give a "
                 "folder of images, a PNG or a .npy"
             )
-        return pairs._stack([pairs._read(f) for f in files], files, None, "input"), [
+        return pairs.stack_images([pairs.read_image(f) for f in files], files, None, "input"), [
             f.stem for f in files
         ]
     if not p.is_file():
@@ -451,7 +451,7 @@ def read_inputs(path: str) -> tuple:
         x = load_npy(p).images
         return x, [f"{i:06d}" for i in range(len(x))]
     if p.suffix.lower() in pairs.IMAGE_SUFFIXES:
-        return pairs._read(p)[None], [p.stem]
+        return pairs.read_image(p)[None], [p.stem]
     raise UserError(
         f"--input {path!r} is neither an image ({', '.join(pairs.IMAGE_SUFFIXES)}) nor a .npy"
     )

@@ -82,11 +82,12 @@ def low_res_to_digits(images: np.ndarray, labels=None, factor: int = 4, name="di
 # --------------------------------------------------------------------------- from a folder
 
 
-def _images_in(folder: Path) -> list[Path]:
+def images_in(folder: Path) -> list[Path]:
+    """The image files directly in ``folder``, sorted by name."""
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _read(path: Path) -> np.ndarray:
+def read_image(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -99,7 +100,7 @@ def _read(path: Path) -> np.ndarray:
     return x[..., None] if x.ndim == 2 else x
 
 
-def _stack(arrays: list[np.ndarray], paths: list[Path], channels, what: str) -> np.ndarray:
+def stack_images(arrays: list[np.ndarray], paths: list[Path], channels, what: str) -> np.ndarray:
     first = arrays[0]
     want_c = first.shape[-1] if channels is None else channels
     for x, p in zip(arrays, paths):
@@ -131,7 +132,7 @@ def load_paired_folder(path, channels_a=None, channels_b=None) -> Pairs:
         if not (a_dir.is_dir() and b_dir.is_dir()):
             missing, present = ("B", "A") if a_dir.is_dir() else ("A", "B")
             raise UserError(f"{str(root)!r} has no {missing}/ beside its {present}/")
-        a_files, b_files = _images_in(a_dir), _images_in(b_dir)
+        a_files, b_files = images_in(a_dir), images_in(b_dir)
         if not a_files:
             raise UserError(f"{str(a_dir)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         a_names, b_names = {p.name for p in a_files}, {p.name for p in b_files}
@@ -150,8 +151,8 @@ def load_paired_folder(path, channels_a=None, channels_b=None) -> Pairs:
                 )
             )
         b_files = [b_dir / p.name for p in a_files]
-        a = _stack([_read(p) for p in a_files], a_files, channels_a, "A")
-        b = _stack([_read(p) for p in b_files], b_files, channels_b, "B")
+        a = stack_images([read_image(p) for p in a_files], a_files, channels_a, "A")
+        b = stack_images([read_image(p) for p in b_files], b_files, channels_b, "B")
         if a.shape[1:3] != b.shape[1:3]:
             raise UserError(
                 f"A/ images are {a.shape[2]}x{a.shape[1]} but B/ images are "
@@ -159,13 +160,13 @@ def load_paired_folder(path, channels_a=None, channels_b=None) -> Pairs:
             )
         names = tuple(p.stem for p in a_files)
     else:
-        files = _images_in(root)
+        files = images_in(root)
         if not files:
             raise UserError(
                 f"{str(root)!r} holds no images: give A/ and B/ folders with the same file "
                 "names, or side-by-side A|B images"
             )
-        wide = _stack([_read(p) for p in files], files, None, "side-by-side")
+        wide = stack_images([read_image(p) for p in files], files, None, "side-by-side")
         if wide.shape[2] % 2:
             raise UserError(
                 f"side-by-side images in {str(root)!r} are {wide.shape[2]} pixels wide, an odd "

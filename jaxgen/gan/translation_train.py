@@ -33,6 +33,7 @@ from jaxgen.data import pairs as pairs_lib
 from jaxgen.data.images import ImageBatches, Images, builtin_digits, load_images, tfds_images
 from jaxgen.errors import UserError
 from jaxgen.gan import cyclegan, pix2pix
+from jaxgen.gan import translation as tr
 from jaxgen.gan.step import make_optimizers
 from jaxgen.training import checkpoint, loop
 from jaxgen.training.loop import Evaluation
@@ -65,6 +66,14 @@ def _train_fields(c: ml_collections.ConfigDict) -> None:
     c.train.checkpoint_every = 1000
 
 
+def _smoke_train(c: ml_collections.ConfigDict, batch: int) -> ml_collections.ConfigDict:
+    """The smoke variants' run: 20 steps, evaluated, drawn and saved every 10."""
+    t = c.train
+    t.batch, t.steps, t.eval_every, t.eval_images = batch, 20, 10, 16
+    t.sample_every, t.log_every, t.checkpoint_every = 10, 5, 10
+    return c
+
+
 def pix2pix_config() -> ml_collections.ConfigDict:
     """Pix2Pix on digits: outline -> digit, 28x28 padded to 32x32, a 5-level U-Net."""
     c = ml_collections.ConfigDict()
@@ -74,25 +83,13 @@ def pix2pix_config() -> ml_collections.ConfigDict:
     c.data.source = "tfds"  # the digits: 'builtin' (scikit-learn digits, offline) or 'tfds'
     c.data.path = ""  # a folder of MNIST-format IDX files (or a .npy); wins over data.source
     c.data.tfds_name = "mnist"
-    c.data.task = (
-        "edges"  # pairs from the digits: 'edges' (outline -> digit) or 'lowres' (7x7 -> 28x28)
-    )
-    c.data.pairs = ""  # a folder of pairs (A/ and B/ with the same names, or side-by-side A|B); wins over the digits
+    c.data.task = "edges"  # pairs from the digits: 'edges' (outline -> digit), 'lowres' (7x7 -> 28)
+    c.data.pairs = ""  # a folder of pairs (A/ + B/ same names, or side-by-side A|B); wins over all
     c.data.limit = 0  # use only the first N pairs (0: all)
     c.data.holdout = 1000  # the last N pairs are held out (evaluation and grids)
     c.model = ml_collections.ConfigDict()
-    c.model.g_features = (
-        32,
-        64,
-        128,
-        128,
-        128,
-    )  # U-Net channels per level (sides divisible by 2**levels)
-    c.model.d_features = (
-        32,
-        64,
-        128,
-    )  # PatchGAN channels: len-1 stride-2 layers (70x70 patches for 4)
+    c.model.g_features = (32, 64, 128, 128, 128)  # G channels: U-Net levels / ResNet's first
+    c.model.d_features = (32, 64, 128)  # PatchGAN channels; len - 1 stride-2 layers (4: 70x70)
     c.model.dropout = 0.5  # the U-Net's only noise, on when training and translating
     c.model.l1_weight = 100.0  # lambda of the L1 term
     c.model.gan_weight = 1.0  # weight of the adversarial term; 0: L1 alone (the baseline)
@@ -107,14 +104,7 @@ def pix2pix_smoke_config() -> ml_collections.ConfigDict:
     c.data.holdout = 64
     c.model.g_features = (8, 8, 8, 8, 8)
     c.model.d_features = (8, 8)
-    c.train.batch = 8
-    c.train.steps = 20
-    c.train.eval_every = 10
-    c.train.eval_images = 16
-    c.train.sample_every = 10
-    c.train.log_every = 5
-    c.train.checkpoint_every = 10
-    return c
+    return _smoke_train(c, batch=8)
 
 
 def cyclegan_config() -> ml_collections.ConfigDict:
@@ -129,28 +119,20 @@ def cyclegan_config() -> ml_collections.ConfigDict:
     c.data.b_source = "builtin"  # domain B: 'builtin' (scikit-learn digits) or 'tfds'
     c.data.b_path = ""  # domain B: a folder of IDX files or a .npy; wins over b_source
     c.data.b_tfds_name = "mnist"
-    c.data.builtin_box = (
-        28  # builtin digits: upsampled to this box, centred in 28x28 (20: MNIST's framing)
-    )
-    c.data.tfds_pair = (
-        ""  # e.g. 'cycle_gan/horse2zebra': A and B from its trainA/trainB splits (wins)
-    )
+    c.data.builtin_box = 28  # builtin digits: upsampled to this box in 28x28 (20: as MNIST)
+    c.data.tfds_pair = ""  # e.g. 'cycle_gan/horse2zebra': A, B from trainA/trainB (wins)
     c.data.image_size = 0  # tfds_pair: resize to this side (0: as stored)
     c.data.limit = 0  # use only the first N images of each domain (0: all)
     c.data.holdout = 200  # the last N images of each domain are held out
     c.model = ml_collections.ConfigDict()
-    c.model.g_features = 16  # generator's first channels (x2 per stride-2 layer)
+    c.model.g_features = 16  # G channels: U-Net levels / ResNet's first (x2 per stride 2)
     c.model.g_blocks = 4  # residual blocks (the paper: 6 at 128x128, 9 at 256x256)
     c.model.d_features = (32, 64, 128)  # PatchGAN channels
     c.model.cycle_weight = 10.0  # lambda of the cycle loss
     c.model.identity_weight = 0.5  # identity loss, as a fraction of the cycle weight
     c.model.pool_size = 50  # generated images kept per discriminator's history
-    c.model.semantic_weight = (
-        0.0  # CyCADA's semantic consistency through a domain-A classifier (0: plain CycleGAN)
-    )
-    c.model.semantic_epochs = (
-        3  # training epochs of that classifier (on domain A's labels, then frozen)
-    )
+    c.model.semantic_weight = 0.0  # CyCADA's semantic term, a domain-A classifier (0: plain)
+    c.model.semantic_epochs = 3  # epochs of that classifier (domain A's labels; then frozen)
     _train_fields(c)
     return add_shared_fields(c)
 
@@ -164,14 +146,7 @@ def cyclegan_smoke_config() -> ml_collections.ConfigDict:
     c.model.g_blocks = 1
     c.model.d_features = (8, 8)
     c.model.pool_size = 16
-    c.train.batch = 4
-    c.train.steps = 20
-    c.train.eval_every = 10
-    c.train.eval_images = 16
-    c.train.sample_every = 10
-    c.train.log_every = 5
-    c.train.checkpoint_every = 10
-    return c
+    return _smoke_train(c, batch=4)
 
 
 def _features(cfg, name: str) -> tuple:
@@ -394,8 +369,7 @@ def _cycle_eval(spec, params, a, b):
 
 
 def cyclegan_translate(spec, params, x, direction: str):
-    from jaxgen.gan import translation as tr
-
+    """``G_ab(x)`` for ``a2b``, ``G_ba(x)`` for ``b2a``."""
     return tr.resnet_generator(params["g_ab" if direction == "a2b" else "g_ba"], x)
 
 
