@@ -9,7 +9,9 @@
   hand-written BPTT below, by the kernels and by their jnp mirrors;
 * :func:`lstm_scan`, :func:`rnn_scan`: the ``lax.scan`` paths over an already-projected input
   ``zx`` ``[T, B, G*H]``; ``rnn.lstm``/``rnn.rnn`` run them for ``mode="scan"`` and the kernels
-  are tested against them (``jaxgen.kernels.*_sequence_reference``).
+  are tested against them (``jaxgen.kernels.*_sequence_reference``);
+* :func:`input_projection` and the sequence-layout checks, shared by :mod:`jaxgen.rnn` and
+  the parallel-in-time cells of :mod:`jaxgen.linear_rnn`.
 
 It imports no other jaxgen module, so both the cells and the kernels can import it.
 """
@@ -21,6 +23,9 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+Array = jax.Array
+Params = dict[str, Array]
 
 ACTIVATIONS = {
     "tanh": jnp.tanh,
@@ -248,3 +253,81 @@ def _lstm_fused_bwd(reverse, unroll, residuals, cotangents):
 
 
 _lstm_fused.defvjp(_lstm_fused_fwd, _lstm_fused_bwd)
+
+
+# --------------------------------------------------------------------------- sequences
+
+
+def _check_sizes(input_size, hidden_size):
+    for name, v in (("input_size", input_size), ("hidden_size", hidden_size)):
+        if not isinstance(v, (int, np.integer)) or v <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+
+def _input_matrix(key, input_size, width, dtype):
+    # LeCun normal: unit-variance pre-activations for unit-variance inputs.
+    return jax.random.normal(key, (input_size, width), dtype) / np.sqrt(input_size)
+
+
+def _bias(params):
+    return params["b_ih"] if "b_ih" in params else params["b"]
+
+
+def input_projection(params: Params, xs: Array) -> Array:
+    """``xs @ w_ih + b`` for every step at once: ``[T, B, F] -> [T, B, G*H]``.
+
+    Integer ``xs`` ``[T, B]`` are token ids: the projection of their one-hot
+    encoding is a row gather of ``w_ih`` (no one-hot matrix is built).
+    """
+    w, b = params["w_ih"], _bias(params)
+    xs = jnp.asarray(xs)
+    if jnp.issubdtype(xs.dtype, jnp.integer):
+        return jnp.take(w, xs, axis=0) + b
+    if xs.shape[-1] != w.shape[0]:
+        raise ValueError(
+            f"input feature size {xs.shape[-1]} does not match the layer's input size "
+            f"{w.shape[0]} (w_ih is {tuple(w.shape)}); initialise with input_size={xs.shape[-1]}"
+        )
+    lead = xs.shape[:-1]
+    z = xs.reshape(-1, xs.shape[-1]) @ w  # one large GEMM over all T*B rows
+    return z.reshape(*lead, w.shape[1]) + b
+
+
+def _check_seq(xs, time_major=True, lengths=None):
+    """Shapes that cannot be right, with the layout named (a batch-major input is the usual
+    cause)."""
+    shape = tuple(jnp.shape(xs))
+    if time_major:
+        layout, hint = (
+            "time-major [T, B, F] (or [T, F], or integer ids [T, B])",
+            "; batch-major? pass time_major=False",
+        )
+    else:
+        layout, hint = (
+            "batch-major [B, T, F] (time_major=False; or [T, F], or integer ids [B, T])",
+            "",
+        )
+    if len(shape) < 2:
+        raise ValueError(f"xs must be {layout}; got shape {shape}{hint}")
+    if lengths is None or jnp.ndim(lengths) == 0:
+        return
+    feat = shape if jnp.issubdtype(jnp.asarray(xs).dtype, jnp.integer) else shape[:-1]
+    batch = feat[1:] if time_major or len(feat) < 2 else feat[:1] + feat[2:]
+    if tuple(jnp.shape(lengths)) != batch:
+        raise ValueError(
+            f"lengths has shape {tuple(jnp.shape(lengths))} but xs {shape}, read as {layout}, has "
+            f"batch shape {batch}{hint}"
+        )
+
+
+def _from_batch_major(fn, params, xs, carry, **kwargs):
+    """``fn`` (time-major) on batch-major ``xs`` ``[B, T, ...]``: swap the first two axes in and
+    out.
+
+    An unbatched float sequence ``[T, F]`` reads the same in both layouts and is passed unchanged.
+    """
+    xs = jnp.asarray(xs)
+    if xs.ndim < (2 if jnp.issubdtype(xs.dtype, jnp.integer) else 3):
+        return fn(params, xs, carry, **kwargs)
+    carry, ys = fn(params, jnp.swapaxes(xs, 0, 1), carry, **kwargs)
+    return carry, jnp.swapaxes(ys, 0, 1)

@@ -54,6 +54,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgen import nn, recurrence
+from jaxgen.recurrence import (  # noqa: F401  (input_projection is public here too)
+    _bias,
+    _check_seq,
+    _check_sizes,
+    _from_batch_major,
+    _input_matrix,
+    input_projection,
+)
 
 Array = jax.Array
 Params = dict[str, Array]
@@ -88,17 +96,6 @@ def _recurrent_matrix(key, hidden_size, gates, kind, scale, dtype):
             w = jax.random.uniform(k, (hidden_size, hidden_size), dtype, -bound, bound)
         blocks.append(w)
     return jnp.concatenate(blocks, axis=1)
-
-
-def _check_sizes(input_size, hidden_size):
-    for name, v in (("input_size", input_size), ("hidden_size", hidden_size)):
-        if not isinstance(v, (int, np.integer)) or v <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
-
-
-def _input_matrix(key, input_size, width, dtype):
-    # LeCun normal: unit-variance pre-activations for unit-variance inputs.
-    return jax.random.normal(key, (input_size, width), dtype) / np.sqrt(input_size)
 
 
 def rnn_init(
@@ -250,10 +247,6 @@ def _gru_step(params, h, zx):
     return h, h
 
 
-def _bias(params):
-    return params["b_ih"] if "b_ih" in params else params["b"]
-
-
 def _check_activation(activation):
     if activation not in recurrence.ACTIVATIONS:
         choices = tuple(recurrence.ACTIVATIONS)
@@ -390,66 +383,6 @@ _time_loop = unroll
 
 
 # --------------------------------------------------------------------------- projection
-
-
-def input_projection(params: Params, xs: Array) -> Array:
-    """``xs @ w_ih + b`` for every step at once: ``[T, B, F] -> [T, B, G*H]``.
-
-    Integer ``xs`` ``[T, B]`` are token ids: the projection of their one-hot
-    encoding is a row gather of ``w_ih`` (no one-hot matrix is built).
-    """
-    w, b = params["w_ih"], _bias(params)
-    xs = jnp.asarray(xs)
-    if jnp.issubdtype(xs.dtype, jnp.integer):
-        return jnp.take(w, xs, axis=0) + b
-    if xs.shape[-1] != w.shape[0]:
-        raise ValueError(
-            f"input feature size {xs.shape[-1]} does not match the layer's input size "
-            f"{w.shape[0]} (w_ih is {tuple(w.shape)}); initialise with input_size={xs.shape[-1]}"
-        )
-    lead = xs.shape[:-1]
-    z = xs.reshape(-1, xs.shape[-1]) @ w  # one large GEMM over all T*B rows
-    return z.reshape(*lead, w.shape[1]) + b
-
-
-def _check_seq(xs, time_major=True, lengths=None):
-    """Shapes that cannot be right, with the layout named (a batch-major input is the usual
-    cause)."""
-    shape = tuple(jnp.shape(xs))
-    if time_major:
-        layout, hint = (
-            "time-major [T, B, F] (or [T, F], or integer ids [T, B])",
-            "; batch-major? pass time_major=False",
-        )
-    else:
-        layout, hint = (
-            "batch-major [B, T, F] (time_major=False; or [T, F], or integer ids [B, T])",
-            "",
-        )
-    if len(shape) < 2:
-        raise ValueError(f"xs must be {layout}; got shape {shape}{hint}")
-    if lengths is None or jnp.ndim(lengths) == 0:
-        return
-    feat = shape if jnp.issubdtype(jnp.asarray(xs).dtype, jnp.integer) else shape[:-1]
-    batch = feat[1:] if time_major or len(feat) < 2 else feat[:1] + feat[2:]
-    if tuple(jnp.shape(lengths)) != batch:
-        raise ValueError(
-            f"lengths has shape {tuple(jnp.shape(lengths))} but xs {shape}, read as {layout}, has "
-            f"batch shape {batch}{hint}"
-        )
-
-
-def _from_batch_major(fn, params, xs, carry, **kwargs):
-    """``fn`` (time-major) on batch-major ``xs`` ``[B, T, ...]``: swap the first two axes in and
-    out.
-
-    An unbatched float sequence ``[T, F]`` reads the same in both layouts and is passed unchanged.
-    """
-    xs = jnp.asarray(xs)
-    if xs.ndim < (2 if jnp.issubdtype(xs.dtype, jnp.integer) else 3):
-        return fn(params, xs, carry, **kwargs)
-    carry, ys = fn(params, jnp.swapaxes(xs, 0, 1), carry, **kwargs)
-    return carry, jnp.swapaxes(ys, 0, 1)
 
 
 def _project(params, xs, carry, zero_fn):
@@ -669,3 +602,22 @@ def lstm_to_torch(layers: Sequence[Params]) -> dict[str, np.ndarray]:
         out[f"bias_ih_l{k}"] = np.asarray(p["b"]).copy()
         out[f"bias_hh_l{k}"] = np.zeros_like(out[f"bias_ih_l{k}"])
     return out
+
+
+# --------------------------------------------------------------------------- parallel in time
+# minGRU, minLSTM and the LRU live in jaxgen.linear_rnn (imported last: it uses this module's
+# helpers through jaxgen.recurrence only); they are part of this API.
+
+from jaxgen.linear_rnn import (  # noqa: E402
+    linear_scan,
+    lru,
+    lru_cell,
+    lru_init,
+    lru_zero_carry,
+    mingru,
+    mingru_cell,
+    mingru_init,
+    minlstm,
+    minlstm_cell,
+    minlstm_init,
+)
