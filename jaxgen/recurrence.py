@@ -331,3 +331,112 @@ def _from_batch_major(fn, params, xs, carry, **kwargs):
         return fn(params, xs, carry, **kwargs)
     carry, ys = fn(params, jnp.swapaxes(xs, 0, 1), carry, **kwargs)
     return carry, jnp.swapaxes(ys, 0, 1)
+
+
+# --------------------------------------------------------------------------- bounded memory
+
+
+def check_remat(remat, num_steps):
+    """``remat`` must be a positive integer that divides ``T``."""
+    if not isinstance(remat, (int, np.integer)) or isinstance(remat, bool) or remat < 1:
+        raise ValueError(f"remat must be a positive integer (a segment length), got {remat!r}")
+    if num_steps % remat:
+        divisors = [d for d in range(1, min(num_steps, 4096) + 1) if num_steps % d == 0]
+        near = min(divisors, key=lambda d: abs(d - remat))
+        raise ValueError(
+            f"remat={remat} does not divide the sequence length T={num_steps}; pick a divisor "
+            f"(the nearest is {near}), or pad the sequences and pass lengths"
+        )
+
+
+def _segments(tree, remat):
+    """``[T, ...] -> [T / remat, remat, ...]`` for every leaf (``None`` stays ``None``)."""
+    return jax.tree.map(lambda a: a.reshape(a.shape[0] // remat, remat, *a.shape[1:]), tree)
+
+
+def remat_scan(cell, params, carry, xs, *, remat, reverse=False, lengths=None):
+    """:func:`masked_scan` that keeps only every ``remat``-th carry for the backward pass
+    (``jax.checkpoint`` on each segment of ``remat`` steps: the backward pass recomputes the
+    segment's steps from its first carry)."""
+    xs = jnp.asarray(xs)
+    check_remat(remat, xs.shape[0])
+    mask = length_mask(lengths, xs.shape[0])
+    step = masked_step(cell, params)
+
+    @jax.checkpoint
+    def segment(carry, inputs):
+        return jax.lax.scan(step, carry, inputs, reverse=reverse)
+
+    carry, ys = jax.lax.scan(segment, carry, _segments((xs, mask), remat), reverse=reverse)
+    return carry, jax.tree.map(lambda y: y.reshape(-1, *y.shape[2:]), ys)
+
+
+def lstm_remat(params, xs, carry, *, remat, reverse=False, lengths=None):
+    """The LSTM over raw inputs ``xs`` ``[T, B, F]`` (or ids ``[T, B]``) with the hand-written
+    backward pass in segments of ``remat`` steps: the forward pass keeps only each segment's
+    first carry; the backward pass recomputes one segment at a time (its input projection, its
+    gates) and folds its weight gradients into running sums. Peak memory holds ``T / remat``
+    carries and one segment's gates instead of every step's gates and the whole projection."""
+    xs = jnp.asarray(xs)
+    check_remat(remat, xs.shape[0])
+    mask = length_mask(lengths, xs.shape[0])
+    if mask is not None:
+        mask = mask.astype(params["w_hh"].dtype)
+    proj = {"w_ih": params["w_ih"], "b": _bias(params)}
+    h0, c0 = carry
+    h, c, ys = _lstm_remat(proj, params["w_hh"], xs, h0, c0, mask, reverse, remat)
+    return (h, c), ys
+
+
+def _remat_forward(proj, w_hh, xs, h0, c0, mask, reverse, remat):
+    def segment(carry, inputs):
+        x, m = inputs
+        h, c, out = _lstm_fused_forward(w_hh, input_projection(proj, x), *carry, m, reverse, 1)
+        return (h, c), (carry, out[0])
+
+    (h, c), (starts, ys) = jax.lax.scan(
+        segment, (h0, c0), _segments((xs, mask), remat), reverse=reverse
+    )
+    return h, c, ys.reshape(-1, *ys.shape[2:]), starts
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
+def _lstm_remat(proj, w_hh, xs, h0, c0, mask, reverse, remat):
+    return _remat_forward(proj, w_hh, xs, h0, c0, mask, reverse, remat)[:3]
+
+
+def _lstm_remat_fwd(proj, w_hh, xs, h0, c0, mask, reverse, remat):
+    h, c, ys, starts = _remat_forward(proj, w_hh, xs, h0, c0, mask, reverse, remat)
+    return (h, c, ys), (proj, w_hh, xs, starts, mask)
+
+
+def _lstm_remat_bwd(reverse, remat, residuals, cotangents):
+    proj, w_hh, xs, starts, mask = residuals
+    dh_T, dc_T, dys = cotangents
+    ids = jnp.issubdtype(xs.dtype, jnp.integer)
+
+    def segment(carry, inputs):
+        dh, dc, g_proj, g_w = carry
+        x, m, (h0, c0), dy = inputs
+        if ids:
+            zx, vjp = jax.vjp(lambda p: input_projection(p, x), proj)
+        else:
+            zx, vjp = jax.vjp(input_projection, proj, x)
+        res = _lstm_fused_fwd(w_hh, zx, h0, c0, m, reverse, 1)[1]
+        dw, dzx, dh0, dc0, _ = _lstm_fused_bwd(reverse, 1, res, (dh, dc, dy))
+        grads = vjp(dzx)
+        g_proj = jax.tree.map(jnp.add, g_proj, grads[0])
+        return (dh0, dc0, g_proj, g_w + dw), (None if ids else grads[1])
+
+    init = (dh_T, dc_T, jax.tree.map(jnp.zeros_like, proj), jnp.zeros_like(w_hh))
+    inputs = (*_segments((xs, mask), remat), starts, _segments(dys, remat))
+    (dh0, dc0, d_proj, dw_hh), dxs = jax.lax.scan(segment, init, inputs, reverse=not reverse)
+    if ids:
+        dxs = np.zeros(xs.shape, jax.dtypes.float0)
+    else:
+        dxs = dxs.reshape(xs.shape)
+    dmask = None if mask is None else jnp.zeros_like(mask)
+    return d_proj, dw_hh, dxs, dh0, dc0, dmask
+
+
+_lstm_remat.defvjp(_lstm_remat_fwd, _lstm_remat_bwd)

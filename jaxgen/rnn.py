@@ -54,6 +54,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgen import nn, recurrence
+from jaxgen.linear_rnn import (  # noqa: F401  (minGRU, minLSTM, LRU: part of this API)
+    linear_scan,
+    lru,
+    lru_cell,
+    lru_init,
+    lru_zero_carry,
+    mingru,
+    mingru_cell,
+    mingru_init,
+    minlstm,
+    minlstm_cell,
+    minlstm_init,
+)
 from jaxgen.recurrence import (  # noqa: F401  (input_projection is public here too)
     _bias,
     _check_seq,
@@ -236,8 +249,9 @@ def lstm_zero_carry(params: Params, batch_shape: Sequence[int] = ()) -> tuple[Ar
 # The RNN and LSTM steps live in jaxgen.recurrence, shared with the kernels.
 
 
-def _gru_step(params, h, zx):
-    zh = h @ params["w_hh"] + params["b_hh"]
+def _gru_step(params, h, zx, mask=None):
+    # ``mask``: variational recurrent dropout on the state that enters the recurrent product.
+    zh = (h if mask is None else h * mask) @ params["w_hh"] + params["b_hh"]
     rx, zx_, nx = jnp.split(zx, 3, axis=-1)
     rh, zh_, nh = jnp.split(zh, 3, axis=-1)
     r = jax.nn.sigmoid(rx + rh)
@@ -277,6 +291,13 @@ def _check_mode(mode, unroll):
         raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
     if not isinstance(unroll, (int, np.integer)) or isinstance(unroll, bool) or unroll < 1:
         raise ValueError(f"unroll must be a positive integer, got {unroll!r}")
+
+
+def _check_remat_mode(mode, unroll, remat):
+    if remat is not None and (mode != "scan" or unroll != 1):
+        raise ValueError(
+            f"remat works with mode='scan' and unroll=1 (got mode={mode!r}, unroll={unroll})"
+        )
 
 
 def _kernels(fn, mode, unroll, backward="fused"):
@@ -319,6 +340,7 @@ def unroll(
     reverse: bool = False,
     lengths: Array | None = None,
     time_major: bool = True,
+    remat: int | None = None,
 ):
     """Run ``cell`` over the time-major sequence ``xs`` ``[T, B, F]``.
 
@@ -339,8 +361,12 @@ def unroll(
         zero; so the final carry is the carry after each sequence's last real
         step (forward), and a reversed run starts at each sequence's last real
         step (backward direction of a bidirectional RNN).
+      remat: bounded memory for long sequences (``mode="scan"``): keep only every
+        ``remat``-th carry for the backward pass and recompute each segment of ``remat`` steps
+        (``jax.checkpoint`` on segments); must divide ``T``.
     """
     _check_mode(mode, unroll)
+    _check_remat_mode(mode, unroll, remat)
     if not time_major:
         xs = jnp.asarray(xs)
         if xs.ndim < 2:
@@ -356,12 +382,17 @@ def unroll(
             unroll=unroll,
             reverse=reverse,
             lengths=lengths,
+            remat=remat,
         )
         return carry, jax.tree.map(lambda y: jnp.swapaxes(y, 0, 1), ys)
     if mode in ("pallas", "auto"):
         raise ValueError(
             f"mode={mode!r} needs a fused kernel and is available only for the "
             "sequence functions (rnn.lstm, rnn.rnn); use mode='scan' with unroll()"
+        )
+    if remat is not None:
+        return recurrence.remat_scan(
+            cell, params, carry, xs, remat=remat, reverse=reverse, lengths=lengths
         )
     if mode == "scan":
         return recurrence.masked_scan(
@@ -404,17 +435,20 @@ def rnn(
     reverse: bool = False,
     lengths: Array | None = None,
     time_major: bool = True,
+    remat: int | None = None,
 ):
     """Simple RNN over ``xs`` ``[T, B, F]`` (or ids ``[T, B]``) -> ``(h_T, ys [T, B, H])``.
 
     ``time_major=False``: ``xs`` ``[B, T, F]`` (or ids ``[B, T]``) -> ``ys`` ``[B, T, H]``.
+    ``remat=k``: keep every ``k``-th carry for the backward pass (see :func:`unroll`).
     """
     _check_seq(xs, time_major, lengths)
-    loop = dict(mode=mode, unroll=unroll, reverse=reverse, lengths=lengths)
+    loop = dict(mode=mode, unroll=unroll, reverse=reverse, lengths=lengths, remat=remat)
     if not time_major:
         return _from_batch_major(rnn, params, xs, carry, activation=activation, **loop)
     _check_activation(activation)
     _check_mode(mode, unroll)
+    _check_remat_mode(mode, unroll, remat)
     zx, carry = _project(params, xs, carry, rnn_zero_carry)
     if mode in ("pallas", "auto"):
         return _kernels("rnn", mode, unroll).rnn_sequence(
@@ -434,13 +468,15 @@ def gru(
     reverse: bool = False,
     lengths: Array | None = None,
     time_major: bool = True,
+    remat: int | None = None,
 ):
     """GRU over ``xs`` ``[T, B, F]`` (or ids ``[T, B]``) -> ``(h_T, ys [T, B, H])``.
 
     ``time_major=False``: ``xs`` ``[B, T, F]`` (or ids ``[B, T]``) -> ``ys`` ``[B, T, H]``.
+    ``remat=k``: keep every ``k``-th carry for the backward pass (see :func:`unroll`).
     """
     _check_seq(xs, time_major, lengths)
-    loop = dict(mode=mode, unroll=unroll, reverse=reverse, lengths=lengths)
+    loop = dict(mode=mode, unroll=unroll, reverse=reverse, lengths=lengths, remat=remat)
     if not time_major:
         return _from_batch_major(gru, params, xs, carry, **loop)
     _check_mode(mode, unroll)
@@ -461,6 +497,7 @@ def lstm(
     lengths: Array | None = None,
     backward: str = "fused",
     time_major: bool = True,
+    remat: int | None = None,
 ):
     """LSTM over ``xs`` ``[T, B, F]`` (or ids ``[T, B]``) -> ``((h_T, c_T), ys [T, B, H])``.
 
@@ -482,14 +519,28 @@ def lstm(
         ``unroll`` (one-time warning if it is not 1).
       time_major: ``False`` takes batch-major ``xs`` ``[B, T, F]`` (or ids
         ``[B, T]``) and returns ``ys`` ``[B, T, H]``; carries are ``[B, H]`` either way.
+      remat: bounded memory on long sequences (``mode="scan"``; must divide ``T``): the
+        hand-written backward keeps only every ``remat``-th carry and recomputes each segment's
+        input projection and gates (:func:`jaxgen.recurrence.lstm_remat`); with
+        ``backward="autodiff"``, ``jax.checkpoint`` on segments.
     """
     _check_seq(xs, time_major, lengths)
-    loop = dict(mode=mode, unroll=unroll, reverse=reverse, lengths=lengths)
+    loop = dict(mode=mode, unroll=unroll, reverse=reverse, lengths=lengths, remat=remat)
     if not time_major:
         return _from_batch_major(lstm, params, xs, carry, backward=backward, **loop)
     _check_mode(mode, unroll)
     if backward not in ("fused", "autodiff"):
         raise ValueError(f"backward must be 'fused' or 'autodiff', got {backward!r}")
+    _check_remat_mode(mode, unroll, remat)
+    if remat is not None and backward == "fused":
+        xs = jnp.asarray(xs)
+        recurrence.check_remat(remat, xs.shape[0])
+        if carry is None:
+            ids = jnp.issubdtype(xs.dtype, jnp.integer)
+            carry = lstm_zero_carry(params, xs.shape[1:] if ids else xs.shape[1:-1])
+        return recurrence.lstm_remat(
+            params, xs, tuple(carry), remat=remat, reverse=reverse, lengths=lengths
+        )
     zx, carry = _project(params, xs, carry, lstm_zero_carry)
     carry = tuple(carry)
     if mode in ("pallas", "auto"):
@@ -504,120 +555,368 @@ def lstm(
 
 
 # --------------------------------------------------------------------------- stacks
+# One generic stack over every cell. A unidirectional layer is the cell's parameter dict; a
+# bidirectional one is ``{"fwd": dict, "bwd": dict}`` (the backward direction runs reversed, from
+# each sequence's last real step, and its outputs are aligned with the inputs).
+
+MERGES = ("concat", "sum")
+_CELLS = {  # kind -> (init, sequence function, has a recurrent product W_hh)
+    "rnn": (rnn_init, rnn, True),
+    "lstm": (lstm_init, lstm, True),
+    "gru": (gru_init, gru, True),
+    "mingru": (mingru_init, mingru, False),
+    "minlstm": (minlstm_init, minlstm, False),
+    "lru": (lru_init, lru, False),
+}
 
 
-def lstm_stack_init(
-    key: Array, input_size: int, hidden_size: int, num_layers: int, **kwargs
-) -> list[Params]:
-    """A stacked LSTM: a list of ``num_layers`` layer dicts (layer 0 takes ``input_size``)."""
-    if not isinstance(num_layers, (int, np.integer)) or num_layers < 1:
+def _output_size(kind, input_size, hidden_size):
+    return input_size if kind == "lru" else hidden_size  # the LRU keeps its input's width
+
+
+def _stack_init(kind, key, input_size, hidden_size, num_layers, bidirectional, merge, **kwargs):
+    if (
+        not isinstance(num_layers, (int, np.integer))
+        or isinstance(num_layers, bool)
+        or (num_layers < 1)
+    ):
         raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
-    keys = jax.random.split(key, num_layers)
-    return [
-        lstm_init(k, input_size if n == 0 else hidden_size, hidden_size, **kwargs)
-        for n, k in enumerate(keys)
-    ]
+    if merge not in MERGES:
+        raise ValueError(f"merge must be one of {MERGES}, got {merge!r}")
+    init = _CELLS[kind][0]
+    keys = jax.random.split(key, num_layers * (2 if bidirectional else 1))
+    layers, size = [], input_size
+    for n in range(num_layers):
+        if bidirectional:
+            layers.append(
+                {
+                    "fwd": init(keys[2 * n], size, hidden_size, **kwargs),
+                    "bwd": init(keys[2 * n + 1], size, hidden_size, **kwargs),
+                }
+            )
+        else:
+            layers.append(init(keys[n], size, hidden_size, **kwargs))
+        size = _output_size(kind, size, hidden_size) * (
+            2 if bidirectional and merge == "concat" else 1
+        )
+    return layers
 
 
-def lstm_stack(
-    layers: Sequence[Params],
-    xs: Array,
-    carries: Sequence[tuple[Array, Array]] | None = None,
+def _is_bidirectional(layer):
+    return isinstance(layer, dict) and set(layer) == {"fwd", "bwd"}
+
+
+def _check_layers(kind, layers, bidirectional):
+    if isinstance(layers, dict) or not len(layers):
+        raise ValueError(f"{kind}_stack takes a non-empty list of layers ({kind}_stack_init)")
+    for n, layer in enumerate(layers):
+        if _is_bidirectional(layer) != bool(bidirectional):
+            have = "bidirectional ('fwd'/'bwd')" if _is_bidirectional(layer) else ("unidirectional")
+            raise ValueError(
+                f"layer {n} is {have} but bidirectional={bidirectional}; pass "
+                f"bidirectional={not bidirectional}, or build the layers with "
+                f"{kind}_stack_init(..., bidirectional={bidirectional})"
+            )
+
+
+def _recurrent_step(kind, mask, activation="tanh"):
+    """The cell's step with variational dropout ``mask`` on the state entering ``h @ W_hh``."""
+    if kind == "rnn":
+        return lambda p, h, zx: recurrence.rnn_step(p, h * mask, zx, activation)
+    if kind == "lstm":
+        return lambda p, carry, zx: recurrence.lstm_step(p, (carry[0] * mask, carry[1]), zx)
+    return lambda p, h, zx: _gru_step(p, h, zx, mask)
+
+
+def _run_direction(kind, p, xs, carry, mask, *, reverse, lengths, **kwargs):
+    seq = _CELLS[kind][1]
+    if mask is None:
+        return seq(p, xs, carry, reverse=reverse, lengths=lengths, **kwargs)
+    # Recurrent dropout: the generic time loop with the masked step (the fused paths cannot mask).
+    mode = kwargs.pop("mode", "scan")
+    if mode not in ("scan", "python"):
+        raise ValueError(f"recurrent_dropout runs mode='scan' or 'python', not {mode!r}")
+    kwargs.pop("backward", None)
+    activation = kwargs.pop("activation", "tanh")
+    zero = {"rnn": rnn_zero_carry, "lstm": lstm_zero_carry, "gru": gru_zero_carry}[kind]
+    zx, carry = _project(p, xs, carry, zero)
+    if kind == "lstm":
+        carry = tuple(carry)
+    step = _recurrent_step(kind, mask, activation)
+    return _time_loop(step, p, carry, zx, mode=mode, reverse=reverse, lengths=lengths, **kwargs)
+
+
+def _stack(
+    kind,
+    layers,
+    xs,
+    carries,
     *,
-    dropout_rate: float = 0.0,
-    key: Array | None = None,
-    time_major: bool = True,
+    bidirectional,
+    lengths,
+    merge,
+    dropout_rate,
+    recurrent_dropout,
+    key,
+    time_major,
     **kwargs,
 ):
-    """Stacked LSTM over ``xs`` ``[T, B, F]`` (or ids ``[T, B]``; with ``time_major=False``
-    ``[B, T, F]`` or ``[B, T]``, and the outputs ``[B, T, H]``).
-
-    Dropout with ``dropout_rate`` is applied to the outputs of every layer but
-    the last (PyTorch ``nn.LSTM`` semantics), only when ``key`` is given
-    (pass ``key=None`` to evaluate). Other keyword arguments go to :func:`lstm`.
-
-    Returns ``(carries, ys)``: the list of every layer's final ``(h, c)`` and the
-    last layer's outputs ``[T, B, H]``.
-    """
+    _check_seq(xs, time_major, lengths)
     if not time_major:
-        _check_seq(xs, time_major, kwargs.get("lengths"))
-        return _from_batch_major(
-            lstm_stack, layers, xs, carries, dropout_rate=dropout_rate, key=key, **kwargs
+        xs = jnp.asarray(xs)
+        if xs.ndim >= (2 if jnp.issubdtype(xs.dtype, jnp.integer) else 3):
+            finals, ys = _stack(
+                kind,
+                layers,
+                jnp.swapaxes(xs, 0, 1),
+                carries,
+                bidirectional=bidirectional,
+                lengths=lengths,
+                merge=merge,
+                dropout_rate=dropout_rate,
+                recurrent_dropout=recurrent_dropout,
+                key=key,
+                time_major=True,
+                **kwargs,
+            )
+            return finals, jnp.swapaxes(ys, 0, 1)
+    if merge not in MERGES:
+        raise ValueError(f"merge must be one of {MERGES}, got {merge!r}")
+    _check_layers(kind, layers, bidirectional)
+    if recurrent_dropout and not _CELLS[kind][2]:
+        raise ValueError(
+            f"{kind} has no recurrent weights (its gates read only the input), so recurrent "
+            "dropout does not apply; use dropout_rate between layers"
         )
+    if not 0.0 <= recurrent_dropout < 1.0:
+        raise ValueError(f"recurrent_dropout must be in [0, 1), got {recurrent_dropout!r}")
     if carries is None:
         carries = [None] * len(layers)
     if len(carries) != len(layers):
         raise ValueError(f"got {len(carries)} carries for {len(layers)} layers")
     keys = [None] * len(layers) if key is None else list(jax.random.split(key, len(layers)))
-    finals = []
-    ys = xs
-    for n, (p, c) in enumerate(zip(layers, carries)):
-        c, ys = lstm(p, ys, c, **kwargs)
-        finals.append(c)
+    directions = (("fwd", False), ("bwd", True)) if bidirectional else ((None, False),)
+    finals, ys = [], xs
+    for n, (layer, carry) in enumerate(zip(layers, carries)):
+        outs, ends = [], []
+        for d, (name, reverse) in enumerate(directions):
+            p = layer[name] if name else layer
+            c = carry if not bidirectional or carry is None else carry[d]
+            mask = None
+            if recurrent_dropout and keys[n] is not None:
+                width = hidden_size_of(p)
+                batch = (
+                    jnp.shape(ys)[1:]
+                    if jnp.issubdtype(jnp.asarray(ys).dtype, jnp.integer)
+                    else jnp.shape(ys)[1:-1]
+                )
+                keep = jax.random.bernoulli(
+                    jax.random.fold_in(keys[n], d + 1), 1.0 - recurrent_dropout, (*batch, width)
+                )
+                mask = keep.astype(p["w_hh"].dtype) / (1.0 - recurrent_dropout)
+            c, y = _run_direction(kind, p, ys, c, mask, reverse=reverse, lengths=lengths, **kwargs)
+            outs.append(y)
+            ends.append(c)
+        finals.append(tuple(ends) if bidirectional else ends[0])
+        ys = (
+            outs[0]
+            if not bidirectional
+            else (jnp.concatenate(outs, axis=-1) if merge == "concat" else outs[0] + outs[1])
+        )
         if n < len(layers) - 1:
             ys = nn.dropout(keys[n], ys, dropout_rate)
     return finals, ys
 
 
-# --------------------------------------------------------------------------- PyTorch layout
+_STACK_DOC = """Stacked {name} over ``xs`` ``[T, B, F]`` (or ids ``[T, B]``; ``time_major=False``:
+    ``[B, T, F]`` / ``[B, T]`` in, ``[B, T, ...]`` out) -> ``(finals, ys)``.
 
-
-def lstm_from_torch(arrays: dict[str, np.ndarray], num_layers: int) -> list[Params]:
-    """Convert PyTorch ``nn.LSTM`` weights (``state_dict`` as NumPy) to jaxgen layers.
-
-    ``weight_ih_l{k}`` ``[4H, F]`` -> ``w_ih [F, 4H]`` (transposed), likewise
-    ``weight_hh_l{k}``; the two biases are summed into ``b`` (they only ever
-    appear as a sum). Gate order (i, f, g, o) is the same in both.
+    ``layers`` from :func:`{kind}_stack_init`. ``bidirectional=True``: each layer runs forwards
+    and backwards (from each sequence's last real step, given ``lengths``; padded outputs stay
+    zero), and ``merge`` joins the two output sequences (``"concat"``, as PyTorch, or ``"sum"``).
+    ``finals`` is every layer's final carry (``(forward, backward)`` pairs when bidirectional).
+    ``dropout_rate``: dropout on every layer's output but the last (PyTorch's semantics).
+    ``recurrent_dropout``: variational dropout (Gal & Ghahramani 2016): one mask per sequence and
+    layer direction, the same at every step, on the state entering the recurrent product
+    (runs the generic scan). Both only when ``key`` is given (``key=None`` evaluates). Other
+    keyword arguments go to :func:`{kind}`.
     """
-    layers = []
-    for k in range(num_layers):
-        names = [f"weight_ih_l{k}", f"weight_hh_l{k}", f"bias_ih_l{k}", f"bias_hh_l{k}"]
+
+_INIT_DOC = """``num_layers`` {name} layers (layer 0 takes ``input_size``); ``bidirectional`` gives
+    each layer ``{{"fwd": ..., "bwd": ...}}`` and, with ``merge="concat"``, the next layer twice the
+    input width. Other keyword arguments go to :func:`{kind}_init`.
+    """
+
+
+def _make_stack(kind, name):
+    def stack(
+        layers: Sequence[Any],
+        xs: Array,
+        carries: Sequence[Any] | None = None,
+        *,
+        bidirectional: bool = False,
+        lengths: Array | None = None,
+        merge: str = "concat",
+        dropout_rate: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        key: Array | None = None,
+        time_major: bool = True,
+        **kwargs,
+    ):
+        return _stack(
+            kind,
+            layers,
+            xs,
+            carries,
+            bidirectional=bidirectional,
+            lengths=lengths,
+            merge=merge,
+            dropout_rate=dropout_rate,
+            recurrent_dropout=recurrent_dropout,
+            key=key,
+            time_major=time_major,
+            **kwargs,
+        )
+
+    def stack_init(
+        key: Array,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int,
+        *,
+        bidirectional: bool = False,
+        merge: str = "concat",
+        **kwargs,
+    ) -> list[Any]:
+        return _stack_init(
+            kind, key, input_size, hidden_size, num_layers, bidirectional, merge, **kwargs
+        )
+
+    stack.__name__, stack.__qualname__ = f"{kind}_stack", f"{kind}_stack"
+    stack_init.__name__, stack_init.__qualname__ = f"{kind}_stack_init", f"{kind}_stack_init"
+    stack.__doc__ = _STACK_DOC.format(name=name, kind=kind)
+    stack_init.__doc__ = _INIT_DOC.format(name=name, kind=kind)
+    return stack, stack_init
+
+
+rnn_stack, rnn_stack_init = _make_stack("rnn", "tanh RNN")
+lstm_stack, lstm_stack_init = _make_stack("lstm", "LSTM")
+gru_stack, gru_stack_init = _make_stack("gru", "GRU")
+mingru_stack, mingru_stack_init = _make_stack("mingru", "minGRU")
+minlstm_stack, minlstm_stack_init = _make_stack("minlstm", "minLSTM")
+lru_stack, lru_stack_init = _make_stack("lru", "LRU")
+
+
+# --------------------------------------------------------------------------- PyTorch layout
+# nn.RNN / nn.LSTM / nn.GRU state dicts (as NumPy): ``weight_ih_l{k}[_reverse]`` ``[G*H, F]``,
+# ``weight_hh_l{k}[_reverse]`` ``[G*H, H]``, ``bias_ih_l{k}``, ``bias_hh_l{k}`` ``[G*H]``. The gate
+# orders are jaxgen's (LSTM i, f, g, o; GRU r, z, n). The RNN and LSTM biases only ever appear as
+# a sum, so they become one ``b``; the GRU keeps both (its candidate multiplies ``b_hh`` by r).
+
+_TORCH_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+_TORCH_CLASS = {"rnn": "nn.RNN", "lstm": "nn.LSTM", "gru": "nn.GRU"}
+
+
+def _from_torch(kind, arrays, num_layers, bidirectional):
+    cls = _TORCH_CLASS[kind]
+    reverse_keys = sorted(k for k in arrays if k.endswith("_reverse"))
+    if bidirectional and not reverse_keys:
+        raise ValueError(
+            f"bidirectional=True, but these weights have no '*_reverse' entries: they are from a "
+            f"unidirectional {cls}; pass bidirectional=False"
+        )
+    if not bidirectional and reverse_keys:
+        raise ValueError(
+            f"these weights hold a backward direction ({reverse_keys[0]}, ...): they are from a "
+            f"bidirectional {cls}; pass bidirectional=True"
+        )
+    extra = f"weight_ih_l{num_layers}"
+    if extra in arrays:
+        raise ValueError(f"the weights have more than num_layers={num_layers} layers ({extra})")
+    gates = _TORCH_GATES[kind]
+
+    def one(k, suffix):
+        names = [f"{w}_l{k}{suffix}" for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
         missing = [n for n in names[:2] if n not in arrays]
         if missing:
-            raise KeyError(f"missing PyTorch LSTM weights {missing} for layer {k} of {num_layers}")
-        w_ih = np.asarray(arrays[names[0]])
-        w_hh = np.asarray(arrays[names[1]])
-        if w_hh.shape[0] != 4 * w_hh.shape[1]:
-            raise ValueError(f"{names[1]} has shape {w_hh.shape}; expected [4H, H]")
-        b = np.zeros(w_hh.shape[0], w_hh.dtype)
-        for n in names[2:]:
-            if n in arrays:
-                b = b + np.asarray(arrays[n])
-        layers.append(
-            {"w_ih": jnp.asarray(w_ih.T), "w_hh": jnp.asarray(w_hh.T), "b": jnp.asarray(b)}
-        )
-    return layers
+            raise KeyError(f"missing PyTorch {cls} weights {missing} for layer {k} of {num_layers}")
+        w_ih, w_hh = (np.asarray(arrays[n]) for n in names[:2])
+        if w_hh.shape[0] != gates * w_hh.shape[1]:
+            raise ValueError(
+                f"{names[1]} has shape {w_hh.shape}; a {cls} has [{gates}H, H]"
+                + (
+                    " (is this another cell's state dict?)"
+                    if w_hh.shape[0] % w_hh.shape[1] == 0
+                    else ""
+                )
+            )
+        zero = np.zeros(w_hh.shape[0], w_hh.dtype)
+        b_ih, b_hh = (np.asarray(arrays[n]) if n in arrays else zero for n in names[2:])
+        p = {"w_ih": jnp.asarray(w_ih.T), "w_hh": jnp.asarray(w_hh.T)}
+        if kind == "gru":
+            return {**p, "b_ih": jnp.asarray(b_ih), "b_hh": jnp.asarray(b_hh)}
+        return {**p, "b": jnp.asarray(b_ih + b_hh)}
+
+    if bidirectional:
+        return [{"fwd": one(k, ""), "bwd": one(k, "_reverse")} for k in range(num_layers)]
+    return [one(k, "") for k in range(num_layers)]
 
 
-def lstm_to_torch(layers: Sequence[Params]) -> dict[str, np.ndarray]:
-    """jaxgen LSTM layers -> PyTorch ``nn.LSTM`` ``state_dict`` arrays (NumPy).
-
-    The whole bias goes to ``bias_ih_l{k}``; ``bias_hh_l{k}`` is zero.
-    ``torch.nn.LSTM.load_state_dict({k: torch.from_numpy(v) ...})`` takes it.
-    """
+def _to_torch(kind, layers):
     out = {}
-    for k, p in enumerate(layers):
-        out[f"weight_ih_l{k}"] = np.asarray(p["w_ih"]).T.copy()
-        out[f"weight_hh_l{k}"] = np.asarray(p["w_hh"]).T.copy()
-        out[f"bias_ih_l{k}"] = np.asarray(p["b"]).copy()
-        out[f"bias_hh_l{k}"] = np.zeros_like(out[f"bias_ih_l{k}"])
+    for k, layer in enumerate(layers):
+        parts = (
+            [("", layer["fwd"]), ("_reverse", layer["bwd"])]
+            if _is_bidirectional(layer)
+            else [("", layer)]
+        )
+        for suffix, p in parts:
+            out[f"weight_ih_l{k}{suffix}"] = np.asarray(p["w_ih"]).T.copy()
+            out[f"weight_hh_l{k}{suffix}"] = np.asarray(p["w_hh"]).T.copy()
+            if kind == "gru":
+                out[f"bias_ih_l{k}{suffix}"] = np.asarray(p["b_ih"]).copy()
+                out[f"bias_hh_l{k}{suffix}"] = np.asarray(p["b_hh"]).copy()
+            else:
+                out[f"bias_ih_l{k}{suffix}"] = np.asarray(p["b"]).copy()
+                out[f"bias_hh_l{k}{suffix}"] = np.zeros_like(out[f"bias_ih_l{k}{suffix}"])
     return out
 
 
-# --------------------------------------------------------------------------- parallel in time
-# minGRU, minLSTM and the LRU live in jaxgen.linear_rnn (imported last: it uses this module's
-# helpers through jaxgen.recurrence only); they are part of this API.
+def lstm_from_torch(
+    arrays: dict[str, np.ndarray], num_layers: int, bidirectional: bool = False
+) -> list[Any]:
+    """PyTorch ``nn.LSTM(..., num_layers, bidirectional)`` weights (``state_dict`` as NumPy) ->
+    :func:`lstm_stack` layers. ``w_ih``, ``w_hh`` transposed; the two biases summed into ``b``."""
+    return _from_torch("lstm", arrays, num_layers, bidirectional)
 
-from jaxgen.linear_rnn import (  # noqa: E402
-    linear_scan,
-    lru,
-    lru_cell,
-    lru_init,
-    lru_zero_carry,
-    mingru,
-    mingru_cell,
-    mingru_init,
-    minlstm,
-    minlstm_cell,
-    minlstm_init,
-)
+
+def gru_from_torch(
+    arrays: dict[str, np.ndarray], num_layers: int, bidirectional: bool = False
+) -> list[Any]:
+    """PyTorch ``nn.GRU`` weights -> :func:`gru_stack` layers (both biases kept)."""
+    return _from_torch("gru", arrays, num_layers, bidirectional)
+
+
+def rnn_from_torch(
+    arrays: dict[str, np.ndarray], num_layers: int, bidirectional: bool = False
+) -> list[Any]:
+    """PyTorch ``nn.RNN`` weights -> :func:`rnn_stack` layers (biases summed; pass the module's
+    ``nonlinearity`` as ``activation=`` when running them)."""
+    return _from_torch("rnn", arrays, num_layers, bidirectional)
+
+
+def lstm_to_torch(layers: Sequence[Any]) -> dict[str, np.ndarray]:
+    """:func:`lstm_stack` layers -> ``nn.LSTM`` ``state_dict`` arrays (NumPy); bidirectional
+    layers give the ``*_reverse`` entries. The whole bias goes to ``bias_ih``, ``bias_hh`` is zero;
+    ``module.load_state_dict({k: torch.from_numpy(v) ...})`` takes it."""
+    return _to_torch("lstm", layers)
+
+
+def gru_to_torch(layers: Sequence[Any]) -> dict[str, np.ndarray]:
+    """:func:`gru_stack` layers -> ``nn.GRU`` ``state_dict`` arrays (NumPy)."""
+    return _to_torch("gru", layers)
+
+
+def rnn_to_torch(layers: Sequence[Any]) -> dict[str, np.ndarray]:
+    """:func:`rnn_stack` layers -> ``nn.RNN`` ``state_dict`` arrays (NumPy)."""
+    return _to_torch("rnn", layers)

@@ -1,0 +1,297 @@
+"""Stacked and bidirectional layers for every cell, recurrent dropout, and PyTorch's nn.RNN /
+nn.LSTM / nn.GRU weights both ways: against float64 NumPy from PyTorch's documented equations,
+and against the torch modules themselves where torch is installed."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxgen import rnn
+
+from . import reference as ref
+
+T, B, F, H, L = 7, 3, 5, 4, 2
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+FROM = {"rnn": rnn.rnn_from_torch, "lstm": rnn.lstm_from_torch, "gru": rnn.gru_from_torch}
+TO = {"rnn": rnn.rnn_to_torch, "lstm": rnn.lstm_to_torch, "gru": rnn.gru_to_torch}
+STACK = {"rnn": rnn.rnn_stack, "lstm": rnn.lstm_stack, "gru": rnn.gru_stack}
+LENGTHS = np.array([7, 3, 5])
+
+
+def torch_arrays(kind, bidirectional, seed=0):
+    """A random state dict with PyTorch's names and shapes (two biases, as the modules have)."""
+    rng = np.random.default_rng(seed)
+    g, out = GATES[kind], {}
+    for k in range(L):
+        fan = F if k == 0 else H * (2 if bidirectional else 1)
+        for suffix in ("", "_reverse") if bidirectional else ("",):
+            out[f"weight_ih_l{k}{suffix}"] = rng.normal(size=(g * H, fan)) * 0.5
+            out[f"weight_hh_l{k}{suffix}"] = rng.normal(size=(g * H, H)) * 0.5
+            out[f"bias_ih_l{k}{suffix}"] = rng.normal(size=(g * H,)) * 0.3
+            out[f"bias_hh_l{k}{suffix}"] = rng.normal(size=(g * H,)) * 0.3
+    return {k: v.astype(np.float32) for k, v in out.items()}
+
+
+def np_direction(kind, arrays, k, suffix, xs, h0):
+    """One direction of layer ``k`` from PyTorch's equations (float64)."""
+    a = {
+        n: arrays[f"{n}_l{k}{suffix}"].astype(np.float64)
+        for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    }
+    if kind == "gru":
+        p = {
+            "w_ih": a["weight_ih"].T,
+            "w_hh": a["weight_hh"].T,
+            "b_ih": a["bias_ih"],
+            "b_hh": a["bias_hh"],
+        }
+        return ref.gru_seq(p, xs, h0)
+    p = {"w_ih": a["weight_ih"].T, "w_hh": a["weight_hh"].T, "b": a["bias_ih"] + a["bias_hh"]}
+    if kind == "lstm":
+        return ref.lstm_seq(p, xs, h0, 0.5 * h0)
+    return ref.rnn_seq(p, xs, h0)
+
+
+def np_bidirectional(kind, arrays, xs, h0, lengths):
+    """Outputs [T, B, 2H] and per-layer (fwd, bwd) finals, one sequence at a time, truncated to
+    its length; padded outputs zero."""
+    ys = np.zeros((T, B, 2 * H))
+    finals = [[None, None] for _ in range(L)]
+    for b, n in enumerate(lengths):
+        x = xs[:n, b : b + 1]
+        for k in range(L):
+            hf, yf = np_direction(kind, arrays, k, "", x, h0[b : b + 1])
+            hb, yb = np_direction(kind, arrays, k, "_reverse", x[::-1], h0[b : b + 1])
+            x = np.concatenate([yf, yb[::-1]], axis=-1)
+            finals[k][0] = (finals[k][0] or []) + [hf]
+            finals[k][1] = (finals[k][1] or []) + [hb]
+        ys[:n, b] = x[:, 0]
+    return ys, finals
+
+
+def carry_of(kind, h):
+    return (h, 0.5 * h) if kind == "lstm" else h
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_bidirectional_stack_from_torch_weights_matches_the_equations(kind):
+    arrays = torch_arrays(kind, True)
+    layers = FROM[kind](arrays, L, bidirectional=True)
+    xs = np.random.default_rng(1).normal(size=(T, B, F))
+    h0 = np.random.default_rng(2).normal(size=(B, H)) * 0.5
+    h0j = jnp.asarray(h0, jnp.float32)
+    carries = [(carry_of(kind, h0j), carry_of(kind, h0j))] * L
+    finals, ys = STACK[kind](
+        layers,
+        jnp.asarray(xs, jnp.float32),
+        carries,
+        bidirectional=True,
+        lengths=jnp.asarray(LENGTHS),
+    )
+    want_ys, want_finals = np_bidirectional(kind, arrays, xs, h0, LENGTHS)
+    np.testing.assert_allclose(ys, want_ys, rtol=1e-5, atol=1e-5)
+    for k in range(L):
+        for d in range(2):
+            got = finals[k][d][0] if kind == "lstm" else finals[k][d]
+            want = [w[0] if kind == "lstm" else w for w in want_finals[k][d]]
+            np.testing.assert_allclose(got, np.concatenate(want), rtol=1e-5, atol=1e-5)
+    # batch-major gives the same numbers, transposed
+    _, ysb = STACK[kind](
+        layers,
+        jnp.swapaxes(jnp.asarray(xs, jnp.float32), 0, 1),
+        carries,
+        bidirectional=True,
+        lengths=jnp.asarray(LENGTHS),
+        time_major=False,
+    )
+    np.testing.assert_allclose(jnp.swapaxes(ysb, 0, 1), ys, rtol=1e-6, atol=1e-6)
+    # and back to PyTorch's names: the same module
+    back = TO[kind](layers)
+    assert set(back) == set(arrays)
+    again = FROM[kind](back, L, bidirectional=True)
+    _, ys2 = STACK[kind](
+        again,
+        jnp.asarray(xs, jnp.float32),
+        carries,
+        bidirectional=True,
+        lengths=jnp.asarray(LENGTHS),
+    )
+    np.testing.assert_allclose(ys2, ys, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_torch_modules_agree(kind):
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    cls = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[kind]
+    xs = np.random.default_rng(1).normal(size=(T, B, F)).astype(np.float32)
+    for bidirectional in (False, True):
+        torch.manual_seed(0)
+        m = cls(F, H, num_layers=L, bidirectional=bidirectional)
+        arrays = {k: v.detach().numpy() for k, v in m.state_dict().items()}
+        layers = FROM[kind](arrays, L, bidirectional=bidirectional)
+        packed = torch.nn.utils.rnn.pack_padded_sequence(
+            torch.from_numpy(xs), torch.from_numpy(LENGTHS), enforce_sorted=False
+        )
+        with torch.no_grad():
+            out, hn = m(packed)
+        want, _ = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=T)
+        finals, ys = STACK[kind](
+            layers, jnp.asarray(xs), bidirectional=bidirectional, lengths=jnp.asarray(LENGTHS)
+        )
+        np.testing.assert_allclose(ys, want.numpy(), rtol=1e-5, atol=1e-5)
+        hn = hn[0] if kind == "lstm" else hn
+        got = [
+            c[0] if kind == "lstm" else c for f in finals for c in (f if bidirectional else (f,))
+        ]
+        np.testing.assert_allclose(np.stack(got), hn.numpy(), rtol=1e-5, atol=1e-5)
+        # jaxgen -> torch: a fresh module loads the converted weights and gives the same outputs
+        m2 = cls(F, H, num_layers=L, bidirectional=bidirectional)
+        m2.load_state_dict({k: torch.from_numpy(v) for k, v in TO[kind](layers).items()})
+        with torch.no_grad():
+            out2, _ = m2(torch.from_numpy(xs))
+        _, ys_full = STACK[kind](layers, jnp.asarray(xs), bidirectional=bidirectional)
+        np.testing.assert_allclose(ys_full, out2.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["mingru", "minlstm", "lru"])
+def test_parallel_cell_stacks_compose_the_layers(kind):
+    init = getattr(rnn, f"{kind}_stack_init")
+    stack = getattr(rnn, f"{kind}_stack")
+    seq = getattr(rnn, kind)
+    layers = init(
+        jax.random.key(0), F, H if kind != "lru" else 6, L, bidirectional=True, merge="sum"
+    )
+    xs = jnp.asarray(np.random.default_rng(1).normal(size=(T, B, F)), jnp.float32)
+    lengths = jnp.asarray(LENGTHS)
+    finals, ys = stack(layers, xs, bidirectional=True, merge="sum", lengths=lengths)
+    want = xs
+    for k in range(L):
+        cf, yf = seq(layers[k]["fwd"], want, lengths=lengths)
+        cb, yb = seq(layers[k]["bwd"], want, lengths=lengths, reverse=True)
+        np.testing.assert_allclose(finals[k][0], cf, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(finals[k][1], cb, rtol=1e-6, atol=1e-6)
+        want = yf + yb
+    np.testing.assert_allclose(ys, want, rtol=1e-6, atol=1e-6)
+    assert ys.shape == (T, B, F if kind == "lru" else H)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_recurrent_dropout_is_one_mask_for_every_step(kind):
+    """Variational dropout on the state entering ``h @ W_hh`` with mask ``m`` is the same layer
+    with ``W_hh``'s rows scaled by ``m``. Search every mask of {0, 1/(1-p)}^H for each sequence:
+    exactly one must reproduce it (a new mask at every step would match none)."""
+    arrays = {k: v for k, v in torch_arrays(kind, False).items() if k.endswith("l0")}
+    layers = FROM[kind](arrays, 1)
+    xs = np.random.default_rng(1).normal(size=(T, B, F))
+    rate = 0.5
+    _, ys = STACK[kind](
+        layers, jnp.asarray(xs, jnp.float32), recurrent_dropout=rate, key=jax.random.key(3)
+    )
+    _, plain = STACK[kind](layers, jnp.asarray(xs, jnp.float32), recurrent_dropout=rate)
+    _, want_plain = np_direction(kind, arrays, 0, "", xs, np.zeros((B, H)))
+    np.testing.assert_allclose(plain, want_plain, rtol=1e-5, atol=1e-5)  # no key: no dropout
+    kept = []
+    for b in range(B):
+        matches = []
+        for m in itertools.product((0.0, 1.0 / (1.0 - rate)), repeat=H):
+            scaled = dict(arrays, weight_hh_l0=arrays["weight_hh_l0"] * np.asarray(m)[None, :])
+            _, y = np_direction(kind, scaled, 0, "", xs[:, b : b + 1], np.zeros((1, H)))
+            if np.allclose(ys[:, b], y[:, 0], rtol=1e-4, atol=1e-5):
+                matches.append(m)
+        assert len(matches) == 1, (b, len(matches))
+        kept.append(matches[0])
+    assert len({tuple(m) for m in kept}) > 1  # a mask per sequence, not one for the batch
+
+
+def test_bad_input_gets_one_clear_error():
+    uni = torch_arrays("lstm", False)
+    with pytest.raises(ValueError, match="no '\\*_reverse' entries.*unidirectional nn.LSTM"):
+        rnn.lstm_from_torch(uni, L, bidirectional=True)
+    with pytest.raises(ValueError, match="bidirectional nn.GRU; pass bidirectional=True"):
+        rnn.gru_from_torch(torch_arrays("gru", True), L)
+    with pytest.raises(ValueError, match="a nn.GRU has \\[3H, H\\]"):
+        rnn.gru_from_torch(uni, L)
+    with pytest.raises(ValueError, match="more than num_layers=1"):
+        rnn.lstm_from_torch(uni, 1)
+    with pytest.raises(KeyError, match="weight_hh_l1"):
+        rnn.lstm_from_torch({k: v for k, v in uni.items() if k != "weight_hh_l1"}, L)
+    layers = rnn.lstm_from_torch(uni, L)
+    xs = jnp.zeros((T, B, F))
+    with pytest.raises(ValueError, match="layer 0 is unidirectional but bidirectional=True"):
+        rnn.lstm_stack(layers, xs, bidirectional=True)
+    with pytest.raises(ValueError, match="merge must be one of"):
+        rnn.lstm_stack(layers, xs, merge="mean")
+    with pytest.raises(ValueError, match="no recurrent weights"):
+        rnn.mingru_stack(
+            rnn.mingru_stack_init(jax.random.key(0), F, H, 1),
+            xs,
+            recurrent_dropout=0.2,
+            key=jax.random.key(1),
+        )
+    with pytest.raises(ValueError, match="num_layers must be a positive integer"):
+        rnn.gru_stack_init(jax.random.key(0), F, H, 0)
+
+
+# ----------------------------------------------------------------------------- remat
+
+
+def remat_grads(seq, p, xs, carry, **kw):
+    def loss(p, xs, carry):
+        c, ys = seq(p, xs, carry, **kw)
+        w = jnp.cos(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
+        return jnp.sum(w * ys) + sum(jnp.sum(jnp.sin(x)) for x in jax.tree.leaves(c))
+
+    argnums = (0, 2) if jnp.issubdtype(xs.dtype, jnp.integer) else (0, 1, 2)
+    return jax.jit(jax.value_and_grad(loss, argnums=argnums))(p, xs, carry)
+
+
+@pytest.mark.parametrize(
+    "kind,extra",
+    [("lstm", {}), ("lstm", {"backward": "autodiff"}), ("gru", {}), ("rnn", {})],
+)
+def test_remat_equals_the_full_backward(kind, extra):
+    """Values and gradients (parameters, inputs, initial carry) with ``remat`` equal the plain
+    scan's, forwards and reversed, with lengths, and for token ids."""
+    init = {"rnn": rnn.rnn_init, "lstm": rnn.lstm_init, "gru": rnn.gru_init}[kind]
+    seq = {"rnn": rnn.rnn, "lstm": rnn.lstm, "gru": rnn.gru}[kind]
+    t = 12
+    p = init(jax.random.key(0), F, H)
+    rng = np.random.default_rng(1)
+    p = {k: v + 0.3 * jnp.asarray(rng.normal(size=v.shape), v.dtype) for k, v in p.items()}
+    xs = jnp.asarray(rng.normal(size=(t, B, F)), jnp.float32)
+    ids = jnp.asarray(rng.integers(0, F, (t, B)))
+    h0 = jnp.asarray(rng.normal(size=(B, H)) * 0.5, jnp.float32)
+    carry = carry_of(kind, h0)
+    lengths = jnp.asarray([12, 5, 8])
+    cases = [dict(), dict(reverse=True, lengths=lengths), dict(lengths=lengths)]
+    for inputs in (xs, ids) if kind == "lstm" else (xs,):
+        for kw in cases:
+            want = remat_grads(seq, p, inputs, carry, **extra, **kw)
+            got = remat_grads(seq, p, inputs, carry, remat=4, **extra, **kw)
+            for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+                np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5, err_msg=str(kw))
+
+
+def test_remat_bounds_the_compiled_memory_and_refuses_bad_segments():
+    t, b, f, h = 512, 8, 16, 64
+    p = rnn.lstm_init(jax.random.key(0), f, h)
+    xs = jnp.zeros((t, b, f))
+
+    def temp(**kw):
+        g = jax.jit(jax.grad(lambda p, xs: jnp.sum(rnn.lstm(p, xs, **kw)[1] ** 2)))
+        return g.lower(p, xs).compile().memory_analysis().temp_size_in_bytes
+
+    full, segmented = temp(), temp(remat=32)
+    # the residuals (gates, states, projection: ~13 T B H floats) become T/32 carries and one
+    # segment's gates; what remains is the outputs and the input gradient
+    assert segmented < 0.35 * full, (segmented, full)
+    with pytest.raises(ValueError, match="remat=7 does not divide the sequence length T=512.*8"):
+        rnn.lstm(p, xs, remat=7)
+    with pytest.raises(ValueError, match="remat works with mode='scan'"):
+        rnn.gru(rnn.gru_init(jax.random.key(0), f, h), xs, mode="python", remat=8)
+    with pytest.raises(ValueError, match="remat must be a positive integer"):
+        rnn.rnn(rnn.rnn_init(jax.random.key(0), f, h), xs, remat=0)
