@@ -7,9 +7,11 @@
 # 2. runs tests/test_kernels.py on the GPU: mode="pallas" now lowers for cuda,
 #    so every case runs the real Triton kernel against lax.scan;
 # 3. times scan vs pallas vs cuDNN over the full grid, float32 then bfloat16,
-#    with --check (kernel vs scan numerics at every grid shape).
+#    with --check (kernel vs scan numerics at every grid shape);
+# 4. times the parallel-in-time cells (minGRU, minLSTM, LRU): associative scan
+#    against sequential scan (benchmarks/parallel_cells.py, at most 4 minutes).
 # Results go to $OUT if set (else benchmarks/results): kernels.json/.md,
-# kernels_bf16.json/.md, pytest.txt, env.txt.
+# kernels_bf16.json/.md, parallel_cells.json/.md/.png, pytest.txt, env.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR="${OUT:-benchmarks/results}"
@@ -27,7 +29,7 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >> "$OUT_DIR/env.txt" 2>&1 || true
 
 status=0
-"$PY" -m pytest -q tests/test_kernels.py -p no:cacheprovider 2>&1 | tee "$OUT_DIR/pytest.txt" || status=1
+"$PY" -m pytest -q tests/test_kernels.py tests/test_linear_rnn.py -p no:cacheprovider 2>&1 | tee "$OUT_DIR/pytest.txt" || status=1
 
 "$PY" benchmarks/kernels.py --check --dtype float32 --out "$OUT_DIR" || status=1
 "$PY" - "$OUT_DIR" <<'PY' || status=1
@@ -43,5 +45,6 @@ if [ -f "$OUT_DIR/kernels.json" ]; then
 fi
 [ -f "$OUT_DIR/kernels_f32.json" ] && cp "$OUT_DIR/kernels_f32.json" "$OUT_DIR/kernels.json" \
   && cp "$OUT_DIR/kernels_f32.md" "$OUT_DIR/kernels.md"
+timeout 240 "$PY" benchmarks/parallel_cells.py --out "$OUT_DIR" || status=1
 echo "gpu_check finished with status $status; results in $OUT_DIR"
 exit $status
