@@ -42,6 +42,7 @@ does not change and the output is zero, as in :mod:`jaxgen.rnn`.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
@@ -75,6 +76,9 @@ def _compose_log(first, second):
     return a1 + a2, jnp.logaddexp(a2 + b1, b2)
 
 
+# Jitted (it inlines under an outer jit): eagerly, the associative scan's many small slices would
+# each dispatch and compile on their own.
+@functools.partial(jax.jit, static_argnames=("mode", "reverse", "log_space", "unroll"))
 def linear_scan(
     a: Array,
     b: Array,
@@ -327,7 +331,11 @@ def lru_init(
         )
     if not 0.0 <= r_min < r_max <= 1.0:
         raise ValueError(f"need 0 <= r_min < r_max <= 1 for a stable LRU; got {r_min}, {r_max}")
-    n = hidden_size // 2
+    return _lru_init_arrays(key, input_size, hidden_size // 2, r_min, r_max, max_phase, dtype)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5, 6))
+def _lru_init_arrays(key, input_size, n, r_min, r_max, max_phase, dtype):
     ks = jax.random.split(key, 7)
     u1 = jax.random.uniform(ks[0], (n,), jnp.float32)
     u2 = jax.random.uniform(ks[1], (n,), jnp.float32)

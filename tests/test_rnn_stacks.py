@@ -267,13 +267,14 @@ def test_remat_equals_the_full_backward(kind, extra):
     h0 = jnp.asarray(rng.normal(size=(B, H)) * 0.5, jnp.float32)
     carry = carry_of(kind, h0)
     lengths = jnp.asarray([12, 5, 8])
-    cases = [dict(), dict(reverse=True, lengths=lengths), dict(lengths=lengths)]
-    for inputs in (xs, ids) if kind == "lstm" else (xs,):
-        for kw in cases:
-            want = remat_grads(seq, p, inputs, carry, **extra, **kw)
-            got = remat_grads(seq, p, inputs, carry, remat=4, **extra, **kw)
-            for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-                np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5, err_msg=str(kw))
+    cases = [(xs, dict()), (xs, dict(reverse=True, lengths=lengths))]
+    if kind == "lstm" and not extra:  # the segmented hand-written backward: every path
+        cases += [(xs, dict(lengths=lengths)), (ids, dict(reverse=True, lengths=lengths))]
+    for inputs, kw in cases:
+        want = remat_grads(seq, p, inputs, carry, **extra, **kw)
+        got = remat_grads(seq, p, inputs, carry, remat=4, **extra, **kw)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5, err_msg=str(kw))
 
 
 def test_remat_bounds_the_compiled_memory_and_refuses_bad_segments():
