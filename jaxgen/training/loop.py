@@ -178,6 +178,10 @@ def _run(recipe: Recipe, workdir: Path, *, quiet: bool, stop: StopOnSignal) -> S
     restored = ckpts.restore(checkpoint.abstract(state)) if meta is not None else None
     if restored is not None:
         start, state = restored
+    elif not (cfg.parallel.data_parallel and jax.device_count() > 1):
+        # Committed to the device, as a restored state is: otherwise a resume in the same process
+        # (a test, a study's next seed) would compile its step again for the other placement.
+        state = jax.device_put(state, jax.devices()[0])
     if jax.process_index() == 0:
         checkpoint.write_json_atomic(
             workdir / checkpoint.META,
