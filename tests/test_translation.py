@@ -9,6 +9,9 @@ import pytest
 from jaxgen.gan import translation as tr
 
 FEATURES = (4, 8, 8)  # a 3-level U-Net on 8x8 images
+# Jitted once here: run eagerly, each network compiles every one of its operations per shape.
+unet = jax.jit(tr.unet, static_argnames="dropout_rate")
+patchgan, resnet_generator = jax.jit(tr.patchgan), jax.jit(tr.resnet_generator)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +31,7 @@ def test_instance_norm_against_numpy():
 
 def test_unet_shapes_range_and_bad_sizes(unet_params):
     x = jax.random.uniform(jax.random.key(1), (2, 8, 8, 1), minval=-1, maxval=1)
-    y = tr.unet(unet_params, x)
+    y = unet(unet_params, x)
     assert y.shape == (2, 8, 8, 1)
     assert float(jnp.abs(y).max()) <= 1.0
     # channels: the innermost decoder reads the bottleneck alone, the others input + skip
@@ -37,10 +40,10 @@ def test_unet_shapes_range_and_bad_sizes(unet_params):
     assert unet_params["dec"][-1]["conv"]["w"].shape[3] == 1
     # dropout is the noise: with a key two draws differ, without one the output is fixed
     k1, k2 = jax.random.split(jax.random.key(2))
-    assert not np.allclose(tr.unet(unet_params, x, key=k1), tr.unet(unet_params, x, key=k2))
-    np.testing.assert_array_equal(tr.unet(unet_params, x), y)
+    assert not np.allclose(unet(unet_params, x, key=k1), unet(unet_params, x, key=k2))
+    np.testing.assert_array_equal(unet(unet_params, x), y)
     with pytest.raises(ValueError, match="divisible by 8"):
-        tr.unet(unet_params, jnp.zeros((1, 12, 12, 1)))
+        unet(unet_params, jnp.zeros((1, 12, 12, 1)))
 
 
 def test_unet_skips_carry_the_input(unet_params):
@@ -52,12 +55,12 @@ def test_unet_skips_carry_the_input(unet_params):
         layer["conv"] = jax.tree.map(jnp.zeros_like, layer["conv"])
     x1 = jax.random.uniform(jax.random.key(3), (1, 8, 8, 1), minval=-1, maxval=1)
     x2 = jax.random.uniform(jax.random.key(4), (1, 8, 8, 1), minval=-1, maxval=1)
-    y1, y2 = tr.unet(p, x1), tr.unet(p, x2)
+    y1, y2 = unet(p, x1), unet(p, x2)
     assert float(jnp.abs(y1 - y2).max()) > 1e-3
     # and the last decoder layer's skip half is what carries it: zero those input channels
     w = p["dec"][-1]["conv"]["w"]
     p["dec"][-1]["conv"]["w"] = w.at[:, :, FEATURES[0] :, :].set(0.0)
-    np.testing.assert_allclose(tr.unet(p, x1), tr.unet(p, x2), atol=1e-6)
+    np.testing.assert_allclose(unet(p, x1), unet(p, x2), atol=1e-6)
 
 
 @pytest.mark.parametrize("num_down,want", [(3, 70), (1, 16), (2, 34)])
@@ -71,9 +74,10 @@ def test_patchgan_receptive_field_computed_and_measured(num_down, want):
         layer.pop("norm", None)
     size = want + 2 ** (num_down + 3)
     x = jax.random.normal(jax.random.key(6), (1, size, size, 2))
-    out = tr.patchgan(p, x)
+    out = jax.eval_shape(tr.patchgan, p, x)
     i = out.shape[1] // 2
-    g = jax.grad(lambda x: tr.patchgan(p, x)[0, i, i, 0])(x)
+    # jitted: one compile instead of one per operation of the network
+    g = jax.jit(jax.grad(lambda x: patchgan(p, x)[0, i, i, 0]))(x)
     rows, cols = np.nonzero(np.abs(np.asarray(g[0])).sum(-1))
     assert rows.max() - rows.min() + 1 == want
     assert cols.max() - cols.min() + 1 == want
@@ -81,12 +85,12 @@ def test_patchgan_receptive_field_computed_and_measured(num_down, want):
 
 def test_patchgan_and_resnet_generator_shapes():
     p = tr.patchgan_init(jax.random.key(7), 2, (4, 4, 4, 4))
-    assert tr.patchgan(p, jnp.zeros((3, 32, 32, 2))).shape == (3, 2, 2, 1)
+    assert patchgan(p, jnp.zeros((3, 32, 32, 2))).shape == (3, 2, 2, 1)
     g = tr.resnet_generator_init(jax.random.key(8), 1, 3, features=2, blocks=1)
-    y = tr.resnet_generator(g, jax.random.normal(jax.random.key(9), (2, 8, 8, 1)))
+    y = resnet_generator(g, jax.random.normal(jax.random.key(9), (2, 8, 8, 1)))
     assert y.shape == (2, 8, 8, 3) and float(jnp.abs(y).max()) <= 1.0
     with pytest.raises(ValueError, match="divisible by 4"):
-        tr.resnet_generator(g, jnp.zeros((1, 18, 18, 1)))
+        resnet_generator(g, jnp.zeros((1, 18, 18, 1)))
 
 
 def test_losses_on_hand_made_values():
@@ -181,10 +185,10 @@ def test_pix2pix_step_against_the_losses_written_out():
     g, d = state.params["g"], state.params["d"]
 
     def G(g):
-        return tr.unet(g, a, key=key, dropout_rate=0.5)
+        return unet(g, a, key=key, dropout_rate=0.5)
 
     def D(d, x):
-        return tr.patchgan(d, jnp.concatenate([a, x], axis=-1))
+        return patchgan(d, jnp.concatenate([a, x], axis=-1))
 
     fake = G(g)
 
