@@ -35,25 +35,31 @@ class _Stack(nnx.Module):
 
     def __init__(
         self,
-        in_features: int,
-        hidden_features: int,
+        in_features: int | None = None,
+        hidden_features: int | None = None,
         *,
         num_layers: int = 1,
         bidirectional: bool = False,
         merge: str = "concat",
         time_major: bool = False,
         dropout_rate: float = 0.0,
-        rngs: nnx.Rngs,
+        rngs: nnx.Rngs | None = None,
+        layers: list[Any] | None = None,
         **init_kwargs,
     ):
-        init = getattr(rnn, f"{self._cell}_stack_init")
-        layers = init(
-            rngs.params(), in_features, hidden_features, num_layers,
-            bidirectional=bidirectional, merge=merge, **init_kwargs,
-        )  # fmt: skip
-        self._set(layers, bidirectional, merge, time_major, dropout_rate)
-
-    def _set(self, layers, bidirectional, merge, time_major, dropout_rate):
+        if layers is None:
+            if rngs is None or in_features is None or hidden_features is None:
+                raise ValueError(
+                    f"{type(self).__name__} needs in_features, hidden_features and rngs (or "
+                    "existing parameters: layers=...)"
+                )
+            init = getattr(rnn, f"{self._cell}_stack_init")
+            layers = init(
+                rngs.params(), in_features, hidden_features, num_layers,
+                bidirectional=bidirectional, merge=merge, **init_kwargs,
+            )  # fmt: skip
+        else:
+            bidirectional = rnn._is_bidirectional(layers[0])
         leaves, self._treedef = jax.tree_util.tree_flatten_with_path(list(layers))
         self._names = tuple(_name(path) for path, _ in leaves)
         for name, (_, leaf) in zip(self._names, leaves):
@@ -64,19 +70,10 @@ class _Stack(nnx.Module):
         self.dropout_rate = dropout_rate
 
     @classmethod
-    def from_layers(
-        cls,
-        layers: list[Any],
-        *,
-        merge: str = "concat",
-        time_major: bool = False,
-        dropout_rate: float = 0.0,
-    ):
-        """A module holding ``layers`` (as ``rnn.<cell>_stack`` takes them)."""
-        module = object.__new__(cls)
-        bidirectional = rnn._is_bidirectional(layers[0])
-        module._set(layers, bidirectional, merge, time_major, dropout_rate)
-        return module
+    def from_layers(cls, layers: list[Any], **kwargs):
+        """A module holding ``layers`` (as ``rnn.<cell>_stack`` takes them); keyword arguments
+        as the constructor's (``merge``, ``time_major``, ``dropout_rate``)."""
+        return cls(layers=list(layers), **kwargs)
 
     @property
     def layers(self) -> list[Any]:

@@ -505,8 +505,9 @@ def lstm(
 
     Args:
       carry: ``(h, c)`` each ``[B, H]``; ``None`` means zeros.
-      mode: ``"scan"`` (``lax.scan``), ``"python"`` (fully unrolled loop),
-        ``"pallas"`` (fused sequence kernel, see ``jaxgen.kernels``; it runs ``lax.scan``
+      mode: ``"scan"`` (``lax.scan``), ``"python"`` (fully unrolled loop), ``"cudnn"``
+        (cuDNN's LSTM on NVIDIA GPUs, :mod:`jaxgen.cudnn`; forwards only), ``"pallas"``
+        (fused sequence kernel, see ``jaxgen.kernels``; it runs ``lax.scan``
         instead, with a one-time warning, where the shape does not fit the backend's kernel:
         TPU above the VMEM estimate, GPU above padded H = 1024) or ``"auto"`` (a fixed
         per-backend choice, ``jaxgen.kernels.AUTO``: the scan path on CPU, where interpret mode
@@ -525,6 +526,13 @@ def lstm(
         ``backward="autodiff"``, ``jax.checkpoint`` on segments.
     """
     _check_seq(xs, time_major, lengths)
+    if mode == "cudnn":  # cuDNN's LSTM on NVIDIA GPUs (jaxgen.cudnn)
+        if reverse or remat is not None:
+            raise ValueError("mode='cudnn' runs forwards, without remat; use lstm_stack("
+                             "..., bidirectional=True, mode='cudnn') or mode='scan'")  # fmt: skip
+        finals, ys = lstm_stack([params], xs, None if carry is None else [tuple(carry)],
+                                lengths=lengths, time_major=time_major, mode="cudnn")  # fmt: skip
+        return finals[0], ys
     loop = dict(mode=mode, unroll=unroll, reverse=reverse, lengths=lengths, remat=remat)
     if not time_major:
         return _from_batch_major(lstm, params, xs, carry, backward=backward, **loop)
@@ -662,6 +670,11 @@ def _stack(
     **kwargs,
 ):
     _check_seq(xs, time_major, lengths)
+    if kwargs.get("mode") == "cudnn":
+        return _cudnn_stack(kind, layers, xs, carries, bidirectional=bidirectional,
+                            lengths=lengths, merge=merge, dropout_rate=dropout_rate,
+                            recurrent_dropout=recurrent_dropout, key=key, time_major=time_major,
+                            **kwargs)  # fmt: skip
     if not time_major:
         xs = jnp.asarray(xs)
         if xs.ndim >= (2 if jnp.issubdtype(xs.dtype, jnp.integer) else 3):
@@ -726,6 +739,31 @@ def _stack(
         if n < len(layers) - 1:
             ys = nn.dropout(keys[n], ys, dropout_rate)
     return finals, ys
+
+
+def _cudnn_stack(kind, layers, xs, carries, *, bidirectional, lengths, merge, dropout_rate,
+                 recurrent_dropout, key, time_major, **kwargs):  # fmt: skip
+    """``mode="cudnn"``: the LSTM stack on cuDNN (:mod:`jaxgen.cudnn`); what it cannot do is
+    refused by name."""
+    from jaxgen import cudnn  # deferred: only this mode needs jax.experimental.rnn
+
+    kwargs.pop("mode")
+    unsupported = [
+        name
+        for name, bad in (
+            ("a cell other than the LSTM", kind != "lstm"),
+            ("merge='sum'", merge != "concat"),
+            ("dropout between layers", bool(dropout_rate) and key is not None),
+            ("recurrent_dropout", bool(recurrent_dropout) and key is not None),
+            *((f"{k}={v!r}", True) for k, v in kwargs.items() if v not in (None, False, 1)),
+        )
+        if bad
+    ]
+    if unsupported:
+        raise ValueError(f"mode='cudnn' does not take {', '.join(unsupported)}; use mode='scan'")
+    _check_layers(kind, layers, bidirectional)
+    return cudnn.lstm_stack(layers, xs, carries, bidirectional=bidirectional, lengths=lengths,
+                            time_major=time_major)  # fmt: skip
 
 
 _STACK_DOC = """Stacked {name} over ``xs`` ``[T, B, F]`` (or ids ``[T, B]``; ``time_major=False``:

@@ -296,3 +296,53 @@ def test_remat_bounds_the_compiled_memory_and_refuses_bad_segments():
         rnn.gru(rnn.gru_init(jax.random.key(0), f, h), xs, mode="python", remat=8)
     with pytest.raises(ValueError, match="remat must be a positive integer"):
         rnn.rnn(rnn.rnn_init(jax.random.key(0), f, h), xs, remat=0)
+
+
+# ----------------------------------------------------------------------------- cuDNN
+
+
+def test_cudnn_packing_through_lstm_ref_and_clear_errors_without_a_gpu():
+    """jaxgen's layers packed for cuDNN, unpacked by jax.experimental.rnn and run through its
+    reference (which runs anywhere) equal rnn.lstm_stack: 2 layers, both directions, lengths,
+    initial carries. Without a CUDA GPU, mode="cudnn" says so; a zero length is refused."""
+    from jax.experimental import rnn as jrnn
+
+    from jaxgen import cudnn
+
+    arrays = torch_arrays("lstm", True)
+    layers = rnn.lstm_from_torch(arrays, L, bidirectional=True)
+    w = cudnn.lstm_to_cudnn(layers)
+    assert w.shape == (jrnn.get_num_params_in_lstm(F, H, L, True),)
+    rng = np.random.default_rng(5)
+    xs = jnp.asarray(rng.normal(size=(B, T, F)), jnp.float32)  # batch-major, as cuDNN
+    h0 = jnp.asarray(rng.normal(size=(2 * L, B, H)) * 0.5, jnp.float32)
+    c0 = jnp.asarray(rng.normal(size=(2 * L, B, H)) * 0.5, jnp.float32)
+    lens = jnp.asarray(LENGTHS, jnp.int32)
+    want_y, want_h, want_c = jrnn.lstm_ref(
+        xs, h0, c0, *jrnn.unpack_lstm_weights(w, F, H, L, True), lens,
+        input_size=F, hidden_size=H, num_layers=L, dropout=0.0, bidirectional=True,
+    )  # fmt: skip
+    carries = [((h0[2 * k], c0[2 * k]), (h0[2 * k + 1], c0[2 * k + 1])) for k in range(L)]
+    finals, ys = rnn.lstm_stack(
+        layers, xs, carries, bidirectional=True, lengths=lens, time_major=False
+    )
+    valid = np.arange(T)[None, :, None] < LENGTHS[:, None, None]
+    np.testing.assert_allclose(np.where(valid, ys, 0), np.where(valid, want_y, 0), atol=1e-5)
+    got_h = np.stack([c[0] for f in finals for c in f])
+    got_c = np.stack([c[1] for f in finals for c in f])
+    np.testing.assert_allclose(got_h, want_h, atol=1e-5)
+    np.testing.assert_allclose(got_c, want_c, atol=1e-5)
+    back = cudnn.lstm_from_cudnn(w, F, H, L, bidirectional=True)
+    for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(layers)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match=f"shape \\({w.shape[0]},\\).*bidirectional=False take"):
+        cudnn.lstm_from_cudnn(w, F, H, L, bidirectional=False)
+    with pytest.raises(ValueError, match="length 0.*jax#17966"):
+        cudnn.check_lengths(jnp.asarray([3, 0, 2]), B, T)
+    with pytest.raises(ValueError, match="does not take merge='sum'"):
+        rnn.lstm_stack(layers, xs, bidirectional=True, merge="sum", mode="cudnn")
+    if jax.default_backend() != "gpu":
+        with pytest.raises(ValueError, match="needs an NVIDIA GPU with jax's CUDA plugin"):
+            rnn.lstm_stack(layers, xs, bidirectional=True, mode="cudnn", time_major=False)
+        with pytest.raises(ValueError, match="needs an NVIDIA GPU"):
+            rnn.lstm(layers[0]["fwd"], xs, mode="cudnn")
