@@ -5,7 +5,8 @@
 #    expected to be installed (if jax sees no GPU the script tries
 #    `pip install "jax[cuda12]"` once, then stops if there is still none);
 # 2. runs tests/test_kernels.py on the GPU: mode="pallas" now lowers for cuda,
-#    so every case runs the real Triton kernel against lax.scan;
+#    so every case runs the real Triton kernel against lax.scan; and the
+#    recurrent tests, where mode="cudnn" runs cuDNN against the scan;
 # 3. times scan vs pallas vs cuDNN over the full grid, float32 then bfloat16,
 #    with --check (kernel vs scan numerics at every grid shape);
 # 4. times the parallel-in-time cells (minGRU, minLSTM, LRU): associative scan
@@ -29,7 +30,7 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >> "$OUT_DIR/env.txt" 2>&1 || true
 
 status=0
-"$PY" -m pytest -q tests/test_kernels.py tests/test_linear_rnn.py -p no:cacheprovider 2>&1 | tee "$OUT_DIR/pytest.txt" || status=1
+"$PY" -m pytest -q tests/test_kernels.py tests/test_linear_rnn.py tests/test_rnn_stacks.py -p no:cacheprovider 2>&1 | tee "$OUT_DIR/pytest.txt" || status=1
 
 "$PY" benchmarks/kernels.py --check --dtype float32 --out "$OUT_DIR" || status=1
 "$PY" - "$OUT_DIR" <<'PY' || status=1

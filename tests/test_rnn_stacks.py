@@ -341,7 +341,13 @@ def test_cudnn_packing_through_lstm_ref_and_clear_errors_without_a_gpu():
         cudnn.check_lengths(jnp.asarray([3, 0, 2]), B, T)
     with pytest.raises(ValueError, match="does not take merge='sum'"):
         rnn.lstm_stack(layers, xs, bidirectional=True, merge="sum", mode="cudnn")
-    if jax.default_backend() != "gpu":
+    if jax.default_backend() == "gpu":  # benchmarks/gpu_check.sh: cuDNN itself against the scan
+        got_finals, got = rnn.lstm_stack(layers, xs, carries, bidirectional=True, lengths=lens,
+                                         time_major=False, mode="cudnn")  # fmt: skip
+        np.testing.assert_allclose(np.where(valid, got, 0), np.where(valid, ys, 0), atol=1e-4)
+        for a, b in zip(jax.tree.leaves(got_finals), jax.tree.leaves(finals)):
+            np.testing.assert_allclose(a, b, atol=1e-4)
+    else:
         with pytest.raises(ValueError, match="needs an NVIDIA GPU with jax's CUDA plugin"):
             rnn.lstm_stack(layers, xs, bidirectional=True, mode="cudnn", time_major=False)
         with pytest.raises(ValueError, match="needs an NVIDIA GPU"):
