@@ -34,6 +34,26 @@ def test_linear_rnn_gradient_norms_follow_a_to_the_lag():
     assert fit["horizon_extrapolated"] == pytest.approx(3 / np.log10(2), rel=1e-4)
 
 
+def test_mingru_gradient_is_the_product_of_its_keep_gates():
+    # h_t = (1 - z_t) h_{t-1} + z_t g(.) with z_t from the input alone, L = sum_b v . h_T
+    # =>  dL/dh_t = prod_{s > t} (1 - z_s) * v, elementwise (float64 NumPy for the gates).
+    T, B, F, H = 12, 3, 4, 5
+    params = rnn.mingru_init(jax.random.key(0), F, H)
+    xs = jax.random.normal(jax.random.key(1), (T, B, F))
+    v = jax.random.normal(jax.random.key(2), (H,))
+    grads = gradient_decay.hidden_state_grads(
+        rnn.mingru_cell, params, jnp.zeros((B, H)), xs, lambda h: jnp.sum(h @ v)
+    )
+    w, b = np.asarray(params["w_ih"], np.float64), np.asarray(params["b"], np.float64)
+    keep = 1.0 / (1.0 + np.exp(np.asarray(xs, np.float64) @ w[:, :H] + b[:H]))  # 1 - sigmoid
+    expected = np.empty((T, B, H))
+    running = np.broadcast_to(np.asarray(v, np.float64), (B, H))
+    for t in range(T - 1, -1, -1):
+        expected[t] = running
+        running = running * keep[t]
+    np.testing.assert_allclose(grads, expected, rtol=1e-5, atol=1e-7)
+
+
 def test_decay_fit_censored_and_underflow():
     fit = gradient_decay.decay_fit(np.full(20, 2.0))
     assert (
@@ -47,7 +67,8 @@ def test_decay_fit_censored_and_underflow():
 @pytest.mark.parametrize("kind", models.KINDS)
 def test_probe_gradients_equal_direct_gradients(kind):
     T, B, F, H = 5, 2, 3, 4
-    params = models.init_model(kind, jax.random.key(3), F, H, 1, recurrent_scale=1.3)
+    scale = {"recurrent_scale": 1.3} if kind in ("rnn", "lstm", "gru") else {}
+    params = models.init_model(kind, jax.random.key(3), F, H, 1, **scale)
     xs = jax.random.normal(jax.random.key(4), (T, B, F))
     cell = models.cell_fn(kind)
     carry0 = models.zero_carry(kind, params["cell"], (B,))

@@ -1,6 +1,7 @@
 """Small sequence models for the analyses: one recurrent layer and a linear readout.
 
-A *kind* is ``"rnn"``, ``"lstm"`` or ``"gru"``; the simple RNN also takes an
+A *kind* is ``"rnn"``, ``"lstm"``, ``"gru"``, ``"mingru"`` or ``"minlstm"`` (the parallel-in-time
+cells of :mod:`jaxgen.linear_rnn`); the simple RNN also takes an
 ``activation`` (``"tanh"``, ``"sigmoid"``, ``"relu"``, ``"identity"``).
 Parameters are ``{"cell": <layer dict from jaxgen.rnn>, "w_out": [H, O], "b_out": [O]}``.
 The readout sees only the last step's output ``h_T``. Inputs are time-major:
@@ -19,10 +20,32 @@ import numpy as np
 from jaxgen import rnn
 
 Array = jax.Array
-KINDS = ("rnn", "lstm", "gru")
+KINDS = ("rnn", "lstm", "gru", "mingru", "minlstm")
 
-_INITS = {"rnn": rnn.rnn_init, "lstm": rnn.lstm_init, "gru": rnn.gru_init}
-_ZERO = {"rnn": rnn.rnn_zero_carry, "lstm": rnn.lstm_zero_carry, "gru": rnn.gru_zero_carry}
+_INITS = {
+    "rnn": rnn.rnn_init,
+    "lstm": rnn.lstm_init,
+    "gru": rnn.gru_init,
+    "mingru": rnn.mingru_init,
+    "minlstm": rnn.minlstm_init,
+}
+
+
+def _linear_zero(gates):
+    def zero(params, batch_shape=()):
+        hidden = params["w_ih"].shape[1] // gates
+        return jnp.zeros((*batch_shape, hidden), params["w_ih"].dtype)
+
+    return zero
+
+
+_ZERO = {
+    "rnn": rnn.rnn_zero_carry,
+    "lstm": rnn.lstm_zero_carry,
+    "gru": rnn.gru_zero_carry,
+    "mingru": _linear_zero(2),
+    "minlstm": _linear_zero(3),
+}
 
 
 def _check_kind(kind):
@@ -59,6 +82,8 @@ def cell_fn(kind: str, activation: str = "tanh") -> Callable:
         "rnn": functools.partial(rnn.rnn_cell, activation=activation),
         "lstm": rnn.lstm_cell,
         "gru": rnn.gru_cell,
+        "mingru": rnn.mingru_cell,
+        "minlstm": rnn.minlstm_cell,
     }[kind]
 
     def cell(params, carry, x):
@@ -96,8 +121,10 @@ def last_hidden(
     elif kind == "lstm":
         carry, _ = rnn.lstm(cell_params, xs, unroll=unroll)
         carry = carry[0]
-    else:
+    elif kind == "gru":
         carry, _ = rnn.gru(cell_params, xs, unroll=unroll)
+    else:  # the sequential scan: the analyses compare cells, not the two ways to run them
+        carry, _ = getattr(rnn, kind)(cell_params, xs, mode="scan", unroll=unroll)
     return carry
 
 

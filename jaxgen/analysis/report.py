@@ -72,7 +72,8 @@ def gradient_decay_markdown(results: list, lengths: tuple, trained: dict, settin
         spectral = r["spectral"]
         guaranteed = spectral["vanishing_guaranteed"]
         rows.append([
-            r["config"], r["phase"], r["init_label"], f"{spectral['sigma_max']:.3f}",
+            r["config"], r["phase"], r["init_label"],
+            "-" if spectral["sigma_max"] is None else f"{spectral['sigma_max']:.3f}",
             "-" if spectral["bound"] is None else f"{spectral['bound']:g}",
             "-" if guaranteed is None else ("yes" if guaranteed else "no"),
             f"{fit['slope']:.4f}", f"{fit['factor']:.3f}", format_horizon(fit, t_max),
@@ -129,6 +130,7 @@ def gradient_decay_markdown(results: list, lengths: tuple, trained: dict, settin
 
 
 FORGET_CONFIGS = ("lstm", "lstm b3", "lstm b5", "lstm chrono", "gru", "gru chrono")
+MAIN_CONFIGS = ("rnn-tanh orthogonalx1", "lstm", "gru", "mingru", "minlstm")
 
 
 def predicted_horizon(forget_bias: float, ratio: float = 1e-3) -> float:
@@ -181,8 +183,9 @@ def plot_gradient_decay(
     def pick(name, phase="init"):
         return next(r for r in results if r["config"] == name and r["phase"] == phase)
 
+    names = [n for n in MAIN_CONFIGS if any(r["config"] == n for r in results)]
     ax = axes[0, 0]
-    for name in ("rnn-tanh orthogonalx1", "lstm", "gru"):
+    for name in names:
         ax.plot(*curve(pick(name), t_long), label=name)
     ax.set_title(f"at initialisation, T={t_long}")
     ax = axes[0, 1]
@@ -196,7 +199,7 @@ def plot_gradient_decay(
             ax.plot(*curve(pick(f"rnn-{act} {init}x{scale:g}"), t_mid), label=label)
     ax.set_title(f"simple RNN, activations, T={t_mid}")
     ax = axes[1, 1]
-    for name in ("rnn-tanh orthogonalx1", "lstm", "gru"):
+    for name in names:
         (line,) = ax.plot(*curve(pick(name), t_long), label=f"{name} init", alpha=0.5)
         if any(r["config"] == name and r["phase"] == "trained" for r in results):
             ax.plot(*curve(pick(name, "trained"), t_long), "--", color=line.get_color(),

@@ -107,10 +107,30 @@ def gradient_decay_configs(hidden_size: int) -> list[dict]:
                 "init_label": f"orthogonal x1, chrono init (T_max {CHRONO_MAX})",
             }
         )
+    for kind, label in (("mingru", "minGRU"), ("minlstm", "minLSTM")):
+        cfgs.append(
+            {
+                "name": kind,
+                "kind": kind,
+                "activation": "tanh",
+                "init": {},
+                "init_label": f"{label}: U(+-1/sqrt(F)) weights and biases (jaxgen default)",
+            }
+        )
     return cfgs
 
 
+TRAINED_CONFIGS = ("rnn-tanh orthogonalx1", "lstm", "gru", "mingru", "minlstm")
+
+
+def _fmt(v):
+    return "-" if v is None else f"{v:.3f}"
+
+
 def _spectral(kind, activation, w_hh):
+    if w_hh is None:  # minGRU, minLSTM: no recurrent matrix, the state only decays elementwise
+        return {"sigma_max": None, "gate_sigma_max": None, "bound": None,
+                "vanishing_guaranteed": None}  # fmt: skip
     if kind == "rnn":
         return gradient_decay.pascanu_check(w_hh, activation)
     gates = 4 if kind == "lstm" else 3
@@ -163,7 +183,7 @@ def run_gradient_decay(
     results = []
 
     def measure(cfg, params, phase):
-        spec = _spectral(cfg["kind"], cfg["activation"], params["cell"]["w_hh"])
+        spec = _spectral(cfg["kind"], cfg["activation"], params["cell"].get("w_hh"))
         per_T = {}
         for T in lengths:
             xs, y = data[T]
@@ -188,7 +208,7 @@ def run_gradient_decay(
         _log(
             verbose,
             f"[gradient-decay] {phase:7s} {cfg['name']:28s} "
-            f"sigma_max={spec['sigma_max']:.3f} T={lengths[-1]}: "
+            f"sigma_max={_fmt(spec['sigma_max'])} T={lengths[-1]}: "
             f"slope={longest['slope']:.4f}/step horizon={horizon}",
         )
 
@@ -199,7 +219,7 @@ def run_gradient_decay(
     trained = {}
     task = make_task("adding", train_length)
     for cfg in gradient_decay_configs(hidden_size):
-        if cfg["name"] not in ("rnn-tanh orthogonalx1", "lstm", "gru"):
+        if cfg["name"] not in TRAINED_CONFIGS:
             continue
         out = train_seeds(
             cfg["kind"],
