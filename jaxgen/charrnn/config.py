@@ -25,6 +25,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.val_fraction = 0.1  # last 10% of the text is the validation split
 
     c.model = ml_collections.ConfigDict()
+    c.model.cell = "lstm"  # 'lstm', or a parallel-in-time cell in residual blocks: 'mingru'
     c.model.hidden = 512  # LSTM hidden size per layer
     c.model.layers = 2  # stacked LSTM layers
     c.model.dropout = 0.5  # dropout between layers and before the output layer
@@ -62,6 +63,10 @@ def validate_config(cfg) -> None:
             "train.log_every",
         ),
     )
+    if cfg.model.cell not in ("lstm", "mingru", "minlstm"):
+        raise UserError(
+            f"config.model.cell must be 'lstm', 'mingru' or 'minlstm', got {cfg.model.cell!r}"
+        )
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise UserError(f"config.model.dropout must be in [0, 1), got {cfg.model.dropout}")
     if cfg.train.lr <= 0:

@@ -1,8 +1,20 @@
-"""Character-level LSTM language model, readable top to bottom.
+"""Character-level language model, readable top to bottom.
+
+``cell="lstm"`` (the classic char-RNN)::
 
     ids [T, B] --(one-hot, as a row gather)--> stacked LSTM --dropout--> dense --> logits [T, B, V]
 
-Parameters are a plain dict: ``{"lstm": [layer dicts], "w_out": [H, V], "b_out": [V]}``.
+Parameters: ``{"lstm": [layer dicts], "w_out": [H, V], "b_out": [V]}``.
+
+``cell="mingru"`` or ``"minlstm"`` (a parallel-in-time cell, :mod:`jaxgen.linear_rnn`), in the
+pre-norm residual block the minGRU paper's language model uses between layers::
+
+    x = embed[ids];  per block: x += minGRU(LN(x));  x += MLP(LN(x))  (4H, GELU);  logits of LN(x)
+
+Parameters: ``{"embed": [V, H], "blocks": [...], "ln_f": ..., "w_out", "b_out"}``; the carry is
+each block's state ``h`` ``[B, H]``. Its time loop is the sequential scan (``mode="scan"``,
+measured faster than the associative scan on CPU, ``benchmarks/results/parallel_cells.md``);
+``apply(..., mode="parallel")`` runs the associative scan.
 """
 
 from __future__ import annotations
@@ -13,10 +25,52 @@ import optax
 
 from jaxgen import nn, rnn
 
+CELLS = ("lstm", "mingru", "minlstm")
+
+
+def _layer_norm(p, x, eps=1e-5):
+    mean = x.mean(-1, keepdims=True)
+    var = jnp.square(x - mean).mean(-1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + eps) * p["scale"] + p["bias"]
+
+
+def _ln_init(hidden):
+    return {"scale": jnp.ones((hidden,)), "bias": jnp.zeros((hidden,))}
+
+
+def _block_init(key, cell, hidden):
+    k_cell, k1, k2 = jax.random.split(key, 3)
+    return {
+        "ln1": _ln_init(hidden),
+        "cell": getattr(rnn, f"{cell}_init")(k_cell, hidden, hidden),
+        "ln2": _ln_init(hidden),
+        "w1": jax.random.normal(k1, (hidden, 4 * hidden)) / jnp.sqrt(hidden),
+        "b1": jnp.zeros((4 * hidden,)),
+        "w2": jax.random.normal(k2, (4 * hidden, hidden)) / jnp.sqrt(4 * hidden),
+        "b2": jnp.zeros((hidden,)),
+    }
+
 
 def init(
-    key: jax.Array, vocab_size: int, hidden: int, layers: int, *, forget_bias: float = 1.0
+    key: jax.Array,
+    vocab_size: int,
+    hidden: int,
+    layers: int,
+    *,
+    forget_bias: float = 1.0,
+    cell: str = "lstm",
 ) -> dict:
+    if cell not in CELLS:
+        raise ValueError(f"unknown char-RNN cell {cell!r}; choose one of {CELLS}")
+    if cell != "lstm":
+        k_embed, k_blocks, k_out = jax.random.split(key, 3)
+        return {
+            "embed": jax.random.normal(k_embed, (vocab_size, hidden)),
+            "blocks": [_block_init(k, cell, hidden) for k in jax.random.split(k_blocks, layers)],
+            "ln_f": _ln_init(hidden),
+            "w_out": jax.random.normal(k_out, (hidden, vocab_size)) / jnp.sqrt(hidden),
+            "b_out": jnp.zeros((vocab_size,)),
+        }
     k_lstm, k_out = jax.random.split(key)
     return {
         # Layer 0 takes token ids, i.e. one-hot vectors of size vocab_size.
@@ -26,8 +80,32 @@ def init(
     }
 
 
-def zero_carries(params: dict, batch: int) -> list[tuple[jax.Array, jax.Array]]:
+def zero_carries(params: dict, batch: int) -> list:
+    if "blocks" in params:
+        return [jnp.zeros((batch, b["ln1"]["scale"].shape[0])) for b in params["blocks"]]
     return [rnn.lstm_zero_carry(p, (batch,)) for p in params["lstm"]]
+
+
+def _blocks_apply(params, ids, carries, dropout_rate, key, mode):
+    """The residual blocks of a parallel-in-time cell (see the module docstring)."""
+    hidden = params["embed"].shape[1]  # minLSTM projects to 3H (f, i, candidate), minGRU to 2H
+    kind = "minlstm" if params["blocks"][0]["cell"]["w_ih"].shape[1] == 3 * hidden else "mingru"
+    seq = getattr(rnn, kind)
+    keys = (
+        [None] * (2 * len(params["blocks"]) + 1)
+        if key is None
+        else list(jax.random.split(key, 2 * len(params["blocks"]) + 1))
+    )
+    x = jnp.take(params["embed"], ids, axis=0)
+    finals = []
+    for n, (b, h) in enumerate(zip(params["blocks"], carries)):
+        h, y = seq(b["cell"], _layer_norm(b["ln1"], x), h, mode=mode)
+        finals.append(h)
+        x = x + nn.dropout(keys[2 * n], y, dropout_rate)
+        z = jax.nn.gelu(_layer_norm(b["ln2"], x) @ b["w1"] + b["b1"]) @ b["w2"] + b["b2"]
+        x = x + nn.dropout(keys[2 * n + 1], z, dropout_rate)
+    x = nn.dropout(keys[-1], _layer_norm(params["ln_f"], x), dropout_rate)
+    return finals, x @ params["w_out"] + params["b_out"]
 
 
 def apply(
@@ -40,6 +118,8 @@ def apply(
     mode: str = "scan",
 ):
     """``ids`` ``[T, B]`` -> ``(carries, logits [T, B, V])``. Dropout only when ``key`` is given."""
+    if "blocks" in params:
+        return _blocks_apply(params, ids, carries, dropout_rate, key, mode)
     k_stack = k_out = None
     if key is not None:
         k_stack, k_out = jax.random.split(key)

@@ -72,7 +72,12 @@ def _optimizer(lr: float, clip: float, cosine: tuple | None) -> optax.GradientTr
 def init_state(cfg, vocab_size: int, tx: optax.GradientTransformation) -> TrainState:
     k_init, k_train = jax.random.split(jax.random.key(cfg.seed))
     params = model.init(
-        k_init, vocab_size, cfg.model.hidden, cfg.model.layers, forget_bias=cfg.model.forget_bias
+        k_init,
+        vocab_size,
+        cfg.model.hidden,
+        cfg.model.layers,
+        forget_bias=cfg.model.forget_bias,
+        cell=cfg.model.get("cell", "lstm"),
     )
     return TrainState(
         params=params,
