@@ -24,6 +24,7 @@ from jaxgen.config import load_with_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TEXT = ROOT.parent / "shared" / "data" / "text" / "tinyshakespeare.txt"
+CELL_NAMES = {"lstm": "LSTM", "mingru": "minGRU blocks", "minlstm": "minLSTM blocks"}
 
 
 def main(argv=None):
@@ -87,7 +88,8 @@ def main(argv=None):
         ["recipe", "minutes", "steps", "tokens/s", "best val loss (nats/char)", "bits/char"],
         [
             [
-                f"{m.layers}x{m.hidden} LSTM, dropout {m.dropout}, batch {t.batch}, "
+                f"{m.layers}x{m.hidden} {CELL_NAMES[m.get('cell', 'lstm')]}, dropout "
+                f"{m.dropout}, batch {t.batch}, "
                 f"seq {t.seq_len}, "
                 f"Adam {t.lr:g} {t.lr_schedule}",
                 minutes,

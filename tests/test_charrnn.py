@@ -413,6 +413,7 @@ def test_bad_corpus_files(tmp_path, capsys, content, match):
         ("--config.train.sequence=5", "unknown config field 'train.sequence'"),
         ("--config.train.lr=fast", "expects a number"),
         ("--config.model.dropout=1.5", "model.dropout must be in"),
+        ("--config.model.cell=transformer", "model.cell must be 'lstm', 'mingru' or 'minlstm'"),
     ],
 )
 def test_bad_configs(tmp_path, capsys, override, match):
@@ -472,3 +473,53 @@ def test_builtin_corpus_ships_as_package_data():
     corpus = Path(textdata.__file__).with_name("tinyshakespeare.txt.gz")
     assert corpus.is_file() and any(fnmatch.fnmatch(corpus.name, p) for p in patterns)
     assert corpus.stat().st_size < 500_000  # gzipped (the text is 1.1 MB)
+
+
+def _np_layer_norm(p, x):
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + 1e-5) * np.asarray(p["scale"]) + np.asarray(p["bias"])
+
+
+def _np_gelu(x):  # jax.nn.gelu's default, the tanh approximation
+    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+
+
+def test_mingru_char_model_against_numpy_and_across_windows():
+    """The minGRU char model (residual blocks) equals float64 NumPy written from its definition;
+    two windows carrying the state equal one; the associative scan equals the sequential one."""
+    from . import reference as ref
+
+    params = model.init(jax.random.key(0), 11, 8, 2, cell="mingru")
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(  # non-trivial norms and biases, so every term shows
+        lambda a: a + 0.1 * rng.normal(size=a.shape).astype(a.dtype), params
+    )
+    ids = jnp.asarray(rng.integers(0, 11, (10, 3)))
+    c0 = model.zero_carries(params, 3)
+    carries, logits = model.apply(params, ids, c0)
+    p64 = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    x = p64["embed"][np.asarray(ids)]
+    for b in p64["blocks"]:
+        y = np.stack(
+            [
+                ref.mingru_seq(
+                    b["cell"], _np_layer_norm(b["ln1"], x)[:, k : k + 1], np.zeros((1, 8))
+                )[1][:, 0]
+                for k in range(3)
+            ],
+            axis=1,
+        )
+        x = x + y
+        x = x + _np_gelu(_np_layer_norm(b["ln2"], x) @ b["w1"] + b["b1"]) @ b["w2"] + b["b2"]
+    want = _np_layer_norm(p64["ln_f"], x) @ p64["w_out"] + p64["b_out"]
+    np.testing.assert_allclose(logits, want, rtol=2e-4, atol=2e-4)
+    c1, l1 = model.apply(params, ids[:4], c0)
+    c2, l2 = model.apply(params, ids[4:], c1)
+    np.testing.assert_allclose(jnp.concatenate([l1, l2]), logits, rtol=1e-5, atol=1e-5)
+    for a, b in zip(c2, carries):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    _, lp = model.apply(params, ids, c0, mode="parallel")
+    np.testing.assert_allclose(lp, logits, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown char-RNN cell"):
+        model.init(jax.random.key(0), 11, 8, 2, cell="transformer")
