@@ -88,7 +88,9 @@ def main(argv=None):
         ["recipe", "minutes", "steps", "tokens/s", "best val loss (nats/char)", "bits/char"],
         [
             [
-                f"{m.layers}x{m.hidden} {CELL_NAMES[m.get('cell', 'lstm')]}, dropout "
+                f"{m.layers}x{m.hidden} {CELL_NAMES[m.get('cell', 'lstm')]}"
+                + (f" (MLP {m.get('mlp_ratio', 4)}x)" if m.get("cell", "lstm") != "lstm" else "")
+                + f", dropout "
                 f"{m.dropout}, batch {t.batch}, "
                 f"seq {t.seq_len}, "
                 f"Adam {t.lr:g} {t.lr_schedule}",

@@ -414,6 +414,7 @@ def test_bad_corpus_files(tmp_path, capsys, content, match):
         ("--config.train.lr=fast", "expects a number"),
         ("--config.model.dropout=1.5", "model.dropout must be in"),
         ("--config.model.cell=transformer", "model.cell must be 'lstm', 'mingru' or 'minlstm'"),
+        ("--config.model.mlp_ratio=-1", "model.mlp_ratio must be a non-negative integer"),
     ],
 )
 def test_bad_configs(tmp_path, capsys, override, match):
@@ -485,35 +486,42 @@ def _np_gelu(x):  # jax.nn.gelu's default, the tanh approximation
     return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
 
 
-def test_mingru_char_model_against_numpy_and_across_windows():
-    """The minGRU char model (residual blocks) equals float64 NumPy written from its definition;
-    two windows carrying the state equal one; the associative scan equals the sequential one."""
+def _np_blocks_logits(p64, ids, hidden):
+    """The blocks model in float64 NumPy from its definition (the MLP only where present)."""
     from . import reference as ref
 
-    params = model.init(jax.random.key(0), 11, 8, 2, cell="mingru")
-    rng = np.random.default_rng(0)
-    params = jax.tree.map(  # non-trivial norms and biases, so every term shows
-        lambda a: a + 0.1 * rng.normal(size=a.shape).astype(a.dtype), params
-    )
-    ids = jnp.asarray(rng.integers(0, 11, (10, 3)))
-    c0 = model.zero_carries(params, 3)
-    carries, logits = model.apply(params, ids, c0)
-    p64 = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
     x = p64["embed"][np.asarray(ids)]
     for b in p64["blocks"]:
         y = np.stack(
             [
                 ref.mingru_seq(
-                    b["cell"], _np_layer_norm(b["ln1"], x)[:, k : k + 1], np.zeros((1, 8))
+                    b["cell"], _np_layer_norm(b["ln1"], x)[:, k : k + 1], np.zeros((1, hidden))
                 )[1][:, 0]
-                for k in range(3)
+                for k in range(x.shape[1])
             ],
             axis=1,
         )
         x = x + y
-        x = x + _np_gelu(_np_layer_norm(b["ln2"], x) @ b["w1"] + b["b1"]) @ b["w2"] + b["b2"]
-    want = _np_layer_norm(p64["ln_f"], x) @ p64["w_out"] + p64["b_out"]
-    np.testing.assert_allclose(logits, want, rtol=2e-4, atol=2e-4)
+        if "w1" in b:
+            x = x + _np_gelu(_np_layer_norm(b["ln2"], x) @ b["w1"] + b["b1"]) @ b["w2"] + b["b2"]
+    return _np_layer_norm(p64["ln_f"], x) @ p64["w_out"] + p64["b_out"]
+
+
+def test_mingru_char_model_against_numpy_and_across_windows():
+    """The minGRU char model (residual blocks) equals float64 NumPy written from its definition;
+    two windows carrying the state equal one; the associative scan equals the sequential one;
+    ``mlp_ratio`` sets the MLP's width (0: none)."""
+    rng = np.random.default_rng(0)
+
+    def perturbed(params):  # non-trivial norms and biases, so every term shows
+        return jax.tree.map(lambda a: a + 0.1 * rng.normal(size=a.shape).astype(a.dtype), params)
+
+    params = perturbed(model.init(jax.random.key(0), 11, 8, 2, cell="mingru"))
+    ids = jnp.asarray(rng.integers(0, 11, (10, 3)))
+    c0 = model.zero_carries(params, 3)
+    carries, logits = model.apply(params, ids, c0)
+    p64 = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    np.testing.assert_allclose(logits, _np_blocks_logits(p64, ids, 8), rtol=2e-4, atol=2e-4)
     c1, l1 = model.apply(params, ids[:4], c0)
     c2, l2 = model.apply(params, ids[4:], c1)
     np.testing.assert_allclose(jnp.concatenate([l1, l2]), logits, rtol=1e-5, atol=1e-5)
@@ -521,5 +529,31 @@ def test_mingru_char_model_against_numpy_and_across_windows():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     _, lp = model.apply(params, ids, c0, mode="parallel")
     np.testing.assert_allclose(lp, logits, rtol=1e-5, atol=1e-5)
+    for ratio in (2, 0):
+        p = perturbed(model.init(jax.random.key(1), 11, 8, 2, cell="mingru", mlp_ratio=ratio))
+        assert (
+            all(b["w1"].shape == (8, 8 * ratio) for b in p["blocks"])
+            if ratio
+            else all("w1" not in b and "ln2" not in b for b in p["blocks"])
+        )
+        _, got = model.apply(p, ids, c0)
+        p64 = jax.tree.map(lambda a: np.asarray(a, np.float64), p)
+        np.testing.assert_allclose(got, _np_blocks_logits(p64, ids, 8), rtol=2e-4, atol=2e-4)
+    with pytest.raises(ValueError, match="mlp_ratio must be a non-negative int"):
+        model.init(jax.random.key(0), 11, 8, 2, cell="mingru", mlp_ratio=-2)
     with pytest.raises(ValueError, match="unknown char-RNN cell"):
         model.init(jax.random.key(0), 11, 8, 2, cell="transformer")
+
+
+def test_config_mlp_ratio_reaches_the_blocks():
+    """``model.mlp_ratio`` from the config sizes each block's MLP (0: none); the LSTM ignores it."""
+    for ratio, want in ((2, (16, 32)), (0, None)):
+        cfg = tiny_cfg()
+        cfg.model.cell, cfg.model.mlp_ratio = "mingru", ratio
+        charrnn.config.validate_config(cfg)
+        state = charrnn.train.init_state(cfg, 11, charrnn.train.make_optimizer(cfg, 12))
+        shapes = [b["w1"].shape if "w1" in b else None for b in state.params["blocks"]]
+        assert shapes == [want, want]
+    cfg = tiny_cfg()
+    cfg.model.mlp_ratio = 3
+    assert "lstm" in charrnn.train.init_state(cfg, 11, charrnn.train.make_optimizer(cfg, 12)).params

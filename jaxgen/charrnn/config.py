@@ -30,6 +30,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.layers = 2  # stacked LSTM layers
     c.model.dropout = 0.5  # dropout between layers and before the output layer
     c.model.forget_bias = 1.0  # initial forget-gate bias
+    c.model.mlp_ratio = 4  # parallel cells only: each block's MLP width / hidden (0: no MLP)
 
     c.train = ml_collections.ConfigDict()
     c.train.batch = 128  # parallel rows of the id stream
@@ -66,6 +67,11 @@ def validate_config(cfg) -> None:
     if cfg.model.cell not in ("lstm", "mingru", "minlstm"):
         raise UserError(
             f"config.model.cell must be 'lstm', 'mingru' or 'minlstm', got {cfg.model.cell!r}"
+        )
+    ratio = cfg.model.get("mlp_ratio", 4)
+    if isinstance(ratio, bool) or not isinstance(ratio, int) or ratio < 0:
+        raise UserError(
+            f"config.model.mlp_ratio must be a non-negative integer (0: no MLP), got {ratio!r}"
         )
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise UserError(f"config.model.dropout must be in [0, 1), got {cfg.model.dropout}")

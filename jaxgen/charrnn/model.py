@@ -9,7 +9,10 @@ Parameters: ``{"lstm": [layer dicts], "w_out": [H, V], "b_out": [V]}``.
 ``cell="mingru"`` or ``"minlstm"`` (a parallel-in-time cell, :mod:`jaxgen.linear_rnn`), in the
 pre-norm residual block the minGRU paper's language model uses between layers::
 
-    x = embed[ids];  per block: x += minGRU(LN(x));  x += MLP(LN(x))  (4H, GELU);  logits of LN(x)
+    x = embed[ids];  per block: x += minGRU(LN(x));  x += MLP(LN(x));  logits of LN(x)
+
+where the MLP is ``Linear(H, mlp_ratio H)``, GELU, ``Linear(mlp_ratio H, H)`` (none with
+``mlp_ratio=0``).
 
 Parameters: ``{"embed": [V, H], "blocks": [...], "ln_f": ..., "w_out", "b_out"}``; the carry is
 each block's state ``h`` ``[B, H]``. Its time loop is the sequential scan (``mode="scan"``,
@@ -38,17 +41,22 @@ def _ln_init(hidden):
     return {"scale": jnp.ones((hidden,)), "bias": jnp.zeros((hidden,))}
 
 
-def _block_init(key, cell, hidden):
+def _block_init(key, cell, hidden, mlp_ratio):
     k_cell, k1, k2 = jax.random.split(key, 3)
-    return {
+    block = {
         "ln1": _ln_init(hidden),
         "cell": getattr(rnn, f"{cell}_init")(k_cell, hidden, hidden),
-        "ln2": _ln_init(hidden),
-        "w1": jax.random.normal(k1, (hidden, 4 * hidden)) / jnp.sqrt(hidden),
-        "b1": jnp.zeros((4 * hidden,)),
-        "w2": jax.random.normal(k2, (4 * hidden, hidden)) / jnp.sqrt(4 * hidden),
-        "b2": jnp.zeros((hidden,)),
     }
+    if mlp_ratio:  # 0: the block is the cell alone
+        width = mlp_ratio * hidden
+        block |= {
+            "ln2": _ln_init(hidden),
+            "w1": jax.random.normal(k1, (hidden, width)) / jnp.sqrt(hidden),
+            "b1": jnp.zeros((width,)),
+            "w2": jax.random.normal(k2, (width, hidden)) / jnp.sqrt(width),
+            "b2": jnp.zeros((hidden,)),
+        }
+    return block
 
 
 def init(
@@ -59,14 +67,21 @@ def init(
     *,
     forget_bias: float = 1.0,
     cell: str = "lstm",
+    mlp_ratio: int = 4,
 ) -> dict:
+    """Parameters of the char model; ``mlp_ratio`` (blocks only): the MLP's width over ``hidden``,
+    0 for none."""
     if cell not in CELLS:
         raise ValueError(f"unknown char-RNN cell {cell!r}; choose one of {CELLS}")
+    if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, int) or mlp_ratio < 0:
+        raise ValueError(f"mlp_ratio must be a non-negative int, got {mlp_ratio!r}")
     if cell != "lstm":
         k_embed, k_blocks, k_out = jax.random.split(key, 3)
         return {
             "embed": jax.random.normal(k_embed, (vocab_size, hidden)),
-            "blocks": [_block_init(k, cell, hidden) for k in jax.random.split(k_blocks, layers)],
+            "blocks": [
+                _block_init(k, cell, hidden, mlp_ratio) for k in jax.random.split(k_blocks, layers)
+            ],
             "ln_f": _ln_init(hidden),
             "w_out": jax.random.normal(k_out, (hidden, vocab_size)) / jnp.sqrt(hidden),
             "b_out": jnp.zeros((vocab_size,)),
@@ -102,8 +117,9 @@ def _blocks_apply(params, ids, carries, dropout_rate, key, mode):
         h, y = seq(b["cell"], _layer_norm(b["ln1"], x), h, mode=mode)
         finals.append(h)
         x = x + nn.dropout(keys[2 * n], y, dropout_rate)
-        z = jax.nn.gelu(_layer_norm(b["ln2"], x) @ b["w1"] + b["b1"]) @ b["w2"] + b["b2"]
-        x = x + nn.dropout(keys[2 * n + 1], z, dropout_rate)
+        if "w1" in b:  # the MLP (absent with mlp_ratio=0)
+            z = jax.nn.gelu(_layer_norm(b["ln2"], x) @ b["w1"] + b["b1"]) @ b["w2"] + b["b2"]
+            x = x + nn.dropout(keys[2 * n + 1], z, dropout_rate)
     x = nn.dropout(keys[-1], _layer_norm(params["ln_f"], x), dropout_rate)
     return finals, x @ params["w_out"] + params["b_out"]
 

@@ -78,6 +78,7 @@ def init_state(cfg, vocab_size: int, tx: optax.GradientTransformation) -> TrainS
         cfg.model.layers,
         forget_bias=cfg.model.forget_bias,
         cell=cfg.model.get("cell", "lstm"),
+        mlp_ratio=cfg.model.get("mlp_ratio", 4),
     )
     return TrainState(
         params=params,
