@@ -532,8 +532,10 @@ def _analyze(args, rest):
     from jaxgen import analysis
 
     if args.what == "gradient-decay":
-        if args.cells or args.lags or args.max_steps or args.lr:
-            raise UserError("--cells, --lags, --max_steps and --lr are options of memory-span only")
+        if args.cells or args.lags or args.max_steps or args.lr or args.name:
+            raise UserError(
+                "--cells, --lags, --max_steps, --lr and --name are options of memory-span only"
+            )
         analysis.run_gradient_decay(args.out, quick=args.quick)
         return 0
     from jaxgen.analysis import runners
@@ -558,6 +560,12 @@ def _analyze(args, rest):
         raise UserError(f"--lr must be a positive learning rate (0: the default), got {args.lr}")
     if args.lr:
         kw["learning_rate"] = args.lr
+    if args.name:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", args.name):
+            raise UserError(
+                f"--name is a file stem (letters, digits, '_', '.', '-'), got {args.name!r}"
+            )
+        kw["stem"] = args.name
     analysis.run_memory_span(args.out, quick=args.quick, max_steps=args.max_steps or None, **kw)
     return 0
 
@@ -822,7 +830,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--cells",
         default="",
         help="memory-span: comma-separated cells, the forget-gate initialisation as the factor "
-        "(rnn, lstm, lstm-b3, lstm-b5, lstm-chrono, gru, gru-chrono; empty: all but lstm-b5)",
+        "(rnn, lstm, lstm-b3, lstm-b5, lstm-chrono, gru, gru-chrono, mingru, minlstm, lru; "
+        "empty: rnn, lstm, lstm-b3, lstm-chrono, gru, gru-chrono)",
     )
     a.add_argument(
         "--lags", default="", help="memory-span: comma-separated lags (empty: 5 ... 1000)"
@@ -832,6 +841,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument(
         "--lr", type=float, default=0.0, help="memory-span: Adam's learning rate (0: 3e-3)"
+    )
+    a.add_argument(
+        "--name",
+        default="",
+        help="memory-span: stem of the result files in --out (empty: memory_span)",
     )
     a.set_defaults(fn=_analyze)
 

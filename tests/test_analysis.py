@@ -54,6 +54,34 @@ def test_mingru_gradient_is_the_product_of_its_keep_gates():
     np.testing.assert_allclose(grads, expected, rtol=1e-5, atol=1e-7)
 
 
+def test_lru_gradient_rotates_back_by_conjugate_lambda():
+    # h_t = lambda h_{t-1} + B x_t per complex mode, L = sum_b v . [Re h_T, Im h_T]
+    # =>  dL/dh_t (as g_re + i g_im) = conj(lambda)^(T-1-t) (v_re + i v_im), lambda in float64.
+    T, B, F, H = 12, 3, 4, 6
+    params = rnn.lru_init(jax.random.key(0), F, H, r_min=0.5, r_max=0.95, max_phase=np.pi)
+    xs = jax.random.normal(jax.random.key(1), (T, B, F))
+    v = jax.random.normal(jax.random.key(2), (H,))
+    grads = np.asarray(
+        gradient_decay.hidden_state_grads(
+            rnn.lru_cell, params, rnn.lru_zero_carry(params, (B,)), xs, lambda h: jnp.sum(h @ v)
+        )
+    )
+    nu, theta = (np.asarray(params[k], np.float64) for k in ("nu_log", "theta_log"))
+    lam = np.exp(-np.exp(nu) + 1j * np.exp(theta))
+    v64 = np.asarray(v, np.float64)
+    g_T = v64[: H // 2] + 1j * v64[H // 2 :]
+    for t in range(T):
+        want = np.conj(lam) ** (T - 1 - t) * g_T
+        got = grads[t, :, : H // 2] + 1j * grads[t, :, H // 2 :]
+        np.testing.assert_allclose(got, np.broadcast_to(want, (B, H // 2)), rtol=1e-5, atol=1e-7)
+    # the norm per mode falls as |lambda|^lag: the LRU's memory is set by its ring at init
+    norms = np.asarray(gradient_decay.grad_norms_by_lag(jnp.asarray(grads)))
+    want_norms = np.sqrt(
+        (np.abs(lam)[None, :] ** (2 * np.arange(T))[:, None] * abs(g_T) ** 2).sum(1)
+    )
+    np.testing.assert_allclose(norms, want_norms * np.sqrt(B), rtol=1e-5)
+
+
 def test_decay_fit_censored_and_underflow():
     fit = gradient_decay.decay_fit(np.full(20, 2.0))
     assert (

@@ -473,7 +473,9 @@ def test_analyze_flags_are_checked_and_reach_the_study(monkeypatch, capsys):
     monkeypatch.setattr(analysis, "run_memory_span", lambda out, **kw: got.append(kw))
     monkeypatch.setattr(analysis, "run_gradient_decay", lambda *a, **kw: got.append("decay"))
     for argv, match in (
-        (["gradient-decay", "--lr", "0.1"], "--lr are options of memory-span only"),
+        (["gradient-decay", "--lr", "0.1"], "--name are options of memory-span only"),
+        (["gradient-decay", "--name", "x"], "--name are options of memory-span only"),
+        (["memory-span", "--name", "../x"], "--name is a file stem"),
         (["memory-span", "--lr", "-1"], "--lr must be a positive learning rate"),
         (["memory-span", "--lags", "5,x"], "--lags expects comma-separated integers"),
         (["memory-span", "--cells", "lstm,lstm-b7"], "--cells: unknown lstm-b7"),
@@ -482,3 +484,6 @@ def test_analyze_flags_are_checked_and_reach_the_study(monkeypatch, capsys):
     assert got == []
     assert cli.main(["analyze", "memory-span", "--lr", "0.02", "--cells", "lstm-chrono"]) == 0
     assert got[0]["learning_rate"] == 0.02 and got[0]["cells"] == ("lstm-chrono",)
+    assert "stem" not in got[0]
+    assert cli.main(["analyze", "memory-span", "--cells", "mingru,lru", "--name", "ms_new"]) == 0
+    assert got[1]["cells"] == ("mingru", "lru") and got[1]["stem"] == "ms_new"

@@ -1,7 +1,8 @@
 """Small sequence models for the analyses: one recurrent layer and a linear readout.
 
-A *kind* is ``"rnn"``, ``"lstm"``, ``"gru"``, ``"mingru"`` or ``"minlstm"`` (the parallel-in-time
-cells of :mod:`jaxgen.linear_rnn`); the simple RNN also takes an
+A *kind* is ``"rnn"``, ``"lstm"``, ``"gru"``, ``"mingru"``, ``"minlstm"`` or ``"lru"`` (the
+parallel-in-time cells of :mod:`jaxgen.linear_rnn`; the LRU's readout sees its state, real parts
+then imaginary parts, and token ids enter it one-hot); the simple RNN also takes an
 ``activation`` (``"tanh"``, ``"sigmoid"``, ``"relu"``, ``"identity"``).
 Parameters are ``{"cell": <layer dict from jaxgen.rnn>, "w_out": [H, O], "b_out": [O]}``.
 The readout sees only the last step's output ``h_T``. Inputs are time-major:
@@ -20,7 +21,7 @@ import numpy as np
 from jaxgen import rnn
 
 Array = jax.Array
-KINDS = ("rnn", "lstm", "gru", "mingru", "minlstm")
+KINDS = ("rnn", "lstm", "gru", "mingru", "minlstm", "lru")
 
 _INITS = {
     "rnn": rnn.rnn_init,
@@ -28,6 +29,7 @@ _INITS = {
     "gru": rnn.gru_init,
     "mingru": rnn.mingru_init,
     "minlstm": rnn.minlstm_init,
+    "lru": rnn.lru_init,
 }
 
 
@@ -45,7 +47,13 @@ _ZERO = {
     "gru": rnn.gru_zero_carry,
     "mingru": _linear_zero(2),
     "minlstm": _linear_zero(3),
+    "lru": rnn.lru_zero_carry,
 }
+
+
+def _input_size(params):
+    """Width of the inputs a layer takes (the LRU has no ``w_ih``; its ``d`` is per input)."""
+    return params["w_ih"].shape[0] if "w_ih" in params else params["d"].shape[0]
 
 
 def _check_kind(kind):
@@ -84,12 +92,13 @@ def cell_fn(kind: str, activation: str = "tanh") -> Callable:
         "gru": rnn.gru_cell,
         "mingru": rnn.mingru_cell,
         "minlstm": rnn.minlstm_cell,
+        "lru": rnn.lru_cell,
     }[kind]
 
     def cell(params, carry, x):
         if jnp.issubdtype(x.dtype, jnp.integer):
             # token ids: the cell takes their one-hot encoding (tiny vocabularies here).
-            x = jax.nn.one_hot(x, params["w_ih"].shape[0], dtype=params["w_ih"].dtype)
+            x = jax.nn.one_hot(x, _input_size(params), dtype=jnp.float32)
         return base(params, carry, x)
 
     return cell
@@ -124,6 +133,8 @@ def last_hidden(
     elif kind == "gru":
         carry, _ = rnn.gru(cell_params, xs, unroll=unroll)
     else:  # the sequential scan: the analyses compare cells, not the two ways to run them
+        if kind == "lru" and jnp.issubdtype(xs.dtype, jnp.integer):
+            xs = jax.nn.one_hot(xs, _input_size(cell_params), dtype=jnp.float32)
         carry, _ = getattr(rnn, kind)(cell_params, xs, mode="scan", unroll=unroll)
     return carry
 

@@ -130,7 +130,7 @@ def gradient_decay_markdown(results: list, lengths: tuple, trained: dict, settin
 
 
 FORGET_CONFIGS = ("lstm", "lstm b3", "lstm b5", "lstm chrono", "gru", "gru chrono")
-MAIN_CONFIGS = ("rnn-tanh orthogonalx1", "lstm", "gru", "mingru", "minlstm")
+MAIN_CONFIGS = ("rnn-tanh orthogonalx1", "lstm", "gru", "mingru", "minlstm", "lru")
 
 
 def predicted_horizon(forget_bias: float, ratio: float = 1e-3) -> float:

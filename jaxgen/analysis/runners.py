@@ -23,6 +23,9 @@ from jaxgen.analysis import gradient_decay, models, report, tasks
 from jaxgen.analysis.train import make_task, train_seeds
 from jaxgen.benchmarking import write_results
 
+# The LRU paper's initialisation for long-range tasks (Orvieto et al. 2023, section 3.3).
+LRU_LONG_RANGE = {"r_min": 0.9, "r_max": 0.999, "max_phase": float(np.pi / 10)}
+
 DEFAULT_OUT = "benchmarks/results"
 GRADIENT_LENGTHS = (10, 25, 50, 100, 200, 500, 1000)
 FORGET_BIASES = (3.0, 5.0)  # besides jaxgen's default of 1 (the config named "lstm")
@@ -117,10 +120,20 @@ def gradient_decay_configs(hidden_size: int) -> list[dict]:
                 "init_label": f"{label}: U(+-1/sqrt(F)) weights and biases (jaxgen default)",
             }
         )
+    cfgs.append(
+        {
+            "name": "lru",
+            "kind": "lru",
+            "activation": "tanh",
+            "init": dict(LRU_LONG_RANGE),
+            "init_label": "LRU: |lambda| on the ring [0.9, 0.999], phase <= pi/10 (the paper's "
+            "long-range init)",
+        }
+    )
     return cfgs
 
 
-TRAINED_CONFIGS = ("rnn-tanh orthogonalx1", "lstm", "gru", "mingru", "minlstm")
+TRAINED_CONFIGS = ("rnn-tanh orthogonalx1", "lstm", "gru", "mingru", "minlstm", "lru")
 
 
 def _fmt(v):
@@ -287,6 +300,9 @@ def memory_cells(chrono_max: int) -> dict:
         "lstm-chrono": ("lstm", {"chrono": chrono_max}, f"LSTM, chrono init (T_max {chrono_max})"),
         "gru": ("gru", {}, "GRU, update bias 0 (jaxgen's default)"),
         "gru-chrono": ("gru", {"chrono": chrono_max}, f"GRU, chrono init (T_max {chrono_max})"),
+        "mingru": ("mingru", {}, "minGRU (no recurrent weights; jaxgen's default init)"),
+        "minlstm": ("minlstm", {}, "minLSTM (no recurrent weights; jaxgen's default init)"),
+        "lru": ("lru", dict(LRU_LONG_RANGE), "LRU, |lambda| in [0.9, 0.999], phase <= pi/10"),
     }
 
 
@@ -311,8 +327,9 @@ def run_memory_span(
     skip_after_failure: bool = True,
     recheck: tuple[str, str, tuple[int, ...], int] | None = ("latch", "rnn", (100, 200), 10),
     verbose: bool = True,
+    stem: str = "memory_span",
 ) -> Path:
-    """Success rate against lag on the long-lag tasks; write ``memory_span.{json,md,png}``.
+    """Success rate against lag on the long-lag tasks; write ``<stem>.{json,md,png}``.
 
     Every (task, cell, lag) trains ``num_seeds`` models with the same budget (``max_steps`` Adam
     steps of ``batch_size`` sequences, evaluated every ``eval_every`` steps on ``eval_size``
@@ -322,8 +339,8 @@ def run_memory_span(
     sequence). With ``skip_after_failure`` a cell that solves no seed at a lag is not trained at
     the longer lags of that task (shown as not run). The chance that an input-blind model passes
     each criterion is computed (:func:`chance_of_passing`), and ``recheck = (task, cell, lags,
-    seeds)`` reruns one cell with more seeds. The JSON is rewritten after every run, so a long
-    sweep that is stopped keeps what it measured.
+    seeds)`` reruns one cell with more seeds (when ``cells`` has it). The JSON is rewritten
+    after every run, so a long sweep that is stopped keeps what it measured.
 
     ``quick=True``: lags (5, 20), 250 steps (about a minute on 2 CPU cores). The full sweep (lags
     5 ... 1000, at most 2000 steps a run) takes about an hour.
@@ -384,9 +401,9 @@ def run_memory_span(
             "finished": final,
         }
         md = report.memory_span_markdown(runs, settings, rechecks)
-        path = write_results("memory_span", payload, md, out_dir)
+        path = write_results(stem, payload, md, out_dir)
         if final:
-            report.plot_memory_span(runs, settings, Path(out_dir) / "memory_span.png")
+            report.plot_memory_span(runs, settings, Path(out_dir) / f"{stem}.png")
         return path
 
     def train_cell(name, task, lag, key, seeds):
@@ -437,7 +454,7 @@ def run_memory_span(
                 if skip_after_failure and not any(run["success"]):
                     failed.add((name, cell))
                 save()
-    if recheck is not None:
+    if recheck is not None and recheck[1] in cells:  # only a cell this sweep trains
         name, cell, recheck_lags, seeds = recheck
         for lag in recheck_lags:
             task = make_task(name, lag)
