@@ -10,13 +10,14 @@ Measured, all forward + backward of a loss over the outputs (gradients for the p
 inputs), medians of interleaved repetitions within one process:
 
 * **target**: B 32, H 256, F 256, T = 1,000 and 4,096: the whole layer (input projection
-  included) and the recurrence alone (``linear_scan`` on ready ``a``, ``b``: the only part the
-  modes differ in);
+  included), the same layer with the recurrence replaced by an elementwise op (the bound on any
+  parallel scan's speed-up: ``scan / bound``), and the recurrence alone (``linear_scan`` on ready
+  ``a``, ``b``: the only part the modes differ in);
 * **sweep**: B 8, H 128, T = 256 .. 16,384: step time, compile time and the compiled step's
   temporary memory (``memory_analysis().temp_size_in_bytes``);
 * **accuracy**: float32 outputs of each mode against a float64 sequential run, at T = 16,384.
 
-    python benchmarks/parallel_cells.py            # about 6 minutes on 2 cores
+    python benchmarks/parallel_cells.py            # about 15 minutes on 2 cores
     python benchmarks/parallel_cells.py --quick    # smaller, about a minute (a smoke run)
 """
 
@@ -33,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgen import benchmarking as bm
-from jaxgen import rnn
+from jaxgen import linear_rnn, recurrence, rnn
 
 CELLS = {
     "mingru": (rnn.mingru_init, rnn.mingru),
@@ -48,9 +49,32 @@ def variants(cell):
     return {**VARIANTS, **(LOG if cell != "lru" else {})}
 
 
+BOUND = "no recurrence (bound)"
+
+
+def without_recurrence(cell):
+    """The layer with its recurrence replaced by an elementwise ``h_t = a_t + b_t``: everything
+    else (input projection, gates, output) as in the layer, no dependence across time. Its time is
+    what no way of running the recurrence can go below, so ``scan / this`` bounds the speed-up
+    any parallel scan can give the layer (Amdahl)."""
+
+    def seq(p, xs):
+        if cell == "lru":
+            b = linear_rnn._lru_drive(p, xs)
+            return None, linear_rnn._lru_out(p, linear_rnn._lru_lambda(p) + b, xs)
+        coeffs = linear_rnn._mingru_coeffs if cell == "mingru" else linear_rnn._minlstm_coeffs
+        a, b = coeffs(recurrence.input_projection(p, xs), False)
+        return None, a + b
+
+    return seq
+
+
 def layer_grad(cell, kw):
     """jitted ``grad`` of a weighted sum of the outputs w.r.t. parameters and inputs."""
-    seq = CELLS[cell][1] if cell != "lstm" else rnn.lstm
+    if kw.get("bound"):
+        seq, kw = without_recurrence(cell), {}
+    else:
+        seq = CELLS[cell][1] if cell != "lstm" else rnn.lstm
 
     def loss(p, xs):
         _, ys = seq(p, xs, **kw)
@@ -80,7 +104,7 @@ def target(lengths, batch, hidden, reps):
         for cell in CELLS:
             p = CELLS[cell][0](key, hidden, hidden)
             fns = {}
-            for name, kw in variants(cell).items():
+            for name, kw in {**variants(cell), BOUND: dict(bound=True)}.items():
                 fns[name], _, _ = compile_seconds(layer_grad(cell, kw), p, xs)
             times = bm.interleaved(
                 {k: (lambda f=f, p=p, xs=xs: f(p, xs)) for k, f in fns.items()}, reps

@@ -245,6 +245,16 @@ def _get(records, v, T):
     return next((r for r in records if r["variant"] == v and r["T"] == T), None)
 
 
+THIRD = (
+    "\n## The third way: the associative scan\n\n"
+    "For linear recurrences (minGRU, minLSTM, LRU) `lax.associative_scan` runs the time loop in "
+    "`log2 T` parallel levels. Its step time, compile time and memory against the sequential "
+    "scan (and the LSTM's scan) for T = 256 ... 16,384 are in `parallel_cells.md` "
+    "(`benchmarks/parallel_cells.py`): the LSTM cannot be run this way, its recurrence is not "
+    "linear.\n"
+)
+
+
 def markdown(records, skipped, lengths, reps, cap):
     lines = [
         "# lax.scan vs Python-unrolled loop, and rematerialisation (LSTM train step)\n",
@@ -345,6 +355,7 @@ def markdown(records, skipped, lengths, reps, cap):
             + ".\n"
         )
     lines.append("\n![scan vs unroll](scan_vs_unroll.png)\n")
+    lines.append(THIRD)
     return "\n".join(lines)
 
 
