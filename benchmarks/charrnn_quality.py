@@ -24,7 +24,12 @@ from jaxgen.config import load_with_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TEXT = ROOT.parent / "shared" / "data" / "text" / "tinyshakespeare.txt"
-CELL_NAMES = {"lstm": "LSTM", "mingru": "minGRU blocks", "minlstm": "minLSTM blocks"}
+CELL_NAMES = {
+    "lstm": "LSTM",
+    "mingru": "minGRU blocks",
+    "minlstm": "minLSTM blocks",
+    "lru": "LRU blocks",
+}
 
 
 def main(argv=None):

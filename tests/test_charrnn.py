@@ -413,7 +413,7 @@ def test_bad_corpus_files(tmp_path, capsys, content, match):
         ("--config.train.sequence=5", "unknown config field 'train.sequence'"),
         ("--config.train.lr=fast", "expects a number"),
         ("--config.model.dropout=1.5", "model.dropout must be in"),
-        ("--config.model.cell=transformer", "model.cell must be 'lstm', 'mingru' or 'minlstm'"),
+        ("--config.model.cell=transformer", "model.cell must be 'lstm', 'mingru', 'minlstm' or"),
         ("--config.model.mlp_ratio=-1", "model.mlp_ratio must be a non-negative integer"),
     ],
 )
@@ -486,17 +486,18 @@ def _np_gelu(x):  # jax.nn.gelu's default, the tanh approximation
     return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
 
 
-def _np_blocks_logits(p64, ids, hidden):
+def _np_blocks_logits(p64, ids, hidden, cell="mingru"):
     """The blocks model in float64 NumPy from its definition (the MLP only where present)."""
     from . import reference as ref
 
+    seq = getattr(ref, f"{cell}_seq")
     x = p64["embed"][np.asarray(ids)]
     for b in p64["blocks"]:
         y = np.stack(
             [
-                ref.mingru_seq(
-                    b["cell"], _np_layer_norm(b["ln1"], x)[:, k : k + 1], np.zeros((1, hidden))
-                )[1][:, 0]
+                seq(b["cell"], _np_layer_norm(b["ln1"], x)[:, k : k + 1], np.zeros((1, hidden)))[1][
+                    :, 0
+                ]
                 for k in range(x.shape[1])
             ],
             axis=1,
@@ -541,6 +542,16 @@ def test_mingru_char_model_against_numpy_and_across_windows():
         np.testing.assert_allclose(got, _np_blocks_logits(p64, ids, 8), rtol=2e-4, atol=2e-4)
     with pytest.raises(ValueError, match="mlp_ratio must be a non-negative int"):
         model.init(jax.random.key(0), 11, 8, 2, cell="mingru", mlp_ratio=-2)
+    # the LRU in the same blocks (complex state as real | imaginary halves), both time loops
+    p = perturbed(model.init(jax.random.key(2), 11, 8, 2, cell="lru", mlp_ratio=1))
+    assert model.block_cell(p) == "lru" and model.block_cell(params) == "mingru"
+    c_lru, got = model.apply(p, ids, c0)
+    p64 = jax.tree.map(lambda a: np.asarray(a, np.float64), p)
+    np.testing.assert_allclose(got, _np_blocks_logits(p64, ids, 8, "lru"), rtol=2e-4, atol=2e-4)
+    _, l1 = model.apply(p, ids[:4], c0)
+    np.testing.assert_allclose(l1, got[:4], rtol=1e-5, atol=1e-5)
+    _, lp = model.apply(p, ids, c0, mode="parallel")
+    np.testing.assert_allclose(lp, got, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="unknown char-RNN cell"):
         model.init(jax.random.key(0), 11, 8, 2, cell="transformer")
 
@@ -554,6 +565,10 @@ def test_config_mlp_ratio_reaches_the_blocks():
         state = charrnn.train.init_state(cfg, 11, charrnn.train.make_optimizer(cfg, 12))
         shapes = [b["w1"].shape if "w1" in b else None for b in state.params["blocks"]]
         assert shapes == [want, want]
+    cfg = tiny_cfg()
+    cfg.model.cell, cfg.model.hidden = "lru", 15
+    with pytest.raises(UserError, match="model.hidden must be even for the LRU.*use 16"):
+        charrnn.config.validate_config(cfg)
     cfg = tiny_cfg()
     cfg.model.mlp_ratio = 3
     assert "lstm" in charrnn.train.init_state(cfg, 11, charrnn.train.make_optimizer(cfg, 12)).params

@@ -25,7 +25,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.val_fraction = 0.1  # last 10% of the text is the validation split
 
     c.model = ml_collections.ConfigDict()
-    c.model.cell = "lstm"  # 'lstm', or a parallel-in-time cell in residual blocks: 'mingru'
+    c.model.cell = (
+        "lstm"  # 'lstm', or a parallel-in-time cell in blocks: 'mingru', 'minlstm', 'lru'
+    )
     c.model.hidden = 512  # LSTM hidden size per layer
     c.model.layers = 2  # stacked LSTM layers
     c.model.dropout = 0.5  # dropout between layers and before the output layer
@@ -64,9 +66,15 @@ def validate_config(cfg) -> None:
             "train.log_every",
         ),
     )
-    if cfg.model.cell not in ("lstm", "mingru", "minlstm"):
+    if cfg.model.cell not in ("lstm", "mingru", "minlstm", "lru"):
         raise UserError(
-            f"config.model.cell must be 'lstm', 'mingru' or 'minlstm', got {cfg.model.cell!r}"
+            "config.model.cell must be 'lstm', 'mingru', 'minlstm' or 'lru', "
+            f"got {cfg.model.cell!r}"
+        )
+    if cfg.model.cell == "lru" and cfg.model.hidden % 2:
+        raise UserError(
+            f"config.model.hidden must be even for the LRU (real and imaginary halves), got "
+            f"{cfg.model.hidden}: use {cfg.model.hidden + 1}"
         )
     ratio = cfg.model.get("mlp_ratio", 4)
     if isinstance(ratio, bool) or not isinstance(ratio, int) or ratio < 0:

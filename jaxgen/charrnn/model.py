@@ -6,7 +6,8 @@
 
 Parameters: ``{"lstm": [layer dicts], "w_out": [H, V], "b_out": [V]}``.
 
-``cell="mingru"`` or ``"minlstm"`` (a parallel-in-time cell, :mod:`jaxgen.linear_rnn`), in the
+``cell="mingru"``, ``"minlstm"`` or ``"lru"`` (a parallel-in-time cell, :mod:`jaxgen.linear_rnn`;
+the LRU on the paper's long-range ring, ``LRU_INIT``, its state of width H), in the
 pre-norm residual block the minGRU paper's language model uses between layers::
 
     x = embed[ids];  per block: x += minGRU(LN(x));  x += MLP(LN(x));  logits of LN(x)
@@ -24,11 +25,14 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxgen import nn, rnn
 
-CELLS = ("lstm", "mingru", "minlstm")
+CELLS = ("lstm", "mingru", "minlstm", "lru")
+# The LRU's initialisation in the blocks: the paper's ring for long-range tasks.
+LRU_INIT = {"r_min": 0.9, "r_max": 0.999, "max_phase": float(np.pi / 10)}
 
 
 def _layer_norm(p, x, eps=1e-5):
@@ -45,7 +49,9 @@ def _block_init(key, cell, hidden, mlp_ratio):
     k_cell, k1, k2 = jax.random.split(key, 3)
     block = {
         "ln1": _ln_init(hidden),
-        "cell": getattr(rnn, f"{cell}_init")(k_cell, hidden, hidden),
+        "cell": getattr(rnn, f"{cell}_init")(
+            k_cell, hidden, hidden, **(LRU_INIT if cell == "lru" else {})
+        ),
     }
     if mlp_ratio:  # 0: the block is the cell alone
         width = mlp_ratio * hidden
@@ -101,11 +107,18 @@ def zero_carries(params: dict, batch: int) -> list:
     return [rnn.lstm_zero_carry(p, (batch,)) for p in params["lstm"]]
 
 
+def block_cell(params: dict) -> str:
+    """Which cell a blocks model runs, read from its parameters."""
+    cell = params["blocks"][0]["cell"]
+    if "nu_log" in cell:
+        return "lru"
+    hidden = params["embed"].shape[1]  # minLSTM projects to 3H (f, i, candidate), minGRU to 2H
+    return "minlstm" if cell["w_ih"].shape[1] == 3 * hidden else "mingru"
+
+
 def _blocks_apply(params, ids, carries, dropout_rate, key, mode):
     """The residual blocks of a parallel-in-time cell (see the module docstring)."""
-    hidden = params["embed"].shape[1]  # minLSTM projects to 3H (f, i, candidate), minGRU to 2H
-    kind = "minlstm" if params["blocks"][0]["cell"]["w_ih"].shape[1] == 3 * hidden else "mingru"
-    seq = getattr(rnn, kind)
+    seq = getattr(rnn, block_cell(params))
     keys = (
         [None] * (2 * len(params["blocks"]) + 1)
         if key is None
