@@ -305,6 +305,11 @@ def minlstm_cell(params: Params, h: Array, x: Array):
 # --------------------------------------------------------------------------- LRU
 
 
+# The LRU paper's initialisation for long-range tasks (Orvieto et al. 2023, section 3.3):
+# ``lru_init(key, F, H, **LRU_LONG_RANGE)``.
+LRU_LONG_RANGE = {"r_min": 0.9, "r_max": 0.999, "max_phase": float(np.pi / 10)}
+
+
 def lru_init(
     key: Array,
     input_size: int,

@@ -55,6 +55,7 @@ import numpy as np
 
 from jaxgen import nn, recurrence
 from jaxgen.linear_rnn import (  # noqa: F401  (minGRU, minLSTM, LRU: part of this API)
+    LRU_LONG_RANGE,
     linear_scan,
     lru,
     lru_cell,

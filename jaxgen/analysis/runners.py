@@ -22,9 +22,7 @@ import numpy as np
 from jaxgen.analysis import gradient_decay, models, report, tasks
 from jaxgen.analysis.train import make_task, train_seeds
 from jaxgen.benchmarking import write_results
-
-# The LRU paper's initialisation for long-range tasks (Orvieto et al. 2023, section 3.3).
-LRU_LONG_RANGE = {"r_min": 0.9, "r_max": 0.999, "max_phase": float(np.pi / 10)}
+from jaxgen.linear_rnn import LRU_LONG_RANGE
 
 DEFAULT_OUT = "benchmarks/results"
 GRADIENT_LENGTHS = (10, 25, 50, 100, 200, 500, 1000)

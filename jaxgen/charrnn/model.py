@@ -7,7 +7,7 @@
 Parameters: ``{"lstm": [layer dicts], "w_out": [H, V], "b_out": [V]}``.
 
 ``cell="mingru"``, ``"minlstm"`` or ``"lru"`` (a parallel-in-time cell, :mod:`jaxgen.linear_rnn`;
-the LRU on the paper's long-range ring, ``LRU_INIT``, its state of width H), in the
+the LRU on the paper's long-range ring, ``rnn.LRU_LONG_RANGE``, its state of width H), in the
 pre-norm residual block the minGRU paper's language model uses between layers::
 
     x = embed[ids];  per block: x += minGRU(LN(x));  x += MLP(LN(x));  logits of LN(x)
@@ -25,14 +25,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from jaxgen import nn, rnn
 
 CELLS = ("lstm", "mingru", "minlstm", "lru")
-# The LRU's initialisation in the blocks: the paper's ring for long-range tasks.
-LRU_INIT = {"r_min": 0.9, "r_max": 0.999, "max_phase": float(np.pi / 10)}
 
 
 def _layer_norm(p, x, eps=1e-5):
@@ -50,7 +47,7 @@ def _block_init(key, cell, hidden, mlp_ratio):
     block = {
         "ln1": _ln_init(hidden),
         "cell": getattr(rnn, f"{cell}_init")(
-            k_cell, hidden, hidden, **(LRU_INIT if cell == "lru" else {})
+            k_cell, hidden, hidden, **(rnn.LRU_LONG_RANGE if cell == "lru" else {})
         ),
     }
     if mlp_ratio:  # 0: the block is the cell alone
