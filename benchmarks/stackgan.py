@@ -14,7 +14,8 @@ the last checkpoint with the project's evaluation classifier on captions written
 * attributes: 1,000 pairs that differ in one word only, with the same ``z`` and code noise:
   "thin" against "bold" (target: the thin one measures thinner in >= 90% of pairs), "leaning
   left" against "leaning right" (target: the slant's sign follows the words in >= 90% of the
-  samples; the pairwise order is reported too);
+  samples; the pairwise order is reported too, and the sign rate of the same pairs written in the
+  training templates, which tells a caption read wrongly from an image drawn wrongly);
 * diversity: 20 latents for each of 50 captions; the mean pairwise pixel (L2) distance between
   samples of one caption against that between real images of the same class (target >= 0.5);
 * stages: Frechet distance (classifier features, against the 10,000 real images) of stage II
@@ -40,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from jaxgen import benchmarking as bm  # noqa: E402
-from jaxgen.config import load_config  # noqa: E402
+from jaxgen.config import load_with_overrides  # noqa: E402
 from jaxgen.data.images import load_images  # noqa: E402
 from jaxgen.evaluation.cache import get_classifier  # noqa: E402
 from jaxgen.evaluation.classifier import features_and_probs  # noqa: E402
@@ -58,8 +59,8 @@ def held_out_caption(digit: int, thick: str | None, slant: str, rng) -> str:
     return captions._fill(t, digit, thick, slant, rng)
 
 
-def train(data: str, budget: float, workdir: Path, fresh: bool) -> dict:
-    cfg = load_config(ROOT / "configs" / "stackgan_mnist.py")
+def train(data: str, budget: float, workdir: Path, fresh: bool, config: str, sets) -> dict:
+    cfg = load_with_overrides(config, list(sets))
     cfg.data.path = data
     cfg.train.time_budget_s = float(budget)
     if fresh and workdir.exists():
@@ -132,6 +133,20 @@ def evaluate(workdir: Path, data: str, cache: str, out: Path, name: str) -> dict
     res["slant_sign"] = float(np.concatenate([sl < 0, sr > 0]).mean())
     res["slant_pair_order"] = float((sl < sr).mean())
     res["slant_left_right_median"] = [float(np.median(sl)), float(np.median(sr))]
+    # the same pairs in the training templates: is it the words' new order that fails?
+    seen = captions.TRAIN_TEMPLATES
+
+    def in_training_template(d, t, slant, k):
+        return captions._fill(seen[k % len(seen)], d, t or None, slant, np.random.default_rng(k))
+
+    left = [in_training_template(d, t, "leaning left", k) for d, t, k in zip(digits, thick, seeds)]
+    right = [
+        in_training_template(d, t, "leaning right", k) for d, t, k in zip(digits, thick, seeds)
+    ]
+    _, lx = draw(left, jax.random.key(3))
+    _, rx = draw(right, jax.random.key(3))
+    sl, sr = captions.measure(lx).slant, captions.measure(rx).slant
+    res["slant_sign_training_templates"] = float(np.concatenate([sl < 0, sr > 0]).mean())
     res["attribute_examples"] = {"thin": thin[:2], "bold": bold[:2], "left": left[:2],
                                  "right": right[:2]}  # fmt: skip
 
@@ -204,7 +219,10 @@ def markdown(p: dict, stem: str) -> str:
             f"{r['thickness_thin_bold_median'][0]:.2f}/{r['thickness_thin_bold_median'][1]:.2f}",
             f"px; median slant left/right {r['slant_left_right_median'][0]:+.3f}/"
             f"{r['slant_left_right_median'][1]:+.3f} (pairs in the right order:",
-            f"{r['slant_pair_order']:.3f}); 10,000 samples took {r['sample_s_per_10k']:.1f} s.",
+            f"{r['slant_pair_order']:.3f}); the same left/right pairs written in the training",
+            "templates instead: slant sign follows the words",
+            f"{r.get('slant_sign_training_templates', float('nan')):.3f};",
+            f"10,000 samples took {r['sample_s_per_10k']:.1f} s.",
         ]),
         "",
         "Label accuracy per class: "
@@ -215,7 +233,8 @@ def markdown(p: dict, stem: str) -> str:
         "",
         f"`{stem}_stages.png`: stage I (upsampled) above stage II for the first two rows' latents.",
         "",
-        f"Command: `{p['command']}`",
+        f"Trained by `{p['train_command']}`; evaluated again by `{p['command']}`"
+        if p.get("train_command") else f"Command: `{p['command']}`",
         "",
     ]  # fmt: skip
     return "\n".join(lines)
@@ -232,21 +251,27 @@ def main(argv=None):
     ap.add_argument("--cache", default="~/.cache/jaxgen/classifiers")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--name", default="stackgan", help="stem of the result files")
+    ap.add_argument("--config", default=str(ROOT / "configs" / "stackgan_mnist.py"),
+                    help="the recipe (PATH[:VARIANT])")  # fmt: skip
+    ap.add_argument("--set", action="append", default=[], metavar="--config.FIELD=VALUE",
+                    help="a config override (repeatable)")  # fmt: skip
     args = ap.parse_args(argv)
     if not Path(args.data).exists():
         raise SystemExit(f"no MNIST folder at {args.data}; pass --data DIR (IDX files)")
     out, workdir = Path(args.out), Path(args.workdir)
     out.mkdir(parents=True, exist_ok=True)
+    train_command = None
     if args.reuse:
         rows = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
         last = [r for r in rows if "d_loss" in r][-1]
         old = out / f"{args.name}.json"
         tr = {"steps": last["step"], "horizon": 0, "images_per_s": 0, "train_wall_s": 0}
         if old.exists():  # the training numbers of the run that made the workdir
-            tr = json.loads(old.read_text())["train"]
+            old = json.loads(old.read_text())
+            tr, train_command = old["train"], old.get("train_command") or old.get("command")
     else:
         print(f"== training {args.budget:.0f} s on {args.data}", flush=True)
-        tr = train(args.data, args.budget, workdir, fresh=True)
+        tr = train(args.data, args.budget, workdir, True, args.config, args.set)
         print(tr, flush=True)
     print("== evaluating", flush=True)
     ev = evaluate(workdir, args.data, args.cache, out, args.name)
@@ -256,6 +281,7 @@ def main(argv=None):
         "data_name": "the MNIST test set (10,000 images)", "train": tr, "eval": ev,
         "target": TARGET,
         "command": "python benchmarks/stackgan.py " + " ".join(argv or sys.argv[1:]),
+        "train_command": train_command,
     }  # fmt: skip
     bm.write_results(args.name, payload, markdown(payload, args.name), out)
 

@@ -33,6 +33,15 @@ def test_thickness_and_slant_of_known_strokes():
     np.testing.assert_allclose(a.slant, [-0.4, -0.2, 0.0, 0.2, 0.4], atol=0.01)
     _, slant = captions.describe(a)
     assert slant == ["leaning left", "leaning left", "upright", "leaning right", "leaning right"]
+    # the same words as classes (thin 0 / neither 1 / bold 2, left 0 / upright 1 / right 2), as the
+    # StackGAN's auxiliary heads read them
+    both = np.concatenate([bars, sheared])
+    thick, slant = captions.describe(captions.measure(both))
+    cls = captions.classes(captions.measure(both))
+    assert cls.dtype == np.int32 and cls.shape == (10, 2)
+    assert [("thin", None, "bold")[k] for k in cls[:, 0]] == thick
+    assert [("leaning left", "upright", "leaning right")[k] for k in cls[:, 1]] == slant
+    assert cls[:, 1].tolist() == [1, 1, 1, 1, 1, 0, 0, 1, 2, 2]
 
 
 def test_captions_name_the_digit_and_the_attributes():

@@ -287,6 +287,14 @@ def test_python_m_jaxgen_refuses_in_one_line_touching_nothing(tmp_path, argv, ma
             {"model.channels": 3, "train.epochs": 20, "data.tfds_name": "svhn_cropped"},
         ),
         ("dcgan_svhn.py:smoke", {"model.channels": 3, "data.limit": 512, "train.steps": 20}),
+        (
+            "stackgan_mnist.py",
+            {"model.text_encoder": "bilstm", "model.aux_weight": 1.0, "train.steps": 6000},
+        ),
+        (
+            "stackgan_mnist.py:plain",
+            {"model.text_encoder": "lstm", "model.aux_weight": 0.0, "text.pretrain_steps": 1500},
+        ),
     ],
 )
 def test_config_variants_set_their_own_fields(spec, want):

@@ -56,10 +56,24 @@ def test_a_caption_changes_its_own_image_and_nothing_else():
         stackgan.sample_text(SPEC, params, stats, VOCAB, [], key)
 
 
-def _reference_grads(state, real, ids, lengths, real_label, kl_weight):
+def _xent(logits, labels):
+    """Mean softmax cross entropy, from the log-sum-exp."""
+    logz = jax.scipy.special.logsumexp(logits, -1)
+    return jnp.mean(logz - jnp.take_along_axis(logits, labels[:, None], -1)[:, 0])
+
+
+def _heads(logits, targets):
+    """The auxiliary loss written out: digit (columns 0-9), thickness (10-12), slant (13-15)."""
+    return sum(_xent(logits[:, a:b], targets[:, j]) for j, (a, b) in
+               enumerate(((0, 10), (10, 13), (13, 16))))  # fmt: skip
+
+
+def _reference_grads(state, real, ids, lengths, targets, real_label, kl_weight, aux_weight, spec):
     """The step's gradients written out from the losses with plain autodiff: D's at the old
     discriminators, G's against the updated ones (one SGD step of size 1), stage II reading stage
-    I's image with the gradient stopped."""
+    I's image with the gradient stopped; with auxiliary heads, their cross entropies on the real
+    images (D) and on the generated ones (G), against the same targets."""
+    SPEC = spec
     p, s = state.params, state.stats
     key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
     k_z, k_ca = jax.random.split(key)
@@ -84,7 +98,10 @@ def _reference_grads(state, real, ids, lengths, real_label, kl_weight):
         total = 0.0
         for name, r, f in (("d1", real16, x16), ("d2", real, x32)):
             st = s[name]
-            a, st = stackgan.discriminate(SPEC, d[name], st, r, emb, train=True)
+            a, st = stackgan.discriminate(SPEC, d[name], st, r, emb, train=True, with_aux=SPEC.aux)
+            if SPEC.aux:
+                a, heads = a
+                total += aux_weight * _heads(heads, targets)
             b, st = stackgan.discriminate(SPEC, d[name], st, r, emb_mis, train=True)
             c, st = stackgan.discriminate(SPEC, d[name], st, f, emb, train=True)
             total += bce(a, real_label).mean() + 0.5 * (bce(b, 0.0).mean() + bce(c, 0.0).mean())
@@ -96,31 +113,44 @@ def _reference_grads(state, real, ids, lengths, real_label, kl_weight):
 
     def g_loss(g):
         x16, x32, mu, ls = fakes(g)
-        l1, _ = stackgan.discriminate(SPEC, d_new["d1"], s["d1"], x16, emb, train=True)
-        l2, _ = stackgan.discriminate(SPEC, d_new["d2"], s["d2"], x32, emb, train=True)
+        kw = dict(train=True, with_aux=SPEC.aux)
+        l1, _ = stackgan.discriminate(SPEC, d_new["d1"], s["d1"], x16, emb, **kw)
+        l2, _ = stackgan.discriminate(SPEC, d_new["d2"], s["d2"], x32, emb, **kw)
+        extra = 0.0
+        if SPEC.aux:
+            (l1, h1), (l2, h2) = l1, l2
+            extra = aux_weight * (_heads(h1, targets) + _heads(h2, targets))
         kl = jnp.mean(0.5 * jnp.sum(mu**2 + jnp.exp(2 * ls) - 1 - 2 * ls, -1))
-        return bce(l1, 1.0).mean() + bce(l2, 1.0).mean() + kl_weight * kl
+        return bce(l1, 1.0).mean() + bce(l2, 1.0).mean() + kl_weight * kl + extra
 
     return d_grads, jax.grad(g_loss)(g)
 
 
-def test_train_step_applies_the_gradients_of_its_losses():
+@pytest.mark.parametrize("aux", [False, True], ids=["stackgan", "aux-heads"])
+def test_train_step_applies_the_gradients_of_its_losses(aux):
     """With SGD of step 1 in place of Adam, each network moves by minus the gradient its loss
-    gives; the frozen text encoder does not move; the running statistics and the step do."""
+    gives (with auxiliary heads: their cross entropies included, on real images for D and on
+    generated ones for G); the frozen text encoder does not move; the running statistics and the
+    step do."""
+    spec = SPEC._replace(aux=aux)
     rng = np.random.default_rng(0)
     sgd = optax.sgd(1.0)
-    enc = text.encoder_init(jax.random.key(3), len(VOCAB), SPEC.text_hidden, SPEC.text_embed)
-    state = stackgan.init_state(SPEC, 0, enc, sgd, sgd)
+    enc = text.encoder_init(jax.random.key(3), len(VOCAB), spec.text_hidden, spec.text_embed)
+    state = stackgan.init_state(spec, 0, enc, sgd, sgd)
     state = state._replace(step=jnp.int32(5))
     real = rng.uniform(-1, 1, (6, 32, 32, 1)).astype(np.float32)
     caps = ["a thin seven", "a bold 3", "a 1 leaning left", "the digit 4", "a 5", "a bold 9"]
+    targets = np.array([[7, 0, 1], [3, 2, 1], [1, 1, 0], [4, 1, 1], [5, 1, 2], [9, 2, 1]],
+                       np.int32)  # fmt: skip
     ids, lengths = VOCAB.encode(caps, max_len=8)
     step = jax.jit(functools.partial(
-        stackgan.train_step, spec=SPEC, tx_g=sgd, tx_d=sgd, real_label=0.9, kl_weight=0.7
+        stackgan.train_step, spec=spec, tx_g=sgd, tx_d=sgd, real_label=0.9, kl_weight=0.7,
+        aux_weight=0.6,
     ))  # fmt: skip
-    new, metrics = step(state, real, ids, lengths)
-    reference = jax.jit(_reference_grads, static_argnums=(4, 5))  # one compilation, not op by op
-    d_want, g_want = reference(state, real, ids, lengths, 0.9, 0.7)
+    new, metrics = step(state, real, ids, lengths, targets if aux else None)
+    # one compilation, not op by op
+    reference = jax.jit(_reference_grads, static_argnums=(5, 6, 7, 8))
+    d_want, g_want = reference(state, real, ids, lengths, targets, 0.9, 0.7, 0.6, spec)
     for part, want in (*d_want.items(), *g_want.items()):
         got = jax.tree.map(lambda a, b: a - b, state.params[part], new.params[part])
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
@@ -134,6 +164,47 @@ def test_train_step_applies_the_gradients_of_its_losses():
     ]
     assert min(moved) > 0
     assert metrics["kl"] > 0 and np.isfinite(float(metrics["d_loss"]))
+    if aux:  # the heads exist (10 + 3 + 3 outputs) and their losses are reported
+        assert set(new.params["d1"]) > {"aux"} and new.params["d2"]["aux"]["w"].shape[-1] == 16
+        for k in ("d1_aux", "d2_aux", "g1_aux", "g2_aux"):
+            assert float(metrics[k]) > 0, k
+        with pytest.raises(ValueError, match="needs the targets"):
+            step(state, real, ids, lengths)
+    else:
+        assert "aux" not in new.params["d1"] and "d1_aux" not in metrics
+
+
+def test_discriminator_heads_read_the_last_features():
+    """D1 written out layer by layer (4x4 stride-2 convolutions, batch norm on batch statistics,
+    leaky ReLU): its logit is ``w . phi + b + (P e) . phi`` and its auxiliary heads are
+    ``phi @ W_aux + b_aux`` on the same flattened features ``phi``."""
+    spec = SPEC._replace(aux=True)
+    params, stats = stackgan.init(spec, jax.random.key(4))
+    d = params["d1"]
+    x = jax.random.uniform(jax.random.key(5), (5, 16, 16, 1), minval=-1, maxval=1)
+    emb = jax.random.normal(jax.random.key(6), (5, spec.text_embed))
+    (logits, heads), _ = stackgan.discriminate(spec, d, stats["d1"], x, emb, train=True,
+                                               with_aux=True)  # fmt: skip
+    h = jax.lax.conv_general_dilated(x, d["down0"]["w"], (2, 2), ((1, 1), (1, 1)),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))  # fmt: skip
+    h = h + d["down0"]["b"]
+    h = jnp.where(h > 0, h, spec.slope * h)
+    h = jax.lax.conv_general_dilated(h, d["down1"]["w"], (2, 2), ((1, 1), (1, 1)),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))  # fmt: skip
+    mean, var = h.mean((0, 1, 2)), h.var((0, 1, 2))
+    bn = d["down1_bn"]
+    h = (h - mean) / jnp.sqrt(var + 1e-5) * bn["scale"] + bn["bias"]
+    phi = jnp.where(h > 0, h, spec.slope * h).reshape(5, -1)
+    want = phi @ d["out"]["w"][:, 0] + d["out"]["b"][0] + jnp.sum((emb @ d["proj"]["w"]) * phi, -1)
+    np.testing.assert_allclose(logits, want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(heads, phi @ d["aux"]["w"] + d["aux"]["b"], rtol=1e-4, atol=1e-5)
+    assert heads.shape == (5, sum(stackgan.AUX_GROUPS))
+    # the heads' loss: the three groups' cross entropies, each against its own column
+    t = jnp.array([[3, 0, 2], [9, 1, 0], [0, 2, 1], [5, 1, 1], [7, 0, 0]])
+    ls = jax.nn.log_softmax
+    want = sum(-jnp.mean(ls(heads[:, a:b])[jnp.arange(5), t[:, j]])
+               for j, (a, b) in enumerate(((0, 10), (10, 13), (13, 16))))  # fmt: skip
+    np.testing.assert_allclose(stackgan.aux_loss(heads, t), want, rtol=1e-5)
 
 
 def _cfg(steps):
@@ -194,11 +265,29 @@ def test_smoke_training_resumes_bit_for_bit_and_refuses_bad_input(tmp_path, caps
     nolabels.data.path = str(tmp_path / "digits.npy")
     with pytest.raises(UserError, match="has no labels"):
         stackgan_train.train(nolabels, whole, quiet=True)
-    bad = _cfg(6)
-    bad.train.kl_weight = -1.0
-    with pytest.raises(UserError, match="config.train.kl_weight must be >= 0"):
-        stackgan_train.train(bad, whole, quiet=True)
+    for field, value, match in (
+        ("train.kl_weight", -1.0, "config.train.kl_weight must be >= 0"),
+        ("model.aux_weight", -0.5, "config.model.aux_weight must be a number >= 0"),
+        ("model.text_encoder", "gru", "config.model.text_encoder must be one of lstm, bilstm"),
+    ):
+        bad = _cfg(6)
+        group, name = field.split(".")
+        bad[group][name] = value
+        with pytest.raises(UserError, match=match):
+            stackgan_train.train(bad, whole, quiet=True)
     assert _files(whole) == before
+    # a workdir written before the text encoder and the auxiliary heads were config fields holds
+    # the first recipe (a left-to-right encoder, no heads): resuming it with today's is refused
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    meta = json.loads((whole / "jaxgen.json").read_text())
+    for k in ("text_encoder", "aux_weight"):
+        del meta["config"]["model"][k]
+    del meta["config"]["text"]["direction_dropout"]
+    checkpoint.write_json_atomic(legacy / "jaxgen.json", meta)
+    with pytest.raises(UserError, match="config.model.text_encoder=lstm"):
+        stackgan_train.train(_cfg(6), legacy, quiet=True)
+    assert [p.name for p in legacy.iterdir()] == ["jaxgen.json"]
     assert not (tmp_path / "x.npy").exists()
     # a workdir of another model kind
     (tmp_path / "gan").mkdir()

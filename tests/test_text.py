@@ -7,8 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxgen import rnn
 from jaxgen.errors import UserError
 from jaxgen.gan import captions, text
+from jaxgen.nn import layers as nn
 
 
 def test_vocab_covers_every_caption_and_refuses_the_rest():
@@ -27,11 +29,12 @@ def test_vocab_covers_every_caption_and_refuses_the_rest():
         vocab.encode(["  ,. "])
 
 
-def test_encoder_reads_each_caption_to_its_own_last_word():
+@pytest.mark.parametrize("kind", text.ENCODERS)
+def test_encoder_reads_each_caption_to_its_own_last_word(kind):
     """Padding a batch to a longer length changes no embedding; each embedding equals the one of
     its caption encoded alone; another word changes it."""
     vocab = text.WordVocab.from_captions()
-    params = text.encoder_init(jax.random.key(0), len(vocab), hidden=16, embed_dim=8)
+    params = text.encoder_init(jax.random.key(0), len(vocab), hidden=16, embed_dim=8, kind=kind)
     caps = ["a thin seven", "the digit 3, bold, leaning left", "a 1"]
     enc = jax.jit(text.encode)
     ids, lengths = vocab.encode(caps)
@@ -43,6 +46,42 @@ def test_encoder_reads_each_caption_to_its_own_last_word():
         np.testing.assert_allclose(alone[0], e[i], rtol=1e-5, atol=1e-6)
     other = np.asarray(enc(params, *vocab.encode(["a thin eight"], max_len=12)))
     assert np.abs(other[0] - e[0]).max() > 1e-4
+
+
+def test_bidirectional_encoder_reads_each_caption_both_ways():
+    """The bidirectional embedding, from each caption alone and unpadded: the forward LSTM's
+    final state over its words, joined with the final state of the backward LSTM run forwards
+    over the words in reverse order, through the dense layer."""
+    vocab = text.WordVocab.from_captions()
+    params = text.encoder_init(jax.random.key(1), len(vocab), 16, 8, kind="bilstm")
+    caps = ["written leaning left, the digit 3", "a bold 7", "handwritten, an upright nine"]
+    got = np.asarray(text.encode(params, *vocab.encode(caps, max_len=12)))
+    (layer,) = params["bilstm"]
+    for i, c in enumerate(caps):
+        ids, _ = vocab.encode([c])
+        (h_f, _), _ = rnn.lstm(layer["fwd"], ids[0][:, None])
+        (h_b, _), _ = rnn.lstm(layer["bwd"], ids[0][::-1, None])
+        want = nn.dense(params["out"], jnp.concatenate([h_f, h_b], -1))[0]
+        np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-6, err_msg=c)
+    with pytest.raises(ValueError, match="text encoder kind must be one of"):
+        text.encoder_init(jax.random.key(1), len(vocab), 16, 8, kind="gru")
+    # direction dropout (pretraining): a dropped caption reads one direction with the other zeroed
+    ids, lengths = vocab.encode(caps * 4, max_len=12)
+    kw = dict(drop_key=jax.random.key(5), direction_dropout=1.0)
+    dropped = np.asarray(text.encode(params, ids, lengths, **kw))
+    finals, _ = rnn.lstm_stack(params["bilstm"], ids, bidirectional=True, lengths=lengths,
+                               time_major=False)  # fmt: skip
+    (h_f, _), (h_b, _) = finals[0]
+    only_f = np.asarray(nn.dense(params["out"], jnp.concatenate([h_f, 0 * h_b], -1)))
+    only_b = np.asarray(nn.dense(params["out"], jnp.concatenate([0 * h_f, h_b], -1)))
+    is_f = np.abs(dropped - only_f).max(1) < 1e-6
+    is_b = np.abs(dropped - only_b).max(1) < 1e-6
+    assert (is_f ^ is_b).all() and is_f.any() and is_b.any()
+    half = text.encode(params, ids, lengths, drop_key=jax.random.key(5), direction_dropout=0.5)
+    full = np.asarray(text.encode(params, ids, lengths))
+    kept = np.abs(np.asarray(half) - full).max(1) < 1e-6
+    assert kept.any() and not kept.all()
+    np.testing.assert_array_equal(text.encode(params, ids, lengths, direction_dropout=0.5), full)
 
 
 def test_augmentation_and_kl_against_closed_forms():

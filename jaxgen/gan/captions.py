@@ -113,6 +113,16 @@ def describe(attrs: Attributes) -> tuple[list[str | None], list[str]]:
     return thick, slant
 
 
+def classes(attrs: Attributes) -> np.ndarray:
+    """The words :func:`describe` gives, as classes int ``[N, 2]``: thickness (0 thin, 1 neither,
+    2 bold) and slant (0 leaning left, 1 upright, 2 leaning right); what the StackGAN's
+    auxiliary heads read."""
+    t, s = np.asarray(attrs.thickness), np.asarray(attrs.slant)
+    thick = np.where(t < THIN, 0, np.where(t > BOLD, 2, 1))
+    slant = np.where(s < -SLANT, 0, np.where(s > SLANT, 2, 1))
+    return np.stack([thick, slant], 1).astype(np.int32)
+
+
 def _article(match) -> str:
     """``a`` or ``an`` before the next word, by its sound (``an eight``, ``an 8``, ``a one``)."""
     word = match.group(2)

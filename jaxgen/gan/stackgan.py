@@ -14,6 +14,11 @@ A caption's word ids go through the frozen text encoder (:mod:`jaxgen.gan.text`)
   (``cond_d="concat"``): the compressed embedding joined as planes, a 1x1 convolution and a dense
   logit. Both are matching-aware (GAN-CLS): a real image with another image's caption is a
   negative.
+* Optionally (``aux=True``, TAC-GAN, Dash et al. 2017), each discriminator also has auxiliary
+  heads on ``phi`` that read the digit, the thickness tercile and the slant tercile of an image
+  (:data:`AUX_GROUPS`): trained on real images with their own classes, and the generators are
+  asked to make images whose heads read what their caption says. It gives the generator a direct
+  signal for each word of the caption, where the matching-aware loss gives one bit for all.
 
 Both stages train together in one step, as StackGAN++ trains its stages: stage II reads stage I's
 image of that step with the gradient stopped, so each generator learns from its own discriminator.
@@ -53,6 +58,7 @@ class StackGan(NamedTuple):
     c_dim: int = 16  # conditioning code c (conditioning augmentation's output)
     text_hidden: int = 64  # the text LSTM's hidden size
     text_embed: int = 32  # the text embedding e
+    text_encoder: str = "lstm"  # 'lstm' or 'bilstm' (jaxgen.gan.text.encoder_init)
     d_text: int = 16  # e compressed for the concat discriminators
     cond_d: str = "projection"  # discriminators read e by 'projection' or 'concat' (planes)
     features: int = 32  # base filters f: G1 4f-2f-1, G2 f-2f-...-f-1, D f-2f(-4f)
@@ -61,6 +67,7 @@ class StackGan(NamedTuple):
     init_std: float = 0.02  # weights N(0, init_std), as the DCGAN
     size: int = 32  # stage II side; stage I makes size // 2
     crop: int = 2  # pixels cropped from each side for the data's 28x28
+    aux: bool = False  # auxiliary class / thickness / slant heads on the discriminators (TAC-GAN)
 
 
 class TrainState(NamedTuple):
@@ -74,6 +81,9 @@ class TrainState(NamedTuple):
 
 
 G_PARTS, D_PARTS = ("ca", "g1", "g2"), ("d1", "d2")
+# what the auxiliary heads read: digit (10), thickness tercile (thin, -, bold), slant tercile (left,
+# upright, right); targets are int [B, 3] in this order (:func:`jaxgen.gan.captions.classes`)
+AUX_GROUPS = (10, 3, 3)
 
 
 def _conv(key, k, cin, cout, std, bias=False):
@@ -86,7 +96,9 @@ def init(spec: StackGan, key) -> tuple[dict, dict]:
     f, std = spec.features, spec.init_std
     ks = iter(jax.random.split(key, 32))
     p, s = {}, {}
-    p["text"] = text.encoder_init(next(ks), spec.vocab_size, spec.text_hidden, spec.text_embed)
+    p["text"] = text.encoder_init(
+        next(ks), spec.vocab_size, spec.text_hidden, spec.text_embed, spec.text_encoder
+    )
     p["ca"] = text.augment_init(next(ks), spec.text_embed, spec.c_dim)
 
     g1, s1 = {}, {}
@@ -119,6 +131,8 @@ def init(spec: StackGan, key) -> tuple[dict, dict]:
                 d[f"down{i}_bn"], st[f"down{i}_bn"] = nn.batch_norm_init(c)
             cin = c
         d["out"] = nn.dense_init(next(ks), 16 * cin, 1, std=std)
+        if spec.aux:
+            d["aux"] = nn.dense_init(next(ks), 16 * cin, sum(AUX_GROUPS), std=std)
         if spec.cond_d == "projection":
             d["proj"] = nn.dense_init(next(ks), spec.text_embed, 16 * cin, std=std, bias=False)
         else:
@@ -178,9 +192,10 @@ def stage2(spec: StackGan, params, stats, x16, c, *, train: bool) -> tuple[Array
     return jnp.tanh(nn.conv_transpose(params["up1"], x)), bn.new
 
 
-def discriminate(spec: StackGan, params, stats, images, emb, *, train: bool):
+def discriminate(spec: StackGan, params, stats, images, emb, *, train: bool, with_aux=False):
     """Logits ``[B]`` that ``images`` are real images of what ``emb`` describes (either stage:
-    the number of stride-2 layers is in the parameters)."""
+    the number of stride-2 layers is in the parameters), and the new statistics. With
+    ``with_aux`` (a discriminator with auxiliary heads), ``((logits, aux [B, 16]), stats)``."""
     bn = _BN(params, stats, train)
     x, i = images, 0
     while f"down{i}" in params:
@@ -189,14 +204,28 @@ def discriminate(spec: StackGan, params, stats, images, emb, *, train: bool):
             x = bn(f"down{i}_bn", x)
         x = nn.leaky_relu(x, spec.slope)
         i += 1
+    phi = x.reshape(x.shape[0], -1)
     if "proj" in params:  # projection: w . phi + b + (P e) . phi
-        phi = x.reshape(x.shape[0], -1)
         logits = nn.dense(params["out"], phi)[:, 0]
-        return logits + jnp.sum(nn.dense(params["proj"], emb) * phi, -1), bn.new
-    t = nn.leaky_relu(nn.dense(params["text"], emb), spec.slope)
-    x = jnp.concatenate([x, _planes(t, x.shape[1])], -1)
-    x = nn.leaky_relu(bn("join_bn", nn.conv(params["join"], x)), spec.slope)
-    return nn.dense(params["out"], x.reshape(x.shape[0], -1))[:, 0], bn.new
+        logits = logits + jnp.sum(nn.dense(params["proj"], emb) * phi, -1)
+    else:
+        t = nn.leaky_relu(nn.dense(params["text"], emb), spec.slope)
+        x = jnp.concatenate([x, _planes(t, x.shape[1])], -1)
+        x = nn.leaky_relu(bn("join_bn", nn.conv(params["join"], x)), spec.slope)
+        logits = nn.dense(params["out"], x.reshape(x.shape[0], -1))[:, 0]
+    if with_aux:
+        return (logits, nn.dense(params["aux"], phi)), bn.new
+    return logits, bn.new
+
+
+def aux_loss(aux_logits, targets):
+    """The auxiliary heads' loss: the sum over :data:`AUX_GROUPS` of the mean softmax cross
+    entropy of ``aux_logits [B, 16]`` against ``targets`` int ``[B, 3]``."""
+    total, start = 0.0, 0
+    for j, n in enumerate(AUX_GROUPS):
+        total = total + losses.softmax_xent(aux_logits[:, start : start + n], targets[:, j])
+        start += n
+    return total
 
 
 def downsample(images):
@@ -242,25 +271,32 @@ def train_step(
     real: Array,
     ids: Array,
     lengths: Array,
+    targets: Array | None = None,
     *,
     spec: StackGan,
     tx_g,
     tx_d,
     real_label: float = 0.9,
     kl_weight: float = 1.0,
+    aux_weight: float = 0.0,
     skip_nonfinite: bool = False,
 ) -> tuple[TrainState, dict]:
     """One step of both stages on real images ``[B, 32, 32, 1]`` and their captions (``ids
-    [B, T]``, ``lengths [B]``).
+    [B, T]``, ``lengths [B]``; with ``spec.aux``, also each image's classes ``targets`` int
+    ``[B, 3]``, which are what its caption says).
 
     1. ``e = E(caption)`` (frozen); ``c ~ N(mu(e), sigma(e))``; ``z ~ N(0, I)``;
        ``x16 = G1(z, c)``, ``x32 = G2(stop_gradient(x16), c)`` (one forward, kept with its VJP).
     2. Each discriminator: the matching-aware loss on (real, its caption), (real, the caption of
-       the batch's previous image) and (generated, its caption). Adam on D1 and D2.
+       the batch's previous image) and (generated, its caption); with ``spec.aux``, plus
+       ``aux_weight * aux_loss(heads(real), targets)``. Adam on D1 and D2.
     3. Generators: the non-saturating loss of each stage against its **updated** discriminator,
-       plus ``kl_weight * KL(N(mu, sigma) || N(0, I))``, pulled back through step 1's VJP.
+       plus ``kl_weight * KL(N(mu, sigma) || N(0, I))`` and, with ``spec.aux``,
+       ``aux_weight * aux_loss(heads(generated), targets)``, pulled back through step 1's VJP.
        Adam on the augmentation layer, G1 and G2.
     """
+    if spec.aux and targets is None:
+        raise ValueError("a StackGAN with auxiliary heads needs the targets [B, 3] of its batch")
     step = state.step
     key = jax.random.fold_in(jax.random.wrap_key_data(state.key), step)
     k_z, k_ca = jax.random.split(key)
@@ -285,7 +321,11 @@ def train_step(
         total, parts, new = 0.0, {}, {}
         for name, real_x, fake in (("d1", real16, x16), ("d2", real, x32)):
             st = s[name]
-            rm, st = discriminate(spec, dp[name], st, real_x, emb, train=True)
+            rm, st = discriminate(spec, dp[name], st, real_x, emb, train=True, with_aux=spec.aux)
+            if spec.aux:
+                rm, aux = rm
+                parts[f"{name}_aux"] = aux_loss(aux, targets)
+                total = total + aux_weight * parts[f"{name}_aux"]
             rx, st = discriminate(spec, dp[name], st, real_x, emb_mis, train=True)
             fm, st = discriminate(spec, dp[name], st, jax.lax.stop_gradient(fake), emb, train=True)
             loss, terms = text.matching_aware_d_loss(rm, rx, fm, real_label)
@@ -302,11 +342,17 @@ def train_step(
 
     def g_loss_fn(outs):
         x16, x32, mu, log_sigma = outs
-        l1, _ = discriminate(spec, dp_new["d1"], d_stats["d1"], x16, emb, train=True)
-        l2, _ = discriminate(spec, dp_new["d2"], d_stats["d2"], x32, emb, train=True)
+        kw = dict(train=True, with_aux=spec.aux)
+        l1, _ = discriminate(spec, dp_new["d1"], d_stats["d1"], x16, emb, **kw)
+        l2, _ = discriminate(spec, dp_new["d2"], d_stats["d2"], x32, emb, **kw)
+        parts = {}
+        if spec.aux:
+            (l1, a1), (l2, a2) = l1, l2
+            parts = {"g1_aux": aux_loss(a1, targets), "g2_aux": aux_loss(a2, targets)}
         g1, g2 = losses.generator_loss(l1), losses.generator_loss(l2)
         kl = text.kl_to_standard(mu, log_sigma)
-        return g1 + g2 + kl_weight * kl, {"g1_loss": g1, "g2_loss": g2, "kl": kl}
+        loss = g1 + g2 + kl_weight * kl + aux_weight * sum(parts.values())
+        return loss, {"g1_loss": g1, "g2_loss": g2, "kl": kl, **parts}
 
     (g_loss, g_parts), out_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(outs)
     (g_grads,) = g_vjp(out_grads)

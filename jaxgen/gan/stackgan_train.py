@@ -55,18 +55,21 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.c_dim = 16  # conditioning code (conditioning augmentation)
     c.model.text_hidden = 64  # text LSTM hidden size
     c.model.text_embed = 32  # text embedding size
+    c.model.text_encoder = "bilstm"  # 'bilstm' (reads both ways) or 'lstm' (left to right)
     c.model.d_text = 16  # embedding compressed for the concat discriminators
     c.model.cond_d = "projection"  # discriminators read the text: 'projection' or 'concat'
     c.model.features = 32  # base filters
     c.model.res_blocks = 2  # stage II residual blocks
     c.model.init_std = 0.02
+    c.model.aux_weight = 1.0  # >0: discriminators also read digit/thickness/slant (TAC-GAN heads)
 
     c.text = ml_collections.ConfigDict()
     c.text.captions_per_image = 5  # training captions written for each image
     c.text.max_words = 12  # captions are padded to this many words
-    c.text.pretrain_steps = 1500  # text-encoder pretraining steps (then frozen)
+    c.text.pretrain_steps = 3000  # text-encoder pretraining steps (then frozen)
     c.text.pretrain_batch = 128
     c.text.pretrain_lr = 3e-3
+    c.text.direction_dropout = 0.5  # bilstm pretraining: captions with one direction zeroed
 
     c.train = ml_collections.ConfigDict()
     c.train.batch = 64
@@ -119,10 +122,20 @@ def validate_config(cfg) -> None:
     m, t = cfg.model, cfg.train
     if not (isinstance(m.res_blocks, int) and m.res_blocks >= 0):
         raise UserError(f"config.model.res_blocks must be an integer >= 0, got {m.res_blocks!r}")
+    if m.text_encoder not in text.ENCODERS:
+        raise UserError(
+            f"config.model.text_encoder must be one of {', '.join(text.ENCODERS)}, got "
+            f"{m.text_encoder!r}"
+        )
     if m.cond_d not in ("projection", "concat"):
         raise UserError(f"config.model.cond_d must be 'projection' or 'concat', got {m.cond_d!r}")
+    if not (isinstance(m.aux_weight, (int, float)) and m.aux_weight >= 0):
+        raise UserError(f"config.model.aux_weight must be a number >= 0, got {m.aux_weight!r}")
     if not (t.kl_weight >= 0):
         raise UserError(f"config.train.kl_weight must be >= 0, got {t.kl_weight}")
+    dd = cfg.text.direction_dropout
+    if not (isinstance(dd, (int, float)) and 0 <= dd < 1):
+        raise UserError(f"config.text.direction_dropout must be in [0, 1), got {dd!r}")
     if not cfg.text.pretrain_lr > 0:
         raise UserError(f"config.text.pretrain_lr must be positive, got {cfg.text.pretrain_lr}")
     validate_rates(t)
@@ -135,6 +148,7 @@ def spec_of(cfg, vocab_size: int) -> stackgan.StackGan:
         vocab_size=vocab_size, latent=m.latent, c_dim=m.c_dim, text_hidden=m.text_hidden,
         text_embed=m.text_embed, d_text=m.d_text, features=m.features,
         res_blocks=m.res_blocks, init_std=float(m.init_std), cond_d=m.cond_d,
+        aux=m.get("aux_weight", 0.0) > 0, text_encoder=m.get("text_encoder", "lstm"),
     )  # fmt: skip
 
 
@@ -185,7 +199,8 @@ def pretrained_text(cfg, data: Images, vocab, table):
     enc, history = text.pretrain_encoder(
         key, ids, lengths, data.labels, attrs.thickness, attrs.slant, vocab_size=len(vocab),
         hidden=m.text_hidden, embed_dim=m.text_embed, steps=tc.pretrain_steps,
-        batch=tc.pretrain_batch, lr=tc.pretrain_lr,
+        batch=tc.pretrain_batch, lr=tc.pretrain_lr, kind=m.text_encoder,
+        direction_dropout=tc.direction_dropout if m.text_encoder == "bilstm" else 0.0,
     )  # fmt: skip
     return enc, history
 
@@ -195,10 +210,17 @@ def grid_captions(rows=GRID_ROWS) -> list[str]:
     return [r.format(d=captions.DIGITS[d]) for r in rows for d in range(10)]
 
 
+# fields added after the first StackGAN workdirs were written, with the value those had
+ADDED_FIELDS = {
+    "model": {"text_encoder": "lstm", "aux_weight": 0.0},
+    "text": {"direction_dropout": 0.0},
+}
+
+
 def _check_same_model(cfg, meta: dict, workdir: Path) -> None:
     old = meta["config"]
     for group in ("model", "text"):
-        for k, v in old.get(group, {}).items():
+        for k, v in {**ADDED_FIELDS.get(group, {}), **old.get(group, {})}.items():
             if k in cfg[group] and v != cfg[group][k]:
                 raise UserError(
                     f"workdir {str(workdir)!r} holds a StackGAN with config.{group}.{k}={v}, but "
@@ -218,7 +240,8 @@ def recipe(cfg: ml_collections.ConfigDict, workdir: str | Path) -> loop.Recipe:
     vocab = text.WordVocab.from_captions()
     spec = spec_of(cfg, len(vocab))
     table = caption_table(data, cfg, vocab)
-    ids, lengths, _ = table
+    ids, lengths, attrs = table
+    targets = np.concatenate([data.labels[:, None], captions.classes(attrs)], 1).astype(np.int32)
     padded = fit_to_model(data, 32, 1)
     rows_of = ImageBatches(padded.images, cfg.train.batch, cfg.seed, labels=np.arange(len(data)))
     t = cfg.train
@@ -230,13 +253,14 @@ def recipe(cfg: ml_collections.ConfigDict, workdir: str | Path) -> loop.Recipe:
     def batch(step: int):
         images, rows = rows_of.pair_for_step(step)
         which = np.random.default_rng([cfg.seed, 3, step]).integers(ids.shape[1], size=len(rows))
-        return images, ids[rows, which], lengths[rows, which]
+        return images, ids[rows, which], lengths[rows, which], targets[rows]
 
     def make_step(horizon: int):
         tx_g, tx_d = optimizers(cfg, fit=min(1.0, horizon / steps))
         return functools.partial(
             stackgan.train_step, spec=spec, tx_g=tx_g, tx_d=tx_d, real_label=t.real_label,
-            kl_weight=float(t.kl_weight), skip_nonfinite=t.on_nonfinite == "skip",
+            kl_weight=float(t.kl_weight), aux_weight=float(cfg.model.aux_weight),
+            skip_nonfinite=t.on_nonfinite == "skip",
         )  # fmt: skip
 
     def fresh_state():
@@ -281,7 +305,7 @@ def recipe(cfg: ml_collections.ConfigDict, workdir: str | Path) -> loop.Recipe:
         init_state=fresh_state,
         make_step=make_step,
         batch=batch,
-        batch_axes=(0, 0, 0),
+        batch_axes=(0, 0, 0, 0),
         items_per_step=t.batch,
         unit="img",
         loss_keys=("d_loss", "g_loss"),
@@ -315,7 +339,7 @@ def load(workdir: str | Path, which: str = "latest"):
         tx_g, tx_d = optimizers(cfg)
         spec = spec_of(cfg, len(vocab))
         enc = text.encoder_init(jax.random.key(0), len(vocab), cfg.model.text_hidden,
-                                cfg.model.text_embed)  # fmt: skip
+                                cfg.model.text_embed, spec.text_encoder)  # fmt: skip
         return stackgan.init_state(spec, cfg.seed, enc, tx_g, tx_d)
 
     state, meta, cfg = loop.load_trained(workdir, KIND, template, which, name="StackGAN")

