@@ -8,8 +8,10 @@ probe reading the digit and the standardised thickness and slant):
 
 * ``lstm``: left to right, its state at the last word, 1,500 steps (the ``:plain`` recipe);
 * ``bilstm``: both directions' final states, 1,500 and 3,000 steps;
-* ``bilstm``, 3,000 steps, direction dropout 0.5 (the default recipe: for half the captions one
-  direction's state, drawn at random, is zeroed, so each direction carries the whole caption).
+* ``bilstm``, 3,000 steps, direction dropout 0.5 (for half the captions one direction's state,
+  drawn at random, is zeroed, so each direction carries the whole caption);
+* the same with the paraphrase term 0.1 (the default recipe: two captions of one image are
+  pulled to one embedding).
 
 Then the probe reads one caption per image written in the **held-out templates** (new word
 orders: "written leaning left, the digit 3") and one in the training templates:
@@ -42,8 +44,14 @@ from jaxgen.gan import captions, text  # noqa: E402
 from jaxgen.nn import layers as nn  # noqa: E402
 
 K, T, HIDDEN, EMBED = 5, 12, 64, 32
-# (encoder kind, pretraining steps, direction dropout)
-RECIPES = (("lstm", 1500, 0.0), ("bilstm", 1500, 0.0), ("bilstm", 3000, 0.0), ("bilstm", 3000, 0.5))
+# (encoder kind, pretraining steps, direction dropout, paraphrase weight)
+RECIPES = (
+    ("lstm", 1500, 0.0, 0.0),
+    ("bilstm", 1500, 0.0, 0.0),
+    ("bilstm", 3000, 0.0, 0.0),
+    ("bilstm", 3000, 0.5, 0.0),
+    ("bilstm", 3000, 0.5, 0.1),
+)
 
 
 def probe_scores(probe, enc, ids, lengths, labels, cls) -> dict:
@@ -76,7 +84,7 @@ def run(data_dir: str, seeds) -> list[dict]:
     standard = lambda v: (v - v.mean()) / v.std()  # noqa: E731
     targets = np.stack([standard(attrs.thickness), standard(attrs.slant)], 1).astype(np.float32)
     rows = []
-    for kind, steps, dd in RECIPES:
+    for kind, steps, dd, pw in RECIPES:
         for seed in seeds:
             t0 = time.perf_counter()
             k_init, k_probe, k_data = jax.random.split(jax.random.key(seed), 3)
@@ -85,9 +93,10 @@ def run(data_dir: str, seeds) -> list[dict]:
             params, hist = text._pretrain(
                 params, jnp.asarray(ids), jnp.asarray(lengths),
                 jnp.asarray(data.labels, jnp.int32), jnp.asarray(targets), k_data, steps=steps,
-                batch=128, lr=3e-3, direction_dropout=dd,
+                batch=128, lr=3e-3, direction_dropout=dd, paraphrase_weight=pw,
             )  # fmt: skip
-            row = {"kind": kind, "steps": steps, "direction_dropout": dd, "seed": seed,
+            row = {"kind": kind, "steps": steps, "direction_dropout": dd, "paraphrase": pw,
+                   "seed": seed,
                    "final_loss": float(np.mean(hist[-50:])),
                    "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
             for name, (i, n) in evals.items():
@@ -99,7 +108,8 @@ def run(data_dir: str, seeds) -> list[dict]:
 
 def _label(r) -> str:
     dd = f", direction dropout {r['direction_dropout']}" if r["direction_dropout"] else ""
-    return f"`{r['kind']}`, {r['steps']:,} steps{dd}"
+    pw = f", paraphrase {r['paraphrase']}" if r.get("paraphrase") else ""
+    return f"`{r['kind']}`, {r['steps']:,} steps{dd}{pw}"
 
 
 def markdown(p: dict) -> str:

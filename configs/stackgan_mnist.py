@@ -2,7 +2,8 @@ r"""Text to image on MNIST digits, StackGAN-style: "a bold seven leaning right" 
 (stage I) -> a 28x28 digit (stage II, 32x32 padded).
 
 default: captions written from each digit's label, stroke thickness and slant
-(jaxgen.gan.captions), a bidirectional LSTM text encoder pretrained on them and frozen,
+(jaxgen.gan.captions), a bidirectional LSTM text encoder pretrained on them (direction dropout,
+a paraphrase term that pulls two captions of one image together) and frozen,
 conditioning augmentation, both stages trained together with matching-aware discriminators that
 also read the digit, thickness and slant (auxiliary heads, TAC-GAN).
 
@@ -15,7 +16,7 @@ also read the digit, thickness and slant (auxiliary heads, TAC-GAN).
   decay is fitted to the steps that fit). Measured: benchmarks/results/stackgan.md.
 
 plain: the first recipe: a left-to-right LSTM text encoder pretrained for 1,500 steps, no
-  auxiliary heads (for comparison; it reads held-out word orders badly:
+  paraphrase term, no auxiliary heads (for comparison; it reads held-out word orders badly:
   benchmarks/results/text_encoder.md).
 
 smoke: end to end on the built-in digits in seconds, with small networks.
@@ -38,6 +39,7 @@ def get_config(variant: str = "default"):
         c.model.text_encoder = "lstm"
         c.model.aux_weight = 0.0
         c.text.pretrain_steps = 1500
+        c.text.paraphrase_weight = 0.0
     c.train.steps = 6000
     c.train.lr_decay_start = 2000  # then both rates fall linearly to 0 by the last step
     c.train.lr_decay_steps = 4000

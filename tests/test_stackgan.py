@@ -317,3 +317,36 @@ def test_text_pretraining_learns_what_the_captions_say():
     assert history.shape == (150,) and history[-20:].mean() < 0.5 * history[:20].mean()
     e = np.asarray(text.encode(enc, *VOCAB.encode(["a seven", "a one", "a 7"], max_len=12)))
     assert np.linalg.norm(e[0] - e[2]) < np.linalg.norm(e[0] - e[1])
+
+    # the paraphrase term: two captions of one image end closer, relative to the spread of all
+    # embeddings, than without it (the same seed, data and steps)
+    def spread(weight):
+        enc, _ = text.pretrain_encoder(
+            jax.random.key(0), ids.reshape(200, 2, 12), lengths.reshape(200, 2), y,
+            attrs.thickness, attrs.slant, vocab_size=len(VOCAB), hidden=16, embed_dim=8,
+            steps=150, batch=32, lr=1e-2, kind="bilstm", paraphrase_weight=weight,
+        )  # fmt: skip
+        e = np.asarray(text.encode(enc, ids, lengths)).reshape(200, 2, 8)
+        return np.mean(np.sum((e[:, 0] - e[:, 1]) ** 2, -1)) / np.sum(e.reshape(400, 8).var(0))
+
+    assert spread(1.0) < 0.5 * spread(0.0)
+
+
+def test_the_recipe_pretrains_the_encoder_its_config_names(monkeypatch):
+    """The text fields of the config reach the pretraining: encoder kind, steps, direction
+    dropout (bidirectional only) and the paraphrase term."""
+    from jaxgen.data.images import load_images
+    from jaxgen.gan import captions
+
+    seen = []
+    monkeypatch.setattr(text, "pretrain_encoder", lambda *a, **kw: seen.append(kw) or ({}, []))
+    data = load_images("builtin")
+    attrs = captions.measure(data.images[:4])
+    for kind, dd in (("bilstm", 0.3), ("lstm", 0.0)):
+        cfg = stackgan_train.smoke_config()
+        cfg.model.text_encoder = kind
+        cfg.text.direction_dropout, cfg.text.paraphrase_weight = 0.3, 0.25
+        stackgan_train.pretrained_text(cfg, data, VOCAB, (None, None, attrs))
+        kw = seen[-1]
+        assert (kw["kind"], kw["direction_dropout"], kw["paraphrase_weight"]) == (kind, dd, 0.25)
+        assert kw["steps"] == cfg.text.pretrain_steps

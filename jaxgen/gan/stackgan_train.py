@@ -70,6 +70,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.text.pretrain_batch = 128
     c.text.pretrain_lr = 3e-3
     c.text.direction_dropout = 0.5  # bilstm pretraining: captions with one direction zeroed
+    c.text.paraphrase_weight = 0.1  # pulls two captions of one image to one embedding
 
     c.train = ml_collections.ConfigDict()
     c.train.batch = 64
@@ -136,6 +137,9 @@ def validate_config(cfg) -> None:
     dd = cfg.text.direction_dropout
     if not (isinstance(dd, (int, float)) and 0 <= dd < 1):
         raise UserError(f"config.text.direction_dropout must be in [0, 1), got {dd!r}")
+    pw = cfg.text.paraphrase_weight
+    if not (isinstance(pw, (int, float)) and pw >= 0):
+        raise UserError(f"config.text.paraphrase_weight must be a number >= 0, got {pw!r}")
     if not cfg.text.pretrain_lr > 0:
         raise UserError(f"config.text.pretrain_lr must be positive, got {cfg.text.pretrain_lr}")
     validate_rates(t)
@@ -201,6 +205,7 @@ def pretrained_text(cfg, data: Images, vocab, table):
         hidden=m.text_hidden, embed_dim=m.text_embed, steps=tc.pretrain_steps,
         batch=tc.pretrain_batch, lr=tc.pretrain_lr, kind=m.text_encoder,
         direction_dropout=tc.direction_dropout if m.text_encoder == "bilstm" else 0.0,
+        paraphrase_weight=tc.paraphrase_weight,
     )  # fmt: skip
     return enc, history
 
@@ -213,7 +218,7 @@ def grid_captions(rows=GRID_ROWS) -> list[str]:
 # fields added after the first StackGAN workdirs were written, with the value those had
 ADDED_FIELDS = {
     "model": {"text_encoder": "lstm", "aux_weight": 0.0},
-    "text": {"direction_dropout": 0.0},
+    "text": {"direction_dropout": 0.0, "paraphrase_weight": 0.0},
 }
 
 

@@ -184,6 +184,7 @@ def pretrain_encoder(
     lr: float = 3e-3,
     kind: str = "lstm",
     direction_dropout: float = 0.0,
+    paraphrase_weight: float = 0.0,
 ) -> tuple[dict, np.ndarray]:
     """A text encoder trained to say what the captioned image shows, then frozen (StackGAN
     pretrains its text encoder; Reed et al. 2016 train it against image features).
@@ -193,8 +194,10 @@ def pretrain_encoder(
     embedding feeds a linear probe trained with it: cross-entropy on the digit plus the squared
     error on the standardised thickness and slant. Every step draws ``batch`` (image, caption)
     pairs from ``key``; all ``steps`` run in one compiled ``lax.scan``. ``direction_dropout``:
-    see :func:`encode` (bidirectional encoders). Returns the encoder's parameters and the loss of
-    each step ``[steps]``."""
+    see :func:`encode` (bidirectional encoders). ``paraphrase_weight``: each step also encodes
+    another caption of the same images and adds this weight times the mean squared distance
+    between the two embeddings, so that what a caption says, not how it is worded, sets the
+    embedding. Returns the encoder's parameters and the loss of each step ``[steps]``."""
     standard = lambda v: (v - v.mean()) / max(float(v.std()), 1e-6)  # noqa: E731
     targets = np.stack(
         [standard(np.asarray(thickness, np.float32)), standard(np.asarray(slant, np.float32))], 1
@@ -207,32 +210,41 @@ def pretrain_encoder(
     params, history = _pretrain(
         params, jnp.asarray(ids), jnp.asarray(lengths), jnp.asarray(labels, jnp.int32),
         jnp.asarray(targets), k_data, steps=int(steps), batch=int(batch), lr=float(lr),
-        direction_dropout=float(direction_dropout),
+        direction_dropout=float(direction_dropout), paraphrase_weight=float(paraphrase_weight),
     )  # fmt: skip
     return params["enc"], np.asarray(history)
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "batch", "lr", "direction_dropout"))
+@functools.partial(
+    jax.jit, static_argnames=("steps", "batch", "lr", "direction_dropout", "paraphrase_weight")
+)
 def _pretrain(params, ids, lengths, labels, targets, key, *, steps, batch, lr,
-              direction_dropout=0.0):  # fmt: skip
+              direction_dropout=0.0, paraphrase_weight=0.0):  # fmt: skip
     import optax
 
     n, k = lengths.shape
     tx = optax.adam(lr)
 
-    def loss_fn(p, rows, which, k_drop):
-        e = encode(p["enc"], ids[rows, which], lengths[rows, which], drop_key=k_drop,
+    def loss_fn(p, rows, which, other, k_drop):
+        k1, k2 = jax.random.split(k_drop)
+        e = encode(p["enc"], ids[rows, which], lengths[rows, which], drop_key=k1,
                    direction_dropout=direction_dropout)  # fmt: skip
         out = nn.dense(p["probe"], e)
         ce = -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(out[:, :10]), labels[rows, None], 1))
-        return ce + jnp.mean((out[:, 10:] - targets[rows]) ** 2)
+        loss = ce + jnp.mean((out[:, 10:] - targets[rows]) ** 2)
+        if paraphrase_weight:
+            e2 = encode(p["enc"], ids[rows, other], lengths[rows, other], drop_key=k2,
+                        direction_dropout=direction_dropout)  # fmt: skip
+            loss = loss + paraphrase_weight * jnp.mean(jnp.sum((e - e2) ** 2, -1))
+        return loss
 
     def body(carry, s):
         p, opt = carry
-        kr, kw, kd = jax.random.split(jax.random.fold_in(key, s), 3)
+        kr, kw, kd, ko = jax.random.split(jax.random.fold_in(key, s), 4)
         rows = jax.random.randint(kr, (batch,), 0, n)
         which = jax.random.randint(kw, (batch,), 0, k)
-        loss, g = jax.value_and_grad(loss_fn)(p, rows, which, kd)
+        other = jax.random.randint(ko, (batch,), 0, k)
+        loss, g = jax.value_and_grad(loss_fn)(p, rows, which, other, kd)
         upd, opt = tx.update(g, opt, p)
         return (optax.apply_updates(p, upd), opt), loss
 
