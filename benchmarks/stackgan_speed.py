@@ -167,12 +167,7 @@ def main(argv=None):
     ap.add_argument("--render", metavar="JSON", help="rewrite the markdown of a results file")
     args = ap.parse_args(argv)
     if args.render:
-        import json
-
-        path = Path(args.render)
-        payload = json.loads(path.read_text())
-        payload.pop("environment", None)
-        bm.write_results(path.stem, payload, markdown(payload), path.parent)
+        bm.rewrite_markdown(args.render, markdown)
         return
     if args.worker:
         import json

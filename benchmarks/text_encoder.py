@@ -162,12 +162,7 @@ def main(argv=None):
     ap.add_argument("--render", metavar="JSON", help="rewrite the markdown of a results file")
     args = ap.parse_args(argv)
     if args.render:
-        import json
-
-        payload = json.loads(Path(args.render).read_text())
-        payload.pop("environment", None)
-        path = Path(args.render)
-        bm.write_results(path.stem, payload, markdown(payload), path.parent)
+        bm.rewrite_markdown(args.render, markdown)
         return
     if not Path(args.data).exists():
         raise SystemExit(f"no MNIST folder at {args.data}; pass --data DIR (IDX files)")

@@ -157,6 +157,14 @@ def write_results(
     return path
 
 
+def rewrite_markdown(json_path: str | os.PathLike, markdown: Callable[[dict], str]) -> Path:
+    """Rewrite ``NAME.md`` beside ``NAME.json`` from the JSON (after a change to a table's
+    wording), keeping the environment it was measured in; returns the JSON path."""
+    path = Path(json_path)
+    payload = json.loads(path.read_text())
+    return write_results(path.stem, payload, markdown(payload), path.parent)
+
+
 def md_table(header: list[str], rows: list[list]) -> str:
     def fmt(v):
         if isinstance(v, float):

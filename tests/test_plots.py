@@ -67,6 +67,13 @@ def test_write_results_json_and_markdown(tmp_path, monkeypatch):
         "_Measured 2026-01-02 on cpu (cpu, 2 cores), jax 0.1, flax 0.2._\n\n| a |\n"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.json", "demo.md"]
+    # rewriting the markdown later keeps the environment the numbers were measured in
+    monkeypatch.setattr(benchmarking, "environment", lambda: {**env, "date": "2030-01-01"})
+    benchmarking.rewrite_markdown(path, lambda p: f"| ratio {p['ratio']} |")
+    assert json.loads(path.read_text()) == {"environment": env, "ratio": 1.5}
+    assert (tmp_path / "demo.md").read_text() == (
+        "_Measured 2026-01-02 on cpu (cpu, 2 cores), jax 0.1, flax 0.2._\n\n| ratio 1.5 |\n"
+    )
 
 
 def test_a_figure_is_saved_in_the_format_its_suffix_names(tmp_path):
