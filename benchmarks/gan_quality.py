@@ -146,9 +146,7 @@ def _jax_step(arch: str, batch: int):
     args = (real,)
     if model.num_classes:  # the class-conditional step also takes the real images' labels
         args += (jax.random.randint(jax.random.key(1), (batch,), 0, model.num_classes),)
-    cost = step.lower(state, *args).compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops = float(cost.get("flops", 0.0)) if cost else 0.0
+    flops = bm.compiled_flops(step, state, *args)
     box = [state]
 
     def run(n):

@@ -59,9 +59,7 @@ def _jax_step(aux: bool):
     ids = rng.integers(1, len(vocab), (b, t)).astype(np.int32) * (np.arange(t) < lengths[:, None])
     targets = np.stack([rng.integers(0, n, b) for n in stackgan.AUX_GROUPS], 1).astype(np.int32)
     args = (real, ids.astype(np.int32), lengths, targets if aux else None)
-    cost = step.lower(state, *args).compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops = float(cost.get("flops", 0.0)) if cost else 0.0
+    flops = bm.compiled_flops(step, state, *args)
     box = [state]
 
     def run(n):

@@ -58,6 +58,14 @@ def time_call(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
+def compiled_flops(jitted, *args) -> float:
+    """The FLOPs XLA's cost analysis counts for one call of ``jitted`` on ``args`` (0 where the
+    backend reports none): the executed-work figure behind a benchmark's GFLOP/s."""
+    cost = jitted.lower(*args).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost.get("flops", 0.0)) if cost else 0.0
+
+
 def gemm_ceiling(n: int = 2048, reps: int = 7, dtype=jnp.float32) -> dict:
     """Measured float32 GEMM throughput of this machine: median and best of ``reps``."""
     a = jax.random.normal(jax.random.key(0), (n, n), dtype)
