@@ -6,9 +6,10 @@
 The twins match ``jaxgen.gan.translation`` layer for layer at the shipped configs' sizes
 (``configs/pix2pix_edges2digits.py``: 5-level U-Net (32, 64, 128, 128, 128), PatchGAN (32, 64,
 128), batch 16, 32x32 grey; ``configs/cyclegan_mnist_uci.py``: ResNet generators of 16 features
-and 4 blocks, PatchGANs (32, 64, 128), batch 16, 28x28 grey): 4x4 convolutions with padding 1
-(stride 2 down, transposed up), 7x7 and 3x3 convolutions padded to keep the size, affine instance
-norm (eps 1e-5), biases everywhere, N(0, 0.02) weights, Adam 2e-4 with betas (0.5, 0.999).
+and 4 blocks, class-conditional PatchGANs (32, 64, 128; 10 classes), batch 16, 28x28 grey): 4x4
+convolutions with padding 1 (stride 2 down, transposed up), 7x7 and 3x3 convolutions padded to
+keep the size, affine instance norm (eps 1e-5), biases everywhere (but the class projections),
+N(0, 0.02) weights, Adam 2e-4 with betas (0.5, 0.999).
 
 One step is the same work on both sides:
 
@@ -17,8 +18,9 @@ One step is the same work on both sides:
   gradients off (jaxgen differentiates with respect to G only).
 * CycleGAN: the generators' update (``G_ab(a)``, ``G_ba(b)``, both cycles, both identities,
   both discriminators read with their weight gradients off), then both histories queried image
-  by image (the reference implementation's Python loop on the PyTorch side) and the
-  discriminators' update.
+  by image (the reference implementation's Python loop on the PyTorch side; each label kept with
+  its image) and the discriminators' update; every discriminator call takes the images' labels
+  (the logit and the 10 class projections from one convolution, the label's channel added).
 
 Each side runs in its own process (in one process PyTorch's OpenMP threads and XLA's pool fight),
 2 threads for PyTorch, ``--steps`` steps per sample after a warm-up, the median of ``--reps``
@@ -38,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 BATCH = 16
+CLASSES = 10  # configs/cyclegan_mnist_uci.py: class-conditional discriminators
 SHAPES = {"pix2pix": (32, 1, 1), "cyclegan": (28, 1, 1)}  # side, channels A, channels B
 
 
@@ -67,18 +70,25 @@ def time_jax(model: str, steps: int, reps: int) -> dict:
         cfg = load_config(ROOT / "configs" / "cyclegan_mnist_uci.py")
         spec = tt.cyclegan_spec(cfg, ca, cb)
         tx_g, tx_d = make_optimizers(cfg)
+        if spec.num_classes != CLASSES:
+            raise SystemExit(f"the twin has {CLASSES} classes, the config {spec.num_classes}")
         state = cyclegan.init_state(spec, 0, a.shape[1:], b.shape[1:], tx_g, tx_d)
         fn = cyclegan.train_step
-    step = jax.jit(lambda s, x, y: fn(s, x, y, spec=spec, tx_g=tx_g, tx_d=tx_d), donate_argnums=0)
-    a, b = jax.device_put(a), jax.device_put(b)
+        labels = tuple(rng.integers(0, CLASSES, BATCH).astype(np.int32) for _ in "ab")
+    if model == "pix2pix":
+        labels = ()
+    step = jax.jit(
+        lambda s, *batch: fn(s, *batch, spec=spec, tx_g=tx_g, tx_d=tx_d), donate_argnums=0
+    )
+    batch = jax.device_put((a, b, *labels))
     for _ in range(3):
-        state, m = step(state, a, b)
+        state, m = step(state, *batch)
     jax.block_until_ready(state)
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
         for _ in range(steps):
-            state, m = step(state, a, b)
+            state, m = step(state, *batch)
         jax.block_until_ready(state)
         times.append((time.perf_counter() - t0) / steps)
     params = {k: int(sum(x.size for x in jax.tree.leaves(v))) for k, v in state.params.items()}
@@ -96,7 +106,8 @@ def _torch_nets(model: str):
     def init(m):
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             nn.init.normal_(m.weight, 0.0, 0.02)
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
     class UNet(nn.Module):
         def __init__(self, c_in, c_out, feats=(32, 64, 128, 128, 128)):
@@ -135,7 +146,29 @@ def _torch_nets(model: str):
                     x = self.drop(x)
             return torch.tanh(x)
 
-    def patchgan(c_in, feats=(32, 64, 128)):
+    class ClassHead(nn.Module):
+        """The class-conditional PatchGAN's output: one convolution to the logit and to every
+        class's projection (no bias but the logit's), the label's channel added to the logit."""
+
+        def __init__(self, c, classes):
+            super().__init__()
+            self.conv = nn.Conv2d(c, 1 + classes, 4, 1, 1, bias=False)
+            self.bias = nn.Parameter(torch.zeros(1))
+
+        def forward(self, h, y):
+            out = self.conv(h)
+            idx = y[:, None, None, None].expand(-1, 1, out.shape[2], out.shape[3]) + 1
+            return out[:, :1] + self.bias + out.gather(1, idx)
+
+    class CondPatchGAN(nn.Module):
+        def __init__(self, body, head):
+            super().__init__()
+            self.body, self.head = body, head
+
+        def forward(self, x, y):
+            return self.head(self.body(x), y)
+
+    def patchgan(c_in, feats=(32, 64, 128), classes=0):
         mods, c = [], c_in
         for k, f in enumerate(feats):
             mods.append(nn.Conv2d(c, f, 4, 2 if k < len(feats) - 1 else 1, 1))
@@ -143,6 +176,8 @@ def _torch_nets(model: str):
                 mods.append(nn.InstanceNorm2d(f, affine=True))
             mods.append(nn.LeakyReLU(0.2))
             c = f
+        if classes:
+            return CondPatchGAN(nn.Sequential(*mods), ClassHead(c, classes))
         mods.append(nn.Conv2d(c, 1, 4, 1, 1))
         return nn.Sequential(*mods)
 
@@ -170,8 +205,9 @@ def _torch_nets(model: str):
     if model == "pix2pix":
         nets = {"g": UNet(ca, cb), "d": patchgan(ca + cb)}
     else:
-        nets = {"g_ab": resnet(ca, cb), "g_ba": resnet(cb, ca), "d_a": patchgan(ca),
-                "d_b": patchgan(cb)}  # fmt: skip
+        nets = {"g_ab": resnet(ca, cb), "g_ba": resnet(cb, ca),
+                "d_a": patchgan(ca, classes=CLASSES),
+                "d_b": patchgan(cb, classes=CLASSES)}  # fmt: skip
     for n in nets.values():
         n.apply(init)
         n.train()
@@ -179,27 +215,28 @@ def _torch_nets(model: str):
 
 
 def _pool(size: int):
-    """The reference implementation's image pool, image by image."""
+    """The reference implementation's image pool, image by image, each label kept with its
+    image (for the class-conditional discriminators)."""
     import random
 
     import torch
 
     stored = []
 
-    def query(images):
+    def query(images, labels):
         out = []
-        for im in images:
-            im = im.unsqueeze(0)
+        for im, y in zip(images, labels):
+            item = (im.unsqueeze(0), y.view(1))
             if len(stored) < size:
-                stored.append(im)
-                out.append(im)
+                stored.append(item)
+                out.append(item)
             elif random.random() < 0.5:
                 i = random.randrange(size)
-                out.append(stored[i].clone())
-                stored[i] = im
+                out.append((stored[i][0].clone(), stored[i][1]))
+                stored[i] = item
             else:
-                out.append(im)
-        return torch.cat(out, 0)
+                out.append(item)
+        return torch.cat([o[0] for o in out], 0), torch.cat([o[1] for o in out], 0)
 
     return query
 
@@ -250,19 +287,25 @@ def time_torch(model: str, steps: int, reps: int, threads: int) -> dict:
         pool_a, pool_b = _pool(50), _pool(50)
         lsg = lambda x: ((x - 1) ** 2).mean()
 
+        la = torch.randint(0, CLASSES, (BATCH,))
+        lb = torch.randint(0, CLASSES, (BATCH,))
+
         def step():
             frozen([da, db], True)
             fake_b, fake_a = gab(a), gba(b)
-            lg = (lsg(db(fake_b)) + lsg(da(fake_a))
+            lg = (lsg(db(fake_b, la)) + lsg(da(fake_a, lb))
                   + 10.0 * (l1(gba(fake_b), a) + l1(gab(fake_a), b))
                   + 5.0 * (l1(gab(b), b) + l1(gba(a), a)))  # fmt: skip
             opt_g.zero_grad(set_to_none=True)
             lg.backward()
             opt_g.step()
             frozen([da, db], False)
-            old_a, old_b = pool_a(fake_a.detach()), pool_b(fake_b.detach())
+            (old_a, old_la), (old_b, old_lb) = (
+                pool_a(fake_a.detach(), lb),
+                pool_b(fake_b.detach(), la),
+            )
             lsd = lambda r, f: 0.5 * (((r - 1) ** 2).mean() + (f**2).mean())
-            ld = lsd(da(a), da(old_a)) + lsd(db(b), db(old_b))
+            ld = lsd(da(a, la), da(old_a, old_la)) + lsd(db(b, lb), db(old_b, old_lb))
             opt_d.zero_grad(set_to_none=True)
             ld.backward()
             opt_d.step()

@@ -295,6 +295,14 @@ def test_python_m_jaxgen_refuses_in_one_line_touching_nothing(tmp_path, argv, ma
             "stackgan_mnist.py:plain",
             {"model.text_encoder": "lstm", "model.aux_weight": 0.0, "text.pretrain_steps": 1500},
         ),
+        (
+            "cyclegan_mnist_uci.py",
+            {"model.num_classes": 10, "model.semantic_weight": 0.0, "data.builtin_box": 20},
+        ),
+        (
+            "cyclegan_mnist_uci.py:unconditional",
+            {"model.num_classes": 0, "model.semantic_weight": 1.0, "data.builtin_box": 20},
+        ),
     ],
 )
 def test_config_variants_set_their_own_fields(spec, want):

@@ -93,6 +93,29 @@ def test_patchgan_and_resnet_generator_shapes():
         resnet_generator(g, jnp.zeros((1, 18, 18, 1)))
 
 
+def test_class_conditional_patchgan_adds_each_patch_projection_on_its_label():
+    """The conditional logit is the unconditional PatchGAN's plus, per patch, the last features
+    convolved with the label's own 4x4 kernel: built here from two unconditional PatchGANs (the
+    second's output layer is that class kernel with no bias), example by example."""
+    p = tr.patchgan_init(jax.random.key(3), 1, (4, 8, 8), num_classes=5)
+    assert p["classes"]["w"].shape == (4, 4, 8, 5) and "b" not in p["classes"]
+    x = jax.random.normal(jax.random.key(4), (3, 16, 16, 1))
+    labels = jnp.asarray([4, 0, 2])
+    got = patchgan(p, x, labels)
+    plain = {"layers": p["layers"]}
+    assert got.shape == patchgan(plain, x).shape == (3, 2, 2, 1)
+    for i, y in enumerate(np.asarray(labels)):
+        head = {"conv": {"w": p["classes"]["w"][..., y : y + 1], "b": jnp.zeros(1)}}
+        projection = {"layers": [*p["layers"][:-1], head]}
+        want = patchgan(plain, x[i : i + 1]) + patchgan(projection, x[i : i + 1])
+        np.testing.assert_allclose(got[i : i + 1], want, rtol=1e-5, atol=1e-6)
+    assert float(jnp.abs(patchgan(p, x, labels) - patchgan(p, x, labels[::-1])).max()) > 1e-4
+    with pytest.raises(ValueError, match="needs labels"):
+        patchgan(p, x)
+    with pytest.raises(ValueError, match="needs labels"):
+        patchgan(plain, x, labels)
+
+
 def test_losses_on_hand_made_values():
     assert float(tr.lsgan_d_loss(jnp.ones(4), jnp.zeros(4))) == 0.0
     # (mean((real-1)^2) + mean(fake^2)) / 2 with real = [0, 2], fake = [1, 3]: (1 + 5) / 2
@@ -134,6 +157,31 @@ def test_pool_fills_then_swaps_half_the_time():
     np.testing.assert_array_equal(a[1], b[1])
     empty = tr.pool_init(0, (1,))
     np.testing.assert_array_equal(tr.pool_query(empty, new, jax.random.key(0))[1], new)
+
+
+def test_pool_keeps_each_label_with_its_image():
+    """A pool with labels draws exactly what the plain pool draws (same keys, same images) and
+    returns and stores each image's label with it."""
+    plain, labelled = tr.pool_init(4, (1,)), tr.pool_init(4, (1,), labels=True)
+    assert labelled["labels"].shape == (4,)
+    query = jax.jit(tr.pool_query)
+    for i in range(60):
+        images = 100.0 + 3 * i + jnp.arange(3.0)[:, None]  # unique values: label = value - 100
+        labels = (images[:, 0] - 100).astype(jnp.int32)
+        plain, out = query(plain, images, jax.random.key(i))
+        labelled, out_l, out_y = query(labelled, images, jax.random.key(i), labels)
+        np.testing.assert_array_equal(out_l, out)
+        np.testing.assert_array_equal(out_y, np.asarray(out_l[:, 0]) - 100)
+        np.testing.assert_array_equal(labelled["images"], plain["images"])
+        stored = np.asarray(labelled["images"][: int(labelled["count"]), 0])
+        np.testing.assert_array_equal(labelled["labels"][: len(stored)], stored - 100)
+    with pytest.raises(ValueError, match="needs the images' labels"):
+        tr.pool_query(labelled, images, jax.random.key(0))
+    with pytest.raises(ValueError, match="takes none"):
+        tr.pool_query(plain, images, jax.random.key(0), labels)
+    empty = tr.pool_init(0, (1,), labels=True)
+    _, out_l, out_y = tr.pool_query(empty, images, jax.random.key(0), labels)
+    np.testing.assert_array_equal(out_y, labels)
 
 
 def test_pool_resumes_bit_for_bit():
@@ -225,37 +273,51 @@ def test_pix2pix_step_against_the_losses_written_out():
 # ----------------------------------------------------------------------------- the CycleGAN step
 
 
-def test_cyclegan_step_against_the_losses_written_out():
+@pytest.mark.parametrize("conditional", [False, True])
+def test_cyclegan_step_against_the_losses_written_out(conditional):
     """SGD(1) in place of Adam: the generators move by minus the gradient of the least-squares,
     cycle (x10) and identity (x5) terms against the discriminators as they were; each
     discriminator by minus its loss's gradient on real images against what its history
-    returned for the generated ones; the histories hold those images afterwards."""
+    returned for the generated ones; the histories hold those images afterwards. Conditional:
+    each discriminator sees every image with its label (a generated one: its source's label,
+    a stored one: the label stored with it)."""
     import optax
 
     from jaxgen.gan import cyclegan
 
-    spec = cyclegan.CycleGan(g_features=2, g_blocks=1, d_features=(4, 8), pool_size=3)
+    spec = cyclegan.CycleGan(
+        g_features=2, g_blocks=1, d_features=(4, 8), pool_size=3, num_classes=6 * conditional
+    )
     sgd = optax.sgd(1.0)
     state = cyclegan.init_state(spec, 0, (8, 8, 1), (8, 8, 1), sgd, sgd)
     full = {  # full histories, so the discriminators see stored images as well as new ones
         d: {"images": jax.random.normal(jax.random.key(i), (3, 8, 8, 1)), "count": jnp.int32(3)}
         for i, d in enumerate("ab")
     }
+    if conditional:
+        # stored labels 4 and 5, the batches' 0 to 3
+        full["a"]["labels"], full["b"]["labels"] = jnp.asarray([4, 5, 4]), jnp.asarray([5, 4, 5])
     state = state._replace(pools=full)
     a = jax.random.uniform(jax.random.key(1), (2, 8, 8, 1), minval=-1, maxval=1)
     b = jax.random.uniform(jax.random.key(2), (2, 8, 8, 1), minval=-1, maxval=1)
-    step = jax.jit(lambda s, a, b: cyclegan.train_step(s, a, b, spec=spec, tx_g=sgd, tx_d=sgd))
-    new, metrics = step(state, a, b)
+    la, lb = (jnp.asarray([1, 3]), jnp.asarray([0, 2])) if conditional else (None, None)
+    step = jax.jit(
+        lambda s, a, b, la, lb: cyclegan.train_step(s, a, b, la, lb, spec=spec, tx_g=sgd, tx_d=sgd)
+    )
+    new, metrics = step(state, a, b, la, lb)
 
     p = state.params
-    G, D = tr.resnet_generator, tr.patchgan
+    G = tr.resnet_generator
+
+    def D(params, x, y):
+        return tr.patchgan(params, x, y if conditional else None)
 
     def ls(x, y):
         return jnp.mean(jnp.square(x - y))
 
     def g_loss(g):
         fb, fa = G(g["g_ab"], a), G(g["g_ba"], b)
-        gan = ls(D(p["d_b"], fb), 1.0) + ls(D(p["d_a"], fa), 1.0)
+        gan = ls(D(p["d_b"], fb, la), 1.0) + ls(D(p["d_a"], fa, lb), 1.0)
         cyc = jnp.mean(jnp.abs(G(g["g_ba"], fb) - a)) + jnp.mean(jnp.abs(G(g["g_ab"], fa) - b))
         idt = jnp.mean(jnp.abs(G(g["g_ab"], b) - b)) + jnp.mean(jnp.abs(G(g["g_ba"], a) - a))
         return gan + 10.0 * cyc + 5.0 * idt
@@ -265,15 +327,24 @@ def test_cyclegan_step_against_the_losses_written_out():
     fake_b, fake_a = jax.jit(lambda p: (G(p["g_ab"], a), G(p["g_ba"], b)))(p)
     key = jax.random.fold_in(jax.random.wrap_key_data(state.key), 0)
     k_a, k_b = jax.random.split(key)
-    _, old_a = tr.pool_query(state.pools["a"], fake_a, k_a)
-    _, old_b = tr.pool_query(state.pools["b"], fake_b, k_b)
+    if conditional:  # the generated images' labels: G_ab's carry a's, G_ba's carry b's
+        _, old_a, old_la = tr.pool_query(state.pools["a"], fake_a, k_a, lb)
+        _, old_b, old_lb = tr.pool_query(state.pools["b"], fake_b, k_b, la)
+        # a stored image came back with its stored label
+        assert {int(v) for v in [*old_la, *old_lb]} - {int(v) for v in [*la, *lb]}
+    else:
+        (_, old_a), (_, old_b) = (
+            tr.pool_query(state.pools[d], f, k)
+            for d, f, k in (("a", fake_a, k_a), ("b", fake_b, k_b))
+        )
+        old_la = old_lb = None
     swapped = [not np.allclose(o, f) for o, f in zip([*old_a, *old_b], [*fake_a, *fake_b])]
     assert any(swapped) and not all(swapped)  # some stored images came back, not only them
 
     def d_loss(d):
-        la = 0.5 * (ls(D(d["d_a"], a), 1.0) + jnp.mean(jnp.square(D(d["d_a"], old_a))))
-        lb = 0.5 * (ls(D(d["d_b"], b), 1.0) + jnp.mean(jnp.square(D(d["d_b"], old_b))))
-        return la + lb
+        da = 0.5 * (ls(D(d["d_a"], a, la), 1.0) + jnp.mean(jnp.square(D(d["d_a"], old_a, old_la))))
+        db = 0.5 * (ls(D(d["d_b"], b, lb), 1.0) + jnp.mean(jnp.square(D(d["d_b"], old_b, old_lb))))
+        return da + db
 
     discs = {k: p[k] for k in ("d_a", "d_b")}
     d_want = jax.tree.map(lambda x, y: x - y, discs, jax.jit(jax.grad(d_loss))(discs))
@@ -281,8 +352,12 @@ def test_cyclegan_step_against_the_losses_written_out():
         for x, y in zip(jax.tree.leaves(new.params[name]), jax.tree.leaves(want)):
             np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5, err_msg=name)
     np.testing.assert_allclose(metrics["g_loss"], jax.jit(g_loss)(gens), rtol=1e-5)
-    want_pool, _ = tr.pool_query(full["b"], fake_b, k_b)
+    want_pool = tr.pool_query(full["b"], fake_b, k_b, la)[0]
     np.testing.assert_allclose(new.pools["b"]["images"], want_pool["images"], rtol=1e-6)
+    if conditional:
+        np.testing.assert_array_equal(new.pools["b"]["labels"], want_pool["labels"])
+        with pytest.raises(ValueError, match="need la and lb"):
+            cyclegan.train_step(state, a, b, spec=spec, tx_g=sgd, tx_d=sgd)
     assert int(new.step) == 1
 
 

@@ -38,8 +38,9 @@ def _pix2pix_cfg(steps):
     return c
 
 
-def _cyclegan_cfg(steps):
+def _cyclegan_cfg(steps, num_classes=0):
     c = tt.cyclegan_smoke_config()
+    c.model.num_classes = num_classes
     c.data.a_source, c.data.a_path = "tfds", str(MNIST)  # MNIST (the committed slice) -> UCI
     c.data.limit = 120
     c.data.holdout = 16
@@ -127,21 +128,31 @@ def test_pix2pix_resumes_bit_for_bit_and_translates_as_the_library(
 
 
 @pytest.mark.xdist_group("translation_train")
-def test_cyclegan_resumes_bit_for_bit_with_a_partly_filled_history(tmp_path):
+@pytest.mark.parametrize("num_classes", [0, 10])
+def test_cyclegan_resumes_bit_for_bit_with_a_partly_filled_history(tmp_path, num_classes):
     """The image histories live in the train state: a run stopped at step 2 (8 of 50 stored) and
     resumed to 4 ends with the same histories, parameters and moments as 4 steps straight (with
-    the semantic term on: its frozen classifier is in the state and unchanged)."""
+    the semantic term on: its frozen classifier is in the state and unchanged). With
+    class-conditional discriminators the histories' labels are the translated images' source
+    labels, and they resume too."""
     whole, split = tmp_path / "whole", tmp_path / "split"
-    tt.train(_cyclegan_cfg(4), whole, quiet=True)
-    tt.train(_cyclegan_cfg(2), split, quiet=True)
+    tt.train(_cyclegan_cfg(4, num_classes), whole, quiet=True)
+    tt.train(_cyclegan_cfg(2, num_classes), split, quiet=True)
     mid = tt.load(split, "latest").state
     assert [int(mid.pools[d]["count"]) for d in "ab"] == [8, 8]
-    tt.train(_cyclegan_cfg(4), split, quiet=True)
+    assert ("labels" in mid.pools["a"]) == bool(num_classes)
+    tt.train(_cyclegan_cfg(4, num_classes), split, quiet=True)
     a, b = tt.load(whole, "latest"), tt.load(split, "latest")
     _assert_same_state(a.state, b.state)
     assert [int(b.state.pools[d]["count"]) for d in "ab"] == [16, 16]
     assert np.abs(np.asarray(b.state.pools["a"]["images"][:16])).max() > 0
     np.testing.assert_array_equal(b.state.pools["a"]["images"][16:], 0)  # not yet written
+    if num_classes:  # history A holds G_ba's images of B's first 16 batch rows, with B's labels
+        uci_labels = tt.load_domains(_cyclegan_cfg(4, num_classes))[1].labels[: 120 - 16]
+        rows = tt.ImageBatches(np.zeros((120 - 16, 1)), 4, 1, labels=uci_labels)
+        want = np.concatenate([rows.pair_for_step(s)[1] for s in range(4)])
+        np.testing.assert_array_equal(b.state.pools["a"]["labels"][:16], want)
+        assert b.state.params["d_a"]["classes"]["w"].shape[-1] == 10
     rows = [json.loads(r) for r in (split / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "cycle" in r] == [1, 2, 3, 4]
     assert all(r["semantic"] > 0 for r in rows if "cycle" in r)
@@ -162,6 +173,15 @@ def test_cyclegan_resumes_bit_for_bit_with_a_partly_filled_history(tmp_path):
                          "--out", str(out), "--direction", direction]) == 0  # fmt: skip
         np.testing.assert_array_equal(np.load(out), tt.translate(model, x, direction))
     assert np.abs(np.load(tmp_path / "a2b.npy") - np.load(tmp_path / "b2a.npy")).max() > 1e-4
+    if not num_classes:  # a workdir written before the field existed reads as unconditional
+        meta = json.loads((split / checkpoint.META).read_text())
+        del meta["config"]["model"]["num_classes"]
+        checkpoint.write_json_atomic(split / checkpoint.META, meta)
+        before = _files(split)
+        with pytest.raises(UserError, match="config.model.num_classes=0, but the config says 10"):
+            tt.train(_cyclegan_cfg(6, 10), split, quiet=True)
+        assert _files(split) == before
+        tt.load(split)  # and still loads as what it is
 
 
 @pytest.mark.xdist_group("translation_train")
@@ -258,3 +278,23 @@ def test_builtin_digits_framed_as_mnist_frames_its_own():
         c = tt.cyclegan_smoke_config()
         c.data.builtin_box = 40
         tt.validate_config(c)
+
+
+def test_class_conditional_cyclegan_refuses_unlabelled_or_out_of_range_domains(tmp_path):
+    """Class-conditional discriminators need both domains' labels, inside ``num_classes``; each
+    refusal names the field and the fix, before anything is written."""
+    w = tmp_path / "w"
+    np.save(tmp_path / "b.npy", np.zeros((40, 28, 28, 1), np.float32))  # a .npy has no labels
+    unlabelled = _cyclegan_cfg(2, 10)
+    unlabelled.data.b_path = str(tmp_path / "b.npy")
+    cases = [
+        (_cyclegan_cfg(2, 5), r"labels in \[0, 9\], outside 0..4; set config.model.num_classes=10"),
+        (unlabelled, "needs both domains' labels, and domain B"),
+    ]
+    negative = _cyclegan_cfg(2)
+    negative.model.num_classes = -1  # (a float or a bool: ml_collections refuses the type)
+    cases.append((negative, "config.model.num_classes must be an integer >= 0"))
+    for cfg, match in cases:
+        with pytest.raises(UserError, match=match):
+            tt.train(cfg, w, quiet=True)
+        assert not w.exists()

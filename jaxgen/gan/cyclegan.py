@@ -14,6 +14,14 @@ implementation:
    the class ``f`` reads in its input;
 2. each discriminator's update on real images against generated ones drawn through its image
    history (:func:`jaxgen.gan.translation.pool_query`), which lives in the train state.
+
+With ``num_classes > 0`` (both domains labelled, still unpaired) the discriminators are
+class-conditional PatchGANs (a projection term per patch, :func:`jaxgen.gan.translation.patchgan`):
+``D_b`` judges ``(b, label of b)`` as real and ``(G_ab(a), label of a)`` as fake, and the
+generator's GAN terms ask ``D_b(G_ab(a), label of a)`` and ``D_a(G_ba(b), label of b)``; the
+histories keep each image's label. So ``G_ab`` must turn an MNIST 7 into what domain B's 7s look
+like, not only into something of domain B: the class survives the translation through the
+adversarial term itself.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ class CycleGan(NamedTuple):
     identity_weight: float = 0.5  # times cycle_weight, as in the paper's code
     pool_size: int = 50
     semantic_weight: float = 0.0  # CyCADA's semantic consistency; needs a domain-A classifier
+    num_classes: int = 0  # > 0: class-conditional discriminators (both domains' labels)
 
 
 class TrainState(NamedTuple):
@@ -66,8 +75,8 @@ def init_state(
     params = {
         "g_ab": tr.resnet_generator_init(ks[0], ca, cb, spec.g_features, spec.g_blocks),
         "g_ba": tr.resnet_generator_init(ks[1], cb, ca, spec.g_features, spec.g_blocks),
-        "d_a": tr.patchgan_init(ks[2], ca, spec.d_features),
-        "d_b": tr.patchgan_init(ks[3], cb, spec.d_features),
+        "d_a": tr.patchgan_init(ks[2], ca, spec.d_features, spec.num_classes),
+        "d_b": tr.patchgan_init(ks[3], cb, spec.d_features, spec.num_classes),
     }
     if classifier is not None:
         params["sem"] = classifier
@@ -77,8 +86,8 @@ def init_state(
         params,
         {"g": tx_g.init(gens), "d": tx_d.init(discs)},
         {
-            "a": tr.pool_init(spec.pool_size, image_shape_a),
-            "b": tr.pool_init(spec.pool_size, image_shape_b),
+            "a": tr.pool_init(spec.pool_size, image_shape_a, labels=bool(spec.num_classes)),
+            "b": tr.pool_init(spec.pool_size, image_shape_b, labels=bool(spec.num_classes)),
         },
         jnp.zeros((), jnp.int32),
         jax.random.key_data(ks[4]),
@@ -96,13 +105,14 @@ def semantic_loss(classifier, x: Array, translated: Array) -> Array:
 
 
 def generator_loss(
-    spec: CycleGan, gens, discs, a: Array, b: Array, sem=None
+    spec: CycleGan, gens, discs, a: Array, b: Array, sem=None, la=None, lb=None
 ) -> tuple[Array, tuple]:
-    """The generators' total loss and ``((fake_a, fake_b), terms)``."""
+    """The generators' total loss and ``((fake_a, fake_b), terms)``; ``la``/``lb``: the labels
+    of ``a``/``b`` (class-conditional discriminators only)."""
     fake_b = tr.resnet_generator(gens["g_ab"], a)
     fake_a = tr.resnet_generator(gens["g_ba"], b)
-    gan = tr.lsgan_g_loss(tr.patchgan(discs["d_b"], fake_b)) + tr.lsgan_g_loss(
-        tr.patchgan(discs["d_a"], fake_a)
+    gan = tr.lsgan_g_loss(tr.patchgan(discs["d_b"], fake_b, la)) + tr.lsgan_g_loss(
+        tr.patchgan(discs["d_a"], fake_a, lb)
     )
     cycle = tr.l1_loss(tr.resnet_generator(gens["g_ba"], fake_b), a) + tr.l1_loss(
         tr.resnet_generator(gens["g_ab"], fake_a), b
@@ -122,18 +132,33 @@ def generator_loss(
     return total, ((fake_a, fake_b), terms)
 
 
-def discriminator_loss(discs, a: Array, b: Array, old_a: Array, old_b: Array):
+def discriminator_loss(discs, a: Array, b: Array, old_a: Array, old_b: Array, labels=None):
     """``lsgan_d`` of each discriminator on its domain's real images against the generated ones
-    its history returned."""
-    la = tr.lsgan_d_loss(tr.patchgan(discs["d_a"], a), tr.patchgan(discs["d_a"], old_a))
-    lb = tr.lsgan_d_loss(tr.patchgan(discs["d_b"], b), tr.patchgan(discs["d_b"], old_b))
-    return la + lb, {"d_a": la, "d_b": lb}
+    its history returned; ``labels``: ``(la, lb, old_la, old_lb)``, those images' labels
+    (class-conditional discriminators only)."""
+    la, lb, old_la, old_lb = labels if labels is not None else (None,) * 4
+    da = discs["d_a"]
+    db = discs["d_b"]
+    loss_a = tr.lsgan_d_loss(tr.patchgan(da, a, la), tr.patchgan(da, old_a, old_la))
+    loss_b = tr.lsgan_d_loss(tr.patchgan(db, b, lb), tr.patchgan(db, old_b, old_lb))
+    return loss_a + loss_b, {"d_a": loss_a, "d_b": loss_b}
 
 
 def train_step(
-    state: TrainState, a: Array, b: Array, *, spec: CycleGan, tx_g, tx_d
+    state: TrainState,
+    a: Array,
+    b: Array,
+    la: Array | None = None,
+    lb: Array | None = None,
+    *,
+    spec: CycleGan,
+    tx_g,
+    tx_d,
 ) -> tuple[TrainState, dict[str, Any]]:
-    """One step on unpaired batches ``a`` and ``b`` (``[B, H, W, C]`` in [-1, 1])."""
+    """One step on unpaired batches ``a`` and ``b`` (``[B, H, W, C]`` in [-1, 1]); with
+    class-conditional discriminators also their int labels ``la`` and ``lb`` ``[B]``."""
+    if bool(spec.num_classes) != (la is not None and lb is not None):
+        raise ValueError("class-conditional discriminators need la and lb; the others take none")
     key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
     k_a, k_b = jax.random.split(key)
     p = state.params
@@ -141,15 +166,22 @@ def train_step(
     discs = {k: p[k] for k in DISCRIMINATORS}
 
     (gl, ((fake_a, fake_b), g_terms)), g_grads = jax.value_and_grad(
-        lambda g: generator_loss(spec, g, discs, a, b, p.get("sem")), has_aux=True
+        lambda g: generator_loss(spec, g, discs, a, b, p.get("sem"), la, lb), has_aux=True
     )(gens)
     g_upd, g_opt = tx_g.update(g_grads, state.opt_state["g"], gens)
     gens = optax.apply_updates(gens, g_upd)
 
-    pool_a, old_a = tr.pool_query(state.pools["a"], jax.lax.stop_gradient(fake_a), k_a)
-    pool_b, old_b = tr.pool_query(state.pools["b"], jax.lax.stop_gradient(fake_b), k_b)
+    fake_a, fake_b = jax.lax.stop_gradient(fake_a), jax.lax.stop_gradient(fake_b)
+    if spec.num_classes:  # G_ba's images carry b's labels, G_ab's a's
+        pool_a, old_a, old_la = tr.pool_query(state.pools["a"], fake_a, k_a, lb)
+        pool_b, old_b, old_lb = tr.pool_query(state.pools["b"], fake_b, k_b, la)
+        labels = (la, lb, old_la, old_lb)
+    else:
+        pool_a, old_a = tr.pool_query(state.pools["a"], fake_a, k_a)
+        pool_b, old_b = tr.pool_query(state.pools["b"], fake_b, k_b)
+        labels = None
     (dl, d_terms), d_grads = jax.value_and_grad(
-        lambda d: discriminator_loss(d, a, b, old_a, old_b), has_aux=True
+        lambda d: discriminator_loss(d, a, b, old_a, old_b, labels), has_aux=True
     )(discs)
     d_upd, d_opt = tx_d.update(d_grads, state.opt_state["d"], discs)
     discs = optax.apply_updates(discs, d_upd)

@@ -139,13 +139,17 @@ def patchgan_receptive_field(num_down: int) -> int:
     return r
 
 
-def patchgan_init(key: Array, in_channels: int, features=(64, 128, 256, 512)) -> Params:
+def patchgan_init(
+    key: Array, in_channels: int, features=(64, 128, 256, 512), num_classes: int = 0
+) -> Params:
     """``len(features) - 1`` stride-2 layers to ``features[:-1]``, a stride-1 layer to
     ``features[-1]``, and a stride-1 layer to one logit per patch. Instance norm after every
-    layer but the first and the last; N(0, 0.02) weights."""
+    layer but the first and the last; N(0, 0.02) weights. ``num_classes > 0`` adds the
+    class-conditional output of :func:`patchgan` (``params["classes"]``, one 4x4 kernel per
+    class)."""
     if len(features) < 2:
         raise ValueError(f"a PatchGAN needs at least 2 feature sizes, got {features!r}")
-    keys = jax.random.split(key, len(features) + 1)
+    keys = jax.random.split(key, len(features) + 2)
     out, c_in = [], in_channels
     for k, c in enumerate(features):
         p = {"conv": layers.conv_init(keys[k], KERNEL, c_in, c, std=0.02)}
@@ -153,16 +157,34 @@ def patchgan_init(key: Array, in_channels: int, features=(64, 128, 256, 512)) ->
             p["norm"] = instance_norm_init(c)
         out.append(p)
         c_in = c
-    out.append({"conv": layers.conv_init(keys[-1], KERNEL, c_in, 1, std=0.02)})
+    out.append({"conv": layers.conv_init(keys[-2], KERNEL, c_in, 1, std=0.02)})
+    if num_classes:
+        return {"layers": out, "classes": layers.conv_init(keys[-1], KERNEL, c_in, num_classes,
+                                                           std=0.02, bias=False)}  # fmt: skip
     return {"layers": out}
 
 
-def patchgan(params: Params, x: Array) -> Array:
+def patchgan(params: Params, x: Array, labels: Array | None = None) -> Array:
     """``x [B, H, W, C]`` (for Pix2Pix, the input and the output image joined on channels) ->
-    logits ``[B, H', W', 1]``, one per patch of :func:`patchgan_receptive_field` pixels."""
+    logits ``[B, H', W', 1]``, one per patch of :func:`patchgan_receptive_field` pixels.
+
+    A class-conditional PatchGAN (``params["classes"]``) takes int ``labels [B]`` and adds, to
+    each patch's logit, the projection of that patch's last features on the label's 4x4 kernel:
+    the projection discriminator (Miyato & Koyama 2018) applied patch by patch, so each patch is
+    judged as a part of an image *of that class*."""
     ps = params["layers"]
+    conditional = "classes" in params
+    if conditional != (labels is not None):
+        raise ValueError(
+            "a class-conditional PatchGAN needs labels, and an unconditional one takes none"
+        )
     strides = [s for _, s in patchgan_layers(len(ps) - 2)]
     for n, (p, s) in enumerate(zip(ps, strides)):
+        if n == len(ps) - 1 and conditional:  # one convolution: the logit and every class's
+            w = jnp.concatenate([p["conv"]["w"], params["classes"]["w"]], axis=-1)
+            y = layers.conv({"w": w}, x, stride=s, padding=1)
+            own = jnp.take_along_axis(y[..., 1:], labels[:, None, None, None], axis=-1)
+            return y[..., :1] + p["conv"]["b"] + own
         x = layers.conv(p["conv"], x, stride=s, padding=1)
         if "norm" in p:
             x = instance_norm(p["norm"], x)
@@ -247,38 +269,51 @@ def l1_loss(a: Array, b: Array) -> Array:
 # --------------------------------------------------------------------------- image history
 
 
-def pool_init(size: int, image_shape, dtype=jnp.float32) -> dict:
+def pool_init(size: int, image_shape, dtype=jnp.float32, *, labels: bool = False) -> dict:
     """An empty history of ``size`` images: ``{"images": zeros [size, *image_shape],
-    "count": 0}`` (arrays only, so it lives in the train state and checkpoints with it)."""
+    "count": 0}`` (arrays only, so it lives in the train state and checkpoints with it).
+    ``labels=True`` keeps each image's class beside it (``"labels"``: int32 ``[size]``), for a
+    class-conditional discriminator."""
     if size < 0:
         raise ValueError(f"the history size must be >= 0, got {size}")
-    return {
+    pool = {
         "images": jnp.zeros((size, *image_shape), dtype),
         "count": jnp.zeros((), jnp.int32),
     }
+    if labels:
+        pool["labels"] = jnp.zeros((size,), jnp.int32)
+    return pool
 
 
-def pool_query(pool: dict, images: Array, key: Array) -> tuple[dict, Array]:
+def pool_query(pool: dict, images: Array, key: Array, labels: Array | None = None) -> tuple:
     """CycleGAN's image pool, image by image: while fewer than ``size`` are stored, store the
     new image and return it; once full, with probability 0.5 return a uniformly chosen stored
     image and store the new one in its place, else return the new image and store nothing.
-    Returns ``(new_pool, images_for_the_discriminator)``; a size-0 pool returns ``images``."""
+    Returns ``(new_pool, images_for_the_discriminator)``; a size-0 pool returns ``images``.
+    A pool with labels takes the images' ``labels`` and returns ``(new_pool, images, labels)``:
+    each label travels with its image."""
+    if ("labels" in pool) != (labels is not None):
+        raise ValueError("a pool with labels needs the images' labels, one without takes none")
+    items = {"images": images} if labels is None else {"images": images, "labels": labels}
     size = pool["images"].shape[0]
     if size == 0:
-        return pool, images
+        return (pool, *items.values())
     keys = jax.random.split(key, images.shape[0])
 
     def one(state, inputs):
         stored, count = state
-        image, k = inputs
+        item, k = inputs
         k_coin, k_index = jax.random.split(k)
         full = count >= size
         swap = full & jax.random.bernoulli(k_coin, 0.5)
         index = jnp.where(full, jax.random.randint(k_index, (), 0, size), count)
-        out = jnp.where(swap, stored[index], image)
+        out = jax.tree.map(lambda st, new: jnp.where(swap, st[index], new), stored, item)
         write = ~full | swap
-        stored = stored.at[index].set(jnp.where(write, image, stored[index]))
+        stored = jax.tree.map(
+            lambda st, new: st.at[index].set(jnp.where(write, new, st[index])), stored, item
+        )
         return (stored, jnp.minimum(count + 1, size)), out
 
-    (stored, count), out = jax.lax.scan(one, (pool["images"], pool["count"]), (images, keys))
-    return {"images": stored, "count": count}, out
+    stored0 = {k: pool[k] for k in items}
+    (stored, count), out = jax.lax.scan(one, (stored0, pool["count"]), (items, keys))
+    return ({**stored, "count": count}, *(out[k] for k in items))

@@ -133,6 +133,7 @@ def cyclegan_config() -> ml_collections.ConfigDict:
     c.model.pool_size = 50  # generated images kept per discriminator's history
     c.model.semantic_weight = 0.0  # CyCADA's semantic term, a domain-A classifier (0: plain)
     c.model.semantic_epochs = 3  # epochs of that classifier (domain A's labels; then frozen)
+    c.model.num_classes = 0  # > 0: class-conditional discriminators (both domains labelled)
     _train_fields(c)
     return add_shared_fields(c)
 
@@ -217,6 +218,12 @@ def validate_config(cfg) -> None:
                 f"{m.pool_size!r}"
             )
         require_positive_ints(cfg, ("model.semantic_epochs",))
+        n = m.get("num_classes", 0)
+        if not (isinstance(n, int) and not isinstance(n, bool) and n >= 0):
+            raise UserError(
+                f"config.model.num_classes must be an integer >= 0 (0: unconditional "
+                f"discriminators), got {n!r}"
+            )
         for name in ("cycle_weight", "identity_weight", "semantic_weight"):
             if not m[name] >= 0:
                 raise UserError(f"config.model.{name} must be >= 0, got {m[name]}")
@@ -330,6 +337,7 @@ def cyclegan_spec(cfg, channels_a: int, channels_b: int) -> cyclegan.CycleGan:
         g_blocks=int(m.g_blocks), d_features=_features(cfg, "d_features"),
         cycle_weight=float(m.cycle_weight), identity_weight=float(m.identity_weight),
         pool_size=int(m.pool_size), semantic_weight=float(m.get("semantic_weight", 0.0)),
+        num_classes=int(m.get("num_classes", 0)),
     )  # fmt: skip
 
 
@@ -338,8 +346,12 @@ def _multiple(cfg) -> int:
     return 2 ** len(_features(cfg, "g_features")) if cfg.model_kind == PIX2PIX else 4
 
 
+# model fields added after workdirs were first written, with the value those workdirs meant
+ADDED_FIELDS = {"num_classes": 0}
+
+
 def _check_same_model(cfg, meta: dict, workdir: Path) -> None:
-    for k, v in meta["config"].get("model", {}).items():
+    for k, v in {**ADDED_FIELDS, **meta["config"].get("model", {})}.items():
         now = cfg.model.get(k)
         if k in cfg.model and (list(v) if isinstance(v, (list, tuple)) else v) != (
             list(now) if isinstance(now, (list, tuple)) else now
@@ -382,13 +394,13 @@ def _common(cfg, workdir: Path, kind: str):
         _check_same_model(cfg, meta, workdir)
 
 
-def _recipe(kind: str, cfg, workdir: Path, run: dict, **fields) -> loop.Recipe:
+def _recipe(kind: str, cfg, workdir: Path, run: dict, batch_axes=(0, 0), **fields) -> loop.Recipe:
     """The :class:`loop.Recipe` fields both translation recipes share, and theirs."""
     t = cfg.train
     return loop.Recipe(
         kind=kind,
         cfg=cfg,
-        batch_axes=(0, 0),
+        batch_axes=batch_axes,
         items_per_step=t.batch,
         unit="img",
         loss_keys=("d_loss", "g_loss"),
@@ -491,6 +503,32 @@ def _same_channels(*xs: np.ndarray) -> list[np.ndarray]:
     return [np.repeat(x, c, axis=-1) if x.shape[-1] != c else x for x in xs]
 
 
+def _check_labels(num_classes: int, *domains: Images) -> None:
+    for x, name in zip(domains, "AB"):
+        if x.labels is None:
+            raise UserError(
+                f"config.model.num_classes={num_classes} (class-conditional discriminators) "
+                f"needs both domains' labels, and domain {name} ({x.name}) has none; use "
+                "labelled images or set config.model.num_classes=0"
+            )
+        lo, hi = int(np.min(x.labels)), int(np.max(x.labels))
+        if lo < 0 or hi >= num_classes:
+            raise UserError(
+                f"domain {name} ({x.name}) has labels in [{lo}, {hi}], outside "
+                f"0..{num_classes - 1}; set config.model.num_classes={hi + 1}"
+            )
+
+
+def _labelled_batch(rows_a, rows_b, step: int) -> tuple:
+    """``(a, b, labels of a, labels of b)``: the step's batches as the train step takes them."""
+    (a, la), (b, lb) = rows_a.pair_for_step(step), rows_b.pair_for_step(step)
+    return a, b, la, lb
+
+
+def _train_labels(x: Images, split: Split, labelled: bool):
+    return np.asarray(x.labels[: len(split.train)], np.int32) if labelled else None
+
+
 def cyclegan_recipe(cfg, workdir: str | Path) -> loop.Recipe:
     """CycleGAN as a :class:`jaxgen.training.loop.Recipe`."""
     workdir = Path(workdir)
@@ -502,9 +540,12 @@ def cyclegan_recipe(cfg, workdir: str | Path) -> loop.Recipe:
     sa = _split(np.asarray(pad_to(da.images, side)), da.labels, hold, f"domain A ({da.name})")
     sb = _split(np.asarray(pad_to(db.images, side)), db.labels, hold, f"domain B ({db.name})")
     spec = cyclegan_spec(cfg, da.images.shape[-1], db.images.shape[-1])
+    if spec.num_classes:
+        _check_labels(spec.num_classes, da, db)
     t = cfg.train
-    rows_a = ImageBatches(sa.train, t.batch, cfg.seed)
-    rows_b = ImageBatches(sb.train, t.batch, cfg.seed + 1)
+    labelled = bool(spec.num_classes)
+    rows_a = ImageBatches(sa.train, t.batch, cfg.seed, labels=_train_labels(da, sa, labelled))
+    rows_b = ImageBatches(sb.train, t.batch, cfg.seed + 1, labels=_train_labels(db, sb, labelled))
     per_epoch = max(len(rows_a), len(rows_b))
     steps = t.steps if t.steps > 0 else t.epochs * per_epoch
     n_eval = min(t.eval_images, len(sa.held), len(sb.held))
@@ -579,7 +620,12 @@ def cyclegan_recipe(cfg, workdir: str | Path) -> loop.Recipe:
         total_steps=steps,
         init_state=fresh_state,
         make_step=make_step,
-        batch=lambda step: (rows_a.for_step(step), rows_b.for_step(step)),
+        batch=(
+            (lambda step: _labelled_batch(rows_a, rows_b, step))
+            if labelled
+            else (lambda step: (rows_a.for_step(step), rows_b.for_step(step)))
+        ),
+        batch_axes=(0, 0, 0, 0) if labelled else (0, 0),
         describe=(
             f"CycleGAN: A {da.name} ({len(sa.train):,} images), B {db.name} "
             f"({len(sb.train):,}), {hold} of each held out, {h}x{h} in {side}x{side}"
