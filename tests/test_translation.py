@@ -99,6 +99,10 @@ def test_class_conditional_patchgan_adds_each_patch_projection_on_its_label():
     second's output layer is that class kernel with no bias), example by example."""
     p = tr.patchgan_init(jax.random.key(3), 1, (4, 8, 8), num_classes=5)
     assert p["classes"]["w"].shape == (4, 4, 8, 5) and "b" not in p["classes"]
+    # the class kernels take a key of their own: the other layers are the unconditional init
+    unconditional = tr.patchgan_init(jax.random.key(3), 1, (4, 8, 8))
+    for x, y in zip(jax.tree.leaves(unconditional), jax.tree.leaves(p["layers"]), strict=True):
+        np.testing.assert_array_equal(x, y)
     x = jax.random.normal(jax.random.key(4), (3, 16, 16, 1))
     labels = jnp.asarray([4, 0, 2])
     got = patchgan(p, x, labels)
