@@ -35,7 +35,8 @@ import numpy as np
 from jaxgen import benchmarking as bm
 from jaxgen import rnn
 
-FULL = dict(batch=(8, 64, 256), hidden=(128, 512, 1024), seq=(50, 500))
+# seq outermost and the middle sizes first: a run cut short by --max-seconds still spans the grid
+FULL = dict(batch=(64, 256, 8), hidden=(512, 1024, 128), seq=(500, 50))
 QUICK = dict(batch=(8,), hidden=(32,), seq=(10,))
 
 
@@ -141,28 +142,8 @@ def run_shape(T, B, H, dtype, reps, check):
     return out
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument(
-        "--quick", action="store_true", help="one tiny shape (CPU: interpret mode is slow)"
-    )
-    ap.add_argument("--check", action="store_true", help="also compare kernel and scan numerically")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    ap.add_argument("--reps", type=int, default=None)
-    ap.add_argument("--out", default="benchmarks/results")
-    args = ap.parse_args(argv)
-    backend = jax.default_backend()
-    if backend == "cpu" and not args.quick:
-        ap.error(
-            "on CPU the kernel runs in interpret mode: use --quick (the full grid is for GPU/TPU)"
-        )
-    grid = QUICK if args.quick else FULL
-    reps = args.reps or (3 if args.quick else 10)
-    dtype = jnp.dtype(args.dtype)
-    shapes = []
-    for B, H, T in itertools.product(grid["batch"], grid["hidden"], grid["seq"]):
-        print(f"T={T} B={B} H={H} {dtype.name}", flush=True)
-        shapes.append(run_shape(T, B, H, dtype, reps, args.check))
+def _write(shapes, backend, dtype, args, complete):
+    """The table and the JSON of the shapes measured so far."""
     rows = []
     for s in shapes:
         base = s["variants"]["scan"]
@@ -191,11 +172,54 @@ def main(argv=None):
             "XLA ops, for correctness tests), so its times say nothing about the kernel on "
             'TPU/GPU; they are why `mode="auto"` picks scan on CPU.\n'
         )
+    if not complete:
+        table += "\nCut short by --max-seconds: the grid's other shapes were not run.\n"
     if not cudnn_available():
         table += "\ncuDNN (`jax.experimental.rnn`) needs a CUDA backend: not measured here.\n"
     path = bm.write_results(
-        "kernels", {"dtype": dtype.name, "quick": args.quick, "shapes": shapes}, table, args.out
+        "kernels",
+        {"dtype": dtype.name, "quick": args.quick, "complete": complete, "shapes": shapes},
+        table,
+        args.out,
     )
+    return table, path
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--quick", action="store_true", help="one tiny shape (CPU: interpret mode is slow)"
+    )
+    ap.add_argument("--check", action="store_true", help="also compare kernel and scan numerically")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument(
+        "--max-seconds",
+        type=float,
+        default=None,
+        help="start no new shape after this many seconds (results so far are kept)",
+    )
+    args = ap.parse_args(argv)
+    backend = jax.default_backend()
+    if backend == "cpu" and not args.quick:
+        ap.error(
+            "on CPU the kernel runs in interpret mode: use --quick (the full grid is for GPU/TPU)"
+        )
+    grid = QUICK if args.quick else FULL
+    reps = args.reps or (3 if args.quick else 10)
+    dtype = jnp.dtype(args.dtype)
+    shapes, t0, complete = [], time.perf_counter(), True
+    for T, H, B in itertools.product(grid["seq"], grid["hidden"], grid["batch"]):
+        if args.max_seconds and shapes and time.perf_counter() - t0 > args.max_seconds:
+            print(f"--max-seconds {args.max_seconds} reached: stopping before T={T} B={B} H={H}")
+            complete = False
+            break
+        print(f"T={T} B={B} H={H} {dtype.name}", flush=True)
+        shapes.append(run_shape(T, B, H, dtype, reps, args.check))
+        # written after every shape, so a run cut short keeps what it measured
+        table, path = _write(shapes, backend, dtype, args, complete=False)
+    table, path = _write(shapes, backend, dtype, args, complete=complete)
     print(table)
     print(f"wrote {path}")
 

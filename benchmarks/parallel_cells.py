@@ -259,33 +259,47 @@ def main(argv=None):
         )
     ceiling = bm.gemm_ceiling()
     print(f"GEMM ceiling {ceiling['median_gflops']:.0f} GFLOP/s", flush=True)
-    t_rows, t_table = target(reps=args.reps, **tgt)
-    s_rows, s_table = sweep(sw, 8, 128, args.reps)
-    a_rows, a_table = accuracy(acc, 4, 64)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    plot(s_rows, out / "parallel_cells.png")
-    md = (
-        f"GEMM ceiling {ceiling['median_gflops']:.0f} GFLOP/s. Forward + backward, medians of "
-        f"{args.reps} interleaved repetitions; speed = scan time / mode time in the same round.\n\n"
-        f"### Target shape (B {tgt['batch']}, H {tgt['hidden']})\n\n{t_table}\n"
-        f"### Against T (B 8, H 128)\n\n{s_table}\n"
-        f"### float32 error against a float64 sequential run (B 4, H 64)\n\n{a_table}\n"
-        "![scan vs associative scan](parallel_cells.png)\n"
-    )
-    bm.write_results(
-        "parallel_cells",
-        dict(
-            ceiling=ceiling,
-            target=t_rows,
-            sweep=s_rows,
-            accuracy=a_rows,
-            argv=sys.argv[1:],
-        ),
-        md,
-        out,
-    )
-    print(md)
+    parts = dict(target=([], ""), sweep=([], ""), accuracy=([], ""))
+
+    def save(complete):
+        """Write what is measured so far (after each part: a run cut short keeps it)."""
+        (t_rows, t_table), (s_rows, s_table), (a_rows, a_table) = parts.values()
+        if s_rows:
+            plot(s_rows, out / "parallel_cells.png")
+        md = (
+            f"GEMM ceiling {ceiling['median_gflops']:.0f} GFLOP/s. Forward + backward, medians of "
+            f"{args.reps} interleaved repetitions; speed = scan time / mode time in the same "
+            "round.\n\n"
+            f"### Target shape (B {tgt['batch']}, H {tgt['hidden']})\n\n{t_table or 'not run'}\n"
+            f"### Against T (B 8, H 128)\n\n{s_table or 'not run'}\n"
+            f"### float32 error against a float64 sequential run (B 4, H 64)\n\n"
+            f"{a_table or 'not run'}\n"
+            + ("![scan vs associative scan](parallel_cells.png)\n" if s_rows else "")
+            + ("" if complete else "\nCut short: the parts marked 'not run' did not finish.\n")
+        )
+        bm.write_results(
+            "parallel_cells",
+            dict(
+                ceiling=ceiling,
+                target=t_rows,
+                sweep=s_rows,
+                accuracy=a_rows,
+                complete=complete,
+                argv=sys.argv[1:],
+            ),
+            md,
+            out,
+        )
+        return md
+
+    parts["target"] = target(reps=args.reps, **tgt)
+    save(False)
+    parts["sweep"] = sweep(sw, 8, 128, args.reps)
+    save(False)
+    parts["accuracy"] = accuracy(acc, 4, 64)
+    print(save(True))
 
 
 if __name__ == "__main__":
