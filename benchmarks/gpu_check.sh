@@ -24,6 +24,8 @@ KERNELS_F32_S="${KERNELS_F32_S:-100}"
 KERNELS_BF16_S="${KERNELS_BF16_S:-50}"
 RNN_STEP_S="${RNN_STEP_S:-80}"
 PARALLEL_S="${PARALLEL_S:-130}"
+SEQ="${KERNELS_SEQ:+--seq $KERNELS_SEQ} ${KERNELS_HIDDEN:+--hidden $KERNELS_HIDDEN}"  # grid subsets
+PARALLEL_ARGS="${PARALLEL_ARGS:-}"       # e.g. "--skip-target --sweep 256,1024,4096"
 # GPU_CHECK_DRY=1: a dry run of this script on a CPU (small shapes, no GPU needed)
 DRY="${GPU_CHECK_DRY:-}"
 QUICK="${DRY:+--quick}"
@@ -35,10 +37,8 @@ mkdir -p "$RES"
 exec > >(tee "$RES/log.txt") 2>&1
 export PYTHONUNBUFFERED=1
 
-if ! "$PY" -c "import jaxgen" 2>/dev/null; then
-  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-  "$PY" -c "import jaxgen" 2>/dev/null || "$PY" -m pip install -q -e . || exit 2
-fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the checkout itself: no install needed
+(cd /tmp && "$PY" -c "import jaxgen") || "$PY" -m pip install -q -e . || exit 2
 if [ -z "$DRY" ] && ! "$PY" -c "import jax, sys; sys.exit(jax.default_backend() != 'gpu')"; then
   echo "jax sees no GPU (install jax[cuda12] or jax[cuda13]): stopping" >&2
   exit 2
@@ -61,16 +61,16 @@ stage() {  # stage NAME SECONDS CMD...: run CMD under a time limit, note its sta
 }
 
 status=0
-stage pytest "$PYTEST_S" env JAX_DEFAULT_MATMUL_PRECISION=highest "$PY" -m pytest -q -rfE \
+stage pytest "$PYTEST_S" env JAX_DEFAULT_MATMUL_PRECISION=highest JAXGEN_TEST_CPU_FLAGS=0 "$PY" -m pytest -q -s -rfE \
   -p no:cacheprovider --durations=10 \
   tests/test_kernels.py tests/test_linear_rnn.py tests/test_rnn_stacks.py
 cp "$RES/log.txt" "$RES/pytest.txt"
 
 mkdir -p "$RES/f32" "$RES/bf16"
-stage kernels-f32 "$((KERNELS_F32_S + 40))" "$PY" benchmarks/kernels.py $QUICK --check \
+stage kernels-f32 "$((KERNELS_F32_S + 40))" "$PY" benchmarks/kernels.py $QUICK $SEQ --check \
   --dtype float32 --max-seconds "$KERNELS_F32_S" --out "$RES/f32"
-stage kernels-bf16 "$((KERNELS_BF16_S + 40))" "$PY" benchmarks/kernels.py $QUICK --check \
-  --dtype bfloat16 --max-seconds "$KERNELS_BF16_S" --out "$RES/bf16"
+[ "$KERNELS_BF16_S" -gt 0 ] && stage kernels-bf16 "$((KERNELS_BF16_S + 40))" \
+  "$PY" benchmarks/kernels.py $QUICK $SEQ --check --dtype bfloat16 --max-seconds "$KERNELS_BF16_S" --out "$RES/bf16"
 for d in f32 bf16; do
   for ext in json md; do
     [ -f "$RES/$d/kernels.$ext" ] && mv "$RES/$d/kernels.$ext" "$RES/kernels_$d.$ext"
@@ -78,10 +78,11 @@ for d in f32 bf16; do
   rmdir "$RES/$d" 2>/dev/null
 done
 
-stage rnn-step "$RNN_STEP_S" bash -c "'$PY' benchmarks/rnn_step.py --worker jax --shape $SHAPE \
+[ "$RNN_STEP_S" -gt 0 ] && stage rnn-step "$RNN_STEP_S" bash -c "'$PY' benchmarks/rnn_step.py --worker jax --shape $SHAPE \
   --reps 10 > '$RES/rnn_step_gpu.json'"
 
-stage parallel-cells "$PARALLEL_S" "$PY" benchmarks/parallel_cells.py $QUICK --out "$RES"
+stage parallel-cells "$PARALLEL_S" "$PY" benchmarks/parallel_cells.py $QUICK $PARALLEL_ARGS \
+  --out "$RES"
 
 echo "gpu_check finished with status $status; results in $RES"
 if [ -n "${OUT:-}" ]; then

@@ -74,12 +74,14 @@ def make_variants(T, B, H, dtype, with_cudnn):
         def fwd(p, xs, mode=mode):
             return rnn.lstm(p, xs, mode=mode)[1]
 
-        def train(p, xs, mode=mode):
+        # the cotangent is an argument: closed over, it would be a [T, B, H] constant baked into
+        # the program (a first GPU run measured such programs far slower than expected)
+        def train(p, xs, ct, mode=mode):
             return jax.grad(
                 lambda p, xs: jnp.sum(fwd(p, xs).astype(jnp.float32) * ct), argnums=(0, 1)
             )(p, xs)
 
-        fns[mode] = (jax.jit(fwd), jax.jit(train), (p, xs))
+        fns[mode] = (jax.jit(fwd), jax.jit(train), (p, xs), (p, xs, ct))
     if with_cudnn:
         from jax.experimental import rnn as jrnn
 
@@ -92,13 +94,12 @@ def make_variants(T, B, H, dtype, with_cudnn):
         def cfwd(w, xb):
             return jrnn.lstm(xb, h0, h0, w, lens, F, H, 1, 0.0, False)[0]
 
-        def ctrain(w, xb):
+        def ctrain(w, xb, ctb):
             return jax.grad(
-                lambda w, xb: jnp.sum(cfwd(w, xb).astype(jnp.float32) * jnp.swapaxes(ct, 0, 1)),
-                argnums=(0, 1),
+                lambda w, xb: jnp.sum(cfwd(w, xb).astype(jnp.float32) * ctb), argnums=(0, 1)
             )(w, xb)
 
-        fns["cudnn"] = (jax.jit(cfwd), jax.jit(ctrain), (w, xb))
+        fns["cudnn"] = (jax.jit(cfwd), jax.jit(ctrain), (w, xb), (w, xb, jnp.swapaxes(ct, 0, 1)))
     return fns
 
 
@@ -108,13 +109,14 @@ def rel_err(a, b):
 
 
 def run_shape(T, B, H, dtype, reps, check):
-    fns = make_variants(T, B, H, dtype, cudnn_available())
+    # cuDNN's RNN in jax.experimental.rnn takes float32 only
+    fns = make_variants(T, B, H, dtype, cudnn_available() and dtype == jnp.float32)
     itemsize = jnp.dtype(dtype).itemsize
     out = {"T": T, "B": B, "H": H, "F": H, "dtype": jnp.dtype(dtype).name, "variants": {}}
     for phase, idx in (("forward", 0), ("forward+backward", 1)):
         calls, compile_s = {}, {}
         for name, f in fns.items():
-            fn, args = f[idx], f[2]
+            fn, args = f[idx], f[2 + idx]
             t0 = time.perf_counter()
             bm.block(fn(*args))
             compile_s[name] = time.perf_counter() - t0
@@ -132,13 +134,13 @@ def run_shape(T, B, H, dtype, reps, check):
             }
     if check:
         s, p = fns["scan"], fns["pallas"]
+        gs, gp = jax.tree.leaves(s[1](*s[3])), jax.tree.leaves(p[1](*p[3]))
         out["pallas_vs_scan_rel_err"] = {
             "forward": rel_err(p[0](*p[2]), s[0](*s[2])),
-            "forward+backward": max(
-                rel_err(a, b)
-                for a, b in zip(jax.tree.leaves(p[1](*p[2])), jax.tree.leaves(s[1](*s[2])))
-            ),
+            "forward+backward": max(rel_err(a, b) for a, b in zip(gp, gs)),
         }
+        # the size of what is compared (a zero gradient would compare equal)
+        out["scan_grad_abs_max"] = max(float(jnp.max(jnp.abs(g))) for g in gs)
     return out
 
 
@@ -200,13 +202,19 @@ def main(argv=None):
         default=None,
         help="start no new shape after this many seconds (results so far are kept)",
     )
+    ap.add_argument("--seq", default=None, help="comma-separated sequence lengths for the grid")
+    ap.add_argument("--hidden", default=None, help="comma-separated hidden sizes for the grid")
     args = ap.parse_args(argv)
     backend = jax.default_backend()
     if backend == "cpu" and not args.quick:
         ap.error(
             "on CPU the kernel runs in interpret mode: use --quick (the full grid is for GPU/TPU)"
         )
-    grid = QUICK if args.quick else FULL
+    grid = dict(QUICK if args.quick else FULL)
+    if args.seq:
+        grid["seq"] = tuple(int(t) for t in args.seq.split(","))
+    if args.hidden:
+        grid["hidden"] = tuple(int(h) for h in args.hidden.split(","))
     reps = args.reps or (3 if args.quick else 10)
     dtype = jnp.dtype(args.dtype)
     shapes, t0, complete = [], time.perf_counter(), True

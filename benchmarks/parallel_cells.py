@@ -248,6 +248,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small shapes: a smoke run")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--sweep", default=None, help="comma-separated lengths for the sweep")
+    ap.add_argument("--skip-target", action="store_true", help="leave out the target shape")
     args = ap.parse_args(argv)
     if args.quick:
         tgt, sw, acc = dict(lengths=(256,), batch=8, hidden=64), (64, 256), 1024
@@ -257,6 +259,8 @@ def main(argv=None):
             (256, 1024, 4096, 16384),
             16384,
         )
+    if args.sweep:
+        sw = tuple(int(t) for t in args.sweep.split(","))
     ceiling = bm.gemm_ceiling()
     print(f"GEMM ceiling {ceiling['median_gflops']:.0f} GFLOP/s", flush=True)
     out = Path(args.out)
@@ -294,8 +298,9 @@ def main(argv=None):
         )
         return md
 
-    parts["target"] = target(reps=args.reps, **tgt)
-    save(False)
+    if not args.skip_target:
+        parts["target"] = target(reps=args.reps, **tgt)
+        save(False)
     parts["sweep"] = sweep(sw, 8, 128, args.reps)
     save(False)
     parts["accuracy"] = accuracy(acc, 4, 64)

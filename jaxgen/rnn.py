@@ -512,7 +512,8 @@ def lstm(
         instead, with a one-time warning, where the shape does not fit the backend's kernel:
         TPU above the VMEM estimate, GPU above padded H = 1024) or ``"auto"`` (a fixed
         per-backend choice, ``jaxgen.kernels.AUTO``: the scan path on CPU, where interpret mode
-        was measured far slower; the kernel, where it fits, on TPU and GPU, not yet measured there).
+        was measured far slower, and on GPU, where the Triton kernel was measured slower than the
+        scan; the kernel, where it fits, on TPU, not yet measured there).
       backward: for ``mode="scan"``: ``"fused"`` (hand-written BPTT, one weight
         gradient GEMM over all steps, :func:`jaxgen.recurrence.lstm_scan`) or ``"autodiff"``
         (JAX differentiates the scan).

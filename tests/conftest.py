@@ -24,10 +24,16 @@ import pytest
 _CACHE = Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax-compilation-cache"
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))  # before any test imports jax
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
+# CPU compile-time flags (JAXGEN_TEST_CPU_FLAGS=0 leaves them out: an XLA that does not know one
+# aborts at start, which benchmarks/gpu_check.sh avoids on a GPU machine with a newer jax)
 for _flag in (
-    "--xla_backend_optimization_level=0",
-    "--xla_cpu_use_fusion_emitters=false",
-    "--xla_cpu_parallel_codegen_split_count=1",
+    ()
+    if os.environ.get("JAXGEN_TEST_CPU_FLAGS") == "0"
+    else (
+        "--xla_backend_optimization_level=0",
+        "--xla_cpu_use_fusion_emitters=false",
+        "--xla_cpu_parallel_codegen_split_count=1",
+    )
 ):
     if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
