@@ -139,10 +139,11 @@ def cyclegan_eval(
 def markdown(p: dict, stem: str) -> str:
     e, t = p["eval"], p["train"]
     rows = [
-        ["Pix2Pix (GAN + 100 x L1)", p["budget"]["pix2pix"], t["pix2pix"]["steps"],
-         e["pix2pix"]["label_rate"], e["pix2pix"]["l1_to_truth"], e["pix2pix"]["fd_to_truth"]],
-        ["U-Net on L1 alone", p["budget"]["pix2pix"], t["l1_only"]["steps"],
-         e["l1_only"]["label_rate"], e["l1_only"]["l1_to_truth"], e["l1_only"]["fd_to_truth"]],
+        [label, p["budget"]["pix2pix"], t[name]["steps"], e[name]["label_rate"],
+         e[name]["l1_to_truth"], e[name]["fd_to_truth"]]
+        for name, label in (("pix2pix", "Pix2Pix (GAN + 100 x L1)"),
+                            ("l1_only", "U-Net on L1 alone"))
+        if name in e
     ]  # fmt: skip
     c = e["cyclegan"]
     out = [
@@ -156,13 +157,16 @@ def markdown(p: dict, stem: str) -> str:
         "against the true held-out digits.\n",
         bm.md_table(
             ["model", "budget (s)", "steps", "label rate", "L1 to truth", "Frechet distance"], rows
-        ),
-        f"![outline, Pix2Pix, L1 only, truth]({stem}_pix2pix.png)\n",
-        "Rows: outline, Pix2Pix, the L1-only U-Net, the true digit.\n",
+        )
+        if rows
+        else "Not run in this call (a CycleGAN-only trial).\n",
+        f"![outline, Pix2Pix, L1 only, truth]({stem}_pix2pix.png)\n" if len(rows) == 2 else "",
+        "Rows: outline, Pix2Pix, the L1-only U-Net, the true digit.\n" if len(rows) == 2 else "",
         "## CycleGAN: MNIST <-> UCI digits\n",
         f"{p['budget']['cyclegan']:.0f} s of training, {t['cyclegan']['steps']} steps; the UCI "
         f"digits upsampled to {p['uci_box']}x{p['uci_box']} and centred in 28x28; cycle weight "
-        f"{p.get('cycle_weight', 10.0):g}; CyCADA's "
+        f"{p.get('cycle_weight', 10.0):g} (identity {p.get('identity_weight', 0.5):g} of it); "
+        "CyCADA's "
         f"semantic-consistency weight {p['semantic_weight']:g} (0: plain CycleGAN); "
         + (
             f"class-conditional discriminators ({p['num_classes']} classes, both domains' "
@@ -237,6 +241,12 @@ def main(argv=None):
     ap.add_argument(
         "--cycle", type=float, default=None, help="CycleGAN: cycle weight (default: the config's)"
     )
+    ap.add_argument(
+        "--identity",
+        type=float,
+        default=None,
+        help="CycleGAN: identity weight, a fraction of the cycle weight (default: the config's)",
+    )
     ap.add_argument("--cache", default="~/.cache/jaxgen/classifiers")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--name", default="translation", help="stem of the result files")
@@ -261,12 +271,15 @@ def main(argv=None):
         runs["cyclegan"][2]["model.num_classes"] = args.classes
     if args.cycle is not None:
         runs["cyclegan"][2]["model.cycle_weight"] = args.cycle
+    if args.identity is not None:
+        runs["cyclegan"][2]["model.identity_weight"] = args.identity
     todo = [] if args.reuse else args.runs.split(",")
     if set(todo) - set(runs):
         raise SystemExit(f"--runs: choose from {', '.join(runs)}")
     tr = {}
-    if set(runs) - set(todo):  # the others' training numbers: from the run that made them
-        tr = json.loads((out / f"{args.name}.json").read_text())["train"]
+    earlier = out / f"{args.name}.json"
+    if set(runs) - set(todo) and earlier.exists():  # the others' training numbers, if any
+        tr = json.loads(earlier.read_text())["train"]
     for name in todo:
         config, budget, over = runs[name]
         print(f"== training {name} for {budget:.0f} s", flush=True)
@@ -289,20 +302,25 @@ def main(argv=None):
     real_stats = gaussian_stats(real_feats)
     ev, shown = {}, {}
     for name in ("pix2pix", "l1_only"):
+        if not (root / name).exists() or name not in tr:  # a CycleGAN-only trial
+            print(f"{name}: no workdir or training numbers under {root}: not evaluated", flush=True)
+            continue
         ev[name], shown[name] = pix2pix_eval(root / name, mnist, clf_p2p, real_stats)
         print(name, ev[name], flush=True)
     ev["cyclegan"], rows = cyclegan_eval(root / "cyclegan", mnist, uci, clf_m, clf_u, box)
     print("cyclegan", ev["cyclegan"], flush=True)
     held = pairs.edges_to_digits(mnist.images[-P2P_HOLD:])
     k = 12
-    save_grid(np.concatenate([held.a[:k], shown["pix2pix"][:k], shown["l1_only"][:k],
-                              held.b[:k]]), out / f"{args.name}_pix2pix.png", ncol=k)  # fmt: skip
+    if len(shown) == 2:
+        grid = [held.a[:k], shown["pix2pix"][:k], shown["l1_only"][:k], held.b[:k]]
+        save_grid(np.concatenate(grid), out / f"{args.name}_pix2pix.png", ncol=k)
     save_grid(np.concatenate([r[:k] for r in rows]), out / f"{args.name}_cyclegan.png", ncol=k)
     payload = {
         "data": args.data, "uci_box": box,
         "semantic_weight": cg_cfg.model.get("semantic_weight", 0.0),
         "num_classes": cg_cfg.model.get("num_classes", 0),
         "cycle_weight": cg_cfg.model.cycle_weight,
+        "identity_weight": cg_cfg.model.identity_weight,
         "budget": {"pix2pix": args.pix2pix, "cyclegan": args.cyclegan},
         "train": tr, "eval": ev, "target": TARGET,
         "classifiers": {"pix2pix": info_p2p["holdout_accuracy"],
