@@ -166,6 +166,7 @@ def markdown(p: dict, stem: str) -> str:
         f"{p['budget']['cyclegan']:.0f} s of training, {t['cyclegan']['steps']} steps; the UCI "
         f"digits upsampled to {p['uci_box']}x{p['uci_box']} and centred in 28x28; cycle weight "
         f"{p.get('cycle_weight', 10.0):g} (identity {p.get('identity_weight', 0.5):g} of it); "
+        f"discriminator inputs shifted by up to {p.get('augment_shift', 0)} px; "
         "CyCADA's "
         f"semantic-consistency weight {p['semantic_weight']:g} (0: plain CycleGAN); "
         + (
@@ -247,6 +248,12 @@ def main(argv=None):
         default=None,
         help="CycleGAN: identity weight, a fraction of the cycle weight (default: the config's)",
     )
+    ap.add_argument(
+        "--augment",
+        type=int,
+        default=None,
+        help="CycleGAN: DiffAugment shift in pixels for the discriminators (default: the config's)",
+    )
     ap.add_argument("--cache", default="~/.cache/jaxgen/classifiers")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--name", default="translation", help="stem of the result files")
@@ -273,6 +280,8 @@ def main(argv=None):
         runs["cyclegan"][2]["model.cycle_weight"] = args.cycle
     if args.identity is not None:
         runs["cyclegan"][2]["model.identity_weight"] = args.identity
+    if args.augment is not None:
+        runs["cyclegan"][2]["model.augment_shift"] = args.augment
     todo = [] if args.reuse else args.runs.split(",")
     if set(todo) - set(runs):
         raise SystemExit(f"--runs: choose from {', '.join(runs)}")
@@ -321,6 +330,7 @@ def main(argv=None):
         "num_classes": cg_cfg.model.get("num_classes", 0),
         "cycle_weight": cg_cfg.model.cycle_weight,
         "identity_weight": cg_cfg.model.identity_weight,
+        "augment_shift": cg_cfg.model.get("augment_shift", 0),
         "budget": {"pix2pix": args.pix2pix, "cyclegan": args.cyclegan},
         "train": tr, "eval": ev, "target": TARGET,
         "classifiers": {"pix2pix": info_p2p["holdout_accuracy"],

@@ -416,3 +416,95 @@ def test_cyclegan_semantic_term_asks_the_input_class_of_the_translation():
     np.testing.assert_allclose(m1["semantic"], jax.jit(sem_loss)(gens), rtol=1e-5)
     for p, q in zip(jax.tree.leaves(n1.params["sem"]), jax.tree.leaves(clf)):
         np.testing.assert_array_equal(p, q)
+
+
+# ----------------------------------------------------------------------------- DiffAugment shift
+
+
+def _find_offset(img, out, s):
+    """The (dy, dx) in [-s, s]^2 that moves ``img`` to ``out`` (background -1), found by trying
+    every one in NumPy; ``None`` when none does."""
+    h, w = img.shape[:2]
+    padded = np.pad(img, ((s, s), (s, s), (0, 0)), constant_values=-1.0)
+    found = [
+        (dy, dx)
+        for dy in range(-s, s + 1)
+        for dx in range(-s, s + 1)
+        if np.array_equal(padded[s - dy : s - dy + h, s - dx : s - dx + w], out)
+    ]
+    return found[0] if len(found) == 1 else None
+
+
+def test_random_shift_moves_each_image_by_its_own_offset_and_passes_gradients():
+    x = jax.random.uniform(jax.random.key(0), (16, 6, 7, 2), minval=-1, maxval=1)
+    assert tr.random_shift(x, jax.random.key(1), 0) is x
+    s = 2
+    out = np.asarray(jax.jit(tr.random_shift, static_argnums=2)(x, jax.random.key(1), s))
+    offsets = [_find_offset(np.asarray(x[i]), out[i], s) for i in range(len(x))]
+    assert None not in offsets  # every image is its input moved by one offset, border -1
+    assert len(set(offsets)) > 4  # each image its own offset
+    assert any(dy < 0 for dy, _ in offsets) and any(dx > 0 for _, dx in offsets)
+    # linear in x: the gradient of sum(shift(x) * ct) is ct moved back, zero where cut off
+    ct = jax.random.normal(jax.random.key(2), out.shape)
+    g = jax.grad(lambda x: jnp.sum(tr.random_shift(x, jax.random.key(1), s) * ct))(x)
+    for i, (dy, dx) in enumerate(offsets):
+        want = np.zeros(x.shape[1:])
+        h, w = x.shape[1:3]
+        for r in range(h):
+            for c in range(w):
+                if 0 <= r + dy < h and 0 <= c + dx < w:
+                    want[r, c] = ct[i, r + dy, c + dx]
+        np.testing.assert_allclose(g[i], want, rtol=1e-6)
+
+
+def test_cyclegan_step_shows_the_discriminators_shifted_images():
+    """augment_shift=1: both updates see every discriminator input moved by random_shift (the
+    generators' GAN terms their fakes, the discriminators' real and history images), with keys
+    from the step's key; the cycle and identity terms see the images as they are."""
+    import optax
+
+    from jaxgen.gan import cyclegan
+
+    spec = cyclegan.CycleGan(g_features=2, g_blocks=1, d_features=(4, 8), pool_size=0,
+                             augment_shift=1)  # fmt: skip
+    sgd = optax.sgd(1.0)
+    state = cyclegan.init_state(spec, 0, (8, 8, 1), (8, 8, 1), sgd, sgd)
+    a = jax.random.uniform(jax.random.key(1), (2, 8, 8, 1), minval=-1, maxval=1)
+    b = jax.random.uniform(jax.random.key(2), (2, 8, 8, 1), minval=-1, maxval=1)
+    new, _ = jax.jit(lambda s, a, b: cyclegan.train_step(s, a, b, spec=spec, tx_g=sgd, tx_d=sgd))(
+        state, a, b
+    )
+
+    p, G, D = state.params, tr.resnet_generator, tr.patchgan
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.key), 0)
+    k_g, k_d = jax.random.split(jax.random.fold_in(key, 1))
+    kg, kd = jax.random.split(k_g, 2), jax.random.split(k_d, 4)
+
+    def shift(x, k):
+        return tr.random_shift(x, k, 1)
+
+    def ls(x, y):
+        return jnp.mean(jnp.square(x - y))
+
+    def g_loss(g):
+        fb, fa = G(g["g_ab"], a), G(g["g_ba"], b)
+        gan = ls(D(p["d_b"], shift(fb, kg[0])), 1.0) + ls(D(p["d_a"], shift(fa, kg[1])), 1.0)
+        cyc = jnp.mean(jnp.abs(G(g["g_ba"], fb) - a)) + jnp.mean(jnp.abs(G(g["g_ab"], fa) - b))
+        idt = jnp.mean(jnp.abs(G(g["g_ab"], b) - b)) + jnp.mean(jnp.abs(G(g["g_ba"], a) - a))
+        return gan + 10.0 * cyc + 5.0 * idt
+
+    gens = {k: p[k] for k in ("g_ab", "g_ba")}
+    g_want = jax.tree.map(lambda x, y: x - y, gens, jax.jit(jax.grad(g_loss))(gens))
+    fake_b, fake_a = G(p["g_ab"], a), G(p["g_ba"], b)  # pool_size 0: the history returns them
+    seen = [shift(x, k) for x, k in zip((a, b, fake_a, fake_b), kd)]
+
+    def d_loss(d):
+        da = 0.5 * (ls(D(d["d_a"], seen[0]), 1.0) + jnp.mean(jnp.square(D(d["d_a"], seen[2]))))
+        db = 0.5 * (ls(D(d["d_b"], seen[1]), 1.0) + jnp.mean(jnp.square(D(d["d_b"], seen[3]))))
+        return da + db
+
+    discs = {k: p[k] for k in ("d_a", "d_b")}
+    d_want = jax.tree.map(lambda x, y: x - y, discs, jax.jit(jax.grad(d_loss))(discs))
+    for name, want in {**g_want, **d_want}.items():
+        for x, y in zip(jax.tree.leaves(new.params[name]), jax.tree.leaves(want)):
+            np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5, err_msg=name)

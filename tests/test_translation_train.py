@@ -181,6 +181,14 @@ def test_cyclegan_resumes_bit_for_bit_with_a_partly_filled_history(tmp_path, num
         with pytest.raises(UserError, match="config.model.num_classes=0, but the config says 10"):
             tt.train(_cyclegan_cfg(6, 10), split, quiet=True)
         assert _files(split) == before
+        del meta["config"]["model"]["augment_shift"]  # likewise: written without augmentation
+        checkpoint.write_json_atomic(split / checkpoint.META, meta)
+        before = _files(split)
+        shifted = _cyclegan_cfg(6)
+        shifted.model.augment_shift = 2
+        with pytest.raises(UserError, match="config.model.augment_shift=0, but the config says 2"):
+            tt.train(shifted, split, quiet=True)
+        assert _files(split) == before
         tt.load(split)  # and still loads as what it is
 
 
@@ -294,6 +302,9 @@ def test_class_conditional_cyclegan_refuses_unlabelled_or_out_of_range_domains(t
     negative = _cyclegan_cfg(2)
     negative.model.num_classes = -1  # (a float or a bool: ml_collections refuses the type)
     cases.append((negative, "config.model.num_classes must be an integer >= 0"))
+    bad_shift = _cyclegan_cfg(2)
+    bad_shift.model.augment_shift = -1
+    cases.append((bad_shift, "config.model.augment_shift must be an integer >= 0"))
     for cfg, match in cases:
         with pytest.raises(UserError, match=match):
             tt.train(cfg, w, quiet=True)

@@ -15,6 +15,11 @@ implementation:
 2. each discriminator's update on real images against generated ones drawn through its image
    history (:func:`jaxgen.gan.translation.pool_query`), which lives in the train state.
 
+With ``augment_shift > 0`` every image a discriminator sees, real or generated, in both updates,
+is first moved by a random offset of up to that many pixels (DiffAugment's translation, Zhao et
+al. 2020, :func:`jaxgen.gan.translation.random_shift`): for a domain with few images (1,497 UCI
+digits) the discriminators cannot memorise them.
+
 With ``num_classes > 0`` (both domains labelled, still unpaired) the discriminators are
 class-conditional PatchGANs (a projection term per patch, :func:`jaxgen.gan.translation.patchgan`):
 ``D_b`` judges ``(b, label of b)`` as real and ``(G_ab(a), label of a)`` as fake, and the
@@ -52,6 +57,7 @@ class CycleGan(NamedTuple):
     pool_size: int = 50
     semantic_weight: float = 0.0  # CyCADA's semantic consistency; needs a domain-A classifier
     num_classes: int = 0  # > 0: class-conditional discriminators (both domains' labels)
+    augment_shift: int = 0  # > 0: DiffAugment's random translation of everything D sees
 
 
 class TrainState(NamedTuple):
@@ -104,15 +110,25 @@ def semantic_loss(classifier, x: Array, translated: Array) -> Array:
     return -jnp.take_along_axis(jax.nn.log_softmax(logits), target[:, None], -1).mean()
 
 
+def _augment(spec: CycleGan, key, *images):
+    """Each batch moved by ``random_shift`` with its own key (``augment_shift`` 0: as is)."""
+    if not spec.augment_shift:
+        return images
+    keys = jax.random.split(key, len(images))
+    return tuple(tr.random_shift(x, k, spec.augment_shift) for x, k in zip(images, keys))
+
+
 def generator_loss(
-    spec: CycleGan, gens, discs, a: Array, b: Array, sem=None, la=None, lb=None
+    spec: CycleGan, gens, discs, a: Array, b: Array, sem=None, la=None, lb=None, key=None
 ) -> tuple[Array, tuple]:
     """The generators' total loss and ``((fake_a, fake_b), terms)``; ``la``/``lb``: the labels
-    of ``a``/``b`` (class-conditional discriminators only)."""
+    of ``a``/``b`` (class-conditional discriminators only); ``key``: the augmentation's (only
+    with ``spec.augment_shift > 0``)."""
     fake_b = tr.resnet_generator(gens["g_ab"], a)
     fake_a = tr.resnet_generator(gens["g_ba"], b)
-    gan = tr.lsgan_g_loss(tr.patchgan(discs["d_b"], fake_b, la)) + tr.lsgan_g_loss(
-        tr.patchgan(discs["d_a"], fake_a, lb)
+    seen_b, seen_a = _augment(spec, key, fake_b, fake_a)
+    gan = tr.lsgan_g_loss(tr.patchgan(discs["d_b"], seen_b, la)) + tr.lsgan_g_loss(
+        tr.patchgan(discs["d_a"], seen_a, lb)
     )
     cycle = tr.l1_loss(tr.resnet_generator(gens["g_ba"], fake_b), a) + tr.l1_loss(
         tr.resnet_generator(gens["g_ab"], fake_a), b
@@ -160,13 +176,14 @@ def train_step(
     if bool(spec.num_classes) != (la is not None and lb is not None):
         raise ValueError("class-conditional discriminators need la and lb; the others take none")
     key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
-    k_a, k_b = jax.random.split(key)
+    k_a, k_b = jax.random.split(key)  # the histories' (as before augmentation existed)
+    k_g, k_d = jax.random.split(jax.random.fold_in(key, 1))  # the augmentation's
     p = state.params
     gens = {k: p[k] for k in GENERATORS}
     discs = {k: p[k] for k in DISCRIMINATORS}
 
     (gl, ((fake_a, fake_b), g_terms)), g_grads = jax.value_and_grad(
-        lambda g: generator_loss(spec, g, discs, a, b, p.get("sem"), la, lb), has_aux=True
+        lambda g: generator_loss(spec, g, discs, a, b, p.get("sem"), la, lb, k_g), has_aux=True
     )(gens)
     g_upd, g_opt = tx_g.update(g_grads, state.opt_state["g"], gens)
     gens = optax.apply_updates(gens, g_upd)
@@ -180,8 +197,9 @@ def train_step(
         pool_a, old_a = tr.pool_query(state.pools["a"], fake_a, k_a)
         pool_b, old_b = tr.pool_query(state.pools["b"], fake_b, k_b)
         labels = None
+    seen = _augment(spec, k_d, a, b, old_a, old_b)
     (dl, d_terms), d_grads = jax.value_and_grad(
-        lambda d: discriminator_loss(d, a, b, old_a, old_b, labels), has_aux=True
+        lambda d: discriminator_loss(d, *seen, labels), has_aux=True
     )(discs)
     d_upd, d_opt = tx_d.update(d_grads, state.opt_state["d"], discs)
     discs = optax.apply_updates(discs, d_upd)

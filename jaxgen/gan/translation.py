@@ -266,6 +266,26 @@ def l1_loss(a: Array, b: Array) -> Array:
     return jnp.mean(jnp.abs(a - b))
 
 
+def random_shift(x: Array, key: Array, max_shift: int, fill: float = -1.0) -> Array:
+    """Each image of ``x`` ``[B, H, W, C]`` moved by its own random whole-pixel offset in
+    ``[-max_shift, max_shift]`` along each axis, the uncovered border filled with ``fill`` (the
+    background, -1 in [-1, 1]). DiffAugment's translation (Zhao et al. 2020): applied to every
+    image a discriminator sees, real and generated alike, and differentiable in ``x``, so a
+    discriminator fed few real images cannot memorise their exact positions. ``max_shift=0``
+    returns ``x`` unchanged."""
+    if max_shift == 0:
+        return x
+    s = max_shift
+    n, h, w, _ = x.shape
+    offsets = jax.random.randint(key, (n, 2), 0, 2 * s + 1)
+    padded = jnp.pad(x, ((0, 0), (s, s), (s, s), (0, 0)), constant_values=fill)
+
+    def one(img, off):
+        return jax.lax.dynamic_slice(img, (off[0], off[1], 0), (h, w, img.shape[-1]))
+
+    return jax.vmap(one)(padded, offsets)
+
+
 # --------------------------------------------------------------------------- image history
 
 

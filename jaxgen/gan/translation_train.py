@@ -134,6 +134,7 @@ def cyclegan_config() -> ml_collections.ConfigDict:
     c.model.semantic_weight = 0.0  # CyCADA's semantic term, a domain-A classifier (0: plain)
     c.model.semantic_epochs = 3  # epochs of that classifier (domain A's labels; then frozen)
     c.model.num_classes = 0  # > 0: class-conditional discriminators (both domains labelled)
+    c.model.augment_shift = 0  # > 0: DiffAugment translation (pixels) of all D's inputs
     _train_fields(c)
     return add_shared_fields(c)
 
@@ -223,6 +224,12 @@ def validate_config(cfg) -> None:
             raise UserError(
                 f"config.model.num_classes must be an integer >= 0 (0: unconditional "
                 f"discriminators), got {n!r}"
+            )
+        shift = m.get("augment_shift", 0)
+        if not (isinstance(shift, int) and not isinstance(shift, bool) and shift >= 0):
+            raise UserError(
+                f"config.model.augment_shift must be an integer >= 0 (pixels; 0: no "
+                f"augmentation), got {shift!r}"
             )
         for name in ("cycle_weight", "identity_weight", "semantic_weight"):
             if not m[name] >= 0:
@@ -338,6 +345,7 @@ def cyclegan_spec(cfg, channels_a: int, channels_b: int) -> cyclegan.CycleGan:
         cycle_weight=float(m.cycle_weight), identity_weight=float(m.identity_weight),
         pool_size=int(m.pool_size), semantic_weight=float(m.get("semantic_weight", 0.0)),
         num_classes=int(m.get("num_classes", 0)),
+        augment_shift=int(m.get("augment_shift", 0)),
     )  # fmt: skip
 
 
@@ -347,7 +355,7 @@ def _multiple(cfg) -> int:
 
 
 # model fields added after workdirs were first written, with the value those workdirs meant
-ADDED_FIELDS = {"num_classes": 0}
+ADDED_FIELDS = {"num_classes": 0, "augment_shift": 0}
 
 
 def _check_same_model(cfg, meta: dict, workdir: Path) -> None:
