@@ -188,6 +188,55 @@ def test_pool_keeps_each_label_with_its_image():
     np.testing.assert_array_equal(out_y, labels)
 
 
+def _pool_reference(images, labels, count, items, key):
+    """CycleGAN's pool written as the reference implementation's loop, image by image, in NumPy,
+    with the draws pool_query documents: key i of split(key, n), split into a coin and a slot."""
+    images, labels = np.array(images), np.array(labels)
+    size, out, out_y = len(images), [], []
+    for k, (new, y) in zip(jax.random.split(key, len(items[0])), zip(*items)):
+        k_coin, k_index = jax.random.split(k)
+        if count < size:  # filling: store it, return it
+            images[count], labels[count] = new, y
+            out.append(new), out_y.append(y)
+        elif bool(jax.random.bernoulli(k_coin, 0.5)):  # swap with a uniformly chosen slot
+            slot = int(jax.random.randint(k_index, (), 0, size))
+            out.append(images[slot].copy()), out_y.append(labels[slot])
+            images[slot], labels[slot] = new, y
+        else:
+            out.append(new), out_y.append(y)
+        count = min(count + 1, size)
+    return images, labels, count, np.stack(out), np.asarray(out_y)
+
+
+@pytest.mark.parametrize("count", [0, 1, 3])
+def test_pool_batch_equals_the_image_by_image_loop(count):
+    """A whole batch at once, with images of one batch landing in the same slot and a later one
+    swapping out an image stored earlier in the same batch: what the loop would do."""
+    size, n = 3, 12
+    start = tr.pool_init(size, (2, 2, 1), labels=True)
+    start["images"] = jax.random.normal(jax.random.key(0), (size, 2, 2, 1))
+    start["labels"] = jnp.arange(size, dtype=jnp.int32) + 100
+    start["count"] = jnp.int32(count)
+    query = jax.jit(tr.pool_query)
+    collisions = 0
+    for t in range(6):
+        new = jax.random.normal(jax.random.key(t + 1), (n, 2, 2, 1))
+        y = jnp.arange(n, dtype=jnp.int32) + 1000 + 100 * t  # unique across batches
+        key = jax.random.key(50 + t)
+        want = _pool_reference(start["images"], start["labels"], int(start["count"]), (new, y), key)
+        got_pool, got, got_y = query(start, new, key, y)
+        np.testing.assert_array_equal(got, want[3])
+        np.testing.assert_array_equal(got_y, want[4])
+        np.testing.assert_array_equal(got_pool["images"], want[0])
+        np.testing.assert_array_equal(got_pool["labels"], want[1])
+        assert int(got_pool["count"]) == want[2]
+        # a returned image that was one of this batch's: stored and swapped out within the batch
+        collisions += int(np.isin(np.asarray(got_y), np.asarray(y)[:, None]).sum()
+                          - np.sum(np.asarray(got_y) == np.asarray(y)))  # fmt: skip
+        start = got_pool
+    assert collisions > 0
+
+
 def test_pool_resumes_bit_for_bit():
     """The pool is plain arrays: stopping after a partly filled pool, saving it through NumPy and
     going on gives what going straight on gives."""
