@@ -311,9 +311,9 @@ def pool_query(pool: dict, images: Array, key: Array, labels: Array | None = Non
     image and store the new one in its place, else return the new image and store nothing.
     Returns ``(new_pool, images_for_the_discriminator)``; a size-0 pool returns ``images``.
     A pool with labels takes the images' ``labels`` and returns ``(new_pool, images, labels)``:
-    each label travels with its image. The batch is handled at once, not in a loop (one gather,
-    one scatter; 4% of the CycleGAN step was the former per-image scan), with the same result:
-    an image swapping out a slot that an earlier image of the batch wrote gets that image."""
+    each label travels with its image. The batch is handled at once, not in a per-image loop
+    (one gather, one scatter), with the loop's result: an image swapping out a slot that an
+    earlier image of the same batch wrote gets that image."""
     if ("labels" in pool) != (labels is not None):
         raise ValueError("a pool with labels needs the images' labels, one without takes none")
     items = {"images": images} if labels is None else {"images": images, "labels": labels}
