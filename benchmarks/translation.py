@@ -14,14 +14,15 @@ Data: ``--data`` (MNIST IDX files, the 10,000 test images) and scikit-learn's UC
   (target >= 0.95), the L1 to the true digit, and the Frechet distance (classifier features) to the
   true held-out digits. **L1 only**: the same config with ``model.gan_weight=0``, the same time:
   the GAN term should give a lower Frechet distance at an equal or better label rate.
-* **CycleGAN** (``configs/cyclegan_mnist_uci.py``, ``--cyclegan`` seconds; the last 300 images of
-  each domain held out): a classifier trained on the target domain's training images reads the
-  translated held-out source images; MNIST -> UCI target >= 0.90, UCI -> MNIST >= 0.85, each above
-  the no-translation baseline (the same classifier on the untranslated source images). The cycle
+* **CycleGAN** (``configs/cyclegan_mnist_uci.py``, ``--cyclegan`` seconds; the last
+  ``--hold-mnist`` MNIST digits (1,000) and the last 300 UCI digits held out): a classifier
+  trained on the target domain's training images reads the translated held-out source images
+  (with the standard error); MNIST -> UCI target >= 0.90, UCI -> MNIST >= 0.85, each above the
+  no-translation baseline (the same classifier on the untranslated source images). The cycle
   reconstruction L1 (A -> B -> A, B -> A -> B) too, and two hand-made translations with no
   learning (MNIST put through the UCI scanning, UCI scans sharpened): what changing the scanner
-  alone gives. ``--classes 10`` / ``--semantic W`` override the config's class-conditional
-  discriminators and CyCADA weight.
+  alone gives. ``--classes 10`` / ``--semantic W`` / ``--set [GROUP.]FIELD=VALUE`` override the
+  config's class-conditional discriminators, CyCADA weight, or any other field.
 
 Writes ``<name>.{json,md}`` and ``<name>_pix2pix.png`` (outline | Pix2Pix | L1 only | truth) and
 ``<name>_cyclegan.png`` (MNIST | as UCI | back; UCI | as MNIST | back) to ``--out``.
@@ -30,6 +31,7 @@ Writes ``<name>.{json,md}`` and ``<name>_pix2pix.png`` (outline | Pix2Pix | L1 o
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import shutil
 import sys
@@ -52,14 +54,15 @@ from jaxgen.gan import translation_train as tt  # noqa: E402
 from jaxgen.plots import save_grid  # noqa: E402
 
 TARGET = {"pix2pix_label": 0.95, "mnist_to_uci": 0.90, "uci_to_mnist": 0.85}
-P2P_HOLD, CG_HOLD = 1000, 300
+P2P_HOLD, CG_HOLD_UCI = 1000, 300
+LEGACY_HOLD = 300  # MNIST digits held out from the CycleGAN before --hold-mnist (the last 300)
 
 
 def _train(config: str, workdir: Path, budget: float, overrides: dict) -> dict:
     cfg = load_config(ROOT / "configs" / config)
     for k, v in overrides.items():
-        group, field = k.split(".")
-        cfg[group][field] = v
+        group, _, field = k.rpartition(".")
+        (cfg[group] if group else cfg)[field] = v
     cfg.train.time_budget_s = float(budget)
     if workdir.exists():
         shutil.rmtree(workdir)
@@ -119,8 +122,9 @@ def cyclegan_eval(
     workdir: Path, mnist: Images, uci: Images, clf_m, clf_u, box: int
 ) -> tuple[dict, list]:
     model = tt.load(workdir, "latest")
-    a, la = mnist.images[-CG_HOLD:], mnist.labels[-CG_HOLD:]
-    b, lb = uci.images[-CG_HOLD:], uci.labels[-CG_HOLD:]
+    hold_a, hold_b = (tt.cyclegan_holdout(model.cfg, d)[0] for d in "ab")  # as it was trained
+    a, la = mnist.images[-hold_a:], mnist.labels[-hold_a:]
+    b, lb = uci.images[-hold_b:], uci.labels[-hold_b:]
     ab, ba = tt.translate(model, a, "a2b"), tt.translate(model, b, "b2a")
     aba, bab = tt.translate(model, ab, "b2a"), tt.translate(model, ba, "a2b")
     res = {
@@ -132,7 +136,13 @@ def cyclegan_eval(
         "uci_to_mnist_sharpened": _accuracy(clf_m, sharpened(b), lb),
         "cycle_l1_mnist": float(np.abs(aba - a).mean()),
         "cycle_l1_uci": float(np.abs(bab - b).mean()),
+        "held_out": {"mnist": hold_a, "uci": hold_b},
     }
+    if hold_a > LEGACY_HOLD:  # the slice every run before --hold-mnist was judged on
+        last, rest = slice(-LEGACY_HOLD, None), slice(None, -LEGACY_HOLD)
+        for name, part in (("last300", last), ("before_last300", rest)):
+            res[f"mnist_to_uci_{name}"] = _accuracy(clf_u, ab[part], la[part])
+            res[f"mnist_to_uci_baseline_{name}"] = _accuracy(clf_u, a[part], la[part])
     return res, [a, ab, aba, b, ba, bab]
 
 
@@ -146,10 +156,23 @@ def markdown(p: dict, stem: str) -> str:
         if name in e
     ]  # fmt: skip
     c = e["cyclegan"]
+    held = c.get("held_out", {"mnist": 300, "uci": 300})  # results written before --hold-mnist
+    cg_steps = t.get("cyclegan", {}).get("steps", "an unknown number of")  # --reuse, no json
+
+    def acc(p: float, n: int) -> str:
+        return f"{p:.3f} +- {np.sqrt(p * (1 - p) / n):.3f} (n {n:,})"
+
     out = [
         f"# Image-to-image translation on digits ({stem})\n",
-        f"`{p['command']}`. Every number is on held-out images (Pix2Pix: the last {P2P_HOLD} "
-        f"MNIST test digits; CycleGAN: the last {CG_HOLD} of each domain).\n",
+        (
+            f"Trained by `{'`, `'.join(p['trained_by'])}`; evaluated by `{p['command']}`. "
+            if p.get("trained_by") and p["trained_by"] != [p["command"]]
+            else f"`{p['command']}`. "
+        )
+        + f"Every number is on held-out images (Pix2Pix: the last {P2P_HOLD} "
+        f"MNIST test digits; CycleGAN: the last {held['mnist']:,} MNIST digits and the last "
+        f"{held['uci']:,} UCI digits). CycleGAN accuracies with their standard error, "
+        "sqrt(p (1 - p) / n).\n",
         "## Pix2Pix: outline -> digit\n",
         "Label rate: how often the evaluation classifier (trained on the 9,000 training digits) "
         "reads the source digit's label in the translation (target >= "
@@ -163,7 +186,9 @@ def markdown(p: dict, stem: str) -> str:
         f"![outline, Pix2Pix, L1 only, truth]({stem}_pix2pix.png)\n" if len(rows) == 2 else "",
         "Rows: outline, Pix2Pix, the L1-only U-Net, the true digit.\n" if len(rows) == 2 else "",
         "## CycleGAN: MNIST <-> UCI digits\n",
-        f"{p['budget']['cyclegan']:.0f} s of training, {t['cyclegan']['steps']} steps; the UCI "
+        f"{p['budget']['cyclegan']:.0f} s of training, {cg_steps} steps, seed {p.get('seed', 0)}"
+        + (f", also {', '.join(p['set'])}" if p.get("set") else "")
+        + "; the UCI "
         f"digits upsampled to {p['uci_box']}x{p['uci_box']} and centred in 28x28; cycle weight "
         f"{p.get('cycle_weight', 10.0):g} (identity {p.get('identity_weight', 0.5):g} of it); "
         f"discriminator inputs shifted by up to {p.get('augment_shift', 0)} px; "
@@ -184,7 +209,7 @@ def markdown(p: dict, stem: str) -> str:
             [
                 [
                     "MNIST -> UCI",
-                    c["mnist_to_uci"],
+                    acc(c["mnist_to_uci"], held["mnist"]),
                     c["mnist_to_uci_baseline"],
                     c.get("mnist_to_uci_scanned", "-"),
                     TARGET["mnist_to_uci"],
@@ -192,13 +217,22 @@ def markdown(p: dict, stem: str) -> str:
                 ],
                 [
                     "UCI -> MNIST",
-                    c["uci_to_mnist"],
+                    acc(c["uci_to_mnist"], held["uci"]),
                     c["uci_to_mnist_baseline"],
                     c.get("uci_to_mnist_sharpened", "-"),
                     TARGET["uci_to_mnist"],
                     c["cycle_l1_uci"],
                 ],
             ],  # fmt: skip
+        ),
+        (
+            f"MNIST -> UCI on the last {LEGACY_HOLD} MNIST digits alone (what runs before "
+            f"`--hold-mnist` held out and were judged on): {c['mnist_to_uci_last300']:.3f}, no "
+            f"translation {c['mnist_to_uci_baseline_last300']:.3f}; on the "
+            f"{held['mnist'] - LEGACY_HOLD:,} before them: {c['mnist_to_uci_before_last300']:.3f}, "
+            f"no translation {c['mnist_to_uci_baseline_before_last300']:.3f}.\n"
+            if "mnist_to_uci_last300" in c
+            else ""
         ),
         f"![MNIST, as UCI, back; UCI, as MNIST, back]({stem}_cyclegan.png)\n",
         "Rows: MNIST, translated to UCI, translated back; UCI, translated to MNIST, back.\n",
@@ -254,6 +288,20 @@ def main(argv=None):
         default=None,
         help="CycleGAN: DiffAugment shift in pixels for the discriminators (default: the config's)",
     )
+    ap.add_argument(
+        "--hold-mnist",
+        type=int,
+        default=1000,
+        help="CycleGAN: the last N MNIST digits held out (trained on the rest; before "
+        "2026-12-04 evening: 300)",
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="CycleGAN: any other config override, e.g. train.lr_g=4e-4 or seed=1 (repeatable)",
+    )
     ap.add_argument("--cache", default="~/.cache/jaxgen/classifiers")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--name", default="translation", help="stem of the result files")
@@ -269,7 +317,8 @@ def main(argv=None):
         "pix2pix": ("pix2pix_edges2digits.py", args.pix2pix, long),
         "l1_only": ("pix2pix_edges2digits.py", args.pix2pix, {**long, "model.gan_weight": 0.0}),
         "cyclegan": ("cyclegan_mnist_uci.py", args.cyclegan,
-                     {"data.a_path": args.data, "data.holdout": CG_HOLD}),
+                     {"data.a_path": args.data, "data.holdout_a": args.hold_mnist,
+                      "data.holdout_b": CG_HOLD_UCI}),
     }  # fmt: skip
     for flag, field in (("semantic", "model.semantic_weight"), ("box", "data.builtin_box")):
         if getattr(args, flag) is not None:
@@ -282,13 +331,20 @@ def main(argv=None):
         runs["cyclegan"][2]["model.identity_weight"] = args.identity
     if args.augment is not None:
         runs["cyclegan"][2]["model.augment_shift"] = args.augment
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or key.count(".") > 1:
+            raise SystemExit(f"--set {item!r}: give [GROUP.]FIELD=VALUE, e.g. train.lr_g=4e-4")
+        runs["cyclegan"][2][key] = ast.literal_eval(value)
     todo = [] if args.reuse else args.runs.split(",")
     if set(todo) - set(runs):
         raise SystemExit(f"--runs: choose from {', '.join(runs)}")
-    tr = {}
+    tr, trained_by = {}, []
     earlier = out / f"{args.name}.json"
     if set(runs) - set(todo) and earlier.exists():  # the others' training numbers, if any
-        tr = json.loads(earlier.read_text())["train"]
+        before = json.loads(earlier.read_text())
+        tr = before["train"]
+        trained_by = before.get("trained_by", [before["command"]])
     for name in todo:
         config, budget, over = runs[name]
         print(f"== training {name} for {budget:.0f} s", flush=True)
@@ -302,8 +358,9 @@ def main(argv=None):
     cache = Path(args.cache).expanduser()
     train_m = Images(mnist.images[:-P2P_HOLD], mnist.labels[:-P2P_HOLD], mnist.name + "[:-1000]")
     clf_p2p, info_p2p = get_classifier(train_m, cache, seed=0)
-    cg_m = Images(mnist.images[:-CG_HOLD], mnist.labels[:-CG_HOLD], mnist.name + "[:-300]")
-    cg_u = Images(uci.images[:-CG_HOLD], uci.labels[:-CG_HOLD], uci.name + "[:-300]")
+    ha, hb = (tt.cyclegan_holdout(cg_cfg, d)[0] for d in "ab")
+    cg_m = Images(mnist.images[:-ha], mnist.labels[:-ha], f"{mnist.name}[:-{ha}]")
+    cg_u = Images(uci.images[:-hb], uci.labels[:-hb], f"{uci.name}[:-{hb}]")
     print(f"UCI digits upsampled to {box}x{box} in 28x28", flush=True)
     clf_m, info_m = get_classifier(cg_m, cache, seed=0)
     clf_u, info_u = get_classifier(cg_u, cache, seed=0)
@@ -324,8 +381,9 @@ def main(argv=None):
         grid = [held.a[:k], shown["pix2pix"][:k], shown["l1_only"][:k], held.b[:k]]
         save_grid(np.concatenate(grid), out / f"{args.name}_pix2pix.png", ncol=k)
     save_grid(np.concatenate([r[:k] for r in rows]), out / f"{args.name}_cyclegan.png", ncol=k)
+    command = "python benchmarks/translation.py " + " ".join(argv or sys.argv[1:])
     payload = {
-        "data": args.data, "uci_box": box,
+        "data": args.data, "uci_box": box, "seed": cg_cfg.seed, "set": args.set,
         "semantic_weight": cg_cfg.model.get("semantic_weight", 0.0),
         "num_classes": cg_cfg.model.get("num_classes", 0),
         "cycle_weight": cg_cfg.model.cycle_weight,
@@ -335,7 +393,8 @@ def main(argv=None):
         "train": tr, "eval": ev, "target": TARGET,
         "classifiers": {"pix2pix": info_p2p["holdout_accuracy"],
                         "mnist": info_m["holdout_accuracy"], "uci": info_u["holdout_accuracy"]},
-        "command": "python benchmarks/translation.py " + " ".join(argv or sys.argv[1:]),
+        "command": command,
+        "trained_by": trained_by + [command] if todo else trained_by,
     }  # fmt: skip
     bm.write_results(args.name, payload, markdown(payload, args.name), out)
     print(f"wrote {out / args.name}.json, .md and the grids", flush=True)

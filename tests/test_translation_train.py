@@ -309,3 +309,33 @@ def test_class_conditional_cyclegan_refuses_unlabelled_or_out_of_range_domains(t
         with pytest.raises(UserError, match=match):
             tt.train(cfg, w, quiet=True)
         assert not w.exists()
+
+
+def test_cyclegan_holds_out_a_count_per_domain(tmp_path):
+    """``data.holdout_a`` / ``data.holdout_b`` hold out each domain's own last images (more MNIST
+    digits to measure on than the 1,797 UCI scans allow); 0 (and a workdir written before the
+    fields) falls back to ``data.holdout``; a negative count or one that leaves no training
+    images is refused, naming the field, before anything is written."""
+    w = tmp_path / "w"
+    c = _cyclegan_cfg(2)
+    c.data.holdout_a, c.data.holdout_b = 24, 8
+    described = tt.cyclegan_recipe(c, w).describe
+    assert "(96 images)" in described and "(112)" in described  # 120 of each minus its own
+    assert "24 of A and 8 of B held out" in described
+    c.data.holdout_b = 0
+    assert tt.cyclegan_holdout(c, "a") == (24, "holdout_a")
+    assert tt.cyclegan_holdout(c, "b") == (16, "holdout")
+    legacy = tt.cyclegan_smoke_config()
+    del legacy.data["holdout_a"], legacy.data["holdout_b"]
+    assert tt.cyclegan_holdout(legacy, "a") == (legacy.data.holdout, "holdout")
+    negative, too_many = _cyclegan_cfg(2), _cyclegan_cfg(2)
+    negative.data.holdout_b = -1
+    too_many.data.holdout_a = 120
+    cases = [
+        (negative, "config.data.holdout_b must be an integer >= 0"),
+        (too_many, "has 120 images, not more than config.data.holdout_a=120"),
+    ]
+    for cfg, match in cases:
+        with pytest.raises(UserError, match=match):
+            tt.train(cfg, w, quiet=True)
+        assert not w.exists()

@@ -8,8 +8,8 @@ workdir (``jaxgen translate``).
   keeps and for the grids (input | output | target).
 * **CycleGAN** (model kind ``cyclegan``): two unpaired image sets, by default MNIST and the
   built-in UCI digits (scikit-learn's 8x8 scans, upsampled: another scanner, resolution and
-  stroke); the last ``data.holdout`` of each are held out for the cycle L1 and the grids
-  (input | translation | reconstruction). The image histories are part of the train state.
+  stroke); the last ``data.holdout`` of each (or ``data.holdout_a`` / ``data.holdout_b``) are
+  held out for the cycle L1 and the grids (input | translation | reconstruction). The image histories are part of the train state.
 
 Images are padded with the background value (-1) to sides the networks take (28x28 digits go
 into a 5-level U-Net as 32x32) and cropped back. Step ``s`` reads batch ``s`` of a seeded
@@ -124,6 +124,8 @@ def cyclegan_config() -> ml_collections.ConfigDict:
     c.data.image_size = 0  # tfds_pair: resize to this side (0: as stored)
     c.data.limit = 0  # use only the first N images of each domain (0: all)
     c.data.holdout = 200  # the last N images of each domain are held out
+    c.data.holdout_a = 0  # domain A's own count, if not data.holdout (0: data.holdout)
+    c.data.holdout_b = 0  # domain B's own count, if not data.holdout (0: data.holdout)
     c.model = ml_collections.ConfigDict()
     c.model.g_features = 16  # G channels: U-Net levels / ResNet's first (x2 per stride 2)
     c.model.g_blocks = 4  # residual blocks (the paper: 6 at 128x128, 9 at 256x256)
@@ -189,6 +191,12 @@ def validate_config(cfg) -> None:
         )
     if not (isinstance(d.holdout, int) and d.holdout >= 1):
         raise UserError(f"config.data.holdout must be an integer >= 1, got {d.holdout!r}")
+    for name in ("holdout_a", "holdout_b"):
+        v = d.get(name, 0)
+        if not (isinstance(v, int) and v >= 0):
+            raise UserError(
+                f"config.data.{name} must be an integer >= 0 (0: config.data.holdout), got {v!r}"
+            )
     if len(_features(cfg, "d_features")) < 2:
         raise UserError(
             f"config.model.d_features needs at least 2 channel counts, got {m.d_features!r}"
@@ -248,11 +256,11 @@ class Split(NamedTuple):
     held_labels: np.ndarray | None
 
 
-def _split(x: np.ndarray, labels, holdout: int, what: str) -> Split:
+def _split(x: np.ndarray, labels, holdout: int, what: str, field: str = "holdout") -> Split:
     if len(x) <= holdout:
         raise UserError(
-            f"{what} has {len(x)} images, not more than config.data.holdout={holdout}; lower "
-            "config.data.holdout or give more images"
+            f"{what} has {len(x)} images, not more than config.data.{field}={holdout}; lower "
+            f"config.data.{field} or give more images"
         )
     return Split(x[:-holdout], x[-holdout:], None if labels is None else labels[-holdout:])
 
@@ -537,6 +545,15 @@ def _train_labels(x: Images, split: Split, labelled: bool):
     return np.asarray(x.labels[: len(split.train)], np.int32) if labelled else None
 
 
+def cyclegan_holdout(cfg, domain: str) -> tuple[int, str]:
+    """How many of ``domain``'s ('a' or 'b') last images are held out, and the config field that
+    says so: ``data.holdout_a`` / ``data.holdout_b`` where set (> 0), else ``data.holdout``
+    (workdirs written before the per-domain fields have neither)."""
+    field = f"holdout_{domain}"
+    own = cfg.data.get(field, 0)
+    return (own, field) if own else (cfg.data.holdout, "holdout")
+
+
 def cyclegan_recipe(cfg, workdir: str | Path) -> loop.Recipe:
     """CycleGAN as a :class:`jaxgen.training.loop.Recipe`."""
     workdir = Path(workdir)
@@ -544,9 +561,13 @@ def cyclegan_recipe(cfg, workdir: str | Path) -> loop.Recipe:
     da, db = load_domains(cfg)
     h = da.images.shape[1]
     side = model_side(h, da.images.shape[2], _multiple(cfg))
-    hold = cfg.data.holdout
-    sa = _split(np.asarray(pad_to(da.images, side)), da.labels, hold, f"domain A ({da.name})")
-    sb = _split(np.asarray(pad_to(db.images, side)), db.labels, hold, f"domain B ({db.name})")
+    hold_a, field_a = cyclegan_holdout(cfg, "a")
+    hold_b, field_b = cyclegan_holdout(cfg, "b")
+    held = f"{hold_a} of each" if hold_a == hold_b else f"{hold_a:,} of A and {hold_b:,} of B"
+    sa = _split(np.asarray(pad_to(da.images, side)), da.labels, hold_a, f"domain A ({da.name})",
+                field_a)  # fmt: skip
+    sb = _split(np.asarray(pad_to(db.images, side)), db.labels, hold_b, f"domain B ({db.name})",
+                field_b)  # fmt: skip
     spec = cyclegan_spec(cfg, da.images.shape[-1], db.images.shape[-1])
     if spec.num_classes:
         _check_labels(spec.num_classes, da, db)
@@ -636,7 +657,7 @@ def cyclegan_recipe(cfg, workdir: str | Path) -> loop.Recipe:
         batch_axes=(0, 0, 0, 0) if labelled else (0, 0),
         describe=(
             f"CycleGAN: A {da.name} ({len(sa.train):,} images), B {db.name} "
-            f"({len(sb.train):,}), {hold} of each held out, {h}x{h} in {side}x{side}"
+            f"({len(sb.train):,}), {held} held out, {h}x{h} in {side}x{side}"
         ),
         evaluate=evaluate,
         best_key="val_cycle",
