@@ -76,16 +76,32 @@ def _accuracy(clf, x, labels) -> float:
     return float((features_and_probs(clf, x)[1].argmax(-1) == labels).mean())
 
 
-def pix2pix_eval(workdir: Path, mnist: Images, clf, real_stats) -> tuple[dict, np.ndarray]:
+def pix2pix_eval(
+    workdir: Path, mnist: Images, clf, real_stats, draws: int = 1
+) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The label rate, L1 and Frechet distance of one dropout draw (seed 0), and the label rate
+    over ``draws`` draws (seeds 0 ...): the per-image fraction of draws read as the label is
+    returned too, for the paired comparison of two models on the same outlines."""
     model = tt.load(workdir, "latest")
     held = pairs.edges_to_digits(mnist.images[-P2P_HOLD:], mnist.labels[-P2P_HOLD:])
     y = tt.translate(model, held.a, seed=0)
     feats, probs = features_and_probs(clf, y)
-    return {
-        "label_rate": float((probs.argmax(-1) == held.labels).mean()),
-        "l1_to_truth": float(np.abs(y - held.b).mean()),
-        "fd_to_truth": float(frechet_distance(*gaussian_stats(feats), *real_stats)),
-    }, y
+    right = [probs.argmax(-1) == held.labels]
+    for seed in range(1, draws):
+        other = tt.translate(model, held.a, seed=seed)
+        right.append(features_and_probs(clf, other)[1].argmax(-1) == held.labels)
+    per_image = np.mean(right, axis=0)
+    return (
+        {
+            "label_rate": float(right[0].mean()),
+            "l1_to_truth": float(np.abs(y - held.b).mean()),
+            "fd_to_truth": float(frechet_distance(*gaussian_stats(feats), *real_stats)),
+            "draws": draws,
+            "label_rate_draws": float(per_image.mean()),
+        },
+        y,
+        per_image,
+    )
 
 
 def uci_scan(x: np.ndarray, box: int) -> np.ndarray:
@@ -146,15 +162,40 @@ def cyclegan_eval(
     return res, [a, ab, aba, b, ba, bab]
 
 
-def markdown(p: dict, stem: str) -> str:
+def _pix2pix_md(p: dict, stem: str) -> list[str]:
     e, t = p["eval"], p["train"]
+    names = [n for n in ("pix2pix", "l1_only") if n in e]
+    if not names:
+        return ["Not run in this call (a CycleGAN-only trial).\n"]
+    draws = e[names[0]].get("draws", 1)
     rows = [
-        [label, p["budget"]["pix2pix"], t[name]["steps"], e[name]["label_rate"],
-         e[name]["l1_to_truth"], e[name]["fd_to_truth"]]
+        [label, p["budget"]["pix2pix"], t[name]["steps"], e[name]["label_rate"]]
+        + ([round(e[name]["label_rate_draws"], 4)] if draws > 1 else [])
+        + [e[name]["l1_to_truth"], e[name]["fd_to_truth"]]
         for name, label in (("pix2pix", "Pix2Pix (GAN + 100 x L1)"),
                             ("l1_only", "U-Net on L1 alone"))
         if name in e
     ]  # fmt: skip
+    head = ["model", "budget (s)", "steps", "label rate"]
+    head += [f"label rate, mean of {draws} dropout draws"] if draws > 1 else []
+    out = [bm.md_table(head + ["L1 to truth", "Frechet distance"], rows)]
+    if "label_rate_difference" in e:
+        d = e["label_rate_difference"]
+        out.append(
+            f"Paired, on the same {P2P_HOLD:,} outlines over the {draws} draws: Pix2Pix's label "
+            f"rate minus the L1-only U-Net's = {d['mean']:+.4f} +- {d['se']:.4f} (standard "
+            f"error of the per-image differences; {d['images_differing']} outlines differ).\n"
+        )
+    if len(names) == 2:
+        out += [f"![outline, Pix2Pix, L1 only, truth]({stem}_pix2pix.png)\n",
+                "Rows: outline, Pix2Pix, the L1-only U-Net, the true digit.\n"]  # fmt: skip
+    return out
+
+
+def _cyclegan_md(p: dict, stem: str) -> list[str]:
+    e, t = p["eval"], p["train"]
+    if "cyclegan" not in e:
+        return ["Not run in this call (a Pix2Pix-only run).\n"]
     c = e["cyclegan"]
     held = c.get("held_out", {"mnist": 300, "uci": 300})  # results written before --hold-mnist
     cg_steps = t.get("cyclegan", {}).get("steps", "an unknown number of")  # --reuse, no json
@@ -162,33 +203,11 @@ def markdown(p: dict, stem: str) -> str:
     def acc(p: float, n: int) -> str:
         return f"{p:.3f} +- {np.sqrt(p * (1 - p) / n):.3f} (n {n:,})"
 
-    out = [
-        f"# Image-to-image translation on digits ({stem})\n",
-        (
-            f"Trained by `{'`, `'.join(p['trained_by'])}`; evaluated by `{p['command']}`. "
-            if p.get("trained_by") and p["trained_by"] != [p["command"]]
-            else f"`{p['command']}`. "
-        )
-        + f"Every number is on held-out images (Pix2Pix: the last {P2P_HOLD} "
-        f"MNIST test digits; CycleGAN: the last {held['mnist']:,} MNIST digits and the last "
-        f"{held['uci']:,} UCI digits). CycleGAN accuracies with their standard error, "
-        "sqrt(p (1 - p) / n).\n",
-        "## Pix2Pix: outline -> digit\n",
-        "Label rate: how often the evaluation classifier (trained on the 9,000 training digits) "
-        "reads the source digit's label in the translation (target >= "
-        f"{TARGET['pix2pix_label']}). Frechet distance: classifier features of the translations "
-        "against the true held-out digits.\n",
-        bm.md_table(
-            ["model", "budget (s)", "steps", "label rate", "L1 to truth", "Frechet distance"], rows
-        )
-        if rows
-        else "Not run in this call (a CycleGAN-only trial).\n",
-        f"![outline, Pix2Pix, L1 only, truth]({stem}_pix2pix.png)\n" if len(rows) == 2 else "",
-        "Rows: outline, Pix2Pix, the L1-only U-Net, the true digit.\n" if len(rows) == 2 else "",
-        "## CycleGAN: MNIST <-> UCI digits\n",
+    return [
         f"{p['budget']['cyclegan']:.0f} s of training, {cg_steps} steps, seed {p.get('seed', 0)}"
         + (f", also {', '.join(p['set'])}" if p.get("set") else "")
-        + "; the UCI "
+        + f"; held out: the last {held['mnist']:,} MNIST digits and the last {held['uci']:,} UCI "
+        "digits (accuracies with their standard error, sqrt(p (1 - p) / n)); the UCI "
         f"digits upsampled to {p['uci_box']}x{p['uci_box']} and centred in 28x28; cycle weight "
         f"{p.get('cycle_weight', 10.0):g} (identity {p.get('identity_weight', 0.5):g} of it); "
         f"discriminator inputs shifted by up to {p.get('augment_shift', 0)} px; "
@@ -239,6 +258,27 @@ def markdown(p: dict, stem: str) -> str:
         "Classifiers' held-out accuracy on their own domain: MNIST "
         f"{p['classifiers']['mnist']:.3f}, UCI {p['classifiers']['uci']:.3f}.\n",
     ]
+
+
+def markdown(p: dict, stem: str) -> str:
+    out = [
+        f"# Image-to-image translation on digits ({stem})\n",
+        (
+            f"Trained by `{'`, `'.join(p['trained_by'])}`; evaluated by `{p['command']}`. "
+            if p.get("trained_by") and p["trained_by"] != [p["command"]]
+            else f"`{p['command']}`. "
+        )
+        + "Every number is on images the models never trained on.\n",
+        "## Pix2Pix: outline -> digit\n",
+        f"The last {P2P_HOLD:,} MNIST test digits held out. Label rate: how often the evaluation "
+        "classifier (trained on the 9,000 training digits) reads the source digit's label in the "
+        f"translation (target >= {TARGET['pix2pix_label']}; one dropout draw, seed 0, and the "
+        "mean over several where measured). Frechet distance: classifier features of the "
+        "translations against the true held-out digits.\n",
+        *_pix2pix_md(p, stem),
+        "## CycleGAN: MNIST <-> UCI digits\n",
+        *_cyclegan_md(p, stem),
+    ]
     return "\n".join(out)
 
 
@@ -287,6 +327,12 @@ def main(argv=None):
         type=int,
         default=None,
         help="CycleGAN: DiffAugment shift in pixels for the discriminators (default: the config's)",
+    )
+    ap.add_argument(
+        "--draws",
+        type=int,
+        default=5,
+        help="Pix2Pix: dropout draws per outline for the averaged label rate (1: one draw)",
     )
     ap.add_argument(
         "--hold-mnist",
@@ -352,50 +398,65 @@ def main(argv=None):
         print(tr[name], flush=True)
     print("== evaluating", flush=True)
     mnist = load_images("tfds", args.data, "mnist")
-    cg_cfg = tt.load(root / "cyclegan", "latest").cfg
-    box = cg_cfg.data.get("builtin_box", 28)
-    uci = builtin_digits(28, box)
     cache = Path(args.cache).expanduser()
     train_m = Images(mnist.images[:-P2P_HOLD], mnist.labels[:-P2P_HOLD], mnist.name + "[:-1000]")
     clf_p2p, info_p2p = get_classifier(train_m, cache, seed=0)
-    ha, hb = (tt.cyclegan_holdout(cg_cfg, d)[0] for d in "ab")
-    cg_m = Images(mnist.images[:-ha], mnist.labels[:-ha], f"{mnist.name}[:-{ha}]")
-    cg_u = Images(uci.images[:-hb], uci.labels[:-hb], f"{uci.name}[:-{hb}]")
-    print(f"UCI digits upsampled to {box}x{box} in 28x28", flush=True)
-    clf_m, info_m = get_classifier(cg_m, cache, seed=0)
-    clf_u, info_u = get_classifier(cg_u, cache, seed=0)
     real_feats, _ = features_and_probs(clf_p2p, mnist.images[-P2P_HOLD:])
     real_stats = gaussian_stats(real_feats)
-    ev, shown = {}, {}
+    ev, shown, per_image = {}, {}, {}
     for name in ("pix2pix", "l1_only"):
         if not (root / name).exists() or name not in tr:  # a CycleGAN-only trial
             print(f"{name}: no workdir or training numbers under {root}: not evaluated", flush=True)
             continue
-        ev[name], shown[name] = pix2pix_eval(root / name, mnist, clf_p2p, real_stats)
+        ev[name], shown[name], per_image[name] = pix2pix_eval(
+            root / name, mnist, clf_p2p, real_stats, args.draws
+        )
         print(name, ev[name], flush=True)
-    ev["cyclegan"], rows = cyclegan_eval(root / "cyclegan", mnist, uci, clf_m, clf_u, box)
-    print("cyclegan", ev["cyclegan"], flush=True)
+    if len(per_image) == 2:  # paired: the same outlines, Pix2Pix minus L1 alone
+        d = per_image["pix2pix"] - per_image["l1_only"]
+        ev["label_rate_difference"] = {
+            "mean": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d))),
+            "images_differing": int((d != 0).sum()),
+        }  # fmt: skip
     held = pairs.edges_to_digits(mnist.images[-P2P_HOLD:])
     k = 12
     if len(shown) == 2:
         grid = [held.a[:k], shown["pix2pix"][:k], shown["l1_only"][:k], held.b[:k]]
         save_grid(np.concatenate(grid), out / f"{args.name}_pix2pix.png", ncol=k)
-    save_grid(np.concatenate([r[:k] for r in rows]), out / f"{args.name}_cyclegan.png", ncol=k)
     command = "python benchmarks/translation.py " + " ".join(argv or sys.argv[1:])
     payload = {
-        "data": args.data, "uci_box": box, "seed": cg_cfg.seed, "set": args.set,
-        "semantic_weight": cg_cfg.model.get("semantic_weight", 0.0),
-        "num_classes": cg_cfg.model.get("num_classes", 0),
-        "cycle_weight": cg_cfg.model.cycle_weight,
-        "identity_weight": cg_cfg.model.identity_weight,
-        "augment_shift": cg_cfg.model.get("augment_shift", 0),
-        "budget": {"pix2pix": args.pix2pix, "cyclegan": args.cyclegan},
+        "data": args.data, "budget": {"pix2pix": args.pix2pix, "cyclegan": args.cyclegan},
         "train": tr, "eval": ev, "target": TARGET,
-        "classifiers": {"pix2pix": info_p2p["holdout_accuracy"],
-                        "mnist": info_m["holdout_accuracy"], "uci": info_u["holdout_accuracy"]},
+        "classifiers": {"pix2pix": info_p2p["holdout_accuracy"]},
         "command": command,
         "trained_by": trained_by + [command] if todo else trained_by,
     }  # fmt: skip
+    if (root / "cyclegan").exists():
+        cg_cfg = tt.load(root / "cyclegan", "latest").cfg
+        box = cg_cfg.data.get("builtin_box", 28)
+        uci = builtin_digits(28, box)
+        ha, hb = (tt.cyclegan_holdout(cg_cfg, d)[0] for d in "ab")
+        cg_m = Images(mnist.images[:-ha], mnist.labels[:-ha], f"{mnist.name}[:-{ha}]")
+        cg_u = Images(uci.images[:-hb], uci.labels[:-hb], f"{uci.name}[:-{hb}]")
+        print(f"UCI digits upsampled to {box}x{box} in 28x28", flush=True)
+        clf_m, info_m = get_classifier(cg_m, cache, seed=0)
+        clf_u, info_u = get_classifier(cg_u, cache, seed=0)
+        ev["cyclegan"], rows = cyclegan_eval(root / "cyclegan", mnist, uci, clf_m, clf_u, box)
+        print("cyclegan", ev["cyclegan"], flush=True)
+        save_grid(np.concatenate([r[:k] for r in rows]), out / f"{args.name}_cyclegan.png", ncol=k)
+        payload.update({
+            "uci_box": box, "seed": cg_cfg.seed, "set": args.set,
+            "semantic_weight": cg_cfg.model.get("semantic_weight", 0.0),
+            "num_classes": cg_cfg.model.get("num_classes", 0),
+            "cycle_weight": cg_cfg.model.cycle_weight,
+            "identity_weight": cg_cfg.model.identity_weight,
+            "augment_shift": cg_cfg.model.get("augment_shift", 0),
+        })  # fmt: skip
+        payload["classifiers"].update(
+            {"mnist": info_m["holdout_accuracy"], "uci": info_u["holdout_accuracy"]}
+        )
+    else:
+        print(f"cyclegan: no workdir under {root}: not evaluated", flush=True)
     bm.write_results(args.name, payload, markdown(payload, args.name), out)
     print(f"wrote {out / args.name}.json, .md and the grids", flush=True)
 
