@@ -9,7 +9,8 @@ workdir (``jaxgen translate``).
 * **CycleGAN** (model kind ``cyclegan``): two unpaired image sets, by default MNIST and the
   built-in UCI digits (scikit-learn's 8x8 scans, upsampled: another scanner, resolution and
   stroke); the last ``data.holdout`` of each (or ``data.holdout_a`` / ``data.holdout_b``) are
-  held out for the cycle L1 and the grids (input | translation | reconstruction). The image histories are part of the train state.
+  held out for the cycle L1 and the grids (input | translation | reconstruction). The image
+  histories are part of the train state.
 
 Images are padded with the background value (-1) to sides the networks take (28x28 digits go
 into a 5-level U-Net as 32x32) and cropped back. Step ``s`` reads batch ``s`` of a seeded
