@@ -71,3 +71,73 @@ def test_budgeted_run_fits_the_cosine_schedule_to_the_steps_that_fit(
     assert math.isclose(
         float(schedule(fitted)), cfg.train.lr * cfg.train.final_lr_fraction, rel_tol=1e-6
     )
+
+
+def _toy_recipe(calls: list, side: int = 3) -> loop.Recipe:
+    """A recipe whose ``init_state`` is expensive in real ones (it trains something): here it
+    counts its calls. Each step adds the batch to ``w``."""
+    import jax
+    import jax.numpy as jnp
+    import ml_collections
+    import numpy as np
+
+    cfg = ml_collections.ConfigDict(
+        {
+            "train": {"batch": 1, "steps": 4, "log_every": 1, "checkpoint_every": 2,
+                      "time_budget_s": 0.0},
+            "parallel": {"data_parallel": False},
+        }
+    )  # fmt: skip
+
+    def init_state():
+        calls.append("init")
+        return {"w": jnp.full((3,), 10.0), "n": jnp.int32(0)}
+
+    def step(state, x):
+        new = {"w": state["w"] + x, "n": state["n"] + 1}
+        return new, {"loss": jnp.sum(new["w"])}
+
+    return loop.Recipe(
+        kind="toy", cfg=cfg, meta={}, total_steps=cfg.train.steps, init_state=init_state,
+        abstract_state=lambda: jax.eval_shape(
+            lambda: {"w": jnp.zeros((side,)), "n": jnp.int32(0)}
+        ),
+        make_step=lambda horizon: step, batch=lambda s: (np.full((3,), s, np.float32),),
+        batch_axes=(None,), items_per_step=1, unit="it", loss_keys=("loss",), describe="toy",
+        nonfinite_advice="",
+    )  # fmt: skip
+
+
+def test_a_resume_restores_against_the_abstract_state_without_making_one(tmp_path, capsys):
+    """With ``abstract_state``, a resume checks and restores the checkpoint against shapes alone
+    and never runs ``init_state`` (the StackGAN's text-encoder pretraining, the CycleGAN's
+    classifier); a workdir whose checkpoints are all unreadable starts afresh with it; an
+    ``abstract_state`` of another layout is refused and changes nothing."""
+    from jaxgen.errors import UserError
+    from jaxgen.training import checkpoint
+
+    calls = []
+    r = _toy_recipe(calls)
+    r.cfg.train.steps = r.total_steps = 2
+    loop.run(r, tmp_path / "w", quiet=True)
+    assert calls == ["init"]
+    r = _toy_recipe(calls)
+    loop.run(r, tmp_path / "w", quiet=True)  # steps 2 -> 4
+    assert calls == ["init"]
+    got = checkpoint.Checkpoints(tmp_path / "w").restore(checkpoint.abstract(r.init_state()))
+    assert got[0] == 4 and got[1]["w"].tolist() == [16.0] * 3 and int(got[1]["n"]) == 4
+    calls.clear()
+    before = {p: p.read_bytes() for p in (tmp_path / "w").rglob("*") if p.is_file()}
+    with pytest.raises(UserError, match=r"different train state \(w: shape \(3,\) -> \(5,\)"):
+        loop.run(_toy_recipe(calls, side=5), tmp_path / "w", quiet=True)
+    assert calls == [] and before == {
+        p: p.read_bytes() for p in (tmp_path / "w").rglob("*") if p.is_file()
+    }
+    for p in (tmp_path / "w" / "checkpoints").rglob("*"):
+        if p.is_file():
+            p.write_bytes(b"")  # every checkpoint unreadable
+    r = _toy_recipe(calls)
+    r.cfg.train.steps = r.total_steps = 6
+    s = loop.run(r, tmp_path / "w", quiet=True)
+    assert calls == ["init"] and s.start == 0 and s.steps == 6
+    assert "could not be restored" in capsys.readouterr().err

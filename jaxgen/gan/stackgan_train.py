@@ -234,6 +234,16 @@ def _check_same_model(cfg, meta: dict, workdir: Path) -> None:
                 )
 
 
+def _layout(cfg, vocab: text.WordVocab):
+    """A StackGAN train state with the layout a checkpoint holds (for ``jax.eval_shape``): the
+    text encoder, pretrained in a real run, is a random one here."""
+    tx_g, tx_d = optimizers(cfg)
+    spec = spec_of(cfg, len(vocab))
+    enc = text.encoder_init(jax.random.key(0), len(vocab), cfg.model.text_hidden,
+                            cfg.model.text_embed, spec.text_encoder)  # fmt: skip
+    return stackgan.init_state(spec, cfg.seed, enc, tx_g, tx_d)
+
+
 def recipe(cfg: ml_collections.ConfigDict, workdir: str | Path) -> loop.Recipe:
     """The StackGAN as a :class:`jaxgen.training.loop.Recipe`."""
     validate_config(cfg)
@@ -308,6 +318,7 @@ def recipe(cfg: ml_collections.ConfigDict, workdir: str | Path) -> loop.Recipe:
         meta={"data": data.name, "vocab": vocab.words[1:], "image_shape": [28, 28, 1]},
         total_steps=steps,
         init_state=fresh_state,
+        abstract_state=lambda: jax.eval_shape(lambda: _layout(cfg, vocab)),
         make_step=make_step,
         batch=batch,
         batch_axes=(0, 0, 0, 0),
@@ -340,12 +351,7 @@ def load(workdir: str | Path, which: str = "latest"):
     :func:`stackgan.sample_text`."""
 
     def template(cfg, meta):
-        vocab = text.WordVocab(meta["vocab"])
-        tx_g, tx_d = optimizers(cfg)
-        spec = spec_of(cfg, len(vocab))
-        enc = text.encoder_init(jax.random.key(0), len(vocab), cfg.model.text_hidden,
-                                cfg.model.text_embed, spec.text_encoder)  # fmt: skip
-        return stackgan.init_state(spec, cfg.seed, enc, tx_g, tx_d)
+        return _layout(cfg, text.WordVocab(meta["vocab"]))
 
     state, meta, cfg = loop.load_trained(workdir, KIND, template, which, name="StackGAN")
     vocab = text.WordVocab(meta["vocab"])

@@ -20,6 +20,8 @@ height and width), which both papers' released code uses for small batches.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -41,10 +43,42 @@ def instance_norm_init(channels: int, dtype=jnp.float32) -> Params:
 
 def instance_norm(params: Params, x: Array, eps: float = 1e-5) -> Array:
     """Normalise each image's channels over height and width (``x [B, H, W, C]``), then scale
-    and shift per channel. No running statistics: training and sampling compute the same."""
-    mean = x.mean(axis=(1, 2), keepdims=True)
-    var = jnp.square(x - mean).mean(axis=(1, 2), keepdims=True)
-    return (x - mean) * jax.lax.rsqrt(var + eps) * params["scale"] + params["bias"]
+    and shift per channel. No running statistics: training and sampling compute the same.
+
+    The gradient is written out (``custom_vjp``): with ``x^ = (x - mean) / std`` and ``g`` the
+    output gradient times the scale, ``dx = (g - mean(g) - x^ mean(g x^)) / std``, means over
+    height and width. Autodiff's transpose of the two means and the square root is ~3x the
+    operations; the CycleGAN step has 28 of these norms, so the written-out form traces,
+    compiles and runs faster. Reverse mode only (``grad``, ``vjp``), as for the CPU convolutions
+    of :mod:`jaxgen.nn.layers`."""
+    return _instance_norm(x, params["scale"], params["bias"], eps)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _instance_norm(x, scale, bias, eps):
+    return _instance_norm_fwd(x, scale, bias, eps)[0]
+
+
+def _instance_norm_fwd(x, scale, bias, eps):
+    centred = x - x.mean(axis=(1, 2), keepdims=True)
+    inv_std = jax.lax.rsqrt(jnp.square(centred).mean(axis=(1, 2), keepdims=True) + eps)
+    xhat = centred * inv_std
+    return xhat * scale + bias, (xhat, inv_std, scale)
+
+
+def _instance_norm_bwd(eps, res, g):
+    xhat, inv_std, scale = res
+    gs = g * scale
+    dx = inv_std * (
+        gs
+        - gs.mean(axis=(1, 2), keepdims=True)
+        - xhat * (gs * xhat).mean(axis=(1, 2), keepdims=True)
+    )
+    sums = (g * xhat).sum(axis=(0, 1, 2)), g.sum(axis=(0, 1, 2))
+    return dx.astype(xhat.dtype), sums[0].astype(scale.dtype), sums[1].astype(scale.dtype)
+
+
+_instance_norm.defvjp(_instance_norm_fwd, _instance_norm_bwd)
 
 
 # --------------------------------------------------------------------------- U-Net (Pix2Pix)

@@ -555,6 +555,18 @@ def cyclegan_holdout(cfg, domain: str) -> tuple[int, str]:
     return (own, field) if own else (cfg.data.holdout, "holdout")
 
 
+def _cyclegan_layout(spec, cfg, shape_a, shape_b):
+    """A CycleGAN train state with the layout a checkpoint of ``spec`` holds (for
+    ``jax.eval_shape``): the semantic classifier, trained in a real run, is a random one here."""
+    tx_g, tx_d = make_optimizers(cfg)
+    sem = None
+    if spec.semantic_weight:
+        from jaxgen.evaluation.classifier import classifier_init
+
+        sem = classifier_init(jax.random.key(0), shape_a)
+    return cyclegan.init_state(spec, cfg.seed, shape_a, shape_b, tx_g, tx_d, sem)
+
+
 def cyclegan_recipe(cfg, workdir: str | Path) -> loop.Recipe:
     """CycleGAN as a :class:`jaxgen.training.loop.Recipe`."""
     workdir = Path(workdir)
@@ -595,7 +607,7 @@ def cyclegan_recipe(cfg, workdir: str | Path) -> loop.Recipe:
     def fresh_state():
         tx_g, tx_d = make_optimizers(cfg)
         sem = None
-        if spec.semantic_weight:
+        if spec.semantic_weight:  # trained here; a resume restores it (abstract_state)
             from jaxgen.evaluation.classifier import train_classifier
 
             labelled = Images(sa.train, da.labels[: len(sa.train)], da.name)
@@ -649,6 +661,9 @@ def cyclegan_recipe(cfg, workdir: str | Path) -> loop.Recipe:
         },
         total_steps=steps,
         init_state=fresh_state,
+        abstract_state=lambda: jax.eval_shape(
+            lambda: _cyclegan_layout(spec, cfg, sa.train.shape[1:], sb.train.shape[1:])
+        ),
         make_step=make_step,
         batch=(
             (lambda step: _labelled_batch(rows_a, rows_b, step))
@@ -727,14 +742,7 @@ def load(workdir: str | Path, which: str = "best") -> Trained:
         if kind == PIX2PIX:
             return pix2pix.init_state(spec, cfg.seed, tx_g, tx_d)
         s = meta["model_side"]
-        sem = None
-        if spec.semantic_weight:
-            from jaxgen.evaluation.classifier import classifier_init
-
-            sem = classifier_init(jax.random.key(0), (s, s, shape_a[-1]))
-        return cyclegan.init_state(
-            spec, cfg.seed, (s, s, shape_a[-1]), (s, s, shape_b[-1]), tx_g, tx_d, sem
-        )
+        return _cyclegan_layout(spec, cfg, (s, s, shape_a[-1]), (s, s, shape_b[-1]))
 
     state, meta, cfg = loop.load_trained(workdir, kind, template, which, name=kind)
     side = meta["model_side"]

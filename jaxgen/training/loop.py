@@ -85,6 +85,10 @@ class Recipe:
     on_start: Callable[[RunLog, int], None] = lambda log, start: None
     on_close: Callable[[], None] = lambda: None
     fits_schedule: bool = True
+    # the state's shapes and dtypes without making one, for recipes whose ``init_state`` trains
+    # something first (the StackGAN's text encoder, the CycleGAN's semantic classifier): a resume
+    # checks and restores against it, and ``init_state`` runs only when nothing can be restored
+    abstract_state: Callable[[], Any] | None = None
 
 
 @dataclasses.dataclass
@@ -165,20 +169,25 @@ def _jit_partial(func: Callable, args: tuple, keywords: tuple) -> Callable:
 def _run(recipe: Recipe, workdir: Path, *, quiet: bool, stop: StopOnSignal) -> Summary:
     cfg, t = recipe.cfg, recipe.cfg.train
     meta = checkpoint.check_workdir_kind(workdir, recipe.kind)
-    state = recipe.init_state()
+    resuming = meta is not None and bool(checkpoint.saved_steps(workdir / "checkpoints"))
+    if resuming and recipe.abstract_state is not None:
+        state, shapes = None, on_first_device(recipe.abstract_state())
+    else:
+        state = recipe.init_state()
+        shapes = checkpoint.abstract(state)
     if (
         meta is not None
     ):  # before anything is written: a refused resume leaves the workdir as it was
-        checkpoint.check_resumable(
-            workdir, checkpoint.abstract(state), meta.get("config"), cfg.to_dict()
-        )
+        checkpoint.check_resumable(workdir, shapes, meta.get("config"), cfg.to_dict())
     workdir.mkdir(parents=True, exist_ok=True)
     ckpts = checkpoint.Checkpoints(workdir)
     start = 0
-    restored = ckpts.restore(checkpoint.abstract(state)) if meta is not None else None
+    restored = ckpts.restore(shapes) if resuming else None
     if restored is not None:
         start, state = restored
-    elif not (cfg.parallel.data_parallel and jax.device_count() > 1):
+    elif state is None:  # every checkpoint unreadable: start afresh after all
+        state = recipe.init_state()
+    if restored is None and not (cfg.parallel.data_parallel and jax.device_count() > 1):
         # Committed to the device, as a restored state is: otherwise a resume in the same process
         # (a test, a study's next seed) would compile its step again for the other placement.
         state = jax.device_put(state, jax.devices()[0])
@@ -393,6 +402,12 @@ def _run(recipe: Recipe, workdir: Path, *, quiet: bool, stop: StopOnSignal) -> S
     )
 
 
+def on_first_device(shapes: Any) -> Any:
+    """``jax.eval_shape``'s shapes placed on this process's first device, as orbax restores."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shapes)
+
+
 def load_trained(
     workdir: str | Path,
     kind: str,
@@ -419,11 +434,7 @@ def load_trained(
         )
     cfg = ml_collections.ConfigDict(meta["config"])
     # the saved layout from shapes alone: building a real state would compile its initialiser
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-        jax.eval_shape(lambda: template(cfg, meta)),
-    )
+    abstract = on_first_device(jax.eval_shape(lambda: template(cfg, meta)))
     ckpts = checkpoint.Checkpoints(workdir)
     try:
         for w in [which, "latest"] if which == "best" else ["latest"]:
