@@ -340,25 +340,67 @@ def batch_norm(
     Under ``jit`` with the batch sharded over devices, the means are over the global batch (XLA
     inserts the reduction). Inside ``shard_map``/``pmap`` pass ``axis_name`` to average over that
     axis. Statistics are computed in float32 whatever the input dtype.
+
+    In training the gradient is written out (``custom_vjp``): with ``x^`` the normalised input
+    and ``g`` the output gradient times the scale, ``dx = (g - mean(g) - x^ mean(g x^)) / std``
+    (means over the batch). Autodiff's transpose of the statistics is ~3x the operations; the
+    written-out form traces, compiles and runs faster. Reverse mode only (``grad``, ``vjp``), as
+    for the CPU convolutions above. With ``axis_name`` the gradient is autodiff's (a custom VJP's
+    backward pass cannot see ``vmap``'s named axis).
     """
+    if not train:
+        y = _bn_apply(params["scale"], params["bias"], x, stats["mean"], stats["var"], eps)
+        return y, stats
     axes = tuple(range(x.ndim - 1))
-    if train:
-        xf = x.astype(jnp.float32)
+    if axis_name is None:  # the written-out gradient
+        xf = jax.lax.stop_gradient(x).astype(jnp.float32)
         mean = xf.mean(axes)
-        mean_sq = jnp.square(xf).mean(axes)
-        if axis_name is not None:
-            mean, mean_sq = jax.lax.pmean((mean, mean_sq), axis_name)
+        var = jnp.maximum(jnp.square(xf).mean(axes) - jnp.square(mean), 0.0)
+        y = _bn_train(x, params["scale"], params["bias"], mean, var, eps)
+    else:  # autodiff through the averaged statistics
+        xf = x.astype(jnp.float32)
+        mean, mean_sq = jax.lax.pmean((xf.mean(axes), jnp.square(xf).mean(axes)), axis_name)
         var = jnp.maximum(mean_sq - jnp.square(mean), 0.0)
-        new_stats = {
-            "mean": momentum * stats["mean"] + (1.0 - momentum) * jax.lax.stop_gradient(mean),
-            "var": momentum * stats["var"] + (1.0 - momentum) * jax.lax.stop_gradient(var),
-        }
-    else:
-        mean, var = stats["mean"], stats["var"]
-        new_stats = stats
-    inv = jax.lax.rsqrt(var + eps) * params["scale"]
-    y = (x - mean.astype(x.dtype)) * inv.astype(x.dtype) + params["bias"].astype(x.dtype)
+        y = _bn_apply(params["scale"], params["bias"], x, mean, var, eps)
+    mean, var = jax.lax.stop_gradient((mean, var))
+    new_stats = {
+        "mean": momentum * stats["mean"] + (1.0 - momentum) * mean,
+        "var": momentum * stats["var"] + (1.0 - momentum) * var,
+    }
     return y, new_stats
+
+
+def _bn_apply(scale, bias, x, mean, var, eps):
+    inv = jax.lax.rsqrt(var + eps) * scale
+    return (x - mean.astype(x.dtype)) * inv.astype(x.dtype) + bias.astype(x.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _bn_train(x, scale, bias, mean, var, eps):
+    """Batch norm of ``x`` with ``mean`` and ``var``, which must be ``x``'s own batch statistics:
+    the VJP gives ``x`` the whole gradient, through the statistics too, and them none."""
+    return _bn_apply(scale, bias, x, mean, var, eps)
+
+
+def _bn_train_fwd(x, scale, bias, mean, var, eps):
+    return _bn_apply(scale, bias, x, mean, var, eps), (x, scale, mean, var)
+
+
+def _bn_train_bwd(eps, res, g):
+    x, scale, mean, var = res
+    axes = tuple(range(x.ndim - 1))
+    inv_std = jax.lax.rsqrt(var + eps)
+    xhat = (x.astype(jnp.float32) - mean) * inv_std
+    g = g.astype(jnp.float32)
+    d_bias, d_scale = g.sum(axes), (g * xhat).sum(axes)
+    n = g.size // g.shape[-1]
+    dx = (scale * inv_std) * (g - d_bias / n - xhat * (d_scale / n))
+    zero = jnp.zeros_like(mean)
+    return (dx.astype(x.dtype), d_scale.astype(scale.dtype), d_bias.astype(scale.dtype),
+            zero, jnp.zeros_like(var))  # fmt: skip
+
+
+_bn_train.defvjp(_bn_train_fwd, _bn_train_bwd)
 
 
 def leaky_relu(x: Array, slope: float = 0.2) -> Array:
