@@ -17,6 +17,11 @@ score and, for the conditional GANs, how often the classifier reads the class th
 Speed: images/s of the conditional train step, jaxgen against its PyTorch twin
 (``benchmarks/gan_torch_ref.py --arch cdcgan``), each in its own process (target: >= 1.0x).
 
+    python benchmarks/cdcgan.py --speed-only                 # the speed table alone
+
+``--speed-only`` trains nothing and writes ``<name>_speed.{json,md}``, leaving the quality table
+as it was.
+
 Writes ``<name>.{json,md}`` and a 10x10 grid per recipe (``<name>_<recipe>_grid.png``: one class
 a column for the conditional ones) to ``--out``; ``--name`` defaults to ``cdcgan``.
 """
@@ -136,25 +141,40 @@ def markdown(payload: dict, stem: str = "cdcgan") -> str:
         lines.append("|---" * (k + 1) + "|")
         for n, accs in per:
             lines.append(f"| {n} | " + " | ".join(f"{a:.3f}" for a in accs) + " |")
-    sp, nan = (payload.get("speed") or {}).get("cdcgan"), float("nan")
+    sp = (payload.get("speed") or {}).get("cdcgan")
     if sp:
-        lines += [
-            "",
-            f"Train-step speed (projection discriminator, batch {sp['batch']}; jaxgen and "
-            f"PyTorch {sp.get('torch_version', '-')} each in its own process, 2 threads, "
-            f"{sp['rounds']} alternating rounds of {sp['reps_per_round']} repetitions, medians):",
-            "",
-            "| jaxgen images/s | PyTorch images/s | jaxgen / PyTorch | jaxgen GFLOP/s |",
-            "|---|---|---|---|",
-            f"| {sp['jaxgen_images_per_s']:.0f} | {sp.get('pytorch_images_per_s', nan):.0f} | "
-            f"{sp.get('speedup_vs_pytorch', nan):.2f}x | {sp['jaxgen_gflops']:.1f} |",
-        ]
+        lines += ["", *_speed_lines(sp)]
     lines += [
         "",
         f"Grids: `{stem}_<recipe>_grid.png` (conditional: one class a column, 0 to 9).",
         "",
     ]
     return "\n".join(lines)
+
+
+def _speed_lines(sp: dict) -> list[str]:
+    nan = float("nan")
+    rounds = ", ".join(f"{r:.2f}" for r in sp.get("speedup_vs_pytorch_rounds", []))
+    return [
+        f"Train-step speed (projection discriminator, batch {sp['batch']}; jaxgen and "
+        f"PyTorch {sp.get('torch_version', '-')} each in its own process, 2 threads, "
+        f"{sp['rounds']} alternating rounds of {sp['reps_per_round']} repetitions, medians; the "
+        "ratio is the median of the per-round ratios):",
+        "",
+        "| jaxgen images/s | PyTorch images/s | jaxgen / PyTorch | per-round ratios "
+        "| jaxgen GFLOP/s |",
+        "|---|---|---|---|---|",
+        f"| {sp['jaxgen_images_per_s']:.0f} | {sp.get('pytorch_images_per_s', nan):.0f} | "
+        f"{sp.get('speedup_vs_pytorch', nan):.2f}x | {rounds or '-'} | {sp['jaxgen_gflops']:.1f} |",
+    ]
+
+
+def speed_markdown(sp: dict, command: str) -> str:
+    """The page of a ``--speed-only`` run."""
+    return "\n".join(
+        ["# Class-conditional DCGAN train step: jaxgen against its PyTorch twin", "",
+         *_speed_lines(sp), "", f"Command: `{command}`", ""]
+    )  # fmt: skip
 
 
 def main(argv=None):
@@ -168,12 +188,19 @@ def main(argv=None):
     ap.add_argument("--only", nargs="*", choices=list(RECIPES), default=None)
     ap.add_argument("--workdir", default="/tmp/jaxgen_cdcgan")
     ap.add_argument("--no-speed", action="store_true", help="skip the train-step speed table")
+    ap.add_argument("--speed-only", action="store_true", help="only the speed table")
     ap.add_argument("--reps", type=int, default=7, help="timed repetitions per process")
     ap.add_argument("--rounds", type=int, default=3, help="jaxgen / PyTorch process pairs")
     ap.add_argument("--cache", default="~/.cache/jaxgen/classifiers")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--name", default="cdcgan", help="stem of the result and grid files")
     args = ap.parse_args(argv)
+    if args.speed_only:
+        got = speed(args.reps, args.rounds, archs=("cdcgan",))["cdcgan"]
+        command = "python benchmarks/cdcgan.py " + " ".join(argv or sys.argv[1:])
+        bm.write_results(f"{args.name}_speed", {"speed": got, "command": command},
+                         speed_markdown(got, command), Path(args.out))  # fmt: skip
+        return
     if not Path(args.data).exists():
         raise SystemExit(f"no MNIST folder at {args.data}; pass --data DIR (IDX files)")
     out = Path(args.out)
