@@ -343,10 +343,10 @@ def batch_norm(
 
     In training the gradient is written out (``custom_vjp``): with ``x^`` the normalised input
     and ``g`` the output gradient times the scale, ``dx = (g - mean(g) - x^ mean(g x^)) / std``
-    (means over the batch). Autodiff's transpose of the statistics is ~3x the operations; the
-    written-out form traces, compiles and runs faster. Reverse mode only (``grad``, ``vjp``), as
-    for the CPU convolutions above. With ``axis_name`` the gradient is autodiff's (a custom VJP's
-    backward pass cannot see ``vmap``'s named axis).
+    (means over the batch): fewer operations than autodiff's transpose of the statistics (the
+    StackGAN step ran 1.06x faster, ``benchmarks/results/step_before_after.md``). Reverse mode
+    only (``grad``, ``vjp``), as for the CPU convolutions above. With ``axis_name`` the gradient
+    is autodiff's (a custom VJP's backward pass cannot see ``vmap``'s named axis).
     """
     if not train:
         y = _bn_apply(params["scale"], params["bias"], x, stats["mean"], stats["var"], eps)
@@ -395,9 +395,8 @@ def _bn_train_bwd(eps, res, g):
     d_bias, d_scale = g.sum(axes), (g * xhat).sum(axes)
     n = g.size // g.shape[-1]
     dx = (scale * inv_std) * (g - d_bias / n - xhat * (d_scale / n))
-    zero = jnp.zeros_like(mean)
     return (dx.astype(x.dtype), d_scale.astype(scale.dtype), d_bias.astype(scale.dtype),
-            zero, jnp.zeros_like(var))  # fmt: skip
+            jnp.zeros_like(mean), jnp.zeros_like(var))  # fmt: skip
 
 
 _bn_train.defvjp(_bn_train_fwd, _bn_train_bwd)
