@@ -5,7 +5,9 @@ vocabulary of 83 at every step, backward through time, Adam update.
 
 Variants (medians):
   * ``jaxgen``          token ids (row gather of ``w_ih``), hoisted projection, fused BPTT
-  * ``jaxgen-autodiff`` the same, but JAX differentiates the scan
+  * ``jaxgen-native``   the same, with both time loops in the compiled CPU kernel
+                        (``mode="native"``, :mod:`jaxgen.native`)
+  * ``jaxgen-autodiff`` the same as ``jaxgen``, but JAX differentiates the scan
   * ``jaxgen-onehot``   jaxgen on one-hot float inputs (the layer-0 projection is a real
                         GEMM): the same input as Flax and PyTorch get
   * ``flax``            ``flax.linen.RNN(OptimizedLSTMCell)`` on one-hot inputs,
@@ -59,6 +61,7 @@ SHAPES = {
 }
 INPUTS = {
     "jaxgen": "ids",
+    "jaxgen-native": "ids",
     "jaxgen-autodiff": "ids",
     "jaxgen-onehot": "one-hot",
     "flax": "one-hot",
@@ -108,7 +111,7 @@ def _jax_variants(cfg):
 
         return step, (params, tx.init(params))
 
-    def make_jaxgen(backward, onehot):
+    def make_jaxgen(backward, onehot, mode="scan"):
         k1, k2 = jax.random.split(jax.random.key(0))
         params = {
             "lstm": rnn.lstm_stack_init(k1, VOCAB, cfg["hidden"], cfg["layers"]),
@@ -118,7 +121,7 @@ def _jax_variants(cfg):
 
         def loss_fn(p, ids, targets):  # ids, targets [T, B]
             xs = jax.nn.one_hot(ids, VOCAB) if onehot else ids
-            _, ys = rnn.lstm_stack(p["lstm"], xs, backward=backward)
+            _, ys = rnn.lstm_stack(p["lstm"], xs, backward=backward, mode=mode)
             return xent(ys @ p["w_out"] + p["b_out"], targets)
 
         ids = jax.random.randint(jax.random.key(1), (cfg["seq"], cfg["batch"]), 0, VOCAB)
@@ -146,6 +149,7 @@ def _jax_variants(cfg):
 
     return {
         "jaxgen": lambda: make_jaxgen("fused", False),
+        "jaxgen-native": lambda: make_jaxgen("fused", False, "native"),
         "jaxgen-autodiff": lambda: make_jaxgen("autodiff", False),
         "jaxgen-onehot": lambda: make_jaxgen("fused", True),
         "flax": make_flax,

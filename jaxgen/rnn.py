@@ -81,7 +81,7 @@ Array = jax.Array
 Params = dict[str, Array]
 Cell = Callable[[Params, Any, Array], tuple[Any, Array]]
 
-MODES = ("scan", "python", "pallas", "auto")
+MODES = ("scan", "python", "pallas", "auto", "native")
 RECURRENT_INITS = ("orthogonal", "uniform", "identity", "normal")
 
 
@@ -287,9 +287,14 @@ def gru_cell(params: Params, carry: Array, x: Array):
 # --------------------------------------------------------------------------- time loop
 
 
-def _check_mode(mode, unroll):
+def _check_mode(mode, unroll, fn=None):
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
+    if mode == "native" and fn != "lstm":
+        raise ValueError(
+            f"mode='native' (the compiled CPU time loop, jaxgen.native) exists for the LSTM only, "
+            f"not for {fn or 'unroll'}; use mode='scan'"
+        )
     if not isinstance(unroll, (int, np.integer)) or isinstance(unroll, bool) or unroll < 1:
         raise ValueError(f"unroll must be a positive integer, got {unroll!r}")
 
@@ -448,7 +453,7 @@ def rnn(
     if not time_major:
         return _from_batch_major(rnn, params, xs, carry, activation=activation, **loop)
     _check_activation(activation)
-    _check_mode(mode, unroll)
+    _check_mode(mode, unroll, "rnn")
     _check_remat_mode(mode, unroll, remat)
     zx, carry = _project(params, xs, carry, rnn_zero_carry)
     if mode in ("pallas", "auto"):
@@ -480,7 +485,7 @@ def gru(
     loop = dict(mode=mode, unroll=unroll, reverse=reverse, lengths=lengths, remat=remat)
     if not time_major:
         return _from_batch_major(gru, params, xs, carry, **loop)
-    _check_mode(mode, unroll)
+    _check_mode(mode, unroll, "gru")
     if mode in ("pallas", "auto"):
         raise ValueError("the GRU has no fused kernel; use mode='scan' or 'python'")
     zx, carry = _project(params, xs, carry, gru_zero_carry)
@@ -506,13 +511,16 @@ def lstm(
 
     Args:
       carry: ``(h, c)`` each ``[B, H]``; ``None`` means zeros.
-      mode: ``"scan"`` (``lax.scan``), ``"python"`` (fully unrolled loop), ``"cudnn"``
+      mode: ``"scan"`` (``lax.scan``), ``"python"`` (fully unrolled loop), ``"native"`` (both
+        time loops, forward and the fused backward, in a compiled C++ kernel on CPU,
+        :mod:`jaxgen.native`: 1.1x the scan path's char-RNN step; the scan path on other
+        platforms, with ``lengths``, or for dtypes other than float32), ``"cudnn"``
         (cuDNN's LSTM on NVIDIA GPUs, :mod:`jaxgen.cudnn`; forwards only), ``"pallas"``
         (fused sequence kernel, see ``jaxgen.kernels``; it runs ``lax.scan``
         instead, with a one-time warning, where the shape does not fit the backend's kernel:
         TPU above the VMEM estimate, GPU above padded H = 1024) or ``"auto"`` (a fixed
-        per-backend choice, ``jaxgen.kernels.AUTO``: the scan path on CPU, where interpret mode
-        was measured far slower, and on GPU, where the Triton kernel was measured slower than the
+        per-backend choice, ``jaxgen.kernels.AUTO``: ``"native"`` on CPU, measured fastest
+        there; the scan path on GPU, where the Triton kernel was measured slower than the
         scan; the kernel, where it fits, on TPU, not yet measured there).
       backward: for ``mode="scan"``: ``"fused"`` (hand-written BPTT, one weight
         gradient GEMM over all steps, :func:`jaxgen.recurrence.lstm_scan`) or ``"autodiff"``
@@ -538,9 +546,14 @@ def lstm(
     loop = dict(mode=mode, unroll=unroll, reverse=reverse, lengths=lengths, remat=remat)
     if not time_major:
         return _from_batch_major(lstm, params, xs, carry, backward=backward, **loop)
-    _check_mode(mode, unroll)
+    _check_mode(mode, unroll, "lstm")
     if backward not in ("fused", "autodiff"):
         raise ValueError(f"backward must be 'fused' or 'autodiff', got {backward!r}")
+    if mode == "native" and backward != "fused":
+        raise ValueError(
+            "mode='native' runs the hand-written backward pass (backward='fused'); use "
+            "mode='scan' for backward='autodiff'"
+        )
     _check_remat_mode(mode, unroll, remat)
     if remat is not None and backward == "fused":
         xs = jnp.asarray(xs)
@@ -553,6 +566,12 @@ def lstm(
         )
     zx, carry = _project(params, xs, carry, lstm_zero_carry)
     carry = tuple(carry)
+    if mode == "native":
+        from jaxgen import native  # deferred: builds the kernel on first use
+
+        return native.lstm_sequence(
+            params, zx, carry, reverse=reverse, lengths=lengths, unroll=unroll
+        )
     if mode in ("pallas", "auto"):
         return _kernels("lstm", mode, unroll, backward).lstm_sequence(
             params, zx, carry, mode=mode, reverse=reverse, lengths=lengths

@@ -116,6 +116,7 @@ def block_cell(params: dict) -> str:
 def _blocks_apply(params, ids, carries, dropout_rate, key, mode):
     """The residual blocks of a parallel-in-time cell (see the module docstring)."""
     seq = getattr(rnn, block_cell(params))
+    mode = "scan" if mode == "native" else mode
     keys = (
         [None] * (2 * len(params["blocks"]) + 1)
         if key is None
@@ -141,9 +142,13 @@ def apply(
     *,
     dropout_rate: float = 0.0,
     key: jax.Array | None = None,
-    mode: str = "scan",
+    mode: str = "native",
 ):
-    """``ids`` ``[T, B]`` -> ``(carries, logits [T, B, V])``. Dropout only when ``key`` is given."""
+    """``ids`` ``[T, B]`` -> ``(carries, logits [T, B, V])``. Dropout only when ``key`` is given.
+
+    ``mode``: the LSTM's (``rnn.lstm``): ``"native"`` runs both time loops in the compiled CPU
+    kernel on CPU (:mod:`jaxgen.native`) and ``lax.scan`` elsewhere; the parallel cells run their
+    sequential scan for ``"native"`` and ``"scan"``, the associative scan for ``"parallel"``."""
     if "blocks" in params:
         return _blocks_apply(params, ids, carries, dropout_rate, key, mode)
     k_stack = k_out = None

@@ -25,15 +25,19 @@ for* (``jax.lax.platform_dependent``), not by the machine tracing it, so
 ==========  ===================================  ==========================
 platform    ``mode="pallas"``                    ``mode="auto"``
 ==========  ===================================  ==========================
-cpu         kernel in Pallas interpret mode      ``lax.scan`` path
-            (correct, slow: for tests)
+cpu         kernel in Pallas interpret mode      LSTM: the C++ loops of
+            (correct, slow: for tests)           :mod:`jaxgen.native`; RNN:
+                                                 ``lax.scan`` path
 tpu         Mosaic TPU kernel                    kernel
 cuda/rocm   Triton kernel                        ``lax.scan`` path
 ==========  ===================================  ==========================
 
 ``AUTO`` records what ``mode="auto"`` picks: a fixed table, not a measurement
-made at run time. On CPU it is the scan path, because interpret mode was
-measured orders of magnitude slower (``benchmarks/results/kernels.md``). On
+made at run time. On CPU it is the compiled C++ loop of ``mode="native"`` for
+the LSTM (1.35x the scan path's train step at 2 x 256, batch 32, seq 64,
+``benchmarks/results/rnn_step.md``) and the scan path for the simple RNN;
+interpret mode was measured orders of magnitude slower
+(``benchmarks/results/kernels.md``). On
 CUDA it is the scan path too: on an H200 the Triton kernel's forward took
 205 ms at T 500, B 64, H 128 against the scan's 4.2 ms
 (``benchmarks/results/gpu/gpu_check.md``); one program walks the sequence, so the

@@ -18,11 +18,14 @@ from jaxgen import recurrence
 from jaxgen.kernels import common, lstm, simple_rnn
 from jaxgen.kernels.common import F32, BlockSizes
 
-# What mode="auto" runs, per lowering platform. cpu: interpret mode is far slower than the scan.
-# cuda: measured on an H200 (benchmarks/results/gpu/gpu_check.md): the Triton kernel's forward at
-# T 500, B 64, H 128 took 205 ms against the scan's 4.2 ms (one program steps through time, so
-# the kernel is latency-bound); rocm runs the same Triton kernel. tpu: not measured.
-AUTO = {"cpu": "scan", "tpu": "pallas", "cuda": "scan", "rocm": "scan"}
+# What mode="auto" runs, per lowering platform. cpu: the compiled C++ loops of jaxgen.native
+# (mode="native") for the LSTM, 1.35x the scan path's train step at 2 x 256, batch 32, seq 64
+# (benchmarks/results/rnn_step.md), the scan for the simple RNN (Pallas interpret mode is far
+# slower than both). cuda: measured on an H200 (benchmarks/results/gpu/gpu_check.md): the Triton
+# kernel's forward at T 500, B 64, H 128 took 205 ms against the scan's 4.2 ms (one program steps
+# through time, so the kernel is latency-bound); rocm runs the same Triton kernel. tpu: not
+# measured.
+AUTO = {"cpu": "native", "tpu": "pallas", "cuda": "scan", "rocm": "scan"}
 
 
 # --------------------------------------------------------------------------- public entry points
@@ -64,12 +67,15 @@ def lstm_sequence(params, zx, carry, *, mode="pallas", reverse=False, lengths=No
         raise ValueError(f"lstm_sequence: h0 and c0 shapes differ: {h0.shape} vs {c0.shape}")
     options = dict(reverse=reverse, lengths=lengths)
     if mode == "auto":
+        from jaxgen import native
+
         return _auto(
             functools.partial(_lstm_sequence, warn=False, **options),
             functools.partial(recurrence.lstm_scan, **options),
             params,
             zx,
             (h0, c0),
+            native_fn=functools.partial(native.lstm_sequence, warn=False, **options),
         )
     return _lstm_sequence(params, zx, (h0, c0), **options)
 
@@ -234,10 +240,18 @@ def _warn_fallback(name, layout, gates, residual_cols):
 # --------------------------------------------------------------------------- dispatch
 
 
-def _auto(kernel_fn, reference_fn, *args):
-    """``mode="auto"``: per lowering platform, the kernel or the scan reference (see ``AUTO``)."""
-    branches = {p: (kernel_fn if AUTO[p] == "pallas" else reference_fn) for p in AUTO}
-    return jax.lax.platform_dependent(*args, **branches)
+def _auto(kernel_fn, reference_fn, *args, native_fn=None):
+    """``mode="auto"``: per lowering platform, the Pallas kernel, the native CPU kernel (where the
+    function has one) or the scan reference (see ``AUTO``)."""
+
+    def pick(platform):
+        if AUTO[platform] == "pallas":
+            return kernel_fn
+        if AUTO[platform] == "native" and native_fn is not None:
+            return native_fn
+        return reference_fn
+
+    return jax.lax.platform_dependent(*args, **{p: pick(p) for p in AUTO})
 
 
 def _dispatch(kernel_call, scan, layout, gates, residual_cols, force, *args):

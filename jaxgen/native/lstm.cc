@@ -1,0 +1,262 @@
+// The LSTM's two time loops (forward, and the backward of the hand-written BPTT) as XLA FFI
+// handlers for the CPU backend. jaxgen.native compiles this file on first use and registers the
+// handlers as "jaxgen_lstm_fwd" and "jaxgen_lstm_bwd".
+//
+// Why: inside lax.scan, XLA's CPU backend runs each step as a dozen small thunks plus a
+// [B, H] x [H, 4H] product, and both the per-thunk cost and its small products are slower than
+// a BLAS call and one fused pass over the gates (benchmarks/results/rnn_step.md). Here each
+// step is one sgemm (OpenBLAS, the library numpy ships; Python passes its address in through
+// jaxgen_set_sgemm) and one vectorised loop, and the batch rows are split over XLA's threads.
+//
+// Layouts (row-major float32), gate order i, f, g, o as in jaxgen.recurrence:
+//   zx [T, B, 4H] (input projection and bias), w [H, 4H], h0, c0 [B, H].
+//   forward  -> ys [T, B, H] (h after each step), acts [T, B, 4H] (activated gates),
+//               cs [T, B, H] (cell after each step).
+//   backward <- dys [T, B, H], dh_T, dc_T [B, H], acts, cs, c0, w^T [4H, H]
+//            -> dzs [T, B, 4H] (gate pre-activation gradients), dh0, dc0 [B, H].
+// reverse != 0 runs from t = T-1 down to 0 (the backward then runs from 0 up).
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <thread>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+// cblas_sgemm with 64-bit integers (OpenBLAS built with USE64BITINT, as numpy's is).
+typedef void (*sgemm_t)(int, int, int, int64_t, int64_t, int64_t, float, const float*, int64_t,
+                        const float*, int64_t, float, float*, int64_t);
+sgemm_t g_sgemm = nullptr;
+// openblas_set_num_threads_local: each chunk's products run single-threaded in its own thread.
+typedef int (*set_threads_t)(int);
+set_threads_t g_set_threads_local = nullptr;
+enum { kRowMajor = 101, kNoTrans = 111, kTrans = 112 };
+
+// The batch rows of an LSTM are independent, so the time loop splits into row chunks that run
+// to the end without ever synchronising: one chunk per thread of XLA's intra-op pool. OpenBLAS's
+// own threads are not used: they spin after each call and slow the XLA work that follows.
+// Chunks are claimed from a counter, so the calling thread finishes all of them itself if the
+// pool is busy; it then waits only for chunks another thread has started.
+struct Chunks {
+  int64_t rows, per_chunk, count;
+  std::atomic<int64_t> next{0}, done{0};
+};
+
+template <typename F>
+void RunChunk(Chunks& c, const F& body) {
+  for (int64_t k; (k = c.next.fetch_add(1)) < c.count;) {
+    const int prev = g_set_threads_local ? g_set_threads_local(1) : 0;
+    const int64_t b0 = k * c.per_chunk, b1 = std::min(c.rows, b0 + c.per_chunk);
+    body(b0, b1);
+    if (g_set_threads_local) g_set_threads_local(prev);
+    c.done.fetch_add(1, std::memory_order_release);
+  }
+}
+
+template <typename F>
+void ForEachRowChunk(ffi::ThreadPool& pool, int64_t rows, F body) {
+  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
+  const int64_t count = std::max<int64_t>(1, std::min<int64_t>(threads, rows / 8));
+  auto c = std::make_shared<Chunks>();
+  c->rows = rows;
+  c->per_chunk = (rows + count - 1) / count;
+  c->count = (rows + c->per_chunk - 1) / c->per_chunk;
+  auto shared_body = std::make_shared<F>(std::move(body));
+  for (int64_t k = 1; k < c->count; ++k)
+    pool.Schedule([c, shared_body] { RunChunk(*c, *shared_body); });
+  RunChunk(*c, *shared_body);
+  while (c->done.load(std::memory_order_acquire) < c->count) std::this_thread::yield();
+}
+
+// tanh as a rational minimax approximation (odd degree-13 numerator, even degree-6
+// denominator) on [-7.9, 7.9], where float32 tanh has not yet rounded to +-1: within 3.3e-7 of
+// the exact value, and it vectorises (libm's tanhf does not).
+inline float fast_tanh(float x) {
+  const float kClamp = 7.90531110763549805f;
+  x = x < -kClamp ? -kClamp : (x > kClamp ? kClamp : x);
+  const float x2 = x * x;
+  float p = -2.76076847742355e-16f;
+  p = p * x2 + 2.00018790482477e-13f;
+  p = p * x2 + -8.60467152213735e-11f;
+  p = p * x2 + 5.12229709037114e-08f;
+  p = p * x2 + 1.48572235717979e-05f;
+  p = p * x2 + 6.37261928875436e-04f;
+  p = p * x2 + 4.89352455891786e-03f;
+  float q = 1.19825839466702e-06f;
+  q = q * x2 + 1.18534705686654e-04f;
+  q = q * x2 + 2.26843463243900e-03f;
+  q = q * x2 + 4.89352518554385e-03f;
+  return x * p / q;
+}
+
+// seq [T, B, 4H] against the recurrent weight: w [H, 4H] (forward) or its transpose [4H, H]
+// (backward: dz @ w^T as a plain product, which OpenBLAS runs about twice as fast at these
+// shapes as the transposed one).
+ffi::Error CheckShapes(const ffi::Buffer<ffi::F32>& seq, const ffi::Buffer<ffi::F32>& w,
+                       bool transposed, int64_t* T, int64_t* B, int64_t* H) {
+  auto d = seq.dimensions();
+  auto dw = w.dimensions();
+  const int64_t hidden = dw.size() == 2 ? dw[transposed ? 1 : 0] : 0;
+  const int64_t gates = dw.size() == 2 ? dw[transposed ? 0 : 1] : 0;
+  if (d.size() != 3 || gates != d[2] || 4 * hidden != d[2])
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      "jaxgen_lstm: expected [T, B, 4H] gates and a [H, 4H] weight "
+                      "([4H, H] for the backward)");
+  if (g_sgemm == nullptr)
+    return ffi::Error(ffi::ErrorCode::kFailedPrecondition,
+                      "jaxgen_lstm: no sgemm registered (jaxgen.native.load was not called)");
+  *T = d[0];
+  *B = d[1];
+  *H = hidden;
+  return ffi::Error::Success();
+}
+
+ffi::Error LstmFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> zx,
+                       ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> h0,
+                       ffi::Buffer<ffi::F32> c0, int32_t reverse,
+                       ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> acts,
+                       ffi::ResultBuffer<ffi::F32> cs) {
+  int64_t T, B, H;
+  if (auto e = CheckShapes(zx, w, false, &T, &B, &H); e.failure()) return e;
+  const int64_t G = 4 * H;
+  const float* zxp = zx.typed_data();
+  const float* wp = w.typed_data();
+  const float* h0p = h0.typed_data();
+  const float* c0p = c0.typed_data();
+  float* yp = ys->typed_data();
+  float* ap = acts->typed_data();
+  float* cp = cs->typed_data();
+  ForEachRowChunk(pool, B, [=](int64_t b0, int64_t b1) {
+    const int64_t M = b1 - b0;
+    for (int64_t s = 0; s < T; ++s) {
+      const int64_t t = reverse ? T - 1 - s : s;
+      const int64_t tp = reverse ? t + 1 : t - 1;  // the step processed before t
+      const float* h = (s == 0 ? h0p : yp + tp * B * H) + b0 * H;
+      const float* c = (s == 0 ? c0p : cp + tp * B * H) + b0 * H;
+      float* a = ap + (t * B + b0) * G;
+      // a = zx[t] + h @ w, then activated in place.
+      std::memcpy(a, zxp + (t * B + b0) * G, sizeof(float) * M * G);
+      g_sgemm(kRowMajor, kNoTrans, kNoTrans, M, G, H, 1.0f, h, H, wp, G, 1.0f, a, G);
+      float* y = yp + (t * B + b0) * H;
+      float* cn = cp + (t * B + b0) * H;
+      for (int64_t b = 0; b < M; ++b) {
+        float* ab = a + b * G;
+        // sigmoid(x) = (1 + tanh(x / 2)) / 2 for i, f, o; tanh for g.
+#pragma omp simd
+        for (int64_t j = 0; j < G; ++j) {
+          const float half = (j >= 2 * H && j < 3 * H) ? 1.0f : 0.5f;
+          ab[j] = fast_tanh(ab[j] * half) * half + (1.0f - half);
+        }
+        const float* cb = c + b * H;
+        float* yb = y + b * H;
+        float* cnb = cn + b * H;
+#pragma omp simd
+        for (int64_t j = 0; j < H; ++j) {
+          const float cc = ab[H + j] * cb[j] + ab[j] * ab[2 * H + j];
+          cnb[j] = cc;
+          yb[j] = ab[3 * H + j] * fast_tanh(cc);
+        }
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error LstmBwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dys,
+                       ffi::Buffer<ffi::F32> dh_T, ffi::Buffer<ffi::F32> dc_T,
+                       ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
+                       ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> wt, int32_t reverse,
+                       ffi::ResultBuffer<ffi::F32> dzs, ffi::ResultBuffer<ffi::F32> dh0,
+                       ffi::ResultBuffer<ffi::F32> dc0) {
+  int64_t T, B, H;
+  if (auto e = CheckShapes(acts, wt, true, &T, &B, &H); e.failure()) return e;
+  const int64_t G = 4 * H;
+  const float* dyp = dys.typed_data();
+  const float* ap = acts.typed_data();
+  const float* cp = cs.typed_data();
+  const float* c0p = c0.typed_data();
+  const float* wtp = wt.typed_data();
+  float* dzp = dzs->typed_data();
+  float* dhp = dh0->typed_data();  // the running dh and dc, left holding dh0 and dc0
+  float* dcp = dc0->typed_data();
+  std::memcpy(dhp, dh_T.typed_data(), sizeof(float) * B * H);
+  std::memcpy(dcp, dc_T.typed_data(), sizeof(float) * B * H);
+  ForEachRowChunk(pool, B, [=](int64_t b0, int64_t b1) {
+    const int64_t M = b1 - b0;
+    float* dh = dhp + b0 * H;
+    float* dc = dcp + b0 * H;
+    for (int64_t s = 0; s < T; ++s) {
+      const int64_t t = reverse ? s : T - 1 - s;  // the forward's processing order, backwards
+      const bool first = reverse ? (t == T - 1) : (t == 0);
+      const int64_t tp = reverse ? t + 1 : t - 1;
+      const float* a = ap + (t * B + b0) * G;
+      const float* cn = cp + (t * B + b0) * H;
+      const float* cprev = (first ? c0p : cp + tp * B * H) + b0 * H;
+      const float* dy = dyp + (t * B + b0) * H;
+      float* dz = dzp + (t * B + b0) * G;
+      for (int64_t b = 0; b < M; ++b) {
+        const float* ab = a + b * G;
+        const float* cnb = cn + b * H;
+        const float* cpb = cprev + b * H;
+        const float* dyb = dy + b * H;
+        float* dzb = dz + b * G;
+        float* dhb = dh + b * H;
+        float* dcb = dc + b * H;
+#pragma omp simd
+        for (int64_t j = 0; j < H; ++j) {
+          const float i = ab[j], f = ab[H + j], g = ab[2 * H + j], o = ab[3 * H + j];
+          const float th = fast_tanh(cnb[j]);
+          const float dhh = dhb[j] + dyb[j];
+          const float dcc = dcb[j] + dhh * o * (1.0f - th * th);
+          dzb[j] = dcc * g * i * (1.0f - i);
+          dzb[H + j] = dcc * cpb[j] * f * (1.0f - f);
+          dzb[2 * H + j] = dcc * i * (1.0f - g * g);
+          dzb[3 * H + j] = dhh * th * o * (1.0f - o);
+          dcb[j] = dcc * f;
+        }
+      }
+      // dh_prev = dz @ w^T: [M, 4H] x [4H, H].
+      g_sgemm(kRowMajor, kNoTrans, kNoTrans, M, H, G, 1.0f, dz, G, wtp, H, 0.0f, dh, H);
+    }
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+extern "C" void jaxgen_set_sgemm(void* sgemm, void* set_threads_local) {
+  g_sgemm = reinterpret_cast<sgemm_t>(sgemm);
+  g_set_threads_local = reinterpret_cast<set_threads_t>(set_threads_local);
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxgenLstmFwd, LstmFwdImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // zx
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // w
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // c0
+                                  .Attr<int32_t>("reverse")
+                                  .Ret<ffi::Buffer<ffi::F32>>()   // ys
+                                  .Ret<ffi::Buffer<ffi::F32>>()   // acts
+                                  .Ret<ffi::Buffer<ffi::F32>>());  // cs
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxgenLstmBwd, LstmBwdImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // dys
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // dh_T
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // dc_T
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // acts
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // cs
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // c0
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // w^T
+                                  .Attr<int32_t>("reverse")
+                                  .Ret<ffi::Buffer<ffi::F32>>()   // dzs
+                                  .Ret<ffi::Buffer<ffi::F32>>()   // dh0
+                                  .Ret<ffi::Buffer<ffi::F32>>());  // dc0

@@ -1,0 +1,180 @@
+"""``rnn.lstm(..., mode="native")``: the compiled CPU time loops (jaxgen.native) against the
+float64 NumPy LSTM, finite differences of it, and the scan path; where it falls back; its
+errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxgen import native, rnn
+from jaxgen.charrnn import model as charrnn_model
+from tests import reference
+
+needs_kernel = pytest.mark.skipif(
+    not native.available(), reason=f"the CPU kernel cannot be built here: {native.load()}"
+)
+
+
+def _problem(T=9, B=3, F=5, H=6, seed=0):
+    k = jax.random.split(jax.random.key(seed), 6)
+    p = rnn.lstm_init(k[0], F, H)
+    p["b"] = jax.random.normal(k[1], p["b"].shape) * 0.5  # a bias that matters in the check
+    xs = jax.random.normal(k[2], (T, B, F))
+    carry = (jax.random.normal(k[3], (B, H)), jax.random.normal(k[4], (B, H)))
+    weights = jax.random.normal(k[5], (T + 2, B, H))  # the loss's fixed projection
+    return p, xs, carry, np.asarray(weights, np.float64)
+
+
+def _loss(out, w):
+    (h, c), ys = out
+    return (ys * w[:-2]).sum() + (h * w[-2]).sum() + (c * w[-1]).sum()
+
+
+def _lowered(fn, *args):
+    return jax.jit(fn).lower(*args).as_text()
+
+
+@needs_kernel
+@pytest.mark.parametrize("reverse", [False, True])
+def test_native_matches_the_float64_reference_and_its_finite_differences(reverse):
+    p, xs, (h0, c0), w = _problem()
+    flip = (lambda a: a[::-1]) if reverse else (lambda a: a)
+
+    def ref_loss(p64, xs64, h64, c64):
+        (h, c), ys = reference.lstm_seq(p64, flip(xs64), h64, c64)
+        return _loss(((h, c), flip(ys)), w)
+
+    def loss(p, xs, h0, c0):
+        return _loss(rnn.lstm(p, xs, (h0, c0), mode="native", reverse=reverse), w)
+
+    args = (p, xs, h0, c0)
+    assert "jaxgen_lstm_fwd" in _lowered(loss, *args)
+    assert "jaxgen_lstm_bwd" in _lowered(jax.grad(loss, argnums=(0, 1, 2, 3)), *args)
+
+    (h, c), ys = rnn.lstm(p, xs, (h0, c0), mode="native", reverse=reverse)
+    p64, xs64, h64, c64 = reference.f64(p), *(np.asarray(a, np.float64) for a in (xs, h0, c0))
+    (h_r, c_r), ys_r = reference.lstm_seq(p64, flip(xs64), h64, c64)
+    np.testing.assert_allclose(ys, flip(ys_r), atol=2e-6)
+    np.testing.assert_allclose(h, h_r, atol=2e-6)
+    np.testing.assert_allclose(c, c_r, atol=2e-6)
+
+    grads = jax.grad(loss, argnums=(0, 1, 2, 3))(*args)
+    # Central differences of the float64 reference, every entry of every input.
+    eps = 1e-6
+    refs64 = [p64, xs64, h64, c64]
+    for n, g in enumerate(grads):
+        for key, g_leaf in g.items() if isinstance(g, dict) else [(None, g)]:
+            base = refs64[n][key] if key is not None else refs64[n]
+            fd = np.zeros(base.shape)
+            for idx in np.ndindex(*base.shape):
+                old = base[idx]
+                vals = []
+                for step in (eps, -eps):
+                    base[idx] = old + step
+                    vals.append(ref_loss(*refs64))
+                base[idx] = old
+                fd[idx] = (vals[0] - vals[1]) / (2 * eps)
+            np.testing.assert_allclose(g_leaf, fd, rtol=1e-4, atol=2e-5, err_msg=f"{n} {key}")
+
+
+@needs_kernel
+def test_native_equals_the_scan_path_in_every_layout():
+    p, xs, carry, w = _problem(T=12, B=4, F=5, H=8, seed=1)
+    ids = jax.random.randint(jax.random.key(2), (12, 4), 0, 5)
+
+    def both(fn, *args):
+        a, b = fn("native", *args), fn("scan", *args)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+            np.testing.assert_allclose(x, y, atol=1e-5)
+
+    # gradients through the hand-written scan BPTT and the kernel's
+    vg = lambda m, xs: jax.value_and_grad(  # noqa: E731
+        lambda p, xs, c: _loss(rnn.lstm(p, xs, c, mode=m), w), argnums=(0, 1, 2)
+    )(p, xs, carry)
+    both(vg, xs)
+    both(lambda m, ids: rnn.lstm(p, ids, mode=m), ids)  # token ids
+    both(lambda m, xs: rnn.lstm(p, xs[:, 0], mode=m), xs)  # one sequence [T, F]
+    both(lambda m, xs: rnn.lstm(p, jnp.swapaxes(xs, 0, 1), mode=m, time_major=False), xs)
+    both(lambda m, xs: jax.vmap(lambda x: rnn.lstm(p, x, mode=m))(xs), xs[None].repeat(2, 0))
+    layers = rnn.lstm_stack_init(jax.random.key(3), 5, 8, 2, bidirectional=True)
+    key = jax.random.key(4)
+
+    def stack(m, xs):
+        def f(layers, xs):
+            finals, ys = rnn.lstm_stack(
+                layers, xs, bidirectional=True, dropout_rate=0.3, key=key, mode=m
+            )
+            return (ys**2).sum() + sum((h * c).sum() for fc in finals for h, c in fc)
+
+        return jax.value_and_grad(f, argnums=(0, 1))(layers, xs)
+
+    both(stack, xs)
+
+
+@needs_kernel
+@pytest.mark.parametrize("reverse", [False, True])
+def test_native_splits_the_batch_rows_over_threads(reverse):
+    # 21 rows: with XLA's pool of two or more threads the kernel runs them as separate chunks
+    # (one of them shorter), each to the end of the sequence.
+    p, xs, carry, w = _problem(T=6, B=21, F=4, H=8, seed=5)
+
+    def vg(mode):
+        def f(p, xs, c):
+            return _loss(rnn.lstm(p, xs, c, mode=mode, reverse=reverse), w)
+
+        return jax.value_and_grad(f, argnums=(0, 1, 2))(p, xs, carry)
+
+    for x, y in zip(jax.tree.leaves(vg("native")), jax.tree.leaves(vg("scan"))):
+        np.testing.assert_allclose(x, y, atol=1e-5, rtol=1e-5)
+
+
+@needs_kernel
+def test_native_falls_back_to_the_scan_with_lengths_and_other_dtypes():
+    p, xs, carry, _ = _problem(T=7, B=3, F=5, H=4, seed=2)
+    lengths = jnp.array([7, 3, 0])
+    f = lambda m: rnn.lstm(p, xs, carry, mode=m, lengths=lengths)  # noqa: E731
+    assert "jaxgen_lstm" not in _lowered(lambda: f("native"))
+    for x, y in zip(jax.tree.leaves(f("native")), jax.tree.leaves(f("scan"))):
+        np.testing.assert_array_equal(x, y)
+    p16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), p)
+    c16 = tuple(a.astype(jnp.bfloat16) for a in carry)
+    g = lambda: rnn.lstm(p16, xs.astype(jnp.bfloat16), c16, mode="native")  # noqa: E731
+    assert "jaxgen_lstm" not in _lowered(g)
+
+
+@needs_kernel
+def test_the_char_rnn_trains_through_the_kernel():
+    params = charrnn_model.init(jax.random.key(0), 11, 16, 2)
+    ids = jax.random.randint(jax.random.key(1), (6, 3), 0, 11)
+    carries = charrnn_model.zero_carries(params, 3)
+    step = jax.grad(lambda p: charrnn_model.loss(p, ids, ids, carries, dropout_rate=0.1,
+                                                 key=jax.random.key(2))[0])  # fmt: skip
+    text = _lowered(step, params)
+    assert "jaxgen_lstm_fwd" in text and "jaxgen_lstm_bwd" in text
+
+
+def test_native_is_refused_where_it_does_not_apply():
+    p, xs, carry, _ = _problem(T=4, B=2, F=3, H=4)
+    with pytest.raises(ValueError, match="exists for the LSTM only.*mode='scan'"):
+        rnn.gru(rnn.gru_init(jax.random.key(0), 3, 4), xs, mode="native")
+    with pytest.raises(ValueError, match="exists for the LSTM only"):
+        rnn.rnn(rnn.rnn_init(jax.random.key(0), 3, 4), xs, mode="native")
+    with pytest.raises(ValueError, match="backward='fused'.*mode='scan' for backward='autodiff'"):
+        rnn.lstm(p, xs, carry, mode="native", backward="autodiff")
+
+
+def test_without_a_compiler_native_warns_once_and_runs_the_scan(monkeypatch, tmp_path):
+    p, xs, carry, _ = _problem(T=5, B=2, F=3, H=4, seed=3)
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("JAXGEN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(native, "_WARNED", set())
+    native.load.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="not available here.*running mode='scan'"):
+            out = rnn.lstm(p, xs, carry, mode="native")
+        assert "jaxgen_lstm" not in _lowered(lambda: rnn.lstm(p, xs, carry, mode="native"))
+    finally:
+        native.load.cache_clear()  # the next caller builds (or finds) the real kernel again
+    for x, y in zip(jax.tree.leaves(out), jax.tree.leaves(rnn.lstm(p, xs, carry))):
+        np.testing.assert_array_equal(x, y)
