@@ -37,8 +37,11 @@ def _lowered(fn, *args):
 
 @needs_kernel
 @pytest.mark.parametrize("reverse", [False, True])
-def test_native_matches_the_float64_reference_and_its_finite_differences(reverse):
-    p, xs, (h0, c0), w = _problem()
+@pytest.mark.parametrize("batch", [3, 5])
+def test_native_matches_the_float64_reference_and_its_finite_differences(reverse, batch):
+    # T * B = 27 runs the products through OpenBLAS, 45 through the packed panels (the kernel
+    # packs the weight from 32 rows of products on); H = 6 leaves both panels partial.
+    p, xs, (h0, c0), w = _problem(B=batch)
     flip = (lambda a: a[::-1]) if reverse else (lambda a: a)
 
     def ref_loss(p64, xs64, h64, c64):
@@ -116,8 +119,9 @@ def test_native_equals_the_scan_path_in_every_layout():
 @pytest.mark.parametrize("reverse", [False, True])
 def test_native_splits_the_batch_rows_over_threads(reverse):
     # 21 rows: with XLA's pool of two or more threads the kernel runs them as separate chunks
-    # (one of them shorter), each to the end of the sequence.
-    p, xs, carry, w = _problem(T=6, B=21, F=4, H=8, seed=5)
+    # (one of them shorter), each to the end of the sequence. H = 40: the forward's 160 columns
+    # are five panels of 32, the backward's 40 one whole and one partial.
+    p, xs, carry, w = _problem(T=6, B=21, F=4, H=40, seed=5)
 
     def vg(mode):
         def f(p, xs, c):
@@ -130,13 +134,16 @@ def test_native_splits_the_batch_rows_over_threads(reverse):
 
 
 @needs_kernel
-def test_native_falls_back_to_the_scan_with_lengths_and_other_dtypes():
+def test_native_falls_back_to_the_scan_with_lengths_one_step_and_other_dtypes():
     p, xs, carry, _ = _problem(T=7, B=3, F=5, H=4, seed=2)
     lengths = jnp.array([7, 3, 0])
     f = lambda m: rnn.lstm(p, xs, carry, mode=m, lengths=lengths)  # noqa: E731
     assert "jaxgen_lstm" not in _lowered(lambda: f("native"))
     for x, y in zip(jax.tree.leaves(f("native")), jax.tree.leaves(f("scan"))):
         np.testing.assert_array_equal(x, y)
+    one = lambda: rnn.lstm(p, xs[:1], carry, mode="native")  # noqa: E731 - a step: generation
+    assert "jaxgen_lstm" not in _lowered(one)
+    np.testing.assert_array_equal(one()[1], rnn.lstm(p, xs[:1], carry)[1])
     p16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), p)
     c16 = tuple(a.astype(jnp.bfloat16) for a in carry)
     g = lambda: rnn.lstm(p16, xs.astype(jnp.bfloat16), c16, mode="native")  # noqa: E731

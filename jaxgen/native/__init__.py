@@ -5,9 +5,13 @@ Inside ``lax.scan`` XLA's CPU backend runs each LSTM step as a dozen small thunk
 ``[B, H] x [H, 4H]`` product, and at the char-RNN's shapes that loop overhead and its small
 products cost more than the arithmetic (``benchmarks/results/charrnn_step.md``). ``lstm.cc``
 runs the forward loop and the backward loop of the hand-written BPTT
-(:func:`jaxgen.recurrence.lstm_scan`) as two XLA FFI handlers: one OpenBLAS ``sgemm`` (the
-library numpy ships) and one vectorised pass over the gates per step. The input projection and
-the weight gradient stay large XLA products outside, as in the scan path.
+(:func:`jaxgen.recurrence.lstm_scan`) as two XLA FFI handlers. Per step: one product with the
+recurrent weight, packed once per call into panels the AVX-512 code reads with its accumulators
+in registers (OpenBLAS, the library numpy ships, on CPUs without AVX-512 and for runs shorter
+than 32 rows of products), and one vectorised pass over the gates. The batch rows are
+independent, so they are split over XLA's intra-op threads, each chunk running to the end of the
+sequence without synchronising. The input projection and the weight gradient stay large XLA
+products outside, as in the scan path. A single step (``T = 1``, generation) runs the scan path.
 
 The source is compiled on first use with the system's C++ compiler (``$CXX``, else ``g++``)
 into ``$JAXGEN_CACHE`` (default ``~/.cache/jaxgen``), keyed by the source, compiler, jaxlib and
@@ -203,7 +207,7 @@ def lstm_sequence(params, zx, carry, *, reverse=False, lengths=None, unroll=1, w
     unless ``warn=False``, where the kernel cannot be built here)."""
     h0, c0 = (jnp.asarray(a) for a in carry)
     scan = functools.partial(recurrence.lstm_scan, reverse=reverse, lengths=lengths, unroll=unroll)
-    if lengths is not None or zx.shape[0] == 0:
+    if lengths is not None or zx.shape[0] <= 1:  # one step: no loop to speed up (generation)
         return scan(params, zx, (h0, c0))
     if not all(a.dtype == jnp.float32 for a in (zx, params["w_hh"], h0, c0)):
         return scan(params, zx, (h0, c0))
