@@ -45,6 +45,7 @@ TARGETS = {"jaxgen_lstm_fwd": "JaxgenLstmFwd", "jaxgen_lstm_bwd": "JaxgenLstmBwd
 _WARNED: set[str] = set()
 
 
+# jaxgen.kernels.common.warn_once does the same, but importing it imports Pallas.
 def _warn_once(reason: str, message: str) -> None:
     if reason not in _WARNED:
         _WARNED.add(reason)
@@ -97,7 +98,7 @@ def _build() -> Path:
                 " ".join(FLAGS).encode(),
                 jax.__version__.encode(),
                 _cpu_id().encode(),
-            ]  # fmt: skip
+            ]
         )
     ).hexdigest()[:16]
     cache = Path(os.environ.get("JAXGEN_CACHE", Path.home() / ".cache" / "jaxgen")) / "native"
