@@ -78,8 +78,10 @@ def main(argv=None):
         r = results[name]
         m = r["config"]["model"]
         cell = m.get("cell", "lstm")
-        size = f"{m['layers']}x{m['hidden']}" + (
-            f", MLP {m.get('mlp_ratio', 4)}x" if cell != "lstm" else ""
+        size = (
+            f"{m['layers']}x{m['hidden']}"
+            + (f", MLP {m.get('mlp_ratio', 4)}x" if cell != "lstm" else "")
+            + (f", conv {m['conv']}" if m.get("conv", 0) else "")
         )
         rows.append(
             [

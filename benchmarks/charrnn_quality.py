@@ -95,6 +95,7 @@ def main(argv=None):
             [
                 f"{m.layers}x{m.hidden} {CELL_NAMES[m.get('cell', 'lstm')]}"
                 + (f" (MLP {m.get('mlp_ratio', 4)}x)" if m.get("cell", "lstm") != "lstm" else "")
+                + (f" (conv {m.get('conv', 0)})" if m.get("conv", 0) else "")
                 + f", dropout "
                 f"{m.dropout}, batch {t.batch}, "
                 f"seq {t.seq_len}, "

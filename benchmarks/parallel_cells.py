@@ -3,7 +3,8 @@
 For minGRU, minLSTM and the LRU (``jaxgen.linear_rnn``), the same layer run three ways:
 ``mode="scan"`` (``lax.scan``, one step after another), ``mode="parallel"``
 (``lax.associative_scan``, ``O(log T)`` sequential levels) and, for the gated cells,
-``mode="parallel", log_space=True`` (the paper's log-space form).
+``mode="parallel", log_space=True`` (the paper's log-space form), and ``mode="native"`` for
+the gated cells (the sequential loop as one compiled CPU kernel, ``jaxgen.native``).
 The LSTM's scan (jaxgen's fused backward) is the reference line.
 
 Measured, all forward + backward of a loss over the outputs (gradients for the parameters and the
@@ -19,6 +20,7 @@ inputs), medians of interleaved repetitions within one process:
 
     python benchmarks/parallel_cells.py            # about 15 minutes on 2 cores
     python benchmarks/parallel_cells.py --quick    # smaller, about a minute (a smoke run)
+    python benchmarks/parallel_cells.py --name parallel_cells_native --sweep 1024,4096
 """
 
 from __future__ import annotations
@@ -43,10 +45,13 @@ CELLS = {
 }
 VARIANTS = {"scan": dict(mode="scan"), "parallel": dict(mode="parallel")}
 LOG = {"parallel log": dict(mode="parallel", log_space=True)}
+NATIVE = {"native": dict(mode="native")}  # the sequential loop compiled (jaxgen.native)
 
 
 def variants(cell):
-    return {**VARIANTS, **(LOG if cell != "lru" else {})}
+    # The LRU's complex state has no compiled loop (mode="native" runs its scan).
+    real = cell != "lru"
+    return {**VARIANTS, **(NATIVE if real else {}), **(LOG if real else {})}
 
 
 BOUND = "no recurrence (bound)"
@@ -250,6 +255,7 @@ def main(argv=None):
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--sweep", default=None, help="comma-separated lengths for the sweep")
     ap.add_argument("--skip-target", action="store_true", help="leave out the target shape")
+    ap.add_argument("--name", default="parallel_cells", help="result files' name stem")
     args = ap.parse_args(argv)
     if args.quick:
         tgt, sw, acc = dict(lengths=(256,), batch=8, hidden=64), (64, 256), 1024
@@ -271,7 +277,7 @@ def main(argv=None):
         """Write what is measured so far (after each part: a run cut short keeps it)."""
         (t_rows, t_table), (s_rows, s_table), (a_rows, a_table) = parts.values()
         if s_rows:
-            plot(s_rows, out / "parallel_cells.png")
+            plot(s_rows, out / f"{args.name}.png")
         md = (
             f"GEMM ceiling {ceiling['median_gflops']:.0f} GFLOP/s. Forward + backward, medians of "
             f"{args.reps} interleaved repetitions; speed = scan time / mode time in the same "
@@ -280,11 +286,11 @@ def main(argv=None):
             f"### Against T (B 8, H 128)\n\n{s_table or 'not run'}\n"
             f"### float32 error against a float64 sequential run (B 4, H 64)\n\n"
             f"{a_table or 'not run'}\n"
-            + ("![scan vs associative scan](parallel_cells.png)\n" if s_rows else "")
+            + (f"![scan vs associative scan]({args.name}.png)\n" if s_rows else "")
             + ("" if complete else "\nCut short: the parts marked 'not run' did not finish.\n")
         )
         bm.write_results(
-            "parallel_cells",
+            args.name,
             dict(
                 ceiling=ceiling,
                 target=t_rows,

@@ -8,7 +8,10 @@ Their state update is *linear* in the state, ``h_t = a_t * h_{t-1} + b_t`` (elem
 
 * ``mode="parallel"`` (the default): the associative scan;
 * ``mode="scan"``: ``lax.scan`` over the same step, for checking and for step-by-step
-  generation (``*_cell`` is one step).
+  generation (``*_cell`` is one step);
+* ``mode="native"``: the same sequential loop as one compiled CPU kernel
+  (:mod:`jaxgen.native`; the fastest on CPU, where the associative scan's extra work does not
+  pay; ``lax.scan`` on other platforms and for the LRU's complex state).
 
 The cells, all with the conventions of :mod:`jaxgen.rnn` (time-major ``[T, B, F]`` or token ids
 ``[T, B]``, ``time_major=False``, ``reverse``, right-padded ``lengths``, input projection hoisted
@@ -55,7 +58,7 @@ from jaxgen.recurrence import _check_seq, _check_sizes, _from_batch_major
 Array = jax.Array
 Params = dict[str, Array]
 
-MODES = ("parallel", "scan")
+MODES = ("parallel", "scan", "native")
 # Stands for log(0) in log space: finite, so logaddexp's gradient stays finite where both of its
 # arguments are "zero" (two padded steps), and far below any real log-value.
 _LOG_ZERO = -1e30
@@ -94,26 +97,36 @@ def linear_scan(
     ``a`` broadcasts against ``b``; real or complex. ``h0`` (default zero) is the state before the
     first step (before ``t = T-1`` with ``reverse=True``, which runs from the end).
     ``log_space=True`` takes ``log a`` and ``log b`` (real; ``b > 0``) instead; ``h0`` stays
-    linear and may have any sign. ``mode="scan"`` runs ``lax.scan`` (``unroll`` as there).
+    linear and may have any sign. ``mode="scan"`` runs ``lax.scan`` (``unroll`` as there),
+    ``mode="native"`` the compiled CPU loop (float32; ``lax.scan`` elsewhere).
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r} for a linear recurrence; choose one of {MODES}")
     a = jnp.broadcast_to(a, jnp.shape(b))
-    if mode == "scan":
+    if mode in ("scan", "native"):
         if log_space:
             a, b = jnp.exp(a), jnp.exp(b)
         h = jnp.zeros(b.shape[1:], b.dtype) if h0 is None else jnp.asarray(h0, b.dtype)
+        h = jnp.broadcast_to(h, b.shape[1:])
+        scan = functools.partial(_sequential, reverse=reverse, unroll=unroll)
+        if mode == "native":
+            from jaxgen import native  # deferred: builds the kernel on first use
 
-        def step(h, ab):
-            h = ab[0] * h + ab[1]
-            return h, h
-
-        return jax.lax.scan(step, h, (a, b), reverse=reverse, unroll=unroll)[1]
+            return native.linear_sequence(a, b, h, reverse=reverse, scan=scan)
+        return scan(a, b, h)
     op = _compose_log if log_space else _compose
     prod, hs = jax.lax.associative_scan(op, (a, b), reverse=reverse, axis=0)
     if log_space:
         prod, hs = jnp.exp(prod), jnp.exp(hs)
     return hs if h0 is None else hs + prod * h0
+
+
+def _sequential(a, b, h, reverse, unroll):
+    def step(h, ab):
+        h = ab[0] * h + ab[1]
+        return h, h
+
+    return jax.lax.scan(step, h, (a, b), reverse=reverse, unroll=unroll)[1]
 
 
 def _masked(a, b, lengths, log_space):
@@ -131,7 +144,8 @@ def _check_mode(mode):
     if mode not in MODES:
         raise ValueError(
             f"unknown mode {mode!r}; the parallel-in-time cells take {MODES} "
-            "('parallel' is lax.associative_scan, 'scan' the sequential lax.scan)"
+            "('parallel' is lax.associative_scan, 'scan' the sequential lax.scan, 'native' "
+            "the sequential loop as a compiled CPU kernel)"
         )
 
 
@@ -236,8 +250,9 @@ def mingru(
 ):
     """minGRU over ``xs`` ``[T, B, F]`` (or ids ``[T, B]``) -> ``(h_T, hs [T, B, H])``.
 
-    ``mode="parallel"`` (associative scan) or ``"scan"``; ``log_space`` picks the scan's number
-    form (same values). ``h0`` defaults to zeros. Other arguments as in :func:`jaxgen.rnn.gru`.
+    ``mode="parallel"`` (associative scan), ``"scan"`` or ``"native"`` (the sequential loop
+    compiled for CPU); ``log_space`` picks the scan's number form (same values). ``h0``
+    defaults to zeros. Other arguments as in :func:`jaxgen.rnn.gru`.
     """
     return _sequence(
         "mingru",

@@ -415,6 +415,7 @@ def test_bad_corpus_files(tmp_path, capsys, content, match):
         ("--config.model.dropout=1.5", "model.dropout must be in"),
         ("--config.model.cell=transformer", "model.cell must be 'lstm', 'mingru', 'minlstm' or"),
         ("--config.model.mlp_ratio=-1", "model.mlp_ratio must be a non-negative integer"),
+        ("--config.model.conv=-2", "model.conv must be a non-negative integer"),
     ],
 )
 def test_bad_configs(tmp_path, capsys, override, match):
@@ -493,6 +494,16 @@ def _np_blocks_logits(p64, ids, hidden, cell="mingru"):
     seq = getattr(ref, f"{cell}_seq")
     x = p64["embed"][np.asarray(ids)]
     for b in p64["blocks"]:
+        if "conv" in b:  # y_t = b + sum_j w[j] x_{t-j}, zeros before the first step
+            w = b["conv"]["w"]
+            x = (
+                x
+                + b["conv"]["b"]
+                + sum(
+                    w[j] * np.concatenate([np.zeros((j, *x.shape[1:])), x[: len(x) - j]])
+                    for j in range(len(w))
+                )
+            )
         y = np.stack(
             [
                 seq(b["cell"], _np_layer_norm(b["ln1"], x)[:, k : k + 1], np.zeros((1, hidden)))[1][
@@ -554,6 +565,42 @@ def test_mingru_char_model_against_numpy_and_across_windows():
     np.testing.assert_allclose(lp, got, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="unknown char-RNN cell"):
         model.init(jax.random.key(0), 11, 8, 2, cell="transformer")
+
+
+def test_blocks_with_a_causal_convolution():
+    """``conv=K``: each block adds a causal depthwise convolution (float64 NumPy from its
+    definition); its last ``K - 1`` inputs are carried, so windows of any length, down to the
+    single steps of generation, equal one pass."""
+    rng = np.random.default_rng(1)
+    params = model.init(jax.random.key(3), 11, 8, 2, cell="mingru", mlp_ratio=1, conv=4)
+    params = jax.tree.map(lambda a: a + 0.1 * rng.normal(size=a.shape).astype(a.dtype), params)
+    assert all(b["conv"]["w"].shape == (4, 8) for b in params["blocks"])
+    ids = jnp.asarray(rng.integers(0, 11, (9, 3)))
+    c0 = model.zero_carries(params, 3)
+    carries, logits = model.apply(params, ids, c0)
+    p64 = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    np.testing.assert_allclose(logits, _np_blocks_logits(p64, ids, 8), rtol=2e-4, atol=2e-4)
+    for cuts in ((2, 7), tuple(range(1, 9))):  # windows of 2, 5, 2 steps; then one step at a time
+        c, parts = c0, []
+        for lo, hi in zip((0, *cuts), (*cuts, 9)):
+            c, lg = model.apply(params, ids[lo:hi], c)
+            parts.append(lg)
+        np.testing.assert_allclose(jnp.concatenate(parts), logits, rtol=1e-5, atol=1e-5)
+        for a, b in zip(jax.tree.leaves(c), jax.tree.leaves(carries)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="conv must be a non-negative int"):
+        model.init(jax.random.key(0), 11, 8, 2, cell="mingru", conv=-1)
+    with pytest.raises(ValueError, match="conv applies to the parallel cells"):
+        model.init(jax.random.key(0), 11, 8, 2, conv=3)
+    cfg = tiny_cfg()
+    cfg.model.cell, cfg.model.conv = "minlstm", 3
+    charrnn.config.validate_config(cfg)
+    state = charrnn.train.init_state(cfg, 11, charrnn.train.make_optimizer(cfg, 12))
+    assert [b["conv"]["w"].shape for b in state.params["blocks"]] == [(3, 16), (3, 16)]
+    assert jax.tree.map(jnp.shape, state.carries) == [((4, 16), (2, 4, 16))] * 2
+    cfg.model.cell = "lstm"
+    with pytest.raises(UserError, match="model.conv applies to the parallel cells"):
+        charrnn.config.validate_config(cfg)
 
 
 def test_config_mlp_ratio_reaches_the_blocks():

@@ -559,7 +559,7 @@ def _step_inputs(m, arch, state, step, batch):
         keys = jax.random.split(k, 4)
         masks[name] = (
             [
-                np.asarray(jax.random.bernoulli(kk, 0.7, (batch, n)), np.float64) / 0.7
+                np.asarray(nn.dropout_keep(kk, (batch, n), 0.3), np.float64) / 0.7
                 for kk, n in zip(keys, (128, 64, 32))
             ]
             if arch == "fc"

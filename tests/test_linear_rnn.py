@@ -22,9 +22,11 @@ CELLS = {
 }
 # Every (mode, log_space) pair a cell has; the LRU is complex and has no log-space form.
 VARIANTS = {
-    "mingru": [("parallel", False), ("parallel", True), ("scan", False), ("scan", True)],
-    "minlstm": [("parallel", False), ("parallel", True), ("scan", False), ("scan", True)],
-    "lru": [("parallel", False), ("scan", False)],
+    "mingru": [("parallel", False), ("parallel", True), ("scan", False), ("scan", True)]
+    + [("native", False), ("native", True)],
+    "minlstm": [("parallel", False), ("parallel", True), ("scan", False), ("scan", True)]
+    + [("native", False), ("native", True)],
+    "lru": [("parallel", False), ("scan", False), ("native", False)],
 }
 
 
@@ -81,9 +83,9 @@ def test_lengths_and_reverse_match_truncated_sequences(kind):
     _, seq, _, want_fn = CELLS[kind]
     p, xs, h0 = setup(kind)
     lengths = np.array([T, 2, 5])
-    # the sequential linear scan and the other end, the associative scan in log space (the
-    # gradient test below ties every variant to the sequential one)
-    for mode, log_space in (VARIANTS[kind][-2], VARIANTS[kind][1]):
+    # the sequential linear scan, its compiled CPU loop and the other end, the associative scan
+    # in log space (the gradient test below ties every variant to the sequential one)
+    for mode, log_space in (("scan", False), ("native", False), VARIANTS[kind][1]):
         kw = kwargs(kind, mode, log_space, lengths=jnp.asarray(lengths))
         h, ys = seq(p, xs, h0, **kw)
         rh, rys = seq(p, xs, h0, reverse=True, **kw)

@@ -185,3 +185,122 @@ def test_without_a_compiler_native_warns_once_and_runs_the_scan(monkeypatch, tmp
         native.load.cache_clear()  # the next caller builds (or finds) the real kernel again
     for x, y in zip(jax.tree.leaves(out), jax.tree.leaves(rnn.lstm(p, xs, carry))):
         np.testing.assert_array_equal(x, y)
+
+
+# --------------------------------------------------------------------------- linear recurrences
+
+
+def _linear_ref(a, b, h0, reverse):
+    """Float64 ``h_t = a_t h_{t-1} + b_t`` from its definition."""
+    hs, h = np.zeros_like(b), h0.copy()
+    for t in range(len(b))[::-1] if reverse else range(len(b)):
+        h = a[t] * h + b[t]
+        hs[t] = h
+    return hs
+
+
+@needs_kernel
+@pytest.mark.parametrize("reverse", [False, True])
+def test_linear_native_matches_the_float64_recurrence_and_its_finite_differences(reverse):
+    # 300 columns: 19 blocks of 16, split over two threads into chunks of 160 and 140 columns.
+    T, N = 4, 300
+    k = jax.random.split(jax.random.key(4), 4)
+    a = jax.random.uniform(k[0], (T, N), minval=-1.2, maxval=1.2)
+    b, h0 = jax.random.normal(k[1], (T, N)), jax.random.normal(k[2], (N,))
+    w = np.asarray(jax.random.normal(k[3], (T, N)), np.float64)
+    loss = lambda a, b, h0: (rnn.linear_scan(a, b, h0, mode="native", reverse=reverse) * w).sum()  # noqa: E731
+    assert "jaxgen_linear_scan" in _lowered(loss, a, b, h0)
+    assert "jaxgen_linear_scan" in _lowered(jax.grad(loss, argnums=(0, 1, 2)), a, b, h0)
+
+    a64, b64, h64 = (np.asarray(x, np.float64) for x in (a, b, h0))
+    hs = rnn.linear_scan(a, b, h0, mode="native", reverse=reverse)
+    np.testing.assert_allclose(hs, _linear_ref(a64, b64, h64, reverse), rtol=1e-5, atol=1e-5)
+
+    grads = jax.grad(loss, argnums=(0, 1, 2))(a, b, h0)
+    eps = 1e-6
+    for arr, g in zip((a64, b64, h64), grads):
+        fd = np.zeros(arr.shape)
+        for idx in np.ndindex(*arr.shape):
+            old = arr[idx]
+            arr[idx] = old + eps
+            up = (_linear_ref(a64, b64, h64, reverse) * w).sum()
+            arr[idx] = old - eps
+            down = (_linear_ref(a64, b64, h64, reverse) * w).sum()
+            arr[idx] = old
+            fd[idx] = (up - down) / (2 * eps)
+        np.testing.assert_allclose(g, fd, rtol=1e-4, atol=1e-4)
+
+
+@needs_kernel
+@pytest.mark.parametrize("cell", ["mingru", "minlstm"])
+def test_linear_native_equals_the_scan_for_the_cells(cell):
+    seq, init = getattr(rnn, cell), getattr(rnn, f"{cell}_init")
+    p = init(jax.random.key(5), 5, 24)
+    xs = jax.random.normal(jax.random.key(6), (11, 3, 5))
+    h0 = jax.random.normal(jax.random.key(7), (3, 24))
+    lengths = jnp.array([11, 4, 0])
+    cases = [
+        dict(),
+        dict(reverse=True),
+        dict(lengths=lengths),
+        dict(lengths=lengths, reverse=True),
+        dict(log_space=True),
+    ]
+    for kw in cases:
+
+        def loss(p, xs, h0, mode, kw=kw):
+            h, hs = seq(p, xs, h0, mode=mode, **kw)
+            return jnp.sum(hs * jnp.cos(hs)) + jnp.sum(h**2)
+
+        out_n, out_s = (seq(p, xs, h0, mode=m, **kw) for m in ("native", "scan"))
+        for x, y in zip(jax.tree.leaves(out_n), jax.tree.leaves(out_s)):
+            np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6, err_msg=str(kw))
+        g_n, g_s = (jax.grad(loss, argnums=(0, 1, 2))(p, xs, h0, m) for m in ("native", "scan"))
+        for x, y in zip(jax.tree.leaves(g_n), jax.tree.leaves(g_s)):
+            np.testing.assert_allclose(x, y, rtol=2e-5, atol=2e-5, err_msg=str(kw))
+    # Batch-major input and vmap over a leading axis.
+    bm = lambda m: seq(p, xs.transpose(1, 0, 2), h0, mode=m, time_major=False)  # noqa: E731
+    np.testing.assert_allclose(bm("native")[1], bm("scan")[1], rtol=1e-6, atol=1e-6)
+    vm = lambda m: jax.vmap(lambda x: seq(p, x, mode=m)[1])(xs[None].repeat(2, 0))  # noqa: E731
+    np.testing.assert_allclose(vm("native"), vm("scan"), rtol=1e-6, atol=1e-6)
+
+
+def test_linear_native_falls_back_for_one_step_other_dtypes_and_the_lru():
+    p = rnn.mingru_init(jax.random.key(0), 3, 4)
+    xs = jax.random.normal(jax.random.key(1), (6, 2, 3))
+    one = lambda: rnn.mingru(p, xs[:1], mode="native")  # noqa: E731
+    assert "jaxgen_linear_scan" not in _lowered(one)
+    np.testing.assert_array_equal(one()[1], rnn.mingru(p, xs[:1], mode="scan")[1])
+    p16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), p)
+    half = lambda: rnn.mingru(p16, xs.astype(jnp.bfloat16), mode="native")  # noqa: E731
+    assert "jaxgen_linear_scan" not in _lowered(half)
+    lp = rnn.lru_init(jax.random.key(2), 3, 4)
+    lru = lambda m: rnn.lru(lp, xs, mode=m)  # noqa: E731 - a complex state: the scan
+    assert "jaxgen_linear_scan" not in _lowered(lambda: lru("native"))
+    np.testing.assert_array_equal(lru("native")[1], lru("scan")[1])
+
+
+@needs_kernel
+def test_the_mingru_char_rnn_trains_through_the_linear_kernel():
+    params = charrnn_model.init(jax.random.key(0), 11, 16, 2, cell="mingru", mlp_ratio=1, conv=3)
+    ids = jax.random.randint(jax.random.key(1), (6, 3), 0, 11)
+    carries = charrnn_model.zero_carries(params, 3)
+    step = jax.grad(lambda p: charrnn_model.loss(p, ids, ids, carries, dropout_rate=0.1,
+                                                 key=jax.random.key(2))[0])  # fmt: skip
+    # forward and backward (the jitted linear_scan is lowered once and called for both blocks)
+    assert _lowered(step, params).count("jaxgen_linear_scan") >= 2
+
+
+def test_every_kernel_source_ships_as_package_data():
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["jaxgen.native"]
+    built = {p.name for p in (*native.SOURCES, *native.HEADERS)}
+    on_disk = {p.name for p in Path(native.__file__).parent.iterdir() if p.suffix in (".cc", ".h")}
+    assert built == on_disk  # every source is compiled (and hashed into the cache key)
+    assert all(any(fnmatch.fnmatch(n, p) for p in patterns) for n in on_disk)

@@ -11,7 +11,7 @@ from jax.test_util import check_grads
 
 from jaxgen import rnn
 from jaxgen.flax_modules import GRU, LSTM, SimpleRNN
-from jaxgen.nn import dropout
+from jaxgen.nn import dropout, dropout_keep
 
 from . import reference as ref
 
@@ -399,19 +399,33 @@ def test_lstm_stack_carries_dropout_and_manual_equivalence():
     for n, p in enumerate(layers):
         _, manual = rnn.lstm(p, manual)
         if n < 2:
-            keep = jax.random.bernoulli(keys[n], 0.5, manual.shape)
+            keep = dropout_keep(keys[n], manual.shape, 0.5)
             manual = jnp.where(keep, manual / 0.5, 0.0)
     assert_tree_close(a, manual)
     assert np.count_nonzero(np.asarray(a) == 0) == 0  # the last layer's outputs are not dropped
 
 
-def test_dropout_statistics():
+@pytest.mark.parametrize("rate", [0.3, 0.25])  # 16 bits per element; one byte (exact in 8)
+def test_dropout_statistics(rate):
     x = jnp.ones((20000,))
-    y = dropout(jax.random.key(0), x, 0.3)
+    y = dropout(jax.random.key(0), x, rate)
     kept = np.asarray(y) > 0
-    assert abs(kept.mean() - 0.7) < 0.02
-    np.testing.assert_allclose(np.asarray(y)[kept], 1 / 0.7, rtol=1e-6)
+    assert abs(kept.mean() - (1 - rate)) < 0.02
+    np.testing.assert_allclose(np.asarray(y)[kept], 1 / (1 - rate), rtol=1e-6)
     assert abs(float(y.mean()) - 1.0) < 0.03
+
+
+def test_dropout_mask_reads_each_random_word_in_parts():
+    """Each 32-bit draw of ``jax.random.bits`` decides 4 elements (bytes, little-endian, compared
+    with rate * 256) or 2 (16-bit halves, with rate * 65536 rounded), rebuilt here with NumPy."""
+    key, shape = jax.random.key(3), (7, 11)  # 77 elements: the last word only partly used
+    for rate, dtype, words in ((0.25, np.uint8, 20), (0.1, np.uint16, 39)):
+        bits = np.asarray(jax.random.bits(key, (words,), jnp.uint32)).astype("<u4")
+        want = bits.view(dtype)[:77].reshape(shape) >= round(rate * 2 ** (8 * dtype().itemsize))
+        np.testing.assert_array_equal(dropout_keep(key, shape, rate), want)
+    # a traced rate draws one element per word, as jax.random.bernoulli
+    traced = jax.jit(lambda r: dropout_keep(key, shape, r))(0.25)
+    np.testing.assert_array_equal(traced, jax.random.bernoulli(key, 0.75, shape))
 
 
 # ----------------------------------------------------------------------------- PyTorch layout

@@ -33,6 +33,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.dropout = 0.5  # dropout between layers and before the output layer
     c.model.forget_bias = 1.0  # initial forget-gate bias
     c.model.mlp_ratio = 4  # parallel cells only: each block's MLP width / hidden (0: no MLP)
+    c.model.conv = 0  # parallel cells only: causal depthwise conv width in each block (0: none)
 
     c.train = ml_collections.ConfigDict()
     c.train.batch = 128  # parallel rows of the id stream
@@ -80,6 +81,16 @@ def validate_config(cfg) -> None:
     if isinstance(ratio, bool) or not isinstance(ratio, int) or ratio < 0:
         raise UserError(
             f"config.model.mlp_ratio must be a non-negative integer (0: no MLP), got {ratio!r}"
+        )
+    conv = cfg.model.get("conv", 0)
+    if isinstance(conv, bool) or not isinstance(conv, int) or conv < 0:
+        raise UserError(
+            f"config.model.conv must be a non-negative integer (0: no convolution), got {conv!r}"
+        )
+    if conv and cfg.model.cell == "lstm":
+        raise UserError(
+            "config.model.conv applies to the parallel cells' blocks (model.cell 'mingru', "
+            "'minlstm' or 'lru'); set it to 0 for the LSTM"
         )
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise UserError(f"config.model.dropout must be in [0, 1), got {cfg.model.dropout}")

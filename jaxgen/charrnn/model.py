@@ -13,12 +13,17 @@ pre-norm residual block the minGRU paper's language model uses between layers::
     x = embed[ids];  per block: x += minGRU(LN(x));  x += MLP(LN(x));  logits of LN(x)
 
 where the MLP is ``Linear(H, mlp_ratio H)``, GELU, ``Linear(mlp_ratio H, H)`` (none with
-``mlp_ratio=0``).
+``mlp_ratio=0``). With ``conv=K`` each block first adds a causal depthwise convolution over the
+last ``K`` steps, ``x += conv(x)``, as Mamba's block puts one before its recurrence: the cells'
+gates see only the current input, and the convolution lets them see the characters just before.
 
 Parameters: ``{"embed": [V, H], "blocks": [...], "ln_f": ..., "w_out", "b_out"}``; the carry is
-each block's state ``h`` ``[B, H]``. Its time loop is the sequential scan (``mode="scan"``,
-measured faster than the associative scan on CPU, ``benchmarks/results/parallel_cells.md``);
-``apply(..., mode="parallel")`` runs the associative scan.
+each block's state ``h`` ``[B, H]`` (with ``conv``: ``(h, tail)``, ``tail`` the block's last
+``K - 1`` inputs ``[K-1, B, H]``, so windows and generated characters continue the sequence).
+Its time loop is sequential (``mode="native"``: the compiled CPU kernel of :mod:`jaxgen.native`,
+``lax.scan`` elsewhere; both measured faster than the associative scan on CPU,
+``benchmarks/results/parallel_cells.md``); ``apply(..., mode="parallel")`` runs the associative
+scan.
 """
 
 from __future__ import annotations
@@ -42,14 +47,21 @@ def _ln_init(hidden):
     return {"scale": jnp.ones((hidden,)), "bias": jnp.zeros((hidden,))}
 
 
-def _block_init(key, cell, hidden, mlp_ratio):
-    k_cell, k1, k2 = jax.random.split(key, 3)
+def _block_init(key, cell, hidden, mlp_ratio, conv):
+    k_cell, k1, k2, k_conv = jax.random.split(key, 4)
     block = {
         "ln1": _ln_init(hidden),
         "cell": getattr(rnn, f"{cell}_init")(
             k_cell, hidden, hidden, **(rnn.LRU_LONG_RANGE if cell == "lru" else {})
         ),
     }
+    if conv:  # PyTorch Conv1d's depthwise default, U(-1/sqrt(K), 1/sqrt(K)) (fan-in K)
+        bound = 1.0 / jnp.sqrt(conv)
+        kw, kb = jax.random.split(k_conv)
+        block["conv"] = {
+            "w": jax.random.uniform(kw, (conv, hidden), minval=-bound, maxval=bound),
+            "b": jax.random.uniform(kb, (hidden,), minval=-bound, maxval=bound),
+        }
     if mlp_ratio:  # 0: the block is the cell alone
         width = mlp_ratio * hidden
         block |= {
@@ -71,19 +83,24 @@ def init(
     forget_bias: float = 1.0,
     cell: str = "lstm",
     mlp_ratio: int = 4,
+    conv: int = 0,
 ) -> dict:
-    """Parameters of the char model; ``mlp_ratio`` (blocks only): the MLP's width over ``hidden``,
-    0 for none."""
+    """Parameters of the char model. Blocks only: ``mlp_ratio``, the MLP's width over ``hidden``
+    (0: none); ``conv``, the causal convolution's width in steps (0: none)."""
     if cell not in CELLS:
         raise ValueError(f"unknown char-RNN cell {cell!r}; choose one of {CELLS}")
-    if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, int) or mlp_ratio < 0:
-        raise ValueError(f"mlp_ratio must be a non-negative int, got {mlp_ratio!r}")
+    for name, v in (("mlp_ratio", mlp_ratio), ("conv", conv)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {v!r}")
+    if conv and cell == "lstm":
+        raise ValueError("conv applies to the parallel cells' blocks; the LSTM takes conv=0")
     if cell != "lstm":
         k_embed, k_blocks, k_out = jax.random.split(key, 3)
         return {
             "embed": jax.random.normal(k_embed, (vocab_size, hidden)),
             "blocks": [
-                _block_init(k, cell, hidden, mlp_ratio) for k in jax.random.split(k_blocks, layers)
+                _block_init(k, cell, hidden, mlp_ratio, conv)
+                for k in jax.random.split(k_blocks, layers)
             ],
             "ln_f": _ln_init(hidden),
             "w_out": jax.random.normal(k_out, (hidden, vocab_size)) / jnp.sqrt(hidden),
@@ -100,8 +117,24 @@ def init(
 
 def zero_carries(params: dict, batch: int) -> list:
     if "blocks" in params:
-        return [jnp.zeros((batch, b["ln1"]["scale"].shape[0])) for b in params["blocks"]]
+        return [_block_zero_carry(b, batch) for b in params["blocks"]]
     return [rnn.lstm_zero_carry(p, (batch,)) for p in params["lstm"]]
+
+
+def _block_zero_carry(block, batch):
+    h = jnp.zeros((batch, block["ln1"]["scale"].shape[0]))
+    if "conv" not in block:
+        return h
+    return h, jnp.zeros((block["conv"]["w"].shape[0] - 1, *h.shape))
+
+
+def _causal_conv(p, x, tail):
+    """``y_t = b + sum_j w[j] x_{t-j}`` per channel, ``x`` ``[T, B, H]``; ``tail`` holds the
+    ``K - 1`` inputs before ``x`` (oldest first). Returns ``y`` and the new tail."""
+    k, steps = p["w"].shape[0], x.shape[0]
+    xx = jnp.concatenate([tail, x], axis=0)  # [K - 1 + T, B, H]
+    y = p["b"] + sum(p["w"][j] * xx[k - 1 - j : k - 1 - j + steps] for j in range(k))
+    return y, xx[steps:]
 
 
 def block_cell(params: dict) -> str:
@@ -116,7 +149,6 @@ def block_cell(params: dict) -> str:
 def _blocks_apply(params, ids, carries, dropout_rate, key, mode):
     """The residual blocks of a parallel-in-time cell (see the module docstring)."""
     seq = getattr(rnn, block_cell(params))
-    mode = "scan" if mode == "native" else mode
     keys = (
         [None] * (2 * len(params["blocks"]) + 1)
         if key is None
@@ -124,9 +156,15 @@ def _blocks_apply(params, ids, carries, dropout_rate, key, mode):
     )
     x = jnp.take(params["embed"], ids, axis=0)
     finals = []
-    for n, (b, h) in enumerate(zip(params["blocks"], carries)):
+    for n, (b, carry) in enumerate(zip(params["blocks"], carries)):
+        if "conv" in b:
+            h, tail = carry
+            y, tail = _causal_conv(b["conv"], x, tail)
+            x = x + y
+        else:
+            h = carry
         h, y = seq(b["cell"], _layer_norm(b["ln1"], x), h, mode=mode)
-        finals.append(h)
+        finals.append((h, tail) if "conv" in b else h)
         x = x + nn.dropout(keys[2 * n], y, dropout_rate)
         if "w1" in b:  # the MLP (absent with mlp_ratio=0)
             z = jax.nn.gelu(_layer_norm(b["ln2"], x) @ b["w1"] + b["b1"]) @ b["w2"] + b["b2"]
@@ -147,8 +185,9 @@ def apply(
     """``ids`` ``[T, B]`` -> ``(carries, logits [T, B, V])``. Dropout only when ``key`` is given.
 
     ``mode``: the LSTM's (``rnn.lstm``): ``"native"`` runs both time loops in the compiled CPU
-    kernel on CPU (:mod:`jaxgen.native`) and ``lax.scan`` elsewhere; the parallel cells run their
-    sequential scan for ``"native"`` and ``"scan"``, the associative scan for ``"parallel"``."""
+    kernel on CPU (:mod:`jaxgen.native`) and ``lax.scan`` elsewhere; the parallel cells take
+    ``"native"`` (their sequential loop compiled for CPU), ``"scan"`` and ``"parallel"`` (the
+    associative scan)."""
     if "blocks" in params:
         return _blocks_apply(params, ids, carries, dropout_rate, key, mode)
     k_stack = k_out = None

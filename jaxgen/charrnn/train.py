@@ -79,6 +79,7 @@ def init_state(cfg, vocab_size: int, tx: optax.GradientTransformation) -> TrainS
         forget_bias=cfg.model.forget_bias,
         cell=cfg.model.get("cell", "lstm"),
         mlp_ratio=cfg.model.get("mlp_ratio", 4),
+        conv=cfg.model.get("conv", 0),
     )
     return TrainState(
         params=params,

@@ -1,5 +1,6 @@
-"""The LSTM's time loops as a compiled C++ kernel for XLA's CPU backend (``rnn.lstm(...,
-mode="native")``).
+"""Time loops as compiled C++ kernels for XLA's CPU backend: the LSTM's (``rnn.lstm(...,
+mode="native")``) and the linear recurrence of the parallel-in-time cells
+(``rnn.mingru(..., mode="native")``, ``linear_rnn.linear_scan``).
 
 Inside ``lax.scan`` XLA's CPU backend runs each LSTM step as a dozen small thunks around a
 ``[B, H] x [H, 4H]`` product, and at the char-RNN's shapes that loop overhead and its small
@@ -13,7 +14,11 @@ independent, so they are split over XLA's intra-op threads, each chunk running t
 sequence without synchronising. The input projection and the weight gradient stay large XLA
 products outside, as in the scan path. A single step (``T = 1``, generation) runs the scan path.
 
-The source is compiled on first use with the system's C++ compiler (``$CXX``, else ``g++``)
+``linear_scan.cc`` runs ``h_t = a_t * h_{t-1} + b_t`` over time in one vectorised pass (columns
+split over the threads); its backward is the same recurrence run the other way
+(:func:`linear_sequence`).
+
+The sources are compiled on first use with the system's C++ compiler (``$CXX``, else ``g++``)
 into ``$JAXGEN_CACHE`` (default ``~/.cache/jaxgen``), keyed by the source, compiler, jaxlib and
 CPU, and loaded from there afterwards (about 2 s the first time). Where that cannot be done (no
 compiler, no OpenBLAS in numpy, another platform) ``mode="native"`` runs the scan path with one
@@ -39,9 +44,15 @@ import numpy as np
 
 from jaxgen import recurrence
 
-SOURCE = Path(__file__).with_name("lstm.cc")
+HERE = Path(__file__).parent
+SOURCES = (HERE / "lstm.cc", HERE / "linear_scan.cc")
+HEADERS = (HERE / "threads.h",)
 FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC", "-w")
-TARGETS = {"jaxgen_lstm_fwd": "JaxgenLstmFwd", "jaxgen_lstm_bwd": "JaxgenLstmBwd"}
+TARGETS = {
+    "jaxgen_lstm_fwd": "JaxgenLstmFwd",
+    "jaxgen_lstm_bwd": "JaxgenLstmBwd",
+    "jaxgen_linear_scan": "JaxgenLinearScan",
+}
 _WARNED: set[str] = set()
 
 
@@ -89,11 +100,10 @@ def _build() -> Path:
     version = subprocess.run(
         [compiler, "--version"], capture_output=True, text=True, check=False
     ).stdout
-    source = SOURCE.read_bytes()
     key = hashlib.sha256(
         b"\0".join(
             [
-                source,
+                *(f.read_bytes() for f in (*SOURCES, *HEADERS)),
                 version.encode(),
                 " ".join(FLAGS).encode(),
                 jax.__version__.encode(),
@@ -102,17 +112,18 @@ def _build() -> Path:
         )
     ).hexdigest()[:16]
     cache = Path(os.environ.get("JAXGEN_CACHE", Path.home() / ".cache" / "jaxgen")) / "native"
-    target = cache / f"lstm-{key}.so"
+    target = cache / f"kernels-{key}.so"
     if target.exists():
         return target
     cache.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
     os.close(fd)
-    cmd = [compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", tmp]
+    cmd = [compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", *map(str, SOURCES), "-o", tmp]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode:
         os.unlink(tmp)
-        raise RuntimeError(f"compiling {SOURCE.name} failed: {done.stderr.strip()[-2000:]}")
+        names = ", ".join(f.name for f in SOURCES)
+        raise RuntimeError(f"compiling {names} failed: {done.stderr.strip()[-2000:]}")
     os.replace(tmp, target)  # atomic: concurrent builders each write their own file
     return target
 
@@ -136,7 +147,7 @@ def load() -> str | None:
 
 
 def available() -> bool:
-    """Whether ``mode="native"`` runs the kernel here (builds it on the first call)."""
+    """Whether ``mode="native"`` runs the kernels here (builds them on the first call)."""
     return load() is None
 
 
@@ -225,3 +236,63 @@ def lstm_sequence(params, zx, carry, *, reverse=False, lengths=None, unroll=1, w
     return jax.lax.platform_dependent(
         {"w_hh": params["w_hh"]}, zx, (h0, c0), cpu=native, default=lambda p, z, c: scan(p, z, c)
     )
+
+
+# --------------------------------------------------------------------------- linear recurrences
+
+
+def _scan_call(a, b, h0, reverse):
+    return jax.ffi.ffi_call(
+        "jaxgen_linear_scan", jax.ShapeDtypeStruct(b.shape, b.dtype), vmap_method="sequential"
+    )(a, b, h0, reverse=np.int32(reverse))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _linear(a, b, h0, reverse):
+    return _scan_call(a, b, h0, reverse)
+
+
+def _linear_fwd(a, b, h0, reverse):
+    hs = _scan_call(a, b, h0, reverse)
+    return hs, (a, hs, h0)
+
+
+def _linear_bwd(reverse, residuals, dhs):
+    # With g_t the gradient reaching h_t (from its output and from the next step),
+    # g_t = dhs_t + a_next * g_next: the same recurrence in the other direction, with each step's
+    # coefficient taken from the step after it. Then da_t = g_t h_{t-1}, db_t = g_t.
+    a, hs, h0 = residuals
+    zero = jnp.zeros_like(a[:1])
+    a_next = jnp.concatenate([zero, a[:-1]]) if reverse else jnp.concatenate([a[1:], zero])
+    g = _scan_call(a_next, dhs, jnp.zeros_like(h0), not reverse)
+    first = -1 if reverse else 0  # the step that reads h0
+    return g * recurrence._shift_prev(hs, h0, reverse), g, a[first] * g[first]
+
+
+_linear.defvjp(_linear_fwd, _linear_bwd)
+
+
+def _linear_native(a, b, h0, reverse):
+    steps = b.shape[0]
+    hs = _linear(a.reshape(steps, -1), b.reshape(steps, -1), h0.reshape(-1), reverse)
+    return hs.reshape(b.shape)
+
+
+def linear_sequence(a, b, h0, *, reverse=False, scan, warn=True):
+    """Every state of ``h_t = a_t * h_{t-1} + b_t`` over axis 0 (``a``, ``b`` ``[T, ...]`` of the
+    same shape, ``h0`` the state's shape): the kernel when lowering for CPU, else ``scan(a, b,
+    h0)``; also ``scan`` for one step, for dtypes other than float32 (complex: the LRU) and, with
+    a warning unless ``warn=False``, where the kernel cannot be built here."""
+    if b.shape[0] <= 1 or not all(x.dtype == jnp.float32 for x in (a, b, h0)):
+        return scan(a, b, h0)
+    reason = load()
+    if reason is not None:
+        if warn:
+            _warn_once(
+                "unavailable",
+                f"mode='native': the CPU kernel is not available here ({reason}); running "
+                "mode='scan' (same results; warned once)",
+            )
+        return scan(a, b, h0)
+    native = functools.partial(_linear_native, reverse=reverse)
+    return jax.lax.platform_dependent(a, b, h0, cpu=native, default=scan)

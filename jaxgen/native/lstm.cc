@@ -26,6 +26,7 @@
 
 #include <vector>
 
+#include "threads.h"
 #include "xla/ffi/api/ffi.h"
 
 #if defined(__AVX512F__)
@@ -33,6 +34,9 @@
 #endif
 
 namespace ffi = xla::ffi;
+using jaxgen_native::ForEachRowChunk;
+using jaxgen_native::g_set_threads_local;
+using jaxgen_native::set_threads_t;
 
 namespace {
 
@@ -40,46 +44,7 @@ namespace {
 typedef void (*sgemm_t)(int, int, int, int64_t, int64_t, int64_t, float, const float*, int64_t,
                         const float*, int64_t, float, float*, int64_t);
 sgemm_t g_sgemm = nullptr;
-// openblas_set_num_threads_local: each chunk's products run single-threaded in its own thread.
-typedef int (*set_threads_t)(int);
-set_threads_t g_set_threads_local = nullptr;
 enum { kRowMajor = 101, kNoTrans = 111, kTrans = 112 };
-
-// The batch rows of an LSTM are independent, so the time loop splits into row chunks that run
-// to the end without ever synchronising: one chunk per thread of XLA's intra-op pool. OpenBLAS's
-// own threads are not used: they spin after each call and slow the XLA work that follows.
-// Chunks are claimed from a counter, so the calling thread finishes all of them itself if the
-// pool is busy; it then waits only for chunks another thread has started.
-struct Chunks {
-  int64_t rows, per_chunk, count;
-  std::atomic<int64_t> next{0}, done{0};
-};
-
-template <typename F>
-void RunChunk(Chunks& c, const F& body) {
-  for (int64_t k; (k = c.next.fetch_add(1)) < c.count;) {
-    const int prev = g_set_threads_local ? g_set_threads_local(1) : 0;
-    const int64_t b0 = k * c.per_chunk, b1 = std::min(c.rows, b0 + c.per_chunk);
-    body(b0, b1);
-    if (g_set_threads_local) g_set_threads_local(prev);
-    c.done.fetch_add(1, std::memory_order_release);
-  }
-}
-
-template <typename F>
-void ForEachRowChunk(ffi::ThreadPool& pool, int64_t rows, F body) {
-  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  const int64_t count = std::max<int64_t>(1, std::min<int64_t>(threads, rows / 8));
-  auto c = std::make_shared<Chunks>();
-  c->rows = rows;
-  c->per_chunk = (rows + count - 1) / count;
-  c->count = (rows + c->per_chunk - 1) / c->per_chunk;
-  auto shared_body = std::make_shared<F>(std::move(body));
-  for (int64_t k = 1; k < c->count; ++k)
-    pool.Schedule([c, shared_body] { RunChunk(*c, *shared_body); });
-  RunChunk(*c, *shared_body);
-  while (c->done.load(std::memory_order_acquire) < c->count) std::this_thread::yield();
-}
 
 // tanh as a rational minimax approximation (odd degree-13 numerator, even degree-6
 // denominator) on [-7.9, 7.9], where float32 tanh has not yet rounded to +-1: within 3.3e-7 of

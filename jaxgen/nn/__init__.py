@@ -14,6 +14,7 @@ from jaxgen.nn.layers import (
     dense,
     dense_init,
     dropout,
+    dropout_keep,
     leaky_relu,
 )
 
@@ -27,5 +28,6 @@ __all__ = [
     "dense",
     "dense_init",
     "dropout",
+    "dropout_keep",
     "leaky_relu",
 ]

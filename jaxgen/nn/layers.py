@@ -407,14 +407,36 @@ def leaky_relu(x: Array, slope: float = 0.2) -> Array:
     return jnp.where(x >= 0, x, slope * x)
 
 
+def dropout_keep(key: Array, shape, rate: float) -> Array:
+    """The boolean keep mask :func:`dropout` draws: ``True`` with probability ``1 - rate``.
+
+    The cost of dropout on a CPU is the PRNG (threefry: a few dozen integer operations per 32-bit
+    word), so each 32-bit draw decides four elements, one byte each, where ``rate`` is a multiple
+    of 1/256 (0.25, 0.5, ...), and two, 16 bits each, otherwise (``rate`` then rounded to a
+    multiple of 2^-16, within 7.7e-6). Measured 2.3x faster than one draw per element
+    (``jax.random.bernoulli``) for bytes; the char-RNN's train step 11-16% faster
+    (``benchmarks/results/charrnn_step.md``). A ``rate`` that is a traced value falls back to
+    ``jax.random.bernoulli``.
+    """
+    shape = tuple(shape)
+    if not isinstance(rate, (int, float)):
+        return jax.random.bernoulli(key, 1.0 - rate, shape)
+    width = 8 if float(rate * 256).is_integer() else 16
+    per_word, n = 32 // width, math.prod(shape)
+    words = jax.random.bits(key, (-(-n // per_word),), jnp.uint32)
+    parts = jax.lax.bitcast_convert_type(words, jnp.uint8 if width == 8 else jnp.uint16)
+    return parts.reshape(-1)[:n].reshape(shape) >= round(rate * 2**width)
+
+
 def dropout(key: Array | None, x: Array, rate: float) -> Array:
     """Inverted dropout: zero with probability ``rate``, scale the rest by ``1/(1-rate)``.
 
-    ``key=None`` or ``rate=0`` returns ``x`` unchanged (evaluation).
+    ``key=None`` or ``rate=0`` returns ``x`` unchanged (evaluation). The mask is
+    :func:`dropout_keep`'s (four or two elements per 32-bit random draw).
     """
     if key is None or rate == 0.0:
         return x
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    keep = dropout_keep(key, x.shape, rate)
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
