@@ -2,6 +2,9 @@
 float64 NumPy LSTM, finite differences of it, and the scan path; where it falls back; its
 errors."""
 
+import fnmatch
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -292,10 +295,7 @@ def test_the_mingru_char_rnn_trains_through_the_linear_kernel():
 
 
 def test_every_kernel_source_ships_as_package_data():
-    import fnmatch
-    import tomllib
-    from pathlib import Path
-
+    tomllib = pytest.importorskip("tomllib")
     root = Path(__file__).resolve().parents[1]
     patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
         "package-data"
