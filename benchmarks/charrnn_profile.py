@@ -89,6 +89,7 @@ def main(argv=None):
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--cell", default="lstm", help="lstm, mingru, minlstm or lru")
     ap.add_argument("--mlp-ratio", type=int, default=4, help="the blocks' MLP width (not lstm)")
+    ap.add_argument("--conv", type=int, default=0, help="the blocks' causal conv width (not lstm)")
     ap.add_argument("--steps", type=int, default=10, help="traced steps")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
@@ -97,7 +98,7 @@ def main(argv=None):
 
     cfg = load_config(f"{ROOT / 'configs' / 'charrnn.py'}:cpu")
     cfg.model.layers, cfg.model.hidden = args.layers, args.hidden
-    cfg.model.cell, cfg.model.mlp_ratio = args.cell, args.mlp_ratio
+    cfg.model.cell, cfg.model.mlp_ratio, cfg.model.conv = args.cell, args.mlp_ratio, args.conv
     cfg.train.batch, cfg.train.seq_len = args.batch, args.seq
     tx = charrnn_train.make_optimizer(cfg, 10_000)
     state = charrnn_train.init_state(cfg, args.vocab, tx)

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.test_util import check_grads
 
 from jaxgen import charrnn, cli
 from jaxgen.charrnn import data as textdata
@@ -588,6 +589,11 @@ def test_blocks_with_a_causal_convolution():
         np.testing.assert_allclose(jnp.concatenate(parts), logits, rtol=1e-5, atol=1e-5)
         for a, b in zip(jax.tree.leaves(c), jax.tree.leaves(carries)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # the hand-written backward of the taps against finite differences (float64)
+    with jax.enable_x64(True):
+        w = jax.random.normal(jax.random.key(4), (4, 5), jnp.float64)
+        xx = jax.random.normal(jax.random.key(5), (10, 3, 5), jnp.float64)
+        check_grads(model._conv_taps, (w, xx), order=1, modes=["rev"])
     with pytest.raises(ValueError, match="conv must be a non-negative int"):
         model.init(jax.random.key(0), 11, 8, 2, cell="mingru", conv=-1)
     with pytest.raises(ValueError, match="conv applies to the parallel cells"):

@@ -128,13 +128,47 @@ def _block_zero_carry(block, batch):
     return h, jnp.zeros((block["conv"]["w"].shape[0] - 1, *h.shape))
 
 
+def _taps(w, seq, steps):
+    """``sum_j w[j] seq[K-1-j : K-1-j+steps]``: one fused pass over ``K`` shifted views."""
+    k = w.shape[0]
+    return sum(w[j] * seq[k - 1 - j : k - 1 - j + steps] for j in range(k))
+
+
+@jax.custom_vjp
+def _conv_taps(w, xx):
+    return _taps(w, xx, xx.shape[0] - w.shape[0] + 1)
+
+
+def _conv_taps_fwd(w, xx):
+    return _conv_taps(w, xx), (w, xx)
+
+
+def _conv_taps_bwd(residuals, dy):
+    # Written out, because autodiff of the shifted slices pads each tap's gradient to the full
+    # length and adds them one by one (measured 20 ms of a 120 ms step at 64 x 32 x 256).
+    # y_t = sum_j w_j xx_{t+K-1-j}, so dxx_s = sum_j w_j dy_{s-K+1+j} (zero outside [0, T)):
+    # the taps run over dy padded with K - 1 zeros on each side, the weights in reverse order.
+    w, xx = residuals
+    k, steps = w.shape[0], dy.shape[0]
+    pad = jnp.zeros((k - 1, *dy.shape[1:]), dy.dtype)
+    dxx = _taps(w[::-1], jnp.concatenate([pad, dy, pad]), xx.shape[0])
+    dw = jnp.stack(
+        [
+            jnp.sum(dy * xx[k - 1 - j : k - 1 - j + steps], axis=tuple(range(dy.ndim - 1)))
+            for j in range(k)
+        ]
+    )
+    return dw, dxx
+
+
+_conv_taps.defvjp(_conv_taps_fwd, _conv_taps_bwd)
+
+
 def _causal_conv(p, x, tail):
     """``y_t = b + sum_j w[j] x_{t-j}`` per channel, ``x`` ``[T, B, H]``; ``tail`` holds the
     ``K - 1`` inputs before ``x`` (oldest first). Returns ``y`` and the new tail."""
-    k, steps = p["w"].shape[0], x.shape[0]
     xx = jnp.concatenate([tail, x], axis=0)  # [K - 1 + T, B, H]
-    y = p["b"] + sum(p["w"][j] * xx[k - 1 - j : k - 1 - j + steps] for j in range(k))
-    return y, xx[steps:]
+    return p["b"] + _conv_taps(p["w"], xx), xx[x.shape[0] :]
 
 
 def block_cell(params: dict) -> str:
