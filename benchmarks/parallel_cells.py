@@ -136,7 +136,7 @@ def target(lengths, batch, hidden, reps):
         a = jax.nn.sigmoid(jax.random.normal(key, (t, batch, hidden)))
         b = jax.random.normal(jax.random.key(1), (t, batch, hidden))
         fns = {}
-        for name, kw in {**VARIANTS, **LOG}.items():
+        for name, kw in {**VARIANTS, **NATIVE, **LOG}.items():
             log = kw.get("log_space", False)
 
             def loss(a, b, kw=kw, log=log):

@@ -413,10 +413,10 @@ def dropout_keep(key: Array, shape, rate: float) -> Array:
     The cost of dropout on a CPU is the PRNG (threefry: a few dozen integer operations per 32-bit
     word), so each 32-bit draw decides four elements, one byte each, where ``rate`` is a multiple
     of 1/256 (0.25, 0.5, ...), and two, 16 bits each, otherwise (``rate`` then rounded to a
-    multiple of 2^-16, within 7.7e-6). Measured 2.3x faster than one draw per element
-    (``jax.random.bernoulli``) for bytes; the char-RNN's train step 11-16% faster
-    (``benchmarks/results/charrnn_step.md``). A ``rate`` that is a traced value falls back to
-    ``jax.random.bernoulli``.
+    multiple of 2^-16, within 7.7e-6). One mask is 3.4x (bytes) or 1.6x (16 bits) as fast as
+    one draw per element (``jax.random.bernoulli``), and the char-RNN's CPU train step 1.17x
+    (``benchmarks/results/charrnn_step_parts.md``). A ``rate`` that is a traced value falls back
+    to ``jax.random.bernoulli``.
     """
     shape = tuple(shape)
     if not isinstance(rate, (int, float)):
