@@ -48,7 +48,7 @@ def _ln_init(hidden):
 
 
 def _block_init(key, cell, hidden, mlp_ratio, conv):
-    k_cell, k1, k2, k_conv = jax.random.split(key, 4)
+    k_cell, k1, k2 = jax.random.split(key, 3)  # as before conv existed: same inits without it
     block = {
         "ln1": _ln_init(hidden),
         "cell": getattr(rnn, f"{cell}_init")(
@@ -57,7 +57,7 @@ def _block_init(key, cell, hidden, mlp_ratio, conv):
     }
     if conv:  # PyTorch Conv1d's depthwise default, U(-1/sqrt(K), 1/sqrt(K)) (fan-in K)
         bound = 1.0 / jnp.sqrt(conv)
-        kw, kb = jax.random.split(k_conv)
+        kw, kb = jax.random.split(jax.random.fold_in(key, 3))
         block["conv"] = {
             "w": jax.random.uniform(kw, (conv, hidden), minval=-bound, maxval=bound),
             "b": jax.random.uniform(kb, (hidden,), minval=-bound, maxval=bound),
@@ -145,7 +145,8 @@ def _conv_taps_fwd(w, xx):
 
 def _conv_taps_bwd(residuals, dy):
     # Written out, because autodiff of the shifted slices pads each tap's gradient to the full
-    # length and adds them one by one (measured 20 ms of a 120 ms step at 64 x 32 x 256).
+    # length and adds them one by one (13.7 ms of a 120 ms step at 64 x 32 x 256; 5.1 ms this
+    # way, benchmarks/results/charrnn_parallel_cell.md).
     # y_t = sum_j w_j xx_{t+K-1-j}, so dxx_s = sum_j w_j dy_{s-K+1+j} (zero outside [0, T)):
     # the taps run over dy padded with K - 1 zeros on each side, the weights in reverse order.
     w, xx = residuals
