@@ -1,4 +1,5 @@
-r"""What two parts of the char-RNN train step cost: the dropout masks and the cells' time loop.
+r"""What three parts of the char-RNN train step cost: the dropout masks, the cells' time loop and
+the blocks' LayerNorm backward.
 
 * **Dropout masks**: ``nn.dropout`` draws one 32-bit threefry word for every four elements (one
   byte each; two 16-bit halves where the rate is not a multiple of 1/256), against one word per
@@ -8,6 +9,8 @@ r"""What two parts of the char-RNN train step cost: the dropout masks and the ce
 * **The parallel cells' time loop**: the minGRU blocks' step with ``mode="native"`` (the
   compiled CPU loop, ``jaxgen.native``'s ``linear_scan.cc``) against ``mode="scan"``
   (``lax.scan``).
+* **LayerNorm** (the minGRU blocks' five per step): ``nn.layer_norm``, its backward written out
+  from the saved normalised input, against autodiff of the same forward (what it was before).
 
 All variants are compiled in one process and timed interleaved (``--reps`` rounds); the table
 gives medians and each ratio as the median of per-round ratios.
@@ -50,9 +53,16 @@ def bernoulli_dropout(key, x, rate):
     return jnp.where(jax.random.bernoulli(key, 1.0 - rate, x.shape), x / (1.0 - rate), 0.0)
 
 
-def recipe_step(config, model_fields, *, dropout, mode):
-    """A jitted, already traced train step of the recipe under the given dropout and time loop;
-    returns a zero-argument call that blocks on the result."""
+def autodiff_layer_norm(p, x, eps=1e-5):
+    """The blocks' LayerNorm as it was: the forward alone, differentiated by JAX."""
+    mean = x.mean(-1, keepdims=True)
+    var = jnp.square(x - mean).mean(-1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + eps) * p["scale"] + p["bias"]
+
+
+def recipe_step(config, model_fields, *, dropout, mode, layer_norm=nn.layer_norm):
+    """A jitted, already traced train step of the recipe under the given dropout, time loop and
+    LayerNorm; returns a zero-argument call that blocks on the result."""
     cfg = load_config(config)
     for k, v in model_fields.items():
         cfg.model[k] = v
@@ -65,12 +75,13 @@ def recipe_step(config, model_fields, *, dropout, mode):
         functools.partial(charrnn_train.train_step, tx=tx, dropout_rate=cfg.model.dropout)
     )
     call = lambda: jax.block_until_ready(step(state, ids, ids, jnp.asarray(False)))  # noqa: E731
-    saved = nn.dropout, charrnn_model.apply.__kwdefaults__["mode"]
-    nn.dropout, charrnn_model.apply.__kwdefaults__["mode"] = dropout, mode
+    defaults = charrnn_model.apply.__kwdefaults__
+    saved = nn.dropout, defaults["mode"], charrnn_model._layer_norm
+    nn.dropout, defaults["mode"], charrnn_model._layer_norm = dropout, mode, layer_norm
     try:
         call()  # trace and compile now, under the patches
     finally:
-        nn.dropout, charrnn_model.apply.__kwdefaults__["mode"] = saved
+        nn.dropout, defaults["mode"], charrnn_model._layer_norm = saved
     return call
 
 
@@ -102,27 +113,36 @@ def main(argv=None):
         modes = ("native",) if name.startswith("LSTM") else ("native", "scan")
         for mode in modes:
             for drop_name, drop in (("bernoulli", bernoulli_dropout), ("packed", nn.dropout)):
-                variants[name, mode, drop_name] = recipe_step(
+                variants[name, mode, drop_name, "written out"] = recipe_step(
                     config, fields, dropout=drop, mode=mode
                 )
+        if not name.startswith("LSTM"):
+            variants[name, "native", "packed", "autodiff"] = recipe_step(
+                config, fields, dropout=nn.dropout, mode="native", layer_norm=autodiff_layer_norm
+            )
         print(f"compiled {name}", flush=True)
     times = bm.interleaved({k: v for k, v in variants.items()}, args.reps, warmup=2)
     step_rows = []
     for name in RECIPES:
-        ref = times[name, "native", "packed"]
-        for (n, mode, drop), t in times.items():
+        ref = times[name, "native", "packed", "written out"]
+        for (n, mode, drop, ln), t in times.items():
             if n == name:
                 step_rows.append(
                     dict(
                         recipe=name,
                         loop=mode,
                         dropout=drop,
+                        layer_norm_backward=ln if not n.startswith("LSTM") else "",
                         ms=1e3 * statistics.median(t),
                         time_vs_shipped=bm.median_ratio(t, ref),
                     )
                 )
     for r in step_rows:
-        print(f"{r['recipe']:32s} {r['loop']:7s} {r['dropout']:9s} {r['ms']:7.1f} ms", flush=True)
+        print(
+            f"{r['recipe']:32s} {r['loop']:7s} {r['dropout']:9s} {r['layer_norm_backward']:11s} "
+            f"{r['ms']:7.1f} ms",
+            flush=True,
+        )
 
     md = (
         "One dropout mask on a [64, 32, 256] activation (median of 50, interleaved):\n\n"
@@ -131,12 +151,26 @@ def main(argv=None):
             [[r["variant"], r["ms"], r["speedup"]] for r in mask_rows],
         )
         + f"\nThe recipes' train steps (batch 32 x seq 64; median of {args.reps} interleaved "
-        "rounds; time relative to the shipped step, the compiled loop with packed masks, as the "
-        "median of per-round ratios):\n\n"
+        "rounds; time relative to the shipped step, the compiled loop with packed masks and the "
+        "written-out LayerNorm backward, as the median of per-round ratios):\n\n"
         + bm.md_table(
-            ["recipe", "time loop", "dropout mask", "step ms", "time vs shipped"],
             [
-                [r["recipe"], r["loop"], r["dropout"], r["ms"], r["time_vs_shipped"]]
+                "recipe",
+                "time loop",
+                "dropout mask",
+                "LayerNorm backward",
+                "step ms",
+                "time vs shipped",
+            ],
+            [
+                [
+                    r["recipe"],
+                    r["loop"],
+                    r["dropout"],
+                    r["layer_norm_backward"],
+                    r["ms"],
+                    r["time_vs_shipped"],
+                ]
                 for r in step_rows
             ],
         )

@@ -8,10 +8,11 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax.test_util import check_grads
 
-from jaxgen import charrnn, cli
+from jaxgen import charrnn, cli, nn
 from jaxgen.charrnn import data as textdata
 from jaxgen.charrnn import model
 from jaxgen.charrnn.sample import filter_logits, generate, sample_text
@@ -405,6 +406,41 @@ def test_bad_corpus_files(tmp_path, capsys, content, match):
     assert match in err
 
 
+def test_weight_decay_is_adamw_on_the_matrices_only():
+    """Three updates against AdamW written from its equations in float64 NumPy: the matrices
+    shrink by lr * weight_decay * p each step, biases and vectors get plain Adam; 0 keeps the
+    plain-Adam state layout the checkpoints have always held."""
+    cfg = tiny_cfg()
+    cfg.train.lr, cfg.train.lr_schedule, cfg.train.clip = 1e-2, "constant", 1e9
+    plain = charrnn.train.make_optimizer(cfg, 10)
+    cfg.train.weight_decay = 0.3
+    tx = charrnn.train.make_optimizer(cfg, 10)
+    rng = np.random.default_rng(0)
+    params = {"w": rng.normal(size=(3, 4)), "b": rng.normal(size=(4,))}
+    params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)
+    grads = [
+        jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape), jnp.float32), params)
+        for _ in range(3)
+    ]
+    state, p = tx.init(params), params
+    for g in grads:
+        u, state = tx.update(g, state, p)
+        p = optax.apply_updates(p, u)
+    b1, b2, eps, lr, wd = 0.9, 0.999, 1e-8, 1e-2, 0.3
+    for name, decayed in (("w", True), ("b", False)):
+        q = np.asarray(params[name], np.float64)
+        m = v = np.zeros_like(q)
+        for t, g in enumerate(grads, 1):
+            g = np.asarray(g[name], np.float64)
+            m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+            step = (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+            q = q - lr * (step + (wd * q if decayed else 0.0))
+        np.testing.assert_allclose(p[name], q, rtol=1e-5, atol=1e-6, err_msg=name)
+    adam = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3))
+    assert jax.tree.structure(plain.init(params)) == jax.tree.structure(adam.init(params))
+    assert tiny_cfg().train.weight_decay == 0.0
+
+
 @pytest.mark.parametrize(
     "override,match",
     [
@@ -417,6 +453,7 @@ def test_bad_corpus_files(tmp_path, capsys, content, match):
         ("--config.model.cell=transformer", "model.cell must be 'lstm', 'mingru', 'minlstm' or"),
         ("--config.model.mlp_ratio=-1", "model.mlp_ratio must be a non-negative integer"),
         ("--config.model.conv=-2", "model.conv must be a non-negative integer"),
+        ("--config.train.weight_decay=1.5", "train.weight_decay must be a number in [0, 1)"),
     ],
 )
 def test_bad_configs(tmp_path, capsys, override, match):
@@ -453,6 +490,13 @@ def test_resume_with_other_model_size_refused(tmp_path, capsys):
     assert "model.hidden=32" in err
     err = cli_error(capsys, ["sample", "--workdir", str(w), "--prime", "\u2603"])
     assert "not in the model's vocabulary" in err
+    before = {f: f.read_bytes() for f in sorted(w.rglob("*")) if f.is_file()}
+    err = cli_error(
+        capsys,
+        ["train", "--config", SMOKE, "--workdir", str(w), "--config.train.weight_decay=0.1"],
+    )
+    assert "train.weight_decay=0.0 (plain Adam), but the config says 0.1" in err
+    assert {f: f.read_bytes() for f in sorted(w.rglob("*")) if f.is_file()} == before
 
 
 def test_config_overrides_are_typed():
@@ -607,6 +651,28 @@ def test_blocks_with_a_causal_convolution():
     cfg.model.cell = "lstm"
     with pytest.raises(UserError, match="model.conv applies to the parallel cells"):
         charrnn.config.validate_config(cfg)
+
+
+def test_layer_norm_against_numpy_and_finite_differences():
+    """``nn.layer_norm`` (the blocks' LayerNorm, its backward written out) equals float64 NumPy
+    from its definition, and its gradients in ``x``, ``scale`` and ``bias`` equal central
+    differences."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(5, 3, 8)) * 3.0 + 1.0
+    p = {"scale": 1.0 + 0.3 * rng.normal(size=8), "bias": 0.2 * rng.normal(size=8)}
+    mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    want = (x - mean) / np.sqrt(var + 1e-5) * p["scale"] + p["bias"]
+    p32 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), p)
+    got = nn.layer_norm(p32, jnp.asarray(x, jnp.float32))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert jax.tree.map(jnp.shape, nn.layer_norm_init(8)) == {"scale": (8,), "bias": (8,)}
+    with jax.enable_x64(True):
+
+        def f(x, scale, bias):
+            return nn.layer_norm({"scale": scale, "bias": bias}, x)
+
+        args = (jnp.asarray(x), jnp.asarray(p["scale"]), jnp.asarray(p["bias"]))
+        check_grads(f, args, order=1, modes=["rev"])
 
 
 def test_config_mlp_ratio_reaches_the_blocks():

@@ -45,6 +45,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.warmup_steps = 0  # linear warmup steps for the cosine schedule
     c.train.final_lr_fraction = 0.1  # cosine schedule ends at lr * this
     c.train.clip = 5.0  # global-norm gradient clipping
+    c.train.weight_decay = 0.0  # > 0: AdamW, decoupled decay of the weight matrices only
     c.train.log_every = 10  # steps between metrics.jsonl / TensorBoard rows
     c.train.eval_every = 500  # steps between validation passes (and best-checkpoint updates)
     c.train.eval_batch = 128  # rows the validation stream is cut into (one compiled pass)
@@ -96,6 +97,11 @@ def validate_config(cfg) -> None:
         raise UserError(f"config.model.dropout must be in [0, 1), got {cfg.model.dropout}")
     if cfg.train.lr <= 0:
         raise UserError(f"config.train.lr must be positive, got {cfg.train.lr}")
+    wd = cfg.train.get("weight_decay", 0.0)
+    if isinstance(wd, bool) or not isinstance(wd, (int, float)) or not 0.0 <= wd < 1.0:
+        raise UserError(
+            f"config.train.weight_decay must be a number in [0, 1) (0: plain Adam), got {wd!r}"
+        )
     validate_run_length(cfg.train)
 
 

@@ -37,14 +37,8 @@ from jaxgen import nn, rnn
 CELLS = ("lstm", "mingru", "minlstm", "lru")
 
 
-def _layer_norm(p, x, eps=1e-5):
-    mean = x.mean(-1, keepdims=True)
-    var = jnp.square(x - mean).mean(-1, keepdims=True)
-    return (x - mean) * jax.lax.rsqrt(var + eps) * p["scale"] + p["bias"]
-
-
-def _ln_init(hidden):
-    return {"scale": jnp.ones((hidden,)), "bias": jnp.zeros((hidden,))}
+_layer_norm = nn.layer_norm  # backward written out: blocks' step 1.08-1.11x, charrnn_step_parts.md
+_ln_init = nn.layer_norm_init
 
 
 def _block_init(key, cell, hidden, mlp_ratio, conv):

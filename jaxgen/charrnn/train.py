@@ -44,8 +44,10 @@ def make_optimizer(
     cfg: ml_collections.ConfigDict, total_steps: int
 ) -> optax.GradientTransformation:
     """Global-norm clipping, then Adam at ``train.lr``: constant, or warmup + cosine decay to
-    ``lr * train.final_lr_fraction`` at ``total_steps``. Equal settings give the same object, so
-    a step jitted with it is reused (see ``training.loop``) instead of traced again."""
+    ``lr * train.final_lr_fraction`` at ``total_steps``; with ``train.weight_decay`` > 0, AdamW
+    (decoupled decay of the matrices only: biases, gains and LayerNorms are left alone). Equal
+    settings give the same object, so a step jitted with it is reused (see ``training.loop``)
+    instead of traced again."""
     t = cfg.train
     if t.lr_schedule not in ("constant", "cosine"):
         raise UserError(
@@ -56,17 +58,27 @@ def make_optimizer(
         float(t.lr),
         float(t.clip),
         (int(t.warmup_steps), int(total_steps), float(t.final_lr_fraction)) if cosine else None,
+        float(t.get("weight_decay", 0.0)),
     )
 
 
+def _is_matrix(params):
+    return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
 @functools.lru_cache(maxsize=16)
-def _optimizer(lr: float, clip: float, cosine: tuple | None) -> optax.GradientTransformation:
+def _optimizer(
+    lr: float, clip: float, cosine: tuple | None, weight_decay: float = 0.0
+) -> optax.GradientTransformation:
     if cosine is not None:
         warmup, total_steps, final = cosine
         lr = optax.warmup_cosine_decay_schedule(
             0.0, lr, max(1, warmup), max(warmup + 1, total_steps), end_value=lr * final
         )
-    return optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr))
+    if weight_decay == 0.0:  # plain Adam: the optimizer state checkpoints have always held
+        return optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr))
+    adamw = optax.adamw(lr, weight_decay=weight_decay, mask=_is_matrix)
+    return optax.chain(optax.clip_by_global_norm(clip), adamw)
 
 
 def init_state(cfg, vocab_size: int, tx: optax.GradientTransformation) -> TrainState:
@@ -189,6 +201,14 @@ def recipe(cfg: ml_collections.ConfigDict, workdir: str | Path) -> loop.Recipe:
                     f"the config says {cfg.model[k]}; "
                     "use the same config to resume, or a new workdir"
                 )
+        old_wd = float(meta["config"]["train"].get("weight_decay", 0.0))
+        new_wd = float(cfg.train.get("weight_decay", 0.0))
+        if (old_wd == 0.0) != (new_wd == 0.0):  # Adam's and AdamW's states differ in shape
+            raise UserError(
+                f"workdir {str(workdir)!r} was trained with config.train.weight_decay={old_wd} "
+                f"({'plain Adam' if old_wd == 0.0 else 'AdamW'}), but the config says {new_wd}; "
+                f"resume with --config.train.weight_decay={old_wd}, or use a new workdir"
+            )
         if "eval_batch" not in meta["config"]["train"]:
             # Written before train.eval_batch, when validation used train.batch rows: keep
             # that, so the validation losses before and after the resume compare.

@@ -15,6 +15,8 @@ from jaxgen.nn.layers import (
     dense_init,
     dropout,
     dropout_keep,
+    layer_norm,
+    layer_norm_init,
     leaky_relu,
 )
 
@@ -29,5 +31,7 @@ __all__ = [
     "dense_init",
     "dropout",
     "dropout_keep",
+    "layer_norm",
+    "layer_norm_init",
     "leaky_relu",
 ]

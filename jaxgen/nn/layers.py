@@ -29,6 +29,8 @@ __all__ = [
     "conv_transpose",
     "batch_norm_init",
     "batch_norm",
+    "layer_norm_init",
+    "layer_norm",
     "leaky_relu",
     "dropout",
 ]
@@ -400,6 +402,46 @@ def _bn_train_bwd(eps, res, g):
 
 
 _bn_train.defvjp(_bn_train_fwd, _bn_train_bwd)
+
+
+def layer_norm_init(features: int, dtype=jnp.float32) -> Params:
+    """LayerNorm parameters over ``features``: ``scale`` ones, ``bias`` zeros."""
+    return {"scale": jnp.ones((features,), dtype), "bias": jnp.zeros((features,), dtype)}
+
+
+def layer_norm(params: Params, x: Array, eps: float = 1e-5) -> Array:
+    """``(x - mean) / sqrt(var + eps) * scale + bias`` over the last axis of ``x``.
+
+    The backward is written out from the saved normalised input (two row means and one pass)
+    instead of autodiff's chain back through the variance and the mean, which XLA's CPU backend
+    ran as many more passes (``benchmarks/results/charrnn_step_parts.md``). Reverse mode only,
+    like every ``custom_vjp``."""
+    return _ln(x, params["scale"], params["bias"], eps)
+
+
+def _ln_forward(x, scale, bias, eps):
+    mean = x.mean(-1, keepdims=True)
+    xc = x - mean
+    rstd = jax.lax.rsqrt(jnp.square(xc).mean(-1, keepdims=True) + eps)
+    xhat = xc * rstd
+    return xhat * scale + bias, (xhat, rstd, scale)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _ln(x, scale, bias, eps):
+    return _ln_forward(x, scale, bias, eps)[0]
+
+
+def _ln_bwd(eps, res, g):
+    # y = xhat s + b, xhat = (x - mean) r: dx = r (gs - mean(gs) - xhat mean(gs xhat)), gs = g s.
+    xhat, rstd, scale = res
+    gs = g * scale
+    dx = rstd * (gs - gs.mean(-1, keepdims=True) - xhat * (gs * xhat).mean(-1, keepdims=True))
+    axes = tuple(range(g.ndim - 1))
+    return dx, (g * xhat).sum(axes), g.sum(axes)
+
+
+_ln.defvjp(_ln_forward, _ln_bwd)
 
 
 def leaky_relu(x: Array, slope: float = 0.2) -> Array:
