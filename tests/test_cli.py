@@ -300,6 +300,16 @@ def test_python_m_jaxgen_refuses_in_one_line_touching_nothing(tmp_path, argv, ma
             {"model.num_classes": 10, "model.semantic_weight": 0.0, "data.builtin_box": 20},
         ),
         (
+            "charrnn_mingru.py",  # the README's equal-time recipe
+            {
+                "model.cell": "mingru",
+                "model.conv": 4,
+                "model.mlp_ratio": 2,
+                "model.dropout": 0.1,
+                "train.weight_decay": 0.2,
+            },
+        ),
+        (
             "cyclegan_mnist_uci.py:unconditional",
             {"model.num_classes": 0, "model.semantic_weight": 1.0, "data.builtin_box": 20},
         ),
